@@ -1,0 +1,51 @@
+# vmcoreos: every set-up step lives here, so a fresh Debian machine needs only
+# `make demo` or `make test`.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages: Go and govmomi's source build the vCenter simulator; etcd-server
+# is the real etcd the simulated nodes run; gpgv verifies images (gnupg makes test keys).
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv gnupg patch ca-certificates
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VCSIM := build/vcsim
+VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/fetch-empty-property.patch tests/harness/vcsim/build.sh
+
+.PHONY: all deps apt venv demo test bench clean
+
+all: deps
+
+deps: apt venv $(VCSIM)
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	    echo "apt: installing$$(echo " $$missing" | tr '\n' ' ')"; \
+	    $(SUDO) apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VCSIM): $(VCSIM_SRC)
+	sh tests/harness/vcsim/build.sh $(abspath $(VCSIM))
+
+demo: deps
+	$(PY) -m tests.harness.demo
+
+test: deps
+	$(VENV)/bin/pytest -q
+
+bench: deps
+	$(PY) -m bench.run
+
+clean:
+	rm -rf build $(VENV) .pytest_cache

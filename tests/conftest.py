@@ -1,0 +1,101 @@
+"""Fixtures for the real test bed: vcsim, the guest simulator, signed OVAs, the CLI.
+
+End-to-end tests run the installed `vmcoreos` as a subprocess, exactly as a
+user would, and everything it prints is kept for the suite-wide secret scan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.services import GuestSim, Vcsim
+
+VMCOREOS = str(Path(sys.executable).with_name("vmcoreos"))
+OUTPUT_LOG: list[str] = []  # everything the tool printed in this session
+
+
+@dataclass
+class Run:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
+                 input: str | None = None) -> Run:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [VMCOREOS, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout, input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+    OUTPUT_LOG.append(proc.stdout + proc.stderr)
+    return Run(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_vmcoreos
+
+
+@pytest.fixture
+def vcsim(tmp_path):
+    sim = Vcsim(tmp_path / "vcsim")
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
+
+
+_subnets = itertools.count(1)
+
+
+@pytest.fixture
+def subnet():
+    """A fresh 127.x.y.0/24 per test, so etcd members of different tests never share an address."""
+    n = next(_subnets)
+    return f"127.{10 + n // 250}.{n % 250}"
+
+
+@pytest.fixture
+def guestsim(vcsim, tmp_path, subnet):
+    sim = GuestSim(vcsim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199")
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="session")
+def signer(tmp_path_factory):
+    from tests.harness.signing import TestSigner
+
+    s = TestSigner.create(tmp_path_factory.mktemp("signer"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def signed_ova(tmp_path_factory, signer):
+    """A small Flatcar-like OVA, its .sig and the throwaway public key that signed it."""
+    from tests.harness.ova_builder import build_ova
+
+    d = tmp_path_factory.mktemp("ova")
+    ova = build_ova(d / "flatcar_production_vmware_ova.ova", disk_bytes=4 << 20)
+    signer.sign_detached(ova, d / (ova.name + ".sig"))
+    key = signer.write_public_key(d / "test-key.asc")
+    return {"ova": ova, "sig": d / (ova.name + ".sig"), "key": key}

@@ -1,0 +1,44 @@
+"""Small helpers shared by end-to-end tests: cluster files and vSphere inventory reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def write_cluster(path: Path, subnet: str, *, name: str = "lab", count: int = 3, config: str | None = None,
+                  extra: dict | None = None) -> Path:
+    data = {
+        "cluster": name,
+        "count": count,
+        "vsphere": {"datacenter": "DC0", "cluster": "DC0_C0", "datastore": "LocalDS_0", "network": "VM Network"},
+        "node": {"cpus": 1, "memory_mb": 512, "network": {"mode": "static", "addresses": [f"{subnet}.11-{subnet}.40/8"]}},
+        "etcd": {"bootstrap": "static"},
+        "wait": {"timeout": 60},
+    }
+    if config:
+        data["node"]["config"] = config
+    for key, value in (extra or {}).items():
+        data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.__setitem__(key, value)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def inventory(vcsim) -> dict[str, dict]:
+    """name -> {template, power, extra} for every VM in the simulator."""
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    si = vcsim.connect()
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        out = {}
+        for vm in view.view:
+            extra = {o.key: o.value for o in (vm.config.extraConfig or [])}
+            out[vm.name] = {"template": vm.config.template, "power": vm.runtime.powerState, "extra": extra}
+        view.Destroy()
+        return out
+    finally:
+        Disconnect(si)

@@ -1,0 +1,151 @@
+"""Starting and stopping the test bed: the vCenter simulator and the guest simulator.
+
+Used by pytest fixtures and by `make demo`. Every process started here is
+stopped by the same object's stop(), and every file lives under its workdir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VCSIM_BIN = ROOT / "build" / "vcsim"
+USER, PASSWORD = "user", "pass"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready within {timeout}s")
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Vcsim:
+    workdir: Path
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    thumbprint: str = ""
+
+    @property
+    def cert(self) -> Path:
+        return self.workdir / "vcsim-cert.pem"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        rest = self.url.split("://", 1)[1].split("/", 1)[0]
+        host, port = rest.rsplit(":", 1)
+        return host, int(port)
+
+    def start(self, listen: str = "127.0.0.1:0") -> "Vcsim":
+        if not VCSIM_BIN.exists():
+            raise RuntimeError(f"{VCSIM_BIN} is missing; run `make deps` first")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        info = self.workdir / "vcsim-info"
+        log = open(self.workdir / "vcsim.log", "wb")
+        # vcsim keeps its datastore in $TMPDIR; point it into our workdir so cleanup is ours.
+        env = dict(os.environ, TMPDIR=str(self.workdir))
+        self.proc = subprocess.Popen(
+            [str(VCSIM_BIN), "-listen", listen, "-cert-out", str(self.cert), "-info-out", str(info)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        _wait_file(info, self.proc, "vcsim")
+        fields = dict(line.split("=", 1) for line in info.read_text().split())
+        self.url, self.thumbprint = fields["url"], fields["thumbprint"]
+        return self
+
+    def env(self) -> dict[str, str]:
+        """What a user would export to point vmcoreos at this vCenter."""
+        return {
+            "VMCOREOS_URL": self.url,
+            "VMCOREOS_USERNAME": USER,
+            "VMCOREOS_PASSWORD": PASSWORD,
+            "VMCOREOS_CA_FILE": str(self.cert),
+        }
+
+    def connect(self):
+        import ssl
+
+        from pyVim.connect import SmartConnect
+
+        host, port = self.host_port
+        ctx = ssl.create_default_context(cafile=str(self.cert))
+        return SmartConnect(host=host, port=port, user=USER, pwd=PASSWORD, sslContext=ctx)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@dataclass
+class GuestSim:
+    vcsim: Vcsim
+    workdir: Path
+    dhcp_range: str = "127.0.200.10-127.0.200.250"
+    boot_delay: float = 0.0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "guests"
+
+    def start(self) -> "GuestSim":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "guestsim.log", "wb")
+        env = dict(os.environ, GUESTSIM_PASSWORD=PASSWORD)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "tests.harness.guestsim",
+                "--url", self.vcsim.url,
+                "--ca-file", str(self.vcsim.cert),
+                "--username", USER,
+                "--password-env", "GUESTSIM_PASSWORD",
+                "--state-dir", str(self.state_dir),
+                "--dhcp-range", self.dhcp_range,
+                "--boot-delay", str(self.boot_delay),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+        log.close()
+        _wait_file(self.state_dir / "ready", self.proc, "guest simulator")
+        return self
+
+    def node(self, name: str) -> dict:
+        import json
+
+        return json.loads((self.state_dir / "nodes" / f"{name}.json").read_text())
+
+    def stop(self) -> None:
+        _stop(self.proc, timeout=30)

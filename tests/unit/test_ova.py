@@ -1,0 +1,60 @@
+import pytest
+
+from tests.harness.ova_builder import build_ova
+from vmcoreos.errors import UnsafeArchiveError
+from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.stream import pump
+
+
+def test_reads_descriptor_manifest_and_streams_the_disk(tmp_path):
+    ova = build_ova(tmp_path / "a.ova", disk_bytes=3 << 20)
+    with OvaArchive(ova) as archive:
+        assert archive.names()[0].endswith(".ovf")
+        disk = archive.descriptor.files[0].href
+        assert disk.endswith(".vmdk")
+        check = archive.manifest_check(disk)
+        stream, size = archive.open(disk)
+        assert size == 3 << 20
+        with stream:
+            assert pump(stream, [check]) == size
+        check.finish()
+        archive.verify_descriptor_against_manifest()
+
+
+@pytest.mark.parametrize(
+    "defect,message",
+    [
+        ("absolute-name", "points outside the archive"),
+        ("dotdot-name", "points outside the archive"),
+        ("symlink", "is a link"),
+        ("hardlink", "is a link"),
+        ("device", "device or special file"),
+        ("no-ovf", "has no .ovf descriptor"),
+        ("missing-disk", "archive has no such member"),
+        ("truncated", "the OVA is truncated"),
+    ],
+)
+def test_unsafe_archives_are_refused_before_any_read(tmp_path, defect, message):
+    ova = build_ova(tmp_path / "bad.ova", defect=defect)
+    with pytest.raises(UnsafeArchiveError, match=message):
+        OvaArchive(ova)
+
+
+@pytest.mark.parametrize("defect", ["bad-sha1", "bad-sha256"])
+def test_manifest_mismatch_is_caught_on_the_streamed_bytes(tmp_path, defect):
+    ova = build_ova(tmp_path / "bad.ova", defect=defect)
+    with OvaArchive(ova) as archive:
+        disk = archive.descriptor.files[0].href
+        check = archive.manifest_check(disk)
+        stream, _ = archive.open(disk)
+        with stream:
+            pump(stream, [check])
+        with pytest.raises(UnsafeArchiveError, match="manifest does not match"):
+            check.finish()
+
+
+def test_not_a_tar(tmp_path):
+    f = tmp_path / "x.ova"
+    f.write_bytes(b"hello" * 1000)
+    with pytest.raises(UnsafeArchiveError, match="not a readable OVA"):
+        OvaArchive(f)

@@ -1,0 +1,92 @@
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from vmcoreos.errors import ConfigError
+from vmcoreos.settings import connection_from, load_cluster_file, parse_addresses, parse_cluster
+
+
+def test_address_range_expands_in_cidr_form():
+    got = parse_addresses("10.0.0.20-10.0.0.22/24")
+    assert got == [ipaddress.IPv4Interface(f"10.0.0.{i}/24") for i in (20, 21, 22)]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("10.0.0.20", "no prefix length"),
+        ("10.0.0.30-10.0.0.20/24", "ends before it starts"),
+        ("10.0.0.250-10.0.1.5/24", "leaves its /24"),
+        ("banana/24", "not a CIDR address"),
+    ],
+)
+def test_bad_addresses_name_the_problem(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_addresses(text)
+
+
+def test_duplicate_addresses_are_refused():
+    with pytest.raises(ConfigError, match="lists 10.0.0.1 twice"):
+        parse_cluster(
+            {"cluster": "a", "node": {"network": {"mode": "static", "addresses": ["10.0.0.1/24", "10.0.0.1/24"]}}},
+            base_dir=Path("."),
+        )
+
+
+def test_unknown_key_is_named_with_its_path():
+    with pytest.raises(ConfigError, match=r"unknown key 'node\.cpu'"):
+        parse_cluster({"cluster": "a", "node": {"cpu": 2}}, base_dir=Path("."))
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"node\.cpus must be a whole number"):
+        parse_cluster({"cluster": "a", "node": {"cpus": "two"}}, base_dir=Path("."))
+
+
+def test_yaml_error_reports_the_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("cluster: a\ncount: [3\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml line \d+"):
+        load_cluster_file(f)
+
+
+def test_paths_are_relative_to_the_cluster_file(tmp_path):
+    s = parse_cluster({"cluster": "a", "node": {"config": "cc.yaml"}, "image": {"ova": "x.ova"}}, base_dir=tmp_path)
+    assert s.node.config == tmp_path / "cc.yaml"
+    assert s.image.ova == str(tmp_path / "x.ova")
+
+
+def test_connection_falls_back_to_govc_variables():
+    conn = connection_from(url=None, environ={"GOVC_URL": "vc.lab:8443", "GOVC_USERNAME": "u", "GOVC_PASSWORD": "p",
+                                              "GOVC_INSECURE": "1"})
+    assert (conn.host, conn.port, conn.username, conn.insecure) == ("vc.lab", 8443, "u", True)
+    assert conn.url == "https://vc.lab:8443/sdk"
+
+
+def test_vmcoreos_variables_win_over_govc():
+    conn = connection_from(url=None, environ={"VMCOREOS_URL": "https://a/sdk", "GOVC_URL": "https://b/sdk",
+                                              "VMCOREOS_USERNAME": "u", "VMCOREOS_PASSWORD": "p"})
+    assert conn.host == "a"
+
+
+def test_password_never_shows_in_repr():
+    conn = connection_from(url="https://u:s3cret@vc/sdk", environ={})
+    assert "s3cret" not in repr(conn)
+    assert conn.password == "s3cret"
+
+
+def test_password_file_must_be_private(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text("pw\n")
+    os.chmod(f, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        connection_from(url="https://vc/sdk", username="u", password_file=f, environ={})
+    os.chmod(f, 0o600)
+    assert connection_from(url="https://vc/sdk", username="u", password_file=f, environ={}).password == "pw"
+
+
+def test_missing_credentials_say_which_variables():
+    with pytest.raises(ConfigError, match="VMCOREOS_USERNAME"):
+        connection_from(url="https://vc/sdk", environ={})

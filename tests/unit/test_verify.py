@@ -1,0 +1,103 @@
+"""Signature checks through the real gpgv, with throwaway keys made at test time."""
+
+import pytest
+
+from vmcoreos.errors import ConfigError, VerificationError
+from vmcoreos.images import keys
+from vmcoreos.images.stream import pump
+from vmcoreos.images.verify import SignatureCheck
+
+
+@pytest.fixture
+def image(tmp_path):
+    f = tmp_path / "image.ova"
+    f.write_bytes(b"flatcar" * 100_000)
+    return f
+
+
+def _check(signer, image, sig, key_sources=None):
+    trusted = keys.load_key_bytes(signer.public_key_bytes(), "test key") if key_sources is None else key_sources
+    check = SignatureCheck(sig.read_bytes(), trusted, image.name)
+    with image.open("rb") as f:
+        pump(f, [check])
+    return check.finish()
+
+
+def test_pinned_keys_match_their_fingerprints():
+    assert keys.pinned_key("flatcar").fingerprint == "F88CFEDEFF29A5B4D9523864E25D9AED0593B34A"
+    assert keys.pinned_key("coreos").fingerprint == "04127D0BFABEC8871FFB2CCE50E0885593D2DCB4"
+
+
+def test_good_signature_names_the_primary_key(signer, image, tmp_path):
+    sig = tmp_path / "s.sig"
+    signer.sign_detached(image, sig)
+    verdict = _check(signer, image, sig)
+    assert verdict.primary_fingerprint == signer.fingerprint
+
+
+def test_tampered_byte_is_refused(signer, image, tmp_path):
+    sig = tmp_path / "s.sig"
+    signer.sign_detached(image, sig)
+    data = bytearray(image.read_bytes())
+    data[1000] ^= 1
+    image.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="BAD signature"):
+        _check(signer, image, sig)
+
+
+def test_truncated_signature_is_refused(signer, image, tmp_path):
+    sig = tmp_path / "s.sig"
+    signer.sign_detached(image, sig)
+    sig.write_bytes(sig.read_bytes()[:20])
+    with pytest.raises(VerificationError, match="truncated|could not be checked"):
+        _check(signer, image, sig)
+
+
+def test_unknown_key_is_refused(signer, image, tmp_path):
+    sig = tmp_path / "s.sig"
+    signer.sign_detached(image, sig)
+    with pytest.raises(VerificationError, match="unknown key"):
+        _check(signer, image, sig, key_sources=[keys.pinned_key("flatcar")])
+
+
+def test_expired_subkey_is_accepted_as_gpg_does(tmp_path):
+    from tests.harness.signing import TestSigner
+
+    with TestSigner.create(tmp_path / "k") as signer:
+        f = tmp_path / "old.ova"
+        f.write_bytes(b"old release" * 1000)
+        sig = tmp_path / "old.sig"
+        signer.sign_detached_expired(f, sig)
+        verdict = _check(signer, f, sig)
+        assert verdict.expired_key and verdict.primary_fingerprint == signer.fingerprint
+
+
+def test_revoked_subkey_is_refused(tmp_path):
+    from tests.harness.signing import TestSigner
+
+    with TestSigner.create(tmp_path / "k") as signer:
+        f = tmp_path / "r.ova"
+        f.write_bytes(b"revoked" * 1000)
+        sig = tmp_path / "r.sig"
+        signer.sign_detached_revoked(f, sig)
+        with pytest.raises(VerificationError, match="revoked key"):
+            _check(signer, f, sig)
+
+
+def test_signature_by_a_key_outside_the_pins_is_refused(signer, image, tmp_path):
+    # Both keys in gpgv's keyring, but only the Flatcar key is allowed: pinning is by primary fingerprint.
+    sig = tmp_path / "s.sig"
+    signer.sign_detached(image, sig)
+    own = keys.load_key_bytes(signer.public_key_bytes(), "test key")[0]
+    pinned = keys.pinned_key("flatcar")
+    check = SignatureCheck(sig.read_bytes(), [pinned, own], image.name)
+    check.allowed = {pinned.fingerprint}
+    with image.open("rb") as f:
+        pump(f, [check])
+    with pytest.raises(VerificationError, match="not pinned"):
+        check.finish()
+
+
+def test_a_file_that_is_not_a_key_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not an OpenPGP public key"):
+        keys.load_key_bytes(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm9wZQ==\n-----END PGP PUBLIC KEY BLOCK-----\n", "x")

@@ -1,0 +1,3 @@
+from vmcoreos.cli.app import main
+
+main()

@@ -1,0 +1,92 @@
+"""The only place that prints: events, progress bars, tables, one-line errors.
+
+On a terminal, transfers get a progress bar (bytes, rate, ETA); without one
+(cron), every event is one plain line on stderr and transfers log a line at
+each tenth, so logs stay short and greppable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+
+class Terminal:
+    def __init__(self, *, quiet: bool = False, verbose: bool = False):
+        self.quiet = quiet
+        self.verbose = verbose
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.interactive = sys.stderr.isatty()
+        self._progress: Progress | None = None
+        self._task = None
+        self._label = None
+        self._logged_tenth = -1
+
+    # Reporter protocol -----------------------------------------------------
+    def event(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.interactive:
+            self.err.print(f"• {message}", markup=False)
+        else:
+            print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} vmcoreos: {message}", file=sys.stderr, flush=True)
+
+    def transfer(self, label: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.interactive:
+            if self._progress is None or self._label != label:
+                self.finish_transfer()
+                self._progress = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    TimeRemainingColumn(),
+                    console=self.err,
+                    transient=False,
+                )
+                self._progress.start()
+                self._task = self._progress.add_task(label, total=total)
+                self._label = label
+            self._progress.update(self._task, completed=done, total=total)
+            if done >= total:
+                self.finish_transfer()
+        else:
+            tenth = int(done * 10 / max(total, 1))
+            if label != self._label:
+                self._label, self._logged_tenth = label, -1
+            if tenth > self._logged_tenth and (tenth % 5 == 0 or done >= total):
+                self._logged_tenth = tenth
+                self.event(f"{label}: {done * 100 // max(total, 1)}% of {total / 1048576:.1f} MiB")
+
+    def finish_transfer(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._label = None
+
+    # Output ----------------------------------------------------------------
+    def error(self, message: str, findings: list[str] | None = None) -> None:
+        self.finish_transfer()
+        print(f"vmcoreos: error: {message}", file=sys.stderr, flush=True)
+        for line in findings or []:
+            print(f"  {line}", file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"vmcoreos: WARNING: {message}", file=sys.stderr, flush=True)
+
+    def json(self, data) -> None:
+        print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+    def table(self, columns: list[str], rows: list[list[str]]) -> None:
+        table = Table(*columns, box=None, pad_edge=False, header_style="bold")
+        for row in rows:
+            table.add_row(*[("" if c is None else str(c)) for c in row])
+        self.out.print(table)

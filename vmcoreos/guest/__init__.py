@@ -1,0 +1,1 @@
+"""What a node gets through guestinfo: its config, network keys and hostname."""

@@ -1,0 +1,182 @@
+"""Cloud-config: parse the user's template and merge one node's fields into it.
+
+The merge adds what only the tool knows (hostname, etcd membership) and keeps
+every key and unit the user wrote. It emits underscore keys only: current
+Flatcar's coreos-cloudinit silently ignores hyphenated ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import yaml
+
+from vmcoreos.errors import ConfigError
+
+HEADER = "#cloud-config"
+MEMBER_UNIT = "etcd-member.service"
+MEMBER_DROPIN = "90-vmcoreos-membership.conf"
+
+
+def is_cloud_config(text: str) -> bool:
+    first = text.split("\n", 1)[0]
+    return first.rstrip() == HEADER
+
+
+def parse(text: str, source: str) -> dict:
+    if not is_cloud_config(text):
+        raise ConfigError(f'{source} line 1: must start with "#cloud-config"; add that line at the top')
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{line}: {getattr(exc, 'problem', None) or 'invalid YAML'}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: a cloud-config must be a YAML mapping")
+    return doc
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    # Unit files read far better as literal blocks than as one escaped line.
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render(doc: dict) -> str:
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return f"{HEADER}\n{body}"
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The etcd fields one node needs to form or join the cluster."""
+
+    name: str
+    client_url: str
+    peer_url: str
+    initial_cluster: str | None  # "n1=http://a:2380,n2=…"; None with discovery
+    state: str  # "new" or "existing"
+    token: str
+    discovery: str | None = None
+    listen_client_url: str | None = None
+    listen_peer_url: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        out = {"name": self.name}
+        if self.discovery and self.state == "new":
+            out["discovery"] = self.discovery
+        else:
+            out["initial_cluster"] = self.initial_cluster or ""
+            out["initial_cluster_state"] = self.state
+            out["initial_cluster_token"] = self.token
+        return out
+
+    def url_fields(self) -> dict[str, str]:
+        return {
+            "advertise_client_urls": self.client_url,
+            "initial_advertise_peer_urls": self.peer_url,
+            "listen_client_urls": self.listen_client_url or self.client_url,
+            "listen_peer_urls": self.listen_peer_url or self.peer_url,
+        }
+
+
+def etcd_kind(doc: dict) -> str | None:
+    """Which etcd the config runs: 'etcd2', 'etcd' (legacy 0.4), 'member' (Flatcar drop-in), or None."""
+    coreos = doc.get("coreos") or {}
+    if isinstance(coreos, dict):
+        if isinstance(coreos.get("etcd2"), dict):
+            return "etcd2"
+        if isinstance(coreos.get("etcd"), dict):
+            return "etcd"
+        for unit in coreos.get("units") or []:
+            if isinstance(unit, dict) and unit.get("name") == MEMBER_UNIT:
+                return "member"
+    return None
+
+
+def merge_node(doc: dict, *, hostname: str, membership: Membership | None, default_kind: str) -> dict:
+    """A copy of the user's config with this node's hostname and etcd fields."""
+    out = copy.deepcopy(doc)
+    out["hostname"] = hostname
+    if membership is None:
+        return out
+    kind = etcd_kind(out) or default_kind
+    coreos = out.setdefault("coreos", {})
+    if kind in ("etcd2", "etcd"):
+        section = coreos.setdefault(kind, {})
+        _drop_hyphen_twins(section)
+        for key, value in membership.url_fields().items():
+            section.setdefault(key, value)
+        if membership.discovery:
+            for key in ("initial_cluster", "initial_cluster_state", "initial_cluster_token"):
+                section.pop(key, None)
+        else:
+            section.pop("discovery", None)
+        section.update(membership.fields())
+    else:
+        _merge_member_dropin(coreos, membership)
+    return out
+
+
+def _drop_hyphen_twins(section: dict) -> None:
+    # A user's 'initial-cluster' would sit next to our 'initial_cluster' and confuse readers;
+    # the guest ignores it anyway, and validation reports it before we get here.
+    for key in [k for k in section if isinstance(k, str) and "-" in k]:
+        if key.replace("-", "_") in section or key.replace("-", "_") in Membership.__dataclass_fields__:
+            section.pop(key)
+
+
+def dropin_env(content: str) -> dict[str, str]:
+    """ETCD_* assignments in a systemd drop-in's Environment= lines."""
+    env: dict[str, str] = {}
+    for line in content.splitlines():
+        line = line.strip()
+        if not line.startswith("Environment="):
+            continue
+        for word in _split_env_words(line[len("Environment=") :]):
+            key, sep, value = word.partition("=")
+            if sep and key.startswith("ETCD_"):
+                env[key] = value
+    return env
+
+
+def _split_env_words(text: str) -> list[str]:
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def _merge_member_dropin(coreos: dict, membership: Membership) -> None:
+    units = coreos.setdefault("units", [])
+    unit = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
+    if unit is None:
+        unit = {"name": MEMBER_UNIT, "command": "start"}
+        units.append(unit)
+    drop_ins = unit.setdefault("drop_ins", [])
+    user_env: dict[str, str] = {}
+    for d in drop_ins:
+        if isinstance(d, dict) and d.get("name") != MEMBER_DROPIN:
+            user_env.update(dropin_env(str(d.get("content") or "")))
+    env = {}
+    for key, value in membership.url_fields().items():
+        if "ETCD_" + key.upper() not in user_env:
+            env["ETCD_" + key.upper()] = value
+    for key, value in membership.fields().items():
+        env["ETCD_" + key.upper()] = value
+    lines = ["[Service]"] + [f'Environment="{k}={v}"' for k, v in env.items()]
+    ours = {"name": MEMBER_DROPIN, "content": "\n".join(lines) + "\n"}
+    unit["drop_ins"] = [d for d in drop_ins if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)] + [ours]

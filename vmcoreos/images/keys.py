@@ -1,0 +1,133 @@
+"""OpenPGP public keys: the pinned image-signing keys and user-trusted ones.
+
+We parse just enough of the packet format to turn armored keys into a binary
+keyring for gpgv and to compute each primary key's v4 fingerprint, so a
+signature can be pinned to a primary key rather than to "anything gpgv knows".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from vmcoreos.errors import ConfigError
+
+PINNED = {
+    # Flatcar Buildbot (Official Builds); the key has no expiry, subkeys rotate.
+    "flatcar": ("F88CFEDEFF29A5B4D9523864E25D9AED0593B34A", "Flatcar_Image_Signing_Key.asc"),
+    # CoreOS Buildbot; end of life, kept for mirrors of old releases.
+    "coreos": ("04127D0BFABEC8871FFB2CCE50E0885593D2DCB4", "CoreOS_Image_Signing_Key.asc"),
+}
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    fingerprint: str
+    data: bytes  # binary transferable public key(s)
+    source: str
+
+
+def dearmor(text: str) -> bytes:
+    """Binary packets from every ASCII-armored block in text."""
+    out = b""
+    inside = False
+    body: list[str] = []
+    headers_done = False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("-----BEGIN PGP"):
+            inside, body, headers_done = True, [], False
+            continue
+        if line.startswith("-----END PGP"):
+            out += base64.b64decode("".join(body))
+            inside = False
+            continue
+        if not inside:
+            continue
+        if not headers_done:
+            if line == "":
+                headers_done = True
+            elif ":" not in line:
+                headers_done = True
+                body.append(line)
+            continue
+        if line.startswith("="):
+            continue  # CRC24 checksum line
+        body.append(line)
+    return out
+
+
+def _packets(data: bytes):
+    """(tag, body) for each OpenPGP packet (RFC 4880 §4.2, old and new formats)."""
+    i = 0
+    while i < len(data):
+        ctb = data[i]
+        if not ctb & 0x80:
+            raise ValueError("not an OpenPGP packet")
+        if ctb & 0x40:
+            tag = ctb & 0x3F
+            first = data[i + 1]
+            if first < 192:
+                length, i = first, i + 2
+            elif first < 224:
+                length, i = ((first - 192) << 8) + data[i + 2] + 192, i + 3
+            elif first == 255:
+                length, i = int.from_bytes(data[i + 2 : i + 6], "big"), i + 6
+            else:
+                raise ValueError("partial body lengths are not used in keys")
+        else:
+            tag = (ctb >> 2) & 0x0F
+            kind = ctb & 3
+            size = {0: 1, 1: 2, 2: 4}.get(kind)
+            if size is None:
+                raise ValueError("indeterminate packet length")
+            length, i = int.from_bytes(data[i + 1 : i + 1 + size], "big"), i + 1 + size
+        yield tag, data[i : i + length]
+        i += length
+
+
+def primary_fingerprints(data: bytes) -> list[str]:
+    fprs = []
+    for tag, body in _packets(data):
+        if tag == 6:  # public key (not subkey, tag 14)
+            if body and body[0] != 4:
+                raise ValueError(f"OpenPGP key version {body[0]} is not supported")
+            fprs.append(hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper())
+    return fprs
+
+
+def load_key_bytes(raw: bytes, source: str) -> list[PublicKey]:
+    try:
+        data = dearmor(raw.decode("ascii")) if raw.lstrip().startswith(b"-----BEGIN") else raw
+        fprs = primary_fingerprints(data)
+    except (ValueError, UnicodeDecodeError, IndexError) as exc:
+        raise ConfigError(f"{source} is not an OpenPGP public key ({exc}); export it with gpg --export") from None
+    if not fprs:
+        raise ConfigError(f"{source} holds no OpenPGP public key; export it with gpg --export")
+    # One PublicKey per file is enough: gpgv gets the whole file, the pins get every primary.
+    return [PublicKey(f, data, source) for f in fprs]
+
+
+def pinned_key(distro: str) -> PublicKey | None:
+    entry = PINNED.get(distro)
+    if entry is None:
+        return None
+    fingerprint, name = entry
+    raw = resources.files("vmcoreos.keys").joinpath(name).read_bytes()
+    keys = load_key_bytes(raw, name)
+    assert keys[0].fingerprint == fingerprint, "shipped key does not match its pin"
+    return keys[0]
+
+
+def trusted_keys(paths: tuple[Path, ...] | list[Path]) -> list[PublicKey]:
+    keys: list[PublicKey] = []
+    for path in paths:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read trusted key {path}: {exc.strerror}; check --trusted-key") from None
+        keys.extend(load_key_bytes(raw, str(path)))
+    return keys

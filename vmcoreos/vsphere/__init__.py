@@ -1,0 +1,1 @@
+"""Everything that talks to vSphere: session, inventory, import, VMs, waits."""

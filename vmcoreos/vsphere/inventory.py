@@ -1,0 +1,86 @@
+"""Finding the datacenter, cluster, datastore, network and folder the cluster file names.
+
+A missing object is an error that names it and lists what does exist, so a
+typo costs one run, not a support ticket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pyVmomi import vim
+
+from vmcoreos.errors import VSphereError
+from vmcoreos.settings import VSphereTarget
+from vmcoreos.vsphere.session import Session
+
+
+@dataclass
+class Placement:
+    datacenter: Any
+    resource_pool: Any
+    datastore: Any
+    network: Any
+    network_name: str
+    folder: Any
+    cluster_name: str
+
+
+def _pick(kind: str, key: str, wanted: str | None, found: dict[str, Any]) -> Any:
+    if wanted is None:
+        if len(found) == 1:
+            return next(iter(found.values()))
+        listing = ", ".join(sorted(found)) or "none"
+        raise VSphereError(f"more than one {kind} (or none) and vsphere.{key} is not set; pick one of: {listing}")
+    if wanted not in found:
+        listing = ", ".join(sorted(found)) or "none"
+        raise VSphereError(f"{kind} {wanted!r} (vsphere.{key}) does not exist; found: {listing}")
+    return found[wanted]
+
+
+def _names(session: Session, root, kind) -> dict[str, Any]:
+    return {props["name"]: obj for obj, props in session.retrieve_all(root, kind, ["name"]).items() if "name" in props}
+
+
+def find_datacenter(session: Session, target: VSphereTarget):
+    return _pick("datacenter", "datacenter", target.datacenter, _names(session, session.content.rootFolder, vim.Datacenter))
+
+
+def locate(session: Session, target: VSphereTarget) -> Placement:
+    dc = find_datacenter(session, target)
+    props = session.retrieve([dc], ["vmFolder", "hostFolder", "datastoreFolder", "networkFolder"], vim.Datacenter)[dc]
+
+    clusters = _names(session, props["hostFolder"], vim.ComputeResource)
+    compute = _pick("cluster", "cluster", target.cluster, clusters)
+    pool = session.retrieve([compute], ["resourcePool"], vim.ComputeResource)[compute]["resourcePool"]
+
+    datastore = _pick("datastore", "datastore", target.datastore, _names(session, props["datastoreFolder"], vim.Datastore))
+    networks = _names(session, props["networkFolder"], vim.Network)
+    network_name = target.network or ("VM Network" if "VM Network" in networks else None)
+    network = _pick("network", "network", network_name, networks)
+    folder = _find_folder(session, props["vmFolder"], target.folder)
+    name = next(n for n, o in clusters.items() if o == compute)
+    return Placement(dc, pool, datastore, network, network_name or "", folder, name)
+
+
+def _find_folder(session: Session, vm_folder, path: str | None):
+    if not path:
+        return vm_folder
+    folder = vm_folder
+    walked = []
+    for part in [p for p in path.strip("/").split("/") if p]:
+        children = session.retrieve([folder], ["childEntity"], vim.Folder)[folder].get("childEntity") or []
+        subfolders = {
+            p.get("name"): o
+            for o, p in session.retrieve([c for c in children if isinstance(c, vim.Folder)], ["name"], vim.Folder).items()
+        }
+        if part not in subfolders:
+            listing = ", ".join(sorted(subfolders)) or "none"
+            where = "/".join(walked) or "the datacenter's VM folder"
+            raise VSphereError(
+                f"folder {path!r} (vsphere.folder) does not exist: no {part!r} in {where}; found: {listing}"
+            )
+        folder = subfolders[part]
+        walked.append(part)
+    return folder

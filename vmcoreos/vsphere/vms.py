@@ -1,0 +1,151 @@
+"""Node VMs and templates: ownership marks, listing, clone, power, destroy.
+
+Every VM and template we create carries marks in its extraConfig. Anything
+that would power off, change or delete a VM checks the mark first, so a VM
+that merely shares a name with a node is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyVmomi import vim
+
+from vmcoreos.errors import OwnershipError
+from vmcoreos.vsphere.inventory import Placement
+from vmcoreos.vsphere.session import Session
+from vmcoreos.vsphere.waits import wait_task
+
+MARK_CLUSTER = "vmcoreos.cluster"
+MARK_ROLE = "vmcoreos.role"  # "node" or "template"
+MARK_DISTRO = "vmcoreos.distro"
+MARK_VERSION = "vmcoreos.image_version"
+MARK_SHA512 = "vmcoreos.image_sha512"
+MARK_DIGEST = "vmcoreos.config_digest"
+
+VM_PROPS = [
+    "name",
+    "config.template",
+    "config.extraConfig",
+    "runtime.powerState",
+    "guest.toolsRunningStatus",
+    "guest.ipAddress",
+]
+
+
+@dataclass
+class VmInfo:
+    ref: Any
+    name: str
+    template: bool
+    power: str
+    tools: str | None
+    ip: str | None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> str | None:
+        return self.extra.get(MARK_CLUSTER)
+
+    @property
+    def role(self) -> str | None:
+        return self.extra.get(MARK_ROLE)
+
+    def owned_by(self, cluster: str) -> bool:
+        return self.cluster == cluster
+
+
+def _extra(options) -> dict[str, str]:
+    # vSphere may list a key more than once (some hosts append); the last value wins, as in the VMX.
+    out: dict[str, str] = {}
+    for opt in options or []:
+        out[opt.key] = "" if opt.value is None else str(opt.value)
+    return out
+
+
+def _info(ref, props: dict) -> VmInfo:
+    return VmInfo(
+        ref=ref,
+        name=props.get("name", ""),
+        template=bool(props.get("config.template")),
+        power=str(props.get("runtime.powerState", "")),
+        tools=props.get("guest.toolsRunningStatus"),
+        ip=props.get("guest.ipAddress") or None,
+        extra=_extra(props.get("config.extraConfig")),
+    )
+
+
+def list_vms(session: Session, placement: Placement, names: set[str] | None = None) -> list[VmInfo]:
+    """VMs in the datacenter, all or just those with the given names, in two round trips."""
+    root = session.retrieve([placement.datacenter], ["vmFolder"], vim.Datacenter)[placement.datacenter]["vmFolder"]
+    by_name = session.retrieve_all(root, vim.VirtualMachine, ["name"])
+    refs = [r for r, p in by_name.items() if names is None or p.get("name") in names]
+    return [_info(r, p) for r, p in session.retrieve(refs, VM_PROPS, vim.VirtualMachine).items()]
+
+
+def refresh(session: Session, vm: VmInfo) -> VmInfo:
+    props = session.retrieve([vm.ref], VM_PROPS, vim.VirtualMachine).get(vm.ref)
+    return _info(vm.ref, props) if props is not None else vm
+
+
+def require_owned(vm: VmInfo, cluster: str, action: str) -> None:
+    if not vm.owned_by(cluster):
+        whose = f"cluster {vm.cluster!r}" if vm.cluster else "no vmcoreos cluster"
+        raise OwnershipError(
+            f"refusing to {action} VM {vm.name!r}: it belongs to {whose}, not {cluster!r};"
+            " rename or move it, vmcoreos never touches VMs it did not create"
+        )
+
+
+def marks(cluster: str, role: str, **values: str) -> dict[str, str]:
+    out = {MARK_CLUSTER: cluster, MARK_ROLE: role}
+    keys = {"distro": MARK_DISTRO, "version": MARK_VERSION, "sha512": MARK_SHA512, "digest": MARK_DIGEST}
+    for key, value in values.items():
+        out[keys[key]] = value
+    return out
+
+
+def option_values(values: dict[str, str]) -> list:
+    return [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
+
+
+def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None):
+    """Everything a node needs in the clone itself: one task per node, no reconfigure after."""
+    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore)
+    if linked_snapshot is not None:
+        relocate.diskMoveType = "createNewChildDiskBacking"
+    config = vim.vm.ConfigSpec(
+        numCPUs=cpus,
+        memoryMB=memory_mb,
+        extraConfig=option_values(extra),
+        # No vApp options, so vSphere hands the guest no OVF environment that would
+        # shadow the extraConfig guestinfo keys for coreos-cloudinit.
+        vAppConfigRemoved=True,
+    )
+    return vim.vm.CloneSpec(
+        location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
+    )
+
+
+def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec) -> Any:
+    task = template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
+    return wait_task(session, task, what=f"cloning {name} from {template.name}")
+
+
+def power_on(session: Session, vm: VmInfo) -> None:
+    if vm.power != "poweredOn":
+        wait_task(session, vm.ref.PowerOnVM_Task(), what=f"powering on {vm.name}")
+
+
+def power_off(session: Session, vm: VmInfo, cluster: str) -> None:
+    require_owned(vm, cluster, "power off")
+    if vm.power == "poweredOn":
+        wait_task(session, vm.ref.PowerOffVM_Task(), what=f"powering off {vm.name}")
+
+
+def destroy(session: Session, vm: VmInfo, cluster: str) -> None:
+    require_owned(vm, cluster, "delete")
+    if vm.power == "poweredOn" and not vm.template:
+        wait_task(session, vm.ref.PowerOffVM_Task(), what=f"powering off {vm.name}")
+    wait_task(session, vm.ref.Destroy_Task(), what=f"deleting {vm.name}")
