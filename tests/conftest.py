@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ from tests.harness.services import GuestSim, Vcsim
 
 VMCOREOS = str(Path(sys.executable).with_name("vmcoreos"))
 OUTPUT_LOG: list[str] = []  # everything the tool printed in this session
+# Locks and the image cache of runs under test live in the session's temp dir, never the user's.
+_STATE = Path(tempfile.mkdtemp(prefix="vmcoreos-test-state-"))
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Run:
 def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
                  input: str | None = None) -> Run:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
+    full_env.update(VMCOREOS_LOCK_DIR=str(_STATE / "locks"), VMCOREOS_CACHE_DIR=str(_STATE / "cache"))
     full_env.update(env or {})
     proc = subprocess.run(
         [VMCOREOS, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout, input=input,
@@ -99,3 +104,11 @@ def signed_ova(tmp_path_factory, signer):
     signer.sign_detached(ova, d / (ova.name + ".sig"))
     key = signer.write_public_key(d / "test-key.asc")
     return {"ova": ova, "sig": d / (ova.name + ".sig"), "key": key}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir():
+    try:
+        yield _STATE
+    finally:
+        shutil.rmtree(_STATE, ignore_errors=True)

@@ -1,23 +1,30 @@
-"""Plans and runs deploy from the pieces: settings, node configs, image, vSphere, etcd.
+"""Plans and runs deploy, scale, rebuild, destroy and status from the pieces.
 
-The order matters and is the point of this module: everything that can be
-checked offline (settings, node configs, the image's signature) is checked
-before the first change in vSphere, and nodes that already exist and are
-ours are left alone, so running deploy twice gives the same cluster.
+The order of steps is the point of this module:
+* everything checkable offline (settings, node configs, the image's
+  signature) is checked before the first change in vSphere;
+* nodes that exist and are ours are left alone, so deploy twice = deploy once;
+* membership changes go one node at a time and never leave etcd without
+  quorum: `member remove` before a VM goes, `member add` before one comes;
+* every step is idempotent, so a run that stops anywhere is resumed by the next.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Iterator, Protocol
 
 import tenacity
 from pyVmomi import vim
 
-from vmcoreos import etcd
-from vmcoreos.errors import ConfigError, NotJoinedError, VSphereError
+from vmcoreos import etcd, locks
+from vmcoreos.errors import EtcdError, LockedError, NotJoinedError, VSphereError
 from vmcoreos.guest import nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
@@ -45,12 +52,15 @@ class QuietReporter:
 @dataclass
 class NodeStatus:
     name: str
-    action: str = ""  # created / unchanged / started
+    action: str = ""  # created / unchanged / started / removed / rebuilt
     power: str = ""
     tools: str | None = None
     ip: str | None = None
+    image_version: str | None = None
     member_id: str | None = None
     healthy: bool = False
+    leader: bool = False
+    drift: bool = False
     stage: str = "planned"
 
     def as_dict(self) -> dict:
@@ -58,23 +68,28 @@ class NodeStatus:
 
 
 @dataclass
-class DeployResult:
+class RunResult:
     cluster: str
     nodes: list[NodeStatus]
     template: str | None = None
     image_version: str | None = None
     uploaded: bool = False
     created: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    message: str = ""
 
     def as_dict(self) -> dict:
-        return {
-            "cluster": self.cluster,
-            "template": self.template,
-            "image_version": self.image_version,
-            "uploaded": self.uploaded,
-            "created": self.created,
-            "nodes": [n.as_dict() for n in self.nodes],
-        }
+        data = dict(self.__dict__)
+        data["nodes"] = [n.as_dict() for n in self.nodes]
+        return data
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.removed or self.rebuilt or self.uploaded)
+
+
+DeployResult = RunResult  # the name deploy's callers know
 
 
 def template_name(settings: ClusterSettings, image: source.VerifiedImage) -> str:
@@ -89,12 +104,8 @@ def prepare(settings: ClusterSettings, count: int) -> list[NodeConfig]:
 
 def resolve_image(settings: ClusterSettings, reporter: Reporter) -> source.VerifiedImage:
     image = settings.image
-    if image.ova is None:
-        raise ConfigError("no image given; pass --ova FILE --sig FILE.sig or set image.ova in the cluster file")
     if source.is_url(image.ova):
-        reporter.event(f"downloading {image.ova}")
         return source.download_verified(image, image.ova, _cache_dir())
-    reporter.event(f"verifying {image.ova}")
     return source.verify_local_ova(image)
 
 
@@ -109,154 +120,180 @@ def _cache_dir():
     return Path(os.environ.get(ENV_CACHE_DIR) or user_cache_dir("vmcoreos"))
 
 
-class Deployer:
-    def __init__(self, settings: ClusterSettings, conn: Connection, reporter: Reporter, *, parallel: int = 4):
+
+def node_index(cluster: str, name: str) -> int | None:
+    match = re.fullmatch(re.escape(cluster) + r"-(\d{2,})", name)
+    return int(match.group(1)) if match else None
+
+
+def quorum(size: int) -> int:
+    return size // 2 + 1
+
+
+class Cluster:
+    """One cluster: the cluster file's intent, and the VMs and etcd members that exist."""
+
+    def __init__(self, settings: ClusterSettings, session: Session, reporter: Reporter, *, parallel: int = 4):
         self.settings = settings
-        self.conn = conn
+        self.session = session
         self.reporter = reporter
         self.parallel = max(1, parallel)
-        self.session: Session | None = None
+        self.placement = inventory.locate(session, settings.vsphere)
+        self._user = None
 
-    def run(self, count: int) -> DeployResult:
-        configs = prepare(self.settings, count)
-        self.session = connect(self.conn)
-        try:
-            return self._run(configs)
-        finally:
-            self.session.close()
+    # -- what exists ----------------------------------------------------------
 
-    def _run(self, configs: list[NodeConfig]) -> DeployResult:
-        session, settings = self.session, self.settings
-        placement = inventory.locate(session, settings.vsphere)
-        names = {c.name for c in configs}
-        existing = {v.name: v for v in vms.list_vms(session, placement, names) if not v.template}
-        for vm in existing.values():
-            vms.require_owned(vm, settings.name, "reuse")
-        result = DeployResult(settings.name, [NodeStatus(c.name) for c in configs])
-        status = {n.name: n for n in result.nodes}
-        missing = [c for c in configs if c.name not in existing]
-        for name, vm in existing.items():
-            status[name].action = "unchanged"
-            if vm.power != "poweredOn":
-                self.reporter.event(f"{name}: powering on")
-                vms.power_on(session, vm)
-                status[name].action = "started"
+    def vms(self) -> tuple[dict[str, vms.VmInfo], list[vms.VmInfo]]:
+        """(nodes by name, templates) of this cluster: VMs named like ours AND carrying our mark."""
+        nodes, templates, _ = self.inventory()
+        return nodes, templates
 
-        if missing:
-            image = resolve_image(settings, self.reporter)
-            result.image_version = image.version
-            template, uploaded = self._template(placement, image)
-            result.template, result.uploaded = template.name, uploaded
-            live = self._live_endpoint(existing)
-            if live is None:
-                self._create(placement, template, image, missing, status)
-            else:
-                for config in missing:
-                    self._join(placement, template, image, config, live, status)
-            result.created = [c.name for c in missing]
+    def inventory(self) -> tuple[dict[str, vms.VmInfo], list[vms.VmInfo], list[vms.VmInfo]]:
+        """Ours (nodes, templates) and foreign: VMs named like our nodes without our mark."""
+        name = self.settings.name
+        pattern = re.compile(re.escape(name) + r"-(\d{2,}|template-.+)")
+        found = vms.list_vms(self.session, self.placement, predicate=lambda n: bool(pattern.fullmatch(n)))
+        nodes, templates, foreign = {}, [], []
+        for vm in found:
+            if not vm.owned_by(name):
+                foreign.append(vm)
+            elif vm.template or vm.role == "template":
+                templates.append(vm)
+            elif node_index(name, vm.name) is not None:
+                nodes[vm.name] = vm
+        return nodes, templates, foreign
 
-        deadline = time.monotonic() + settings.wait_timeout
-        self._wait_joined(placement, configs, status, deadline)
-        return result
+    def user_config(self):
+        if self._user is None:
+            self._user = nodeconfig.load_user_config(self.settings)
+        return self._user
 
-    # -- image and template -------------------------------------------------
+    def endpoint(self, vm: vms.VmInfo) -> str | None:
+        return f"http://{vm.ip}:{self.settings.etcd.client_port}" if vm.ip else None
 
-    def _template(self, placement, image: source.VerifiedImage) -> tuple[vms.VmInfo, bool]:
+    def live_view(self, nodes: dict[str, vms.VmInfo], exclude: set[str] = frozenset()) -> tuple[str, etcd.ClusterView] | None:
+        """The member list from the first node that answers, skipping `exclude`."""
+        for name in sorted(nodes):
+            vm = nodes[name]
+            if name in exclude or vm.power != "poweredOn" or not vm.ip:
+                continue
+            endpoint = self.endpoint(vm)
+            try:
+                return endpoint, etcd.member_list(endpoint)
+            except Exception:
+                continue
+        return None
+
+    def health(self, view: etcd.ClusterView) -> dict[str, bool]:
+        """member id -> healthy, asking each member on its own client URL."""
+        out = {}
+        for m in view.members:
+            out[m.id] = bool(m.client_urls) and any(etcd.healthy(u) for u in m.client_urls)
+        return out
+
+    # -- image and template -----------------------------------------------------
+
+    def template(self, image: source.VerifiedImage, templates: list[vms.VmInfo]) -> tuple[vms.VmInfo, bool]:
         session, settings = self.session, self.settings
         name = template_name(settings, image)
-        for vm in vms.list_vms(session, placement, {name}):
-            vms.require_owned(vm, settings.name, "use as template")
-            if vm.template and vm.extra.get(vms.MARK_SHA512) == image.sha512:
+        for vm in templates:
+            if vm.name == name and vm.template and vm.extra.get(vms.MARK_SHA512) == image.sha512:
                 self.reporter.event(f"template {name} already imported")
                 return vm, False
-            raise VSphereError(
-                f"VM {name!r} exists but is not a finished template of this image; delete it with"
-                " `vmcoreos destroy --templates` or remove it by hand"
-            )
+        for vm in vms.list_vms(session, self.placement, {name}):
+            vms.require_owned(vm, settings.name, "use as template")
+            if not vm.template:
+                # A template whose import was cut short: ours, unfinished, safe to replace.
+                self.reporter.event(f"removing unfinished template {name}")
+                vms.destroy(session, vm, settings.name)
+            else:
+                raise VSphereError(
+                    f"template {name!r} exists but holds a different image; delete it with"
+                    " `vmcoreos destroy --templates` first"
+                )
         self.reporter.event(f"importing {image.path.name} as template {name}")
         extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
         with OvaArchive(image.path) as archive:
             ref = importer.import_ova(
                 session,
                 archive,
-                placement,
+                self.placement,
                 name,
                 extra,
                 on_bytes=lambda done, total: self.reporter.transfer(f"uploading {image.path.name}", done, total),
             )
         try:
             ref.MarkAsTemplate()
-        except Exception as exc:
-            wait_task(session, ref.Destroy_Task(), what=f"removing {name}")
-            raise VSphereError(f"could not mark {name} as a template: {getattr(exc, 'msg', exc)}") from None
-        info = vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None))
-        return info, True
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                wait_task(session, ref.Destroy_Task(), what=f"removing {name}")
+            if isinstance(exc, Exception):
+                raise VSphereError(f"could not mark {name} as a template: {getattr(exc, 'msg', exc)}") from None
+            raise
+        return vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None)), True
 
-    # -- node creation ------------------------------------------------------
+    # -- creating nodes ---------------------------------------------------------
 
-    def _clone(self, placement, template, image, config: NodeConfig) -> None:
+    def clone(self, template: vms.VmInfo, image: source.VerifiedImage, config: NodeConfig, digest: str) -> None:
         settings = self.settings
         extra = dict(config.guestinfo)
-        extra.update(
-            vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=config.digest)
+        extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
+        spec = vms.clone_spec(
+            self.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra
         )
-        spec = vms.clone_spec(placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra)
         self.reporter.event(f"{config.name}: cloning from {template.name}")
-        ref = vms.clone(self.session, template, config.name, placement, spec)
+        ref = vms.clone(self.session, template, config.name, self.placement, spec, cluster=settings.name)
         vm = vms.refresh(self.session, vms.VmInfo(ref, config.name, False, "", None, None))
         # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
         vms.power_on(self.session, vm)
 
-    def _create(self, placement, template, image, configs: list[NodeConfig], status) -> None:
+    def bootstrap(self, template, image, configs: list[NodeConfig]) -> None:
+        """A new cluster: every node at once, all with initial_cluster_state new."""
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            futures = [pool.submit(self._clone, placement, template, image, c) for c in configs]
-            errors = []
-            for config, fut in zip(configs, futures):
-                try:
-                    fut.result()
-                    status[config.name].action = "created"
-                    status[config.name].stage = "powered on"
-                except Exception as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+            futures = [pool.submit(self.clone, template, image, c, c.digest) for c in configs]
+            errors = [f.exception() for f in futures]
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise failed[0]
 
-    def _live_endpoint(self, existing: dict[str, vms.VmInfo]) -> str | None:
-        port = self.settings.etcd.client_port
-        for vm in existing.values():
-            if vm.ip:
-                endpoint = f"http://{vm.ip}:{port}"
-                try:
-                    etcd.member_list(endpoint)
-                    return endpoint
-                except Exception:
-                    continue
-        return None
-
-    def _join(self, placement, template, image, config: NodeConfig, endpoint: str, status) -> None:
+    def join(self, template, image, config: NodeConfig, endpoint: str, deadline: float) -> NodeStatus:
         """Add one node to a running cluster: member add first, then boot it with state existing."""
         view = etcd.member_list(endpoint)
         peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
-        user = nodeconfig.load_user_config(self.settings)
-        count = max(int(n.rsplit("-", 1)[-1]) for n in [config.name, *peers] if n.rsplit("-", 1)[-1].isdigit())
-        joined = nodeconfig.plan(self.settings, user, count=count, only=[config.name], existing_members=peers)[0]
+        peers.pop(config.name, None)
+        count = max([config.index] + [node_index(self.settings.name, n) or 0 for n in peers])
+        joined = nodeconfig.plan(
+            self.settings, self.user_config(), count=count, only=[config.name], existing_members=peers
+        )[0]
         peer_url = f"http://{joined.ip}:{self.settings.etcd.peer_port}"
+        added = None
         if not any(peer_url in m.peer_urls for m in view.members):
             self.reporter.event(f"{config.name}: etcd member add {peer_url}")
-            etcd.member_add(endpoint, peer_url)
-        # The digest marks the config the cluster file renders, not the one-off join variant.
-        joined = NodeConfig(joined.name, joined.index, joined.address, joined.config_text, joined.guestinfo, config.digest)
-        self._clone(placement, template, image, joined)
-        status[config.name].action = "created"
-        deadline = time.monotonic() + self.settings.wait_timeout
-        self._wait_joined(placement, [config], status, deadline)
+            added = etcd.member_add(endpoint, peer_url)
+        try:
+            # The mark records the config the cluster file renders, not this one-off join variant.
+            self.clone(template, image, joined, config.digest)
+            return self.wait_joined([config], deadline)[config.name]
+        except BaseException:
+            if added is not None and not isinstance(added, Exception):
+                with contextlib.suppress(Exception):
+                    self._rollback_join(config, endpoint, added)
+            raise
 
-    # -- waiting ------------------------------------------------------------
+    def _rollback_join(self, config: NodeConfig, endpoint: str, added: etcd.Member) -> None:
+        # Undo a join that did not finish: an unstarted member costs the cluster fault tolerance.
+        nodes, _ = self.vms()
+        vm = nodes.get(config.name)
+        if vm is not None and vm.extra.get(vms.MARK_VERSION) and not vm.ip:
+            vms.destroy(self.session, vm, self.settings.name)
+            etcd.member_remove(endpoint, added.id)
 
-    def _wait_joined(self, placement, configs: list[NodeConfig], status, deadline: float) -> None:
-        session = self.session
-        found = {v.name: v for v in vms.list_vms(session, placement, {c.name for c in configs}) if not v.template}
-        refs = {found[c.name].ref: c.name for c in configs if c.name in found}
+    # -- waiting ----------------------------------------------------------------
+
+    def wait_joined(self, configs: list[NodeConfig], deadline: float) -> dict[str, NodeStatus]:
+        status = {c.name: NodeStatus(c.name) for c in configs}
+        nodes, _ = self.vms()
+        refs = {nodes[c.name].ref: c.name for c in configs if c.name in nodes}
         props = ["runtime.powerState", "guest.toolsRunningStatus", "guest.ipAddress"]
 
         def ready(values):
@@ -266,39 +303,36 @@ class Deployer:
                 st.power = v.get("runtime.powerState", st.power)
                 st.tools = v.get("guest.toolsRunningStatus", st.tools)
                 st.ip = v.get("guest.ipAddress") or st.ip
-                if st.power == "poweredOn":
-                    st.stage = "powered on"
-                if st.tools == "guestToolsRunning":
-                    st.stage = "tools running"
-                if st.ip:
+                st.stage = "tools running" if st.tools == "guestToolsRunning" else (
+                    "powered on" if st.power == "poweredOn" else st.stage
+                )
+                if st.ip and st.tools == "guestToolsRunning":
                     st.stage = "has IP"
-            return all(
-                status[n].tools == "guestToolsRunning" and status[n].ip for n in refs.values()
-            )
+            return all(status[n].stage == "has IP" for n in refs.values())
 
-        self.reporter.event("waiting for guest tools and IP addresses")
-        with Watch(session, list(refs), props, vim.VirtualMachine) as watch:
+        self.reporter.event("waiting for guest tools and IP addresses of " + ", ".join(sorted(status)))
+        with Watch(self.session, list(refs), props, vim.VirtualMachine) as watch:
             try:
                 watch.until(ready, deadline, "guests")
             except TimeoutError:
-                self._not_joined(status, configs)
-        self.reporter.event("waiting for etcd membership")
+                self._not_joined(status)
         port = self.settings.etcd.client_port
-        for config in configs:
-            st = status[config.name]
-            endpoint = f"http://{st.ip}:{port}"
+        for name in sorted(status):
+            st = status[name]
             retrying = tenacity.Retrying(
                 wait=tenacity.wait_exponential(multiplier=0.1, max=2),
                 stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
                 retry=tenacity.retry_if_result(lambda ok: not ok),
             )
             try:
-                retrying(self._member_ready, endpoint, st)
+                retrying(self._member_ready, f"http://{st.ip}:{port}", st)
             except tenacity.RetryError:
-                self._not_joined(status, configs)
-            self.reporter.event(f"{config.name}: healthy etcd member {st.member_id}")
+                self._not_joined(status)
+            self.reporter.event(f"{name}: healthy etcd member {st.member_id}")
+        return status
 
-    def _member_ready(self, endpoint: str, st: NodeStatus) -> bool:
+    @staticmethod
+    def _member_ready(endpoint: str, st: NodeStatus) -> bool:
         try:
             view = etcd.member_list(endpoint)
         except Exception:  # not up yet: refused, reset, or answering garbage while it starts
@@ -312,17 +346,321 @@ class Deployer:
         if not etcd.healthy(endpoint):
             return False
         st.healthy = True
+        st.leader = view.leader == member.id
         st.stage = "healthy"
         return True
 
-    def _not_joined(self, status, configs) -> None:
-        late = [status[c.name] for c in configs if not status[c.name].healthy]
+    def _not_joined(self, status: dict[str, NodeStatus]) -> None:
+        late = [s for s in status.values() if not s.healthy]
         detail = ", ".join(f"{s.name} reached '{s.stage}'" for s in late)
         raise NotJoinedError(
             f"nodes did not join etcd within {self.settings.wait_timeout:.0f}s: {detail};"
-            " the VMs are kept for inspection (see their consoles or `vmcoreos status`)",
+            " the VMs are kept for inspection (see `vmcoreos status`)",
+        )
+
+    # -- removing nodes ---------------------------------------------------------
+
+    def remove_node(self, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
+        """member remove first (keeping quorum), then power off and delete the VM."""
+        vms.require_owned(vm, self.settings.name, "remove")
+        live = self.live_view(nodes, exclude={vm.name})
+        if live is not None:
+            endpoint, view = live
+            member = view.by_name(vm.name) or next(
+                (m for m in view.members if vm.ip and any(vm.ip in u for u in m.peer_urls)), None
+            )
+            if member is not None:
+                health = self.health(view)
+                size = len(view.members) - 1
+                healthy_after = sum(ok for mid, ok in health.items() if mid != member.id)
+                if size and healthy_after < quorum(size):
+                    raise EtcdError(
+                        f"removing {vm.name} would leave {healthy_after} healthy of {size} members, below quorum"
+                        f" ({quorum(size)}); repair the unhealthy members first (`vmcoreos status`)"
+                    )
+                if view.leader == member.id and size:
+                    self._move_leader(view, member, health)
+                self.reporter.event(f"{vm.name}: etcd member remove {member.id}")
+                etcd.member_remove(endpoint, member.id)
+        self.reporter.event(f"{vm.name}: powering off and deleting")
+        vms.destroy(self.session, vm, self.settings.name)
+
+    def _move_leader(self, view: etcd.ClusterView, leader: etcd.Member, health: dict[str, bool]) -> None:
+        target = next((m for m in view.members if m.id != leader.id and health.get(m.id)), None)
+        if target is None or not leader.client_urls:
+            return
+        self.reporter.event(f"moving etcd leadership from {leader.name} to {target.name}")
+        with contextlib.suppress(Exception):
+            etcd.move_leader(leader.client_urls[0], target.id)
+
+
+# -- the operations the CLI runs ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def _session(conn: Connection) -> Iterator[Session]:
+    session = connect(conn)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@contextlib.contextmanager
+def _etcd_lock(cluster: Cluster, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
+    """The etcd lease lock, once there is an etcd to hold it (the host lock is taken before)."""
+    live = cluster.live_view(nodes)
+    if live is None:
+        yield
+        return
+    lock = etcd.EtcdLock(live[0], cluster.settings.name, f"{socket.gethostname()}:{os.getpid()}")
+    try:
+        got = lock.acquire()
+    except Exception:
+        got = None  # an etcd without the v3 lease API: the host lock still protects this host
+    if got is False:
+        holder = None
+        with contextlib.suppress(Exception):
+            holder = lock.holder_of()
+        raise LockedError(
+            f"another vmcoreos run ({holder or 'unknown'}) holds cluster {cluster.settings.name!r}'s etcd lock;"
+            " it expires a minute after that run dies"
+        )
+    try:
+        yield
+    finally:
+        if got:
+            lock.release()
+
+
+def deploy(settings: ClusterSettings, conn: Connection, *, count: int, reporter: Reporter, parallel: int = 4) -> RunResult:
+    configs = prepare(settings, count)
+    with locks.host_lock(settings.name), _session(conn) as session:
+        cluster = Cluster(settings, session, reporter, parallel=parallel)
+        return _converge(cluster, configs)
+
+
+def _converge(cluster: Cluster, configs: list[NodeConfig]) -> RunResult:
+    settings, session = cluster.settings, cluster.session
+    nodes, templates, foreign = cluster.inventory()
+    for vm in foreign:
+        if vm.name in {c.name for c in configs}:
+            vms.require_owned(vm, settings.name, "use")
+    result = RunResult(settings.name, [])
+    wanted = {c.name for c in configs}
+    extra = sorted((n for n in nodes if n not in wanted), key=lambda n: -(node_index(settings.name, n) or 0))
+    missing = [c for c in configs if c.name not in nodes]
+    deadline = time.monotonic() + settings.wait_timeout
+    with _etcd_lock(cluster, nodes):
+        for name in extra:
+            cluster.remove_node(nodes.pop(name), nodes)
+            result.removed.append(name)
+        for name in sorted(n for n in nodes if n in wanted):
+            if nodes[name].power != "poweredOn":
+                cluster.reporter.event(f"{name}: powering on")
+                vms.power_on(session, nodes[name])
+        if missing:
+            image = resolve_image(settings, cluster.reporter)
+            result.image_version = image.version
+            template, result.uploaded = cluster.template(image, templates)
+            result.template = template.name
+            live = cluster.live_view(nodes)
+            if live is None and not nodes:
+                cluster.bootstrap(template, image, missing)
+            elif live is None:
+                raise EtcdError(
+                    f"nodes {', '.join(sorted(nodes))} exist but none answers etcd, so new nodes cannot join;"
+                    " check them with `vmcoreos status`"
+                )
+            else:
+                for config in missing:
+                    cluster.join(template, image, config, live[0], deadline)
+                    live = cluster.live_view(cluster.vms()[0]) or live
+            result.created = [c.name for c in missing]
+        status = cluster.wait_joined(configs, deadline)
+    created = set(result.created)
+    for config in configs:
+        st = status[config.name]
+        st.action = "created" if config.name in created else "unchanged"
+        st.drift = False
+        result.nodes.append(st)
+    return result
+
+
+def rebuild(
+    settings: ClusterSettings,
+    conn: Connection,
+    *,
+    reporter: Reporter,
+    force: bool = False,
+    to_version: str | None = None,
+    parallel: int = 4,
+) -> RunResult:
+    """Replace nodes one at a time with the channel's newest release (or to_version)."""
+    from dataclasses import replace
+
+    configs = prepare(settings, settings.count)
+    if to_version is not None:
+        settings = replace(settings, image=replace(settings.image, version=to_version))
+    with locks.host_lock(settings.name), _session(conn) as session:
+        cluster = Cluster(settings, session, reporter, parallel=parallel)
+        nodes, templates = cluster.vms()
+        result = RunResult(settings.name, [])
+        if not nodes:
+            raise VSphereError(f"cluster {settings.name!r} has no nodes to rebuild; run `vmcoreos deploy` first")
+        image = resolve_image(settings, reporter)
+        result.image_version = image.version
+        pending = [c for c in configs if c.name not in nodes or force or _runs_older(nodes[c.name], image)]
+        if force and not pending:
+            pending = list(configs)
+        if not pending:
+            result.message = f"all nodes run {image.version}; nothing to do"
+            return result
+        deadline_per_node = settings.wait_timeout
+        with _etcd_lock(cluster, nodes):
+            template, result.uploaded = cluster.template(image, templates)
+            result.template = template.name
+            for config in _leader_last(cluster, nodes, pending):
+                nodes = cluster.vms()[0]
+                vm = nodes.get(config.name)
+                if vm is not None and not force and not _runs_older(vm, image):
+                    continue  # done by an earlier, interrupted run
+                _check_healthy(cluster, nodes, skip=config.name)
+                if vm is not None:
+                    cluster.remove_node(vm, nodes)
+                    nodes.pop(config.name)
+                live = cluster.live_view(nodes)
+                if live is None:
+                    raise EtcdError(f"no etcd member answers after removing {config.name}; the roll stopped here")
+                cluster.reporter.event(f"{config.name}: creating on {image.version}")
+                cluster.join(template, image, config, live[0], time.monotonic() + deadline_per_node)
+                result.rebuilt.append(config.name)
+            status = cluster.wait_joined(configs, time.monotonic() + settings.wait_timeout)
+        result.nodes = [status[c.name] for c in configs]
+        for st in result.nodes:
+            st.action = "rebuilt" if st.name in result.rebuilt else "unchanged"
+        return result
+
+
+_RELEASE = re.compile(r"\d+(\.\d+)*")
+
+
+def _runs_older(vm: vms.VmInfo, image: source.VerifiedImage) -> bool:
+    """True when the node should move to the target image.
+
+    Release versions (4593.2.5) only move forward, so a channel that briefly
+    serves an older release never triggers a downgrade; local builds have no
+    order, so any different build counts.
+    """
+    current = vm.extra.get(vms.MARK_VERSION)
+    if current is None:
+        return True
+    if current == image.version:
+        return False
+    if vm.extra.get(vms.MARK_DISTRO) != image.distro:
+        return True
+    if _RELEASE.fullmatch(current) and _RELEASE.fullmatch(image.version):
+        return tuple(map(int, current.split("."))) < tuple(map(int, image.version.split(".")))
+    return True
+
+
+def _leader_last(cluster: Cluster, nodes: dict[str, vms.VmInfo], pending: list[NodeConfig]) -> list[NodeConfig]:
+    # Replacing followers first means one leader election for the whole roll, not one per node.
+    live = cluster.live_view(nodes)
+    if live is None:
+        return pending
+    leader = next((m.name for m in live[1].members if m.id == live[1].leader), None)
+    return sorted(pending, key=lambda c: (c.name == leader, c.index))
+
+
+def _check_healthy(cluster: Cluster, nodes: dict[str, vms.VmInfo], skip: str) -> None:
+    live = cluster.live_view(nodes, exclude={skip})
+    if live is None:
+        raise EtcdError("no etcd member answers; the cluster is down, so the roll stops before touching it")
+    _, view = live
+    health = cluster.health(view)
+    sick = [m.name or m.id for m in view.members if not health.get(m.id) and m.name != skip]
+    if sick:
+        raise EtcdError(
+            f"etcd members {', '.join(sick)} are not healthy; the roll stops before {skip} with quorum intact."
+            " Repair them and run again to resume"
         )
 
 
-def deploy(settings: ClusterSettings, conn: Connection, *, count: int, reporter: Reporter, parallel: int = 4) -> DeployResult:
-    return Deployer(settings, conn, reporter, parallel=parallel).run(count)
+@dataclass
+class DestroyPlan:
+    cluster: str
+    nodes: list[vms.VmInfo]
+    templates: list[vms.VmInfo]
+    skipped: list[str] = field(default_factory=list)  # named like ours, not marked ours
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.nodes + self.templates]
+
+
+def plan_destroy(settings: ClusterSettings, session: Session, *, templates: bool) -> DestroyPlan:
+    cluster = Cluster(settings, session, QuietReporter())
+    nodes, tpls, foreign = cluster.inventory()
+    return DestroyPlan(
+        settings.name,
+        [nodes[n] for n in sorted(nodes)],
+        sorted(tpls, key=lambda v: v.name) if templates else [],
+        sorted(v.name for v in foreign),
+    )
+
+
+def destroy(session: Session, plan: DestroyPlan, *, reporter: Reporter, parallel: int = 4) -> list[str]:
+    """Power off and delete every VM in the plan; each one's mark is checked again just before."""
+
+    def one(vm: vms.VmInfo) -> str:
+        fresh = vms.refresh(session, vm)
+        vms.require_owned(fresh, plan.cluster, "delete")
+        reporter.event(f"{fresh.name}: powering off and deleting")
+        vms.destroy(session, fresh, plan.cluster)
+        return fresh.name
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(one, vm) for vm in plan.nodes]
+        done = [f.result() for f in futures]
+        done += [f.result() for f in [pool.submit(one, vm) for vm in plan.templates]]
+    return done
+
+
+@contextlib.contextmanager
+def session_for(settings: ClusterSettings, conn: Connection, *, lock: bool = True) -> Iterator[Session]:
+    with (locks.host_lock(settings.name) if lock else contextlib.nullcontext()), _session(conn) as session:
+        yield session
+
+
+def status(settings: ClusterSettings, conn: Connection) -> RunResult:
+    """One row per node as vSphere and etcd see it; drift compares the config digest with a fresh render."""
+    configs = {c.name: c for c in prepare(settings, settings.count)}
+    with _session(conn) as session:
+        cluster = Cluster(settings, session, QuietReporter())
+        nodes, _ = cluster.vms()
+        live = cluster.live_view(nodes)
+        view = live[1] if live else etcd.ClusterView([])
+        health = cluster.health(view) if live else {}
+        result = RunResult(settings.name, [])
+        names = sorted(set(configs) | set(nodes), key=lambda n: node_index(settings.name, n) or 0)
+        for name in names:
+            vm = nodes.get(name)
+            st = NodeStatus(name)
+            if vm is None:
+                st.stage = "missing"
+            else:
+                st.power, st.tools, st.ip = vm.power, vm.tools, vm.ip
+                st.image_version = vm.extra.get(vms.MARK_VERSION)
+                expected = configs.get(name)
+                st.drift = expected is None or vm.extra.get(vms.MARK_DIGEST) != expected.digest
+                member = view.by_name(name)
+                if member is not None:
+                    st.member_id = member.id
+                    st.healthy = health.get(member.id, False)
+                    st.leader = view.leader == member.id
+                    st.stage = "healthy" if st.healthy else "unhealthy"
+                else:
+                    st.stage = "not a member" if vm.power == "poweredOn" else vm.power
+            result.nodes.append(st)
+        return result

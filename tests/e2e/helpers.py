@@ -36,8 +36,11 @@ def inventory(vcsim) -> dict[str, dict]:
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
         out = {}
         for vm in view.view:
-            extra = {o.key: o.value for o in (vm.config.extraConfig or [])}
-            out[vm.name] = {"template": vm.config.template, "power": vm.runtime.powerState, "extra": extra}
+            try:
+                extra = {o.key: o.value for o in (vm.config.extraConfig or [])}
+                out[vm.name] = {"template": vm.config.template, "power": vm.runtime.powerState, "extra": extra}
+            except vim.ManagedObjectNotFound:
+                continue  # deleted while we were listing
         view.Destroy()
         return out
     finally:

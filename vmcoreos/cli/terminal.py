@@ -85,6 +85,12 @@ class Terminal:
     def json(self, data) -> None:
         print(json.dumps(data, indent=2, sort_keys=False, default=str))
 
+    def fields(self, items: dict) -> None:
+        """`name  value` lines on stdout, never wrapped (a SHA-512 stays on one line for grep and cut)."""
+        width = max((len(k) for k in items), default=0)
+        for key, value in items.items():
+            print(f"{key:<{width}}  {'' if value is None else value}", flush=True)
+
     def table(self, columns: list[str], rows: list[list[str]]) -> None:
         table = Table(*columns, box=None, pad_edge=False, header_style="bold")
         for row in rows:

@@ -76,11 +76,23 @@ def _info(ref, props: dict) -> VmInfo:
     )
 
 
-def list_vms(session: Session, placement: Placement, names: set[str] | None = None) -> list[VmInfo]:
-    """VMs in the datacenter, all or just those with the given names, in two round trips."""
+def list_vms(
+    session: Session, placement: Placement, names: set[str] | None = None, *, predicate=None
+) -> list[VmInfo]:
+    """VMs in the datacenter whose name is in names (or passes predicate), in two round trips.
+
+    Names are read for every VM first, and the heavier properties (extraConfig)
+    only for the few that match, which keeps this cheap on a large vCenter.
+    """
     root = session.retrieve([placement.datacenter], ["vmFolder"], vim.Datacenter)[placement.datacenter]["vmFolder"]
     by_name = session.retrieve_all(root, vim.VirtualMachine, ["name"])
-    refs = [r for r, p in by_name.items() if names is None or p.get("name") in names]
+
+    def wanted(name) -> bool:
+        if names is not None and name not in names:
+            return False
+        return predicate is None or predicate(name)
+
+    refs = [r for r, p in by_name.items() if wanted(p.get("name"))]
     return [_info(r, p) for r, p in session.retrieve(refs, VM_PROPS, vim.VirtualMachine).items()]
 
 
@@ -128,9 +140,27 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
     )
 
 
-def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec) -> Any:
+def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str) -> Any:
     task = template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
-    return wait_task(session, task, what=f"cloning {name} from {template.name}")
+    try:
+        return wait_task(session, task, what=f"cloning {name} from {template.name}")
+    except BaseException:
+        # Interrupted or failed: cancel the task and remove whatever it made, if it is ours.
+        _remove_half_made(session, task, name, placement, cluster)
+        raise
+
+
+def _remove_half_made(session: Session, task, name: str, placement: Placement, cluster: str) -> None:
+    try:
+        task.CancelTask()
+    except Exception:
+        pass
+    try:
+        for vm in list_vms(session, placement, {name}):
+            if vm.owned_by(cluster) and not vm.template:
+                destroy(session, vm, cluster)
+    except Exception:
+        pass
 
 
 def power_on(session: Session, vm: VmInfo) -> None:

@@ -1,0 +1,236 @@
+"""Lifecycle end to end: status, scale up and down, rolling rebuild with data, teardown, locking."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import VMCOREOS
+from tests.e2e import etcdclient
+from tests.e2e.helpers import inventory, write_cluster
+
+
+@pytest.fixture
+def env(vcsim, tmp_path):
+    return {**vcsim.env(), "VMCOREOS_LOCK_DIR": str(tmp_path / "locks"), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def _image_args(ova):
+    return ["--ova", str(ova["ova"]), "--sig", str(ova["sig"]), "--trusted-key", str(ova["key"])]
+
+
+def _deploy(cli, cluster, ova, env, count=3):
+    run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--json", *_image_args(ova)], env=env)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+@pytest.fixture(scope="module")
+def newer_ova(tmp_path_factory, signer):
+    """A second build of the image, as a new release would be."""
+    from tests.harness.ova_builder import build_ova
+
+    d = tmp_path_factory.mktemp("newer")
+    ova = build_ova(d / "flatcar_production_vmware_ova.ova", disk_bytes=4 << 20, seed=7)
+    signer.sign_detached(ova, d / (ova.name + ".sig"))
+    return {"ova": ova, "sig": d / (ova.name + ".sig"), "key": signer.write_public_key(d / "key.asc")}
+
+
+def _status(cli, cluster, env):
+    run = cli(["status", "-c", str(cluster), "--json"], env=env)
+    return run.returncode, json.loads(run.stdout)
+
+
+def test_status_reports_health_leader_and_drift(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    _deploy(cli, cluster, signed_ova, env)
+    code, data = _status(cli, cluster, env)
+    assert code == 0
+    rows = {n["name"]: n for n in data["nodes"]}
+    assert sorted(rows) == ["lab-01", "lab-02", "lab-03"]
+    assert all(r["healthy"] and r["power"] == "poweredOn" and not r["drift"] for r in rows.values())
+    assert sum(r["leader"] for r in rows.values()) == 1
+    assert all(r["image_version"].startswith("local-") for r in rows.values())
+
+    # A changed node config shows as drift; a powered-off node makes status fail.
+    (tmp_path / "cc.yaml").write_text("#cloud-config\nssh_authorized_keys: [ssh-ed25519 AAAA test]\n")
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, config="cc.yaml")
+    si = vcsim.connect()
+    try:
+        from pyVmomi import vim
+
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        vm = next(v for v in view.view if v.name == "lab-03")
+        vm.PowerOffVM_Task()
+        view.Destroy()
+    finally:
+        from pyVim.connect import Disconnect
+
+        Disconnect(si)
+    deadline = time.monotonic() + 30
+    while True:
+        code, data = _status(cli, cluster, env)
+        rows = {n["name"]: n for n in data["nodes"]}
+        if not rows["lab-03"]["healthy"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert code == 1
+    assert rows["lab-03"]["power"] == "poweredOff" and not rows["lab-03"]["healthy"]
+    assert all(r["drift"] for r in rows.values())
+
+
+def test_scale_three_five_three_keeps_membership_and_keys(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    _deploy(cli, cluster, signed_ova, env)
+    ep = f"http://{subnet}.11:2379"
+    written = etcdclient.write_keys(ep, 200)
+
+    up = _deploy(cli, cluster, signed_ova, env, count=5)
+    assert sorted(up["created"]) == ["lab-04", "lab-05"] and up["uploaded"] is False
+    assert sorted(m["name"] for m in etcdclient.members(ep)) == [f"lab-0{i}" for i in range(1, 6)]
+    assert etcdclient.get_prefix(f"http://{subnet}.15:2379", "/data/") == written
+
+    down = _deploy(cli, cluster, signed_ova, env, count=3)
+    assert sorted(down["removed"]) == ["lab-04", "lab-05"]
+    assert sorted(m["name"] for m in etcdclient.members(ep)) == ["lab-01", "lab-02", "lab-03"]
+    assert etcdclient.get_prefix(ep, "/data/") == written
+    names = {n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab" and not v["template"]}
+    assert names == {"lab-01", "lab-02", "lab-03"}
+
+
+def test_rebuild_rolls_every_node_keeping_data_and_a_leader(cli, vcsim, guestsim, signed_ova, newer_ova, subnet,
+                                                            tmp_path, env):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    _deploy(cli, cluster, signed_ova, env)
+    endpoints = [f"http://{subnet}.1{i}:2379" for i in (1, 2, 3)]
+    written = etcdclient.write_keys(endpoints[0], 1000)
+    old = {r["name"]: r["image_version"] for r in _status(cli, cluster, env)[1]["nodes"]}
+
+    with etcdclient.LeaderWatch(endpoints) as watch:
+        run = cli(["rebuild", "-c", str(cluster), "--json", *_image_args(newer_ova)], env=env)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert sorted(result["rebuilt"]) == ["lab-01", "lab-02", "lab-03"]
+
+    code, data = _status(cli, cluster, env)
+    assert code == 0
+    new_versions = {r["image_version"] for r in data["nodes"]}
+    assert new_versions == {result["image_version"]} and result["image_version"] not in old.values()
+    for ep in endpoints:
+        assert etcdclient.get_prefix(ep, "/data/") == written
+    assert watch.samples > 20
+    # etcd's election timeout here is 1 s: never without a leader for longer than one election.
+    assert watch.longest_gap < 2.0, watch.longest_gap
+
+    # Nothing left to do: prints nothing with --quiet and exits 0.
+    again = cli(["rebuild", "-c", str(cluster), "--quiet", *_image_args(newer_ova)], env=env)
+    assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
+
+
+def test_rebuild_killed_half_way_resumes(cli, vcsim, guestsim, signed_ova, newer_ova, subnet, tmp_path, env):
+    import os
+
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    _deploy(cli, cluster, signed_ova, env)
+    written = etcdclient.write_keys(f"http://{subnet}.11:2379", 300)
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **env}
+    proc = subprocess.Popen(
+        [VMCOREOS, "rebuild", "-c", str(cluster), *_image_args(newer_ova)],
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        seen = ""
+        for line in proc.stderr:
+            seen += line
+            if "creating on" in line:  # the first node was removed: kill it mid-roll
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert "member remove" in seen
+
+    run = cli(["rebuild", "-c", str(cluster), "--json", *_image_args(newer_ova)], env=env)
+    assert run.returncode == 0, run.stderr
+    code, data = _status(cli, cluster, env)
+    assert code == 0
+    assert len({r["image_version"] for r in data["nodes"]}) == 1
+    assert sorted(m["name"] for m in etcdclient.members(f"http://{subnet}.12:2379")) == ["lab-01", "lab-02", "lab-03"]
+    assert etcdclient.get_prefix(f"http://{subnet}.13:2379", "/data/") == written
+
+
+def test_two_rebuilds_at_once_one_runs_one_exits_5(cli, vcsim, guestsim, signed_ova, newer_ova, subnet, tmp_path, env):
+    import os
+
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    _deploy(cli, cluster, signed_ova, env)
+    written = etcdclient.write_keys(f"http://{subnet}.11:2379", 100)
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **env}
+    args = [VMCOREOS, "rebuild", "-c", str(cluster), *_image_args(newer_ova)]
+    procs = [subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 5], outs
+    loser = outs[[p.returncode for p in procs].index(5)][1]
+    assert loser.strip().count("\n") == 0 and "holds the lock" in loser
+    code, _ = _status(cli, cluster, env)
+    assert code == 0
+    assert etcdclient.get_prefix(f"http://{subnet}.12:2379", "/data/") == written
+
+
+def _clone_plain(vcsim, name, extra=None):
+    """A VM the tool did not create (or another cluster's), made straight through the API."""
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    si = vcsim.connect()
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        src = next(v for v in view.view if v.name == "DC0_H0_VM0")
+        view.Destroy()
+        config = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in (extra or {}).items()])
+        task = src.CloneVM_Task(folder=src.parent, name=name, spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec(), config=config))
+        while task.info.state not in ("success", "error"):
+            time.sleep(0.05)
+        assert task.info.state == "success"
+    finally:
+        Disconnect(si)
+
+
+def test_destroy_spares_unmarked_and_foreign_vms(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    _deploy(cli, cluster, signed_ova, env)
+    _clone_plain(vcsim, "lab-04")  # named like a node, no mark
+    _clone_plain(vcsim, "other-01", {"vmcoreos.cluster": "other", "vmcoreos.role": "node"})
+
+    # A node-named VM that is not ours stops a deploy that would need that name, naming it.
+    run = cli(["deploy", "-c", str(cluster), "--count", "4", *_image_args(signed_ova)], env=env)
+    assert run.returncode == 1 and "lab-04" in run.stderr and "vmcoreos never touches" in run.stderr
+
+    refused = cli(["destroy", "-c", str(cluster)], env=env)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+
+    run = cli(["destroy", "-c", str(cluster), "--yes", "--templates", "--json"], env=env)
+    assert run.returncode == 0, run.stderr
+    assert sorted(json.loads(run.stdout)["deleted"]) == ["lab-01", "lab-02", "lab-03", "lab-template-flatcar-" + _version(signed_ova)]
+    left = inventory(vcsim)
+    assert "lab-04" in left and "other-01" in left
+    assert not [n for n, v in left.items() if v["extra"].get("vmcoreos.cluster") == "lab"]
+
+
+def _version(ova) -> str:
+    import hashlib
+
+    h = hashlib.sha512(ova["ova"].read_bytes()).hexdigest()
+    return f"local-{h[:12]}"

@@ -1,0 +1,76 @@
+"""What every command shares: options with their environment variables, error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Iterator
+
+import typer
+
+from vmcoreos.cli.terminal import Terminal
+from vmcoreos.errors import ExitCode, VmcoreosError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done, 1 failed, 2 bad usage or config, 3 image verification failed, "
+    "4 nodes did not join in time, 5 another run holds the lock, 130 interrupted."
+)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def reporting(term: Terminal) -> Iterator[None]:
+    """Run a command body: typed errors become one line and their exit code; never a traceback."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    except VmcoreosError as exc:
+        term.error(exc.message, exc.findings)
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        term.error("interrupted; work in progress was rolled back where it could be")
+        raise typer.Exit(ExitCode.INTERRUPTED)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if os.environ.get("VMCOREOS_DEBUG"):
+            raise
+        # A bug of ours, not the user's: still one line, with a way to get the details.
+        term.error(f"unexpected {type(exc).__name__}: {exc}; rerun with VMCOREOS_DEBUG=1 and report the traceback")
+        raise typer.Exit(ExitCode.FAILED)
+    finally:
+        term.finish_transfer()
+        signal.signal(signal.SIGTERM, previous)
+
+
+# Shared options ---------------------------------------------------------------
+ConfigOpt = typer.Option(..., "--config", "-c", help="Cluster file (YAML).", dir_okay=False)
+UrlOpt = typer.Option(None, "--url", help="vCenter URL. [env: VMCOREOS_URL, GOVC_URL]")
+UserOpt = typer.Option(None, "--username", help="vCenter user. [env: VMCOREOS_USERNAME, GOVC_USERNAME]")
+PasswordFileOpt = typer.Option(
+    None, "--password-file", help="File holding the vCenter password (mode 600). [env: VMCOREOS_PASSWORD, GOVC_PASSWORD]"
+)
+InsecureOpt = typer.Option(
+    None, "--insecure/--no-insecure", help="Skip TLS verification of vCenter (labs only). [env: VMCOREOS_INSECURE, GOVC_INSECURE]"
+)
+CaFileOpt = typer.Option(None, "--ca-file", help="PEM CA bundle that signed vCenter's certificate. [env: VMCOREOS_CA_FILE]")
+ThumbprintOpt = typer.Option(None, "--thumbprint", help="Pin vCenter's certificate by SHA-1 thumbprint. [env: VMCOREOS_THUMBPRINT]")
+JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the result.")
+
+
+def connection(url, username, password_file, insecure, ca_file, thumbprint, term: Terminal):
+    from vmcoreos.settings import connection_from
+
+    conn = connection_from(
+        url=url, username=username, password_file=password_file, insecure=insecure, ca_file=ca_file, thumbprint=thumbprint
+    )
+    if conn.insecure:
+        term.warn(f"TLS verification of {conn.host} is off (--insecure); anyone on the path can read the password")
+    return conn
+
+

@@ -1,0 +1,80 @@
+"""vmcoreos deploy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vmcoreos.cli.common import (
+    EXIT_CODES_HELP, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
+    UserOpt, connection, reporting,
+)
+from vmcoreos.cli.terminal import Terminal
+from vmcoreos.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=EXIT_CODES_HELP)(deploy)
+
+
+def deploy(
+    config: Path = ConfigOpt,
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of nodes (overrides 'count')."),
+    ova: Optional[str] = typer.Option(None, "--ova", help="OVA path or URL (overrides image.ova)."),
+    sig: Optional[str] = typer.Option(None, "--sig", help="Detached signature of the OVA, path or URL (default: OVA + .sig)."),
+    trusted_key: list[Path] = typer.Option([], "--trusted-key", metavar="FILE", help="Extra OpenPGP public key to trust (repeatable)."),
+    insecure_skip_verify: bool = typer.Option(False, "--insecure-skip-verify", help="Do not verify the image signature (dangerous)."),
+    parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Node operations run at once."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds to wait for nodes to join (overrides wait.timeout)."),
+    url: Optional[str] = UrlOpt,
+    username: Optional[str] = UserOpt,
+    password_file: Optional[Path] = PasswordFileOpt,
+    insecure: Optional[bool] = InsecureOpt,
+    ca_file: Optional[Path] = CaFileOpt,
+    thumbprint: Optional[str] = ThumbprintOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Create the cluster's nodes (or converge to --count) and wait until each is a healthy etcd member."""
+    term = Terminal(quiet=quiet or json_out)
+    with reporting(term):
+        from dataclasses import replace
+
+        from vmcoreos import cluster
+        from vmcoreos.settings import load_cluster_file
+
+        settings = load_cluster_file(config)
+        image = settings.image
+        if ova is not None:
+            image = replace(image, ova=ova, sig=sig)
+        elif sig is not None:
+            image = replace(image, sig=sig)
+        if trusted_key:
+            image = replace(image, trusted_keys=image.trusted_keys + tuple(trusted_key))
+        if insecure_skip_verify:
+            term.warn("image signature verification is OFF (--insecure-skip-verify); you are trusting the network")
+            image = replace(image, insecure_skip_verify=True)
+        settings = replace(settings, image=image)
+        if timeout is not None:
+            settings = replace(settings, wait_timeout=timeout)
+        n = count if count is not None else settings.count
+        if n < 1:
+            raise ConfigError("--count must be at least 1")
+        conn = connection(url, username, password_file, insecure, ca_file, thumbprint, term)
+        result = cluster.deploy(settings, conn, count=n, reporter=term, parallel=parallel)
+        if json_out:
+            term.json(result.as_dict())
+        else:
+            term.table(
+                ["NODE", "ACTION", "POWER", "IP", "ETCD MEMBER", "HEALTH"],
+                [
+                    [s.name, s.action, s.power, s.ip, s.member_id, "healthy" if s.healthy else s.stage]
+                    for s in result.nodes
+                ],
+            )
+            if result.removed:
+                term.out.print(f"removed {', '.join(result.removed)}")
+
+

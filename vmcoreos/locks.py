@@ -1,0 +1,42 @@
+"""Cron-safe locking: a lock file on this host, plus an etcd lease lock on the cluster.
+
+The host lock stops two runs from one machine overlapping; the etcd lock
+(taken once the cluster exists) stops runs from different hosts doing so,
+and its lease makes a crashed run's lock expire on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import filelock
+from platformdirs import user_state_dir
+
+from vmcoreos.errors import LockedError
+
+ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get(ENV_LOCK_DIR) or Path(user_state_dir("vmcoreos")) / "locks")
+
+
+@contextlib.contextmanager
+def host_lock(cluster: str) -> Iterator[Path]:
+    directory = lock_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{cluster}.lock"
+    lock = filelock.FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise LockedError(
+            f"another vmcoreos run holds the lock for cluster {cluster!r} ({path}); let it finish and try again"
+        ) from None
+    try:
+        yield path
+    finally:
+        lock.release()
