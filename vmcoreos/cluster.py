@@ -103,10 +103,9 @@ def prepare(settings: ClusterSettings, count: int) -> list[NodeConfig]:
 
 
 def resolve_image(settings: ClusterSettings, reporter: Reporter) -> source.VerifiedImage:
-    image = settings.image
-    if source.is_url(image.ova):
-        return source.download_verified(image, image.ova, _cache_dir())
-    return source.verify_local_ova(image)
+    from vmcoreos.images.fetch import obtain
+
+    return obtain(settings.image, cache_dir=_cache_dir(), reporter=reporter)
 
 
 def _cache_dir():
@@ -140,6 +139,7 @@ class Cluster:
         self.parallel = max(1, parallel)
         self.placement = inventory.locate(session, settings.vsphere)
         self._user = None
+        self.linked_snapshot = None  # set by template() when node.linked_clone is on
 
     # -- what exists ----------------------------------------------------------
 
@@ -199,6 +199,7 @@ class Cluster:
         for vm in templates:
             if vm.name == name and vm.template and vm.extra.get(vms.MARK_SHA512) == image.sha512:
                 self.reporter.event(f"template {name} already imported")
+                self._linked_base(vm)
                 return vm, False
         for vm in vms.list_vms(session, self.placement, {name}):
             vms.require_owned(vm, settings.name, "use as template")
@@ -223,14 +224,25 @@ class Cluster:
                 on_bytes=lambda done, total: self.reporter.transfer(f"uploading {image.path.name}", done, total),
             )
         try:
+            # Snapshot while it is still a VM: vSphere takes none of a template.
+            self._linked_base(vms.VmInfo(ref, name, False, "poweredOff", None, None, extra))
             ref.MarkAsTemplate()
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 wait_task(session, ref.Destroy_Task(), what=f"removing {name}")
+            if isinstance(exc, VSphereError):
+                raise
             if isinstance(exc, Exception):
                 raise VSphereError(f"could not mark {name} as a template: {getattr(exc, 'msg', exc)}") from None
             raise
         return vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None)), True
+
+    def _linked_base(self, template: vms.VmInfo) -> None:
+        """With node.linked_clone, the template snapshot the clones' child disks grow from."""
+        if self.settings.node.linked_clone:
+            self.linked_snapshot = vms.snapshot_linked_base(
+                self.session, template, self.placement, self.settings.name
+            )
 
     # -- creating nodes ---------------------------------------------------------
 
@@ -239,9 +251,11 @@ class Cluster:
         extra = dict(config.guestinfo)
         extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
         spec = vms.clone_spec(
-            self.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra
+            self.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
+            linked_snapshot=self.linked_snapshot,
         )
-        self.reporter.event(f"{config.name}: cloning from {template.name}")
+        linked = " (linked clone)" if self.linked_snapshot is not None else ""
+        self.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
         ref = vms.clone(self.session, template, config.name, self.placement, spec, cluster=settings.name)
         vm = vms.refresh(self.session, vms.VmInfo(ref, config.name, False, "", None, None))
         # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.

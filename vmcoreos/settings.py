@@ -27,6 +27,7 @@ ENV_INSECURE = ("VMCOREOS_INSECURE", "GOVC_INSECURE")
 ENV_CA_FILE = ("VMCOREOS_CA_FILE", "GOVC_TLS_CA_CERTS")
 ENV_THUMBPRINT = ("VMCOREOS_THUMBPRINT",)
 ENV_CACHE_DIR = "VMCOREOS_CACHE_DIR"
+ENV_RETRY_MAX_DELAY = "VMCOREOS_RETRY_MAX_DELAY"  # seconds; the cap of the doubling delay between download retries
 
 DISTROS = ("flatcar", "coreos", "fedora-coreos")
 CHANNELS = {

@@ -11,8 +11,8 @@ from vmcoreos.settings import parse_cluster
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _settings(tmp_path, config_text=None, **net):
-    data = {"cluster": "lab", "count": 3,
+def _settings(tmp_path, config_text=None, distro="flatcar", **net):
+    data = {"cluster": "lab", "count": 3, "image": {"distro": distro},
             "node": {"network": {"mode": "static", "addresses": ["10.0.0.21-10.0.0.23/24"], "gateway": "10.0.0.1",
                                  "dns": ["10.0.0.1", "1.1.1.1"], **net}}}
     if config_text is not None:
@@ -26,7 +26,7 @@ def _plan(settings, **kw):
 
 
 def test_etcd2_fields_merged_and_user_keys_kept(tmp_path):
-    settings = _settings(tmp_path, (CONFIGS / "coreos-etcd2.yaml").read_text())
+    settings = _settings(tmp_path, (CONFIGS / "coreos-etcd2.yaml").read_text(), distro="coreos")
     nodes = _plan(settings)
     doc = yaml.safe_load(nodes[1].config_text)
     etcd2 = doc["coreos"]["etcd2"]
@@ -115,10 +115,13 @@ def test_joining_node_gets_existing_state_and_live_members(tmp_path):
 
 
 def test_missing_cloud_config_header_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match='line 1: must start with "#cloud-config"'):
+    with pytest.raises(ConfigError, match="has 1 problem") as err:
         _plan(_settings(tmp_path, "coreos: {}\n"))
+    assert err.value.findings == ['line 1: error: the first line must be exactly "#cloud-config"']
 
 
-def test_static_bootstrap_needs_static_addresses(tmp_path):
-    with pytest.raises(ConfigError, match="use node.network.mode static"):
+def test_dhcp_is_refused_with_the_reason_and_the_fix(tmp_path):
+    with pytest.raises(ConfigError) as err:
         _plan(_settings(tmp_path, mode="dhcp", addresses=[]))
+    assert "$private_ipv4 only from static guestinfo.interface addresses" in err.value.findings[0]
+    assert "use node.network.mode static" in err.value.findings[0]

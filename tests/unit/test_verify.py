@@ -101,3 +101,28 @@ def test_signature_by_a_key_outside_the_pins_is_refused(signer, image, tmp_path)
 def test_a_file_that_is_not_a_key_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not an OpenPGP public key"):
         keys.load_key_bytes(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm9wZQ==\n-----END PGP PUBLIC KEY BLOCK-----\n", "x")
+
+
+def test_gpgv_that_gives_up_early_never_blocks_the_image_pass(signer, tmp_path):
+    import threading
+
+    data = tmp_path / "big.ova"
+    data.write_bytes(b"x" * (40 << 20))
+    sig = signer.sign_detached(data, tmp_path / "big.sig")
+    check = SignatureCheck(sig.read_bytes()[:20], keys.load_key_bytes(signer.public_key_bytes(), "k"), "big.ova")
+    with data.open("rb") as f:
+        pump(f, [check])  # gpgv has exited on the bad signature; the feeder drains instead of blocking
+    with pytest.raises(VerificationError):
+        check.finish()
+    assert not [t for t in threading.enumerate() if t.name == "gpgv-feed"]
+
+
+def test_abort_mid_image_stops_gpgv_and_its_thread(signer, image, tmp_path):
+    import threading
+
+    sig = signer.sign_detached(image, tmp_path / "s.sig")
+    check = SignatureCheck(sig.read_bytes(), keys.load_key_bytes(signer.public_key_bytes(), "k"), image.name)
+    check.update(image.read_bytes()[:1000])
+    check.abort()
+    assert check._proc.poll() is not None
+    assert not [t for t in threading.enumerate() if t.name == "gpgv-feed"]

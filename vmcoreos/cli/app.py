@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from vmcoreos.cli import deploy, lifecycle
+from vmcoreos.cli import deploy, images, lifecycle, render
 from vmcoreos.errors import ExitCode
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ def _root() -> None:
     """Stand up and maintain CoreOS-family clusters on VMware vSphere."""
 
 
-for module in (deploy, lifecycle):
+for module in (deploy, lifecycle, images, render):
     module.register(app)
 
 

@@ -11,6 +11,7 @@ from vmcoreos.cli.common import (
     EXIT_CODES_HELP, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
     UserOpt, connection, reporting,
 )
+from vmcoreos.cli.render import DiscoveryEtcdOpt, checked_settings
 from vmcoreos.cli.terminal import Terminal
 from vmcoreos.errors import ConfigError
 
@@ -28,6 +29,7 @@ def deploy(
     insecure_skip_verify: bool = typer.Option(False, "--insecure-skip-verify", help="Do not verify the image signature (dangerous)."),
     parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Node operations run at once."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds to wait for nodes to join (overrides wait.timeout)."),
+    discovery_etcd: Optional[str] = DiscoveryEtcdOpt,
     url: Optional[str] = UrlOpt,
     username: Optional[str] = UserOpt,
     password_file: Optional[Path] = PasswordFileOpt,
@@ -63,6 +65,8 @@ def deploy(
         if n < 1:
             raise ConfigError("--count must be at least 1")
         conn = connection(url, username, password_file, insecure, ca_file, thumbprint, term)
+        # Node configs are checked (warnings printed) before anything else; a discovery token is minted last.
+        settings, _ = checked_settings(settings, n, term, discovery_etcd)
         result = cluster.deploy(settings, conn, count=n, reporter=term, parallel=parallel)
         if json_out:
             term.json(result.as_dict())

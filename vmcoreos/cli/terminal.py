@@ -85,6 +85,11 @@ class Terminal:
     def json(self, data) -> None:
         print(json.dumps(data, indent=2, sort_keys=False, default=str))
 
+    def text(self, data: str) -> None:
+        """Verbatim text on stdout (configs, encoded values): no markup, no wrapping."""
+        sys.stdout.write(data if data.endswith("\n") else data + "\n")
+        sys.stdout.flush()
+
     def fields(self, items: dict) -> None:
         """`name  value` lines on stdout, never wrapped (a SHA-512 stays on one line for grep and cut)."""
         width = max((len(k) for k in items), default=0)

@@ -9,35 +9,23 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import yaml
 
-from vmcoreos.errors import ConfigError
 
 HEADER = "#cloud-config"
 MEMBER_UNIT = "etcd-member.service"
 MEMBER_DROPIN = "90-vmcoreos-membership.conf"
 
 
-def is_cloud_config(text: str) -> bool:
-    first = text.split("\n", 1)[0]
-    return first.rstrip() == HEADER
-
-
-def parse(text: str, source: str) -> dict:
-    if not is_cloud_config(text):
-        raise ConfigError(f'{source} line 1: must start with "#cloud-config"; add that line at the top')
+def load(text: str) -> dict:
+    """The document of a cloud-config that validate.check_cloud_config has already composed."""
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}{line}: {getattr(exc, 'problem', None) or 'invalid YAML'}") from None
-    if doc is None:
+    except yaml.YAMLError:
         return {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: a cloud-config must be a YAML mapping")
-    return doc
+    return doc if isinstance(doc, dict) else {}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -82,6 +70,17 @@ class Membership:
             out["initial_cluster_token"] = self.token
         return out
 
+    def legacy_fields(self) -> dict[str, str]:
+        def hostport(url: str) -> str:
+            return urlsplit(url).netloc
+
+        return {
+            "addr": hostport(self.client_url),
+            "peer_addr": hostport(self.peer_url),
+            "bind_addr": hostport(self.listen_client_url or self.client_url),
+            "peer_bind_addr": hostport(self.listen_peer_url or self.peer_url),
+        }
+
     def url_fields(self) -> dict[str, str]:
         return {
             "advertise_client_urls": self.client_url,
@@ -116,8 +115,14 @@ def merge_node(doc: dict, *, hostname: str, membership: Membership | None, defau
     if kind in ("etcd2", "etcd"):
         section = coreos.setdefault(kind, {})
         _drop_hyphen_twins(section)
-        for key, value in membership.url_fields().items():
-            section.setdefault(key, value)
+        if kind == "etcd":
+            # etcd 0.4 names its addresses host:port (addr, peer_addr); the ports are the config's own,
+            # which validation made sure equal etcd.client_port/peer_port.
+            for key, value in membership.legacy_fields().items():
+                section.setdefault(key, value)
+        else:
+            for key, value in membership.url_fields().items():
+                section.setdefault(key, value)
         if membership.discovery:
             for key in ("initial_cluster", "initial_cluster_state", "initial_cluster_token"):
                 section.pop(key, None)
@@ -160,23 +165,39 @@ def _split_env_words(text: str) -> list[str]:
         return text.split()
 
 
-def _merge_member_dropin(coreos: dict, membership: Membership) -> None:
-    units = coreos.setdefault("units", [])
-    unit = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
-    if unit is None:
-        unit = {"name": MEMBER_UNIT, "command": "start"}
-        units.append(unit)
-    drop_ins = unit.setdefault("drop_ins", [])
-    user_env: dict[str, str] = {}
-    for d in drop_ins:
-        if isinstance(d, dict) and d.get("name") != MEMBER_DROPIN:
-            user_env.update(dropin_env(str(d.get("content") or "")))
+def user_member_env(doc: dict) -> dict[str, str]:
+    """ETCD_* the user's own etcd-member.service unit and drop-ins set (ours excluded)."""
+    coreos = doc.get("coreos") if isinstance(doc.get("coreos"), dict) else {}
+    env: dict[str, str] = {}
+    for unit in coreos.get("units") or []:
+        if isinstance(unit, dict) and unit.get("name") == MEMBER_UNIT:
+            env.update(dropin_env(str(unit.get("content") or "")))
+            for d in unit.get("drop_ins") or []:
+                if isinstance(d, dict) and d.get("name") != MEMBER_DROPIN:
+                    env.update(dropin_env(str(d.get("content") or "")))
+    return env
+
+
+def member_env(membership: Membership, user_env: dict[str, str]) -> dict[str, str]:
+    """Our drop-in's ETCD_* lines: URLs the user did not set, and always the membership fields."""
     env = {}
     for key, value in membership.url_fields().items():
         if "ETCD_" + key.upper() not in user_env:
             env["ETCD_" + key.upper()] = value
     for key, value in membership.fields().items():
         env["ETCD_" + key.upper()] = value
+    return env
+
+
+def _merge_member_dropin(coreos: dict, membership: Membership) -> None:
+    user_env = user_member_env({"coreos": coreos})
+    units = coreos.setdefault("units", [])
+    unit = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
+    if unit is None:
+        unit = {"name": MEMBER_UNIT, "command": "start"}
+        units.append(unit)
+    drop_ins = unit.setdefault("drop_ins", [])
+    env = member_env(membership, user_env)
     lines = ["[Service]"] + [f'Environment="{k}={v}"' for k, v in env.items()]
     ours = {"name": MEMBER_DROPIN, "content": "\n".join(lines) + "\n"}
     unit["drop_ins"] = [d for d in drop_ins if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)] + [ours]

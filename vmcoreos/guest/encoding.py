@@ -25,6 +25,9 @@ _DECODERS = {
     "gzip+b64": "gzip+base64",
 }
 
+# Every name the guests accept (coreos-cloudinit config/decode.go, Ignition's decodeConfig).
+DECODERS = tuple(_DECODERS)
+
 
 class DecodeError(ValueError):
     pass
@@ -46,10 +49,11 @@ def decode(value: str, encoding: str) -> bytes:
     kind = _DECODERS.get(encoding)
     if kind is None:
         raise DecodeError(f'Unsupported encoding "{encoding}"')
-    raw = value.encode("latin-1") if kind in ("raw", "gzip") else value.encode("ascii", "strict")
+    raw = value.encode("utf-8", "surrogateescape")
     try:
         if kind in ("base64", "gzip+base64"):
-            raw = base64.b64decode(raw, validate=True)
+            # Go's StdEncoding skips CR and LF (wrapped base64 in a YAML block) but nothing else.
+            raw = base64.b64decode(raw.replace(b"\r", b"").replace(b"\n", b""), validate=True)
         if kind in ("gzip", "gzip+base64"):
             raw = gzip.decompress(raw)
     except (binascii.Error, OSError, EOFError) as exc:

@@ -2,15 +2,18 @@
 
 Cloud-config nodes: coreos-cloudinit's VMware datasource (config data, the
 `interface.<n>.*` network keys with a role so `$private_ipv4` resolves, DNS,
-hostname). These are set as VMX extraConfig, never vApp properties: see
-vsphere/importer.py for why the imported vApp options are dropped.
+hostname). Ignition nodes: the config data (`ignition.config.*` on Flatcar and
+Fedora CoreOS, `coreos.config.*` on CoreOS CL, whose Ignition v0.x reads only
+that) and, for a static address, Afterburn's initramfs network kargs; Ignition
+reads neither guestinfo.hostname nor the interface keys. These are set as VMX
+extraConfig, never vApp properties: see vsphere/importer.py for why the
+imported vApp options are dropped.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from vmcoreos.errors import ConfigError
 from vmcoreos.guest.encoding import encode
 
 # guest tools' RPC messages cap a value near 64 KiB; a longer one never reaches the guest.
@@ -19,18 +22,18 @@ MAX_VALUE_BYTES = 64 * 1024
 CLOUDINIT_DATA = "guestinfo.coreos.config.data"
 IGNITION_DATA = "guestinfo.ignition.config.data"
 HOSTNAME = "guestinfo.hostname"
+AFTERBURN_KARGS = "guestinfo.afterburn.initrd.network-kargs"
 # The first VMXNET3 NIC of the Flatcar/CoreOS OVAs; networkd's Name= takes globs.
 INTERFACE_MATCH = "e*"
+# dracut's ip= takes no globs: the name predictable naming gives that NIC (PCI slot 192).
+KARGS_INTERFACE = "ens192"
+# The runtime unit coreos-cloudinit writes for interface 0 (network/interface.go Filename(): "%02x-%s").
+NETWORK_UNIT = f"00-{INTERFACE_MATCH}.network"
 
 
-def config_keys(data_key: str, payload: bytes, encoding: str, *, source: str) -> dict[str, str]:
-    value = encode(payload, encoding)
-    if len(value) > MAX_VALUE_BYTES:
-        raise ConfigError(
-            f"{source}: the encoded config is {len(value)} bytes, over the {MAX_VALUE_BYTES}-byte guestinfo limit;"
-            " shrink it or fetch large files from a URL instead"
-        )
-    return {data_key: value, data_key + ".encoding": encoding}
+def config_keys(data_key: str, payload: bytes, encoding: str) -> dict[str, str]:
+    """The config and its encoding; plan() refuses values over MAX_VALUE_BYTES."""
+    return {data_key: encode(payload, encoding), data_key + ".encoding": encoding}
 
 
 def cloudinit_network_keys(
@@ -52,3 +55,19 @@ def cloudinit_network_keys(
     for i, server in enumerate(dns):
         keys[f"guestinfo.dns.server.{i}"] = str(server)
     return keys
+
+
+def afterburn_network_keys(
+    address: ipaddress.IPv4Interface | None,
+    gateway: ipaddress.IPv4Address | None,
+    dns: tuple[ipaddress.IPv4Address, ...],
+    *,
+    hostname: str,
+) -> dict[str, str]:
+    """dracut `ip=<ip>::<gw>:<netmask>:<hostname>:<iface>:off` (+ nameserver=) for the first boot's initramfs."""
+    if address is None:
+        return {}
+    gw = str(gateway) if gateway is not None else ""
+    words = [f"ip={address.ip}::{gw}:{address.netmask}:{hostname}:{KARGS_INTERFACE}:off"]
+    words += [f"nameserver={d}" for d in dns]
+    return {AFTERBURN_KARGS: " ".join(words)}

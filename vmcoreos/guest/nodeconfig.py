@@ -2,6 +2,13 @@
 
 Planning is pure: it needs the cluster settings and the user's config file,
 never vSphere, so `render` and validation run offline and before any change.
+Both steps check what they can and raise one ConfigError listing every
+problem with its line (validate.py says which findings are errors):
+
+* load_user_config: the file itself (YAML/JSON, coreos-cloudinit's rules,
+  Ignition spec versions) and what the cluster file decides about it (DHCP
+  and `$private_ipv4`, the etcd ports, the distro);
+* plan: each node's merged config (addresses in etcd URLs, the 64 KiB limit).
 """
 
 from __future__ import annotations
@@ -9,14 +16,18 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import cloudconfig, guestinfo
+from vmcoreos.guest import cloudconfig, guestinfo, ignition, validate
+from vmcoreos.guest.validate import ERROR, WARNING, Finding
 from vmcoreos.settings import ClusterSettings
 
 DEFAULT_KIND = {"flatcar": "member", "coreos": "etcd2", "fedora-coreos": "member"}
+CLOUD_CONFIG, IGNITION = "cloud-config", "ignition"
 
 _DEFAULT_CONFIG = """#cloud-config
 coreos:
@@ -34,6 +45,7 @@ class NodeConfig:
     config_text: str
     guestinfo: dict[str, str]
     digest: str
+    kind: str = CLOUD_CONFIG
 
     @property
     def ip(self) -> str | None:
@@ -45,6 +57,21 @@ class UserConfig:
     text: str
     source: str
     doc: dict
+    kind: str = CLOUD_CONFIG
+    # Findings that do not stop a run, as "line N: …"; the CLI prints them as warnings.
+    warnings: tuple[str, ...] = ()
+    located: validate.Located | None = field(default=None, compare=False, repr=False)
+
+
+def detect(text: str) -> str:
+    """The config kind, decided from the content as the guest does (coreos-cloudinit user_data.go)."""
+    if text.split("\n", 1)[0].rstrip() == validate.HEADER:
+        return CLOUD_CONFIG
+    if ignition.is_ignition(text) or ignition.looks_like_json(text):
+        return IGNITION
+    if text.startswith("#!"):
+        return "script"
+    return CLOUD_CONFIG  # checked as one, so the missing header is reported with everything else
 
 
 def load_user_config(settings: ClusterSettings) -> UserConfig:
@@ -58,7 +85,38 @@ def load_user_config(settings: ClusterSettings) -> UserConfig:
             raise ConfigError(f"node config {path} does not exist; fix node.config in the cluster file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read node config {path}: {exc}") from None
-    return UserConfig(text=text, source=source, doc=cloudconfig.parse(text, source))
+    kind = detect(text)
+    if kind == "script":
+        raise ConfigError(
+            f"node config {source} is a script (#!); vmcoreos adds each node's hostname and etcd membership to a"
+            ' cloud-config ("#cloud-config" on the first line) or an Ignition config, so use one of those'
+        )
+    located = None
+    if kind == IGNITION:
+        findings, doc = ignition.check(text, settings.image.distro, settings.image.version)
+    else:
+        findings, located = validate.check_cloud_config(text)
+        doc = cloudconfig.load(text) if located is not None else None
+    # Without a document (syntax errors) nothing more can be checked; otherwise report everything at once.
+    if doc is not None:
+        findings += _settings_findings(settings, kind, text, doc, located)
+    findings = sorted(set(findings), key=lambda f: (f.line, f.level, f.message))
+    warned = tuple((f"line {f.line}: " if f.line else "") + f.message for f in validate.warnings(findings))
+    user = UserConfig(text, source, doc or {}, kind, warned, located)
+    _raise_if_errors(source, findings)
+    return user
+
+
+def _raise_if_errors(source: str, findings: list[Finding]) -> None:
+    findings = sorted(set(findings), key=lambda f: (f.line, f.level, f.message))
+    errors = validate.errors(findings)
+    if not errors:
+        return
+    n = len(errors)
+    raise ConfigError(
+        f"node config {source} has {n} problem{'s' if n != 1 else ''}; fix {'them' if n != 1 else 'it'} and run again",
+        findings=[str(f) for f in findings],
+    )
 
 
 def cluster_token(settings: ClusterSettings) -> str:
@@ -78,6 +136,29 @@ def node_addresses(settings: ClusterSettings, count: int) -> list[ipaddress.IPv4
     return list(net.addresses[:count])
 
 
+# Why DHCP cannot carry an etcd cluster: every member must advertise its own address.
+DHCP_MESSAGE = (
+    "node.network.mode is dhcp, but every etcd member must advertise its own address and under DHCP nobody"
+    " knows it when the config is written: vmcoreos learns it only after boot, and on VMware coreos-cloudinit"
+    " fills $private_ipv4 only from static guestinfo.interface addresses (it stays empty, so etcd would"
+    " advertise http://:2379); use node.network.mode static with one address per node (addresses your DHCP"
+    " server reserves work too)"
+)
+
+
+def _bootstrap_checks(settings: ClusterSettings) -> None:
+    etcd = settings.etcd
+    if etcd.bootstrap == "static" and settings.node.network.mode == "dhcp":
+        raise ConfigError(
+            "etcd.bootstrap static needs every node's address up front; use node.network.mode static"
+            " or etcd.bootstrap discovery"
+        )
+    if etcd.bootstrap == "discovery" and not etcd.discovery:
+        raise ConfigError("etcd.bootstrap is discovery but etcd.discovery has no URL; set it or pass --discovery-etcd")
+    if settings.node.network.mode == "dhcp":
+        raise ConfigError(DHCP_MESSAGE)
+
+
 def plan(
     settings: ClusterSettings,
     user: UserConfig,
@@ -93,33 +174,58 @@ def plan(
     """
     names = settings.node_names(count)
     addresses = node_addresses(settings, count)
+    _bootstrap_checks(settings)
     etcd = settings.etcd
-    if etcd.bootstrap == "static" and settings.node.network.mode == "dhcp":
-        raise ConfigError(
-            "etcd.bootstrap static needs every node's address up front; use node.network.mode static"
-            " or etcd.bootstrap discovery"
-        )
-    if etcd.bootstrap == "discovery" and not etcd.discovery:
-        raise ConfigError("etcd.bootstrap is discovery but etcd.discovery has no URL; set it or pass --discovery-etcd")
     peers = {n: _url(a, etcd.peer_port) for n, a in zip(names, addresses)}
-    out = []
+    out: list[NodeConfig] = []
+    findings: list[Finding] = []
     for index, (name, address) in enumerate(zip(names, addresses), start=1):
         if only is not None and name not in only:
             continue
         membership = _membership(settings, name, address, peers, existing_members)
-        doc = cloudconfig.merge_node(
-            user.doc, hostname=name, membership=membership, default_kind=DEFAULT_KIND[settings.image.distro]
-        )
-        text = cloudconfig.render(doc)
-        keys = {guestinfo.HOSTNAME: name}
-        keys.update(
-            guestinfo.cloudinit_network_keys(address, settings.node.network.gateway, settings.node.network.dns)
-        )
-        keys.update(
-            guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, text.encode(), "gzip+base64", source=user.source)
-        )
-        out.append(NodeConfig(name, index, address, text, keys, _digest(text, keys)))
+        if user.kind == IGNITION:
+            text, keys = _ignition_node(settings, user, name, address, membership)
+        else:
+            text, keys = _cloud_config_node(settings, user, name, address, membership)
+        findings += _url_findings(user, address)
+        data_key = next(k for k in keys if k.endswith(".config.data"))
+        if len(keys[data_key]) > guestinfo.MAX_VALUE_BYTES:
+            findings.append(Finding(0, ERROR, f"{name}: the encoded config is {len(keys[data_key])} bytes, over"
+                                    f" the {guestinfo.MAX_VALUE_BYTES}-byte guestinfo limit; shrink it (fetch"
+                                    " large files from a URL instead)"))
+        out.append(NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind))
+    _raise_if_errors(user.source, findings)
     return out
+
+
+def _cloud_config_node(settings, user, name, address, membership) -> tuple[str, dict[str, str]]:
+    doc = cloudconfig.merge_node(
+        user.doc, hostname=name, membership=membership, default_kind=DEFAULT_KIND[settings.image.distro]
+    )
+    text = cloudconfig.render(doc)
+    net = settings.node.network
+    keys = {guestinfo.HOSTNAME: name}
+    keys.update(guestinfo.cloudinit_network_keys(address, net.gateway, net.dns))
+    keys.update(guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, text.encode(), "gzip+base64"))
+    return text, keys
+
+
+def _ignition_node(settings, user, name, address, membership) -> tuple[str, dict[str, str]]:
+    distro, net = settings.image.distro, settings.node.network
+    env = None
+    if membership is not None:
+        env = cloudconfig.member_env(membership, ignition.user_env(user.doc))
+    doc = ignition.merge_node(
+        user.doc, distro=distro, hostname=name, env=env, address=address, gateway=net.gateway, dns=net.dns,
+        iface=guestinfo.KARGS_INTERFACE,
+    )
+    text = ignition.render(doc)
+    keys: dict[str, str] = {}
+    if distro != "coreos":  # CoreOS CL has no Afterburn kargs; its networkd unit is in the config
+        keys.update(guestinfo.afterburn_network_keys(address, net.gateway, net.dns, hostname=name))
+    data_key = guestinfo.CLOUDINIT_DATA if distro == "coreos" else guestinfo.IGNITION_DATA
+    keys.update(guestinfo.config_keys(data_key, text.encode(), "gzip+base64"))
+    return text, keys
 
 
 def _membership(settings, name, address, peers, existing) -> cloudconfig.Membership | None:
@@ -157,3 +263,188 @@ def _digest(text: str, keys: dict[str, str]) -> str:
     plain = {k: v for k, v in keys.items() if not k.endswith((".config.data", ".config.data.encoding"))}
     blob = json.dumps({"config": text, "keys": plain}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# -- checks that need the cluster file ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UrlSetting:
+    """One etcd address setting the user wrote: which role it plays and where it is."""
+
+    name: str  # as the user wrote it: coreos.etcd2.advertise_client_urls, ETCD_LISTEN_PEER_URLS, …
+    value: str
+    line: int
+    role: str  # advertise-client, advertise-peer, listen-client, listen-peer
+    hostport: bool = False  # etcd 0.4's addr/peer_addr: host:port, no scheme
+
+    def urls(self, ip: str | None) -> list[tuple[str | None, int | None]]:
+        """(host, port) of each URL after coreos-cloudinit's substitution with this node's address."""
+        out = []
+        value = self.value.replace("$private_ipv4", ip or "")
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            parts = urlsplit(("http://" + part) if self.hostport else part)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            out.append((parts.hostname, port))
+        return out
+
+
+_ETCD2_ROLES = {
+    "advertise_client_urls": "advertise-client",
+    "initial_advertise_peer_urls": "advertise-peer",
+    "listen_client_urls": "listen-client",
+    "listen_peer_urls": "listen-peer",
+}
+_ETCD04_ROLES = {"addr": "advertise-client", "peer_addr": "advertise-peer", "bind_addr": "listen-client",
+                 "peer_bind_addr": "listen-peer"}
+_MEMBERSHIP_KEYS = ("name", "initial_cluster", "initial_cluster_state", "initial_cluster_token", "discovery")
+
+
+def url_settings(user: UserConfig, kind: str) -> list[UrlSetting]:
+    out = []
+    if kind in ("etcd2", "etcd") and user.kind == CLOUD_CONFIG:
+        section = (user.doc.get("coreos") or {}).get(kind) or {}
+        roles = dict(_ETCD2_ROLES)
+        if kind == "etcd":
+            roles.update(_ETCD04_ROLES)
+        for key, role in roles.items():
+            value = section.get(key)
+            if isinstance(value, str) and value:
+                path = ("coreos", kind, key)
+                line = user.located.line(path) if user.located else 0
+                out.append(UrlSetting(validate.dotted(path), value, line, role, key in _ETCD04_ROLES))
+    elif kind == "member":
+        env = ignition.user_env(user.doc) if user.kind == IGNITION else cloudconfig.user_member_env(user.doc)
+        for key, role in _ETCD2_ROLES.items():
+            var = "ETCD_" + key.upper()
+            if env.get(var):
+                out.append(UrlSetting(var, env[var], _text_line(user.text, var + "="), role))
+    return out
+
+
+def _text_line(text: str, needle: str) -> int:
+    found = 0
+    for n, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            found = n  # the last one wins, as later drop-ins do
+    return found
+
+
+def _config_kind(settings: ClusterSettings, user: UserConfig) -> str:
+    if user.kind == IGNITION:
+        return "member"
+    return cloudconfig.etcd_kind(user.doc) or DEFAULT_KIND[settings.image.distro]
+
+
+def _settings_findings(settings, kind, text, doc, located) -> list[Finding]:
+    user = UserConfig(text, "", doc, kind, (), located)
+    out: list[Finding] = []
+    distro, net = settings.image.distro, settings.node.network
+    if kind == IGNITION:
+        out += ignition.checks_for_settings(doc, text, distro=distro, version=settings.image.version,
+                                            static=net.mode == "static")
+    elif distro == "fedora-coreos":
+        out.append(Finding(1, ERROR, "Fedora CoreOS reads only Ignition configs (no coreos-cloudinit); write an"
+                           " Ignition config (see configs/flatcar-ignition.json) or use image.distro flatcar"))
+    etcd_kind = _config_kind(settings, user)
+    if kind == CLOUD_CONFIG and distro == "flatcar" and etcd_kind in ("etcd2", "etcd"):
+        path = ("coreos", etcd_kind)
+        out.append(Finding(located.line(path) if located else 0, ERROR,
+                           f"Flatcar ships no {etcd_kind}.service, so coreos.{etcd_kind} never runs there; configure"
+                           " etcd-member.service with a drop-in (configs/flatcar-etcd-member.yaml) or set"
+                           " image.distro coreos for a CoreOS Container Linux image"))
+    if net.mode == "dhcp":
+        out.append(Finding(0, ERROR, DHCP_MESSAGE))
+    # Substitution: coreos-cloudinit fills $private_ipv4 only from static guestinfo addresses with role private.
+    for line, var in validate.substitution_lines(text):
+        if kind == IGNITION:
+            continue  # ignition.check reports these
+        if net.mode == "dhcp":
+            out.append(Finding(line, ERROR, f"{var} stays empty under DHCP on VMware (coreos-cloudinit fills it"
+                               " only from static guestinfo.interface addresses)"))
+        elif var != "$private_ipv4":
+            out.append(Finding(line, ERROR, f"{var} stays empty: vmcoreos gives each node one IPv4 address with"
+                               " the private role; use $private_ipv4"))
+    if kind == CLOUD_CONFIG:
+        out += _shadowed_network_units(doc, located, static=net.mode == "static")
+        section = (doc.get("coreos") or {}).get(etcd_kind) if etcd_kind in ("etcd2", "etcd") else None
+        for key in _MEMBERSHIP_KEYS:
+            if isinstance(section, dict) and key in section:
+                path = ("coreos", etcd_kind, key)
+                out.append(Finding(located.line(path) if located else 0, WARNING,
+                                   f"{validate.dotted(path)} is set per node by vmcoreos; the value here is replaced"))
+    out += _port_findings(settings, url_settings(user, etcd_kind))
+    if net.mode == "static":  # plan() checks again for the nodes it plans; this lists them with the rest
+        for address in net.addresses[: settings.count]:
+            out += _url_findings(user, address)
+    return out
+
+
+def _port_findings(settings: ClusterSettings, urls: list[UrlSetting]) -> list[Finding]:
+    """The config's etcd ports must be the cluster file's: deploy waits and joins on etcd.client_port/peer_port."""
+    out = []
+    wanted = {"advertise-client": ("client_port", settings.etcd.client_port),
+              "advertise-peer": ("peer_port", settings.etcd.peer_port)}
+    for setting in urls:
+        if setting.role not in wanted:
+            continue
+        key, port = wanted[setting.role]
+        for _, used in setting.urls("192.0.2.1")[:1]:
+            if used is None:
+                out.append(Finding(setting.line, ERROR, f"{setting.name} has no port; write etcd's port in it"
+                                   f" (the cluster file's etcd.{key} is {port})"))
+            elif used != port:
+                out.append(Finding(setting.line, ERROR, f"{setting.name} uses port {used} but the cluster file's"
+                                   f" etcd.{key} is {port}; set etcd.{key}: {used} in the cluster file so vmcoreos"
+                                   " builds member URLs and waits on the port etcd really uses"))
+    return out
+
+
+_ANY = {"0.0.0.0", "::"}
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def _url_findings(user: UserConfig, address: ipaddress.IPv4Interface | None) -> list[Finding]:
+    """After substitution, advertised URLs must name the node's own address and listen URLs must be bindable."""
+    if address is None:
+        return []
+    ip = str(address.ip)
+    kind = cloudconfig.etcd_kind(user.doc) or "member"
+    out = []
+    for setting in url_settings(user, kind):
+        hosts = [h for h, _ in setting.urls(ip)]
+        if setting.role.startswith("advertise"):
+            if any(h != ip for h in hosts):
+                out.append(Finding(setting.line, ERROR, f"{setting.name} must name each node's own address; write"
+                                   " $private_ipv4 for the host, or leave the key out and vmcoreos fills it"))
+        else:
+            bad = [h for h in hosts if h not in _ANY | _LOOPBACK | {ip}]
+            if bad or not any(h in _ANY | {ip} for h in hosts):
+                out.append(Finding(setting.line, ERROR, f"{setting.name} must include 0.0.0.0 or the node's own"
+                                   " address ($private_ipv4), and no other machine's; etcd cannot bind it otherwise"))
+    return out
+
+
+def _shadowed_network_units(doc: dict, located, *, static: bool) -> list[Finding]:
+    """A .network unit with Address= loses to the unit coreos-cloudinit writes from guestinfo.interface.0."""
+    if not static:
+        return []
+    out = []
+    units = (doc.get("coreos") or {}).get("units") or []
+    for i, unit in enumerate(units):
+        if not isinstance(unit, dict):
+            continue
+        name, content = str(unit.get("name") or ""), str(unit.get("content") or "")
+        if name.endswith(".network") and re.search(r"^\s*Address\s*=", content, re.MULTILINE) and name > guestinfo.NETWORK_UNIT:
+            path = ("coreos", "units", i, "name")
+            out.append(Finding(located.line(path) if located else 0, WARNING,
+                               f"unit {name} sets Address=, but vmcoreos gives the node its address through"
+                               f" guestinfo.interface.0 (coreos-cloudinit writes {guestinfo.NETWORK_UNIT}, which"
+                               " systemd-networkd applies first); this unit only takes effect on another NIC"))
+    return out

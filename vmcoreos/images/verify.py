@@ -8,17 +8,25 @@ check, which is how coreos-installer's CVE-2021-20319 happened.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
+import queue
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
 from vmcoreos.images.keys import PublicKey
+
+
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux only; elsewhere the fcntl call just fails
 
 
 class Check:
@@ -45,10 +53,22 @@ class DigestCheck(Check):
     def finish(self) -> None:
         actual = self._hash.hexdigest()
         if not hmac.compare_digest(actual, self.expected):
+            expected, got = abbreviate(self.expected, actual)
             raise VerificationError(
-                f"{self.label}: {self.algorithm.upper()} mismatch (expected {self.expected[:16]}…, got {actual[:16]}…);"
+                f"{self.label}: {self.algorithm.upper()} mismatch (expected {expected}, got {got});"
                 " the file is corrupt or altered"
             )
+
+
+def abbreviate(expected: str, actual: str, width: int = 16) -> tuple[str, str]:
+    """Two hex digests shortened to a window where they differ, so a message shows the difference."""
+    first = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), 0)
+    start = max(0, min(first - 4, len(expected) - width))
+
+    def cut(x: str) -> str:
+        return ("…" if start else "") + x[start : start + width] + ("…" if start + width < len(x) else "")
+
+    return cut(expected), cut(actual)
 
 
 class Sha512Tap(Check):
@@ -108,23 +128,40 @@ class SignatureCheck(Check):
             stderr=self._log,
             env=env,
         )
+        with contextlib.suppress(OSError):  # a bigger pipe: fewer wake-ups for gpgv's small reads
+            fcntl.fcntl(self._proc.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)
         self._broken = False
+        # A thread keeps gpgv fed while the caller hashes and writes the next chunk.
+        # gpgv is the slowest tap; waiting on its pipe would serialise the whole pass.
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._feeder = threading.Thread(target=self._feed, name="gpgv-feed", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._broken:
+                continue  # drain, so update() never blocks on a gpgv that has gone
+            try:
+                self._proc.stdin.write(chunk)
+            except OSError:
+                # gpgv gave up early (e.g. an unusable signature); finish() reports why.
+                self._broken = True
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
 
     def update(self, chunk: bytes) -> None:
-        if self._broken:
-            return
-        try:
-            self._proc.stdin.write(chunk)
-        except BrokenPipeError:
-            # gpgv gave up early (e.g. an unusable signature); finish() reports why.
-            self._broken = True
+        if not self._broken:
+            # The queue keeps a reference until gpgv has it: never hand it a buffer that is reused.
+            self._queue.put(chunk if isinstance(chunk, bytes) else bytes(chunk))
+
+    def _stop_feeding(self) -> None:
+        if self._feeder.is_alive():
+            self._queue.put(None)
+            self._feeder.join()
 
     def finish(self) -> Verdict:
         try:
-            try:
-                self._proc.stdin.close()
-            except BrokenPipeError:
-                pass
+            self._stop_feeding()
             self._proc.wait()
             self._status.seek(0)
             status = self._status.read().decode("utf-8", "replace")
@@ -136,6 +173,7 @@ class SignatureCheck(Check):
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+        self._stop_feeding()
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -144,29 +182,102 @@ class SignatureCheck(Check):
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _judge(self, status: str) -> Verdict:
-        lines = [line.split()[1:] for line in status.splitlines() if line.startswith("[GNUPG:] ")]
-        words = {w[0]: w[1:] for w in lines if w}
-        if "BADSIG" in words:
-            raise VerificationError(f"{self.label}: BAD signature; the image was altered or corrupted, do not use it")
-        if "REVKEYSIG" in words:
+        return judge(status, self.allowed, self.label)
+
+
+def judge(status: str, allowed: set[str], label: str) -> Verdict:
+    """gpgv's verdict from its --status-fd lines, pinned to the allowed primary fingerprints."""
+    lines = [line.split()[1:] for line in status.splitlines() if line.startswith("[GNUPG:] ")]
+    words = {w[0]: w[1:] for w in lines if w}
+    if "BADSIG" in words:
+        raise VerificationError(f"{label}: BAD signature; the image was altered or corrupted, do not use it")
+    if "REVKEYSIG" in words:
+        raise VerificationError(
+            f"{label}: signed by a revoked key {words['REVKEYSIG'][0]}; refusing it as compromised"
+        )
+    if "ERRSIG" in words:
+        fields = words["ERRSIG"]
+        keyid = fields[0] if fields else "?"
+        if "NO_PUBKEY" in words or (len(fields) > 5 and fields[5] == "9"):
             raise VerificationError(
-                f"{self.label}: signed by a revoked key {words['REVKEYSIG'][0]}; refusing it as compromised"
+                f"{label}: signed by unknown key {keyid}; if you trust it, pass --trusted-key with its public key"
             )
-        if "ERRSIG" in words:
-            fields = words["ERRSIG"]
-            keyid = fields[0] if fields else "?"
-            if "NO_PUBKEY" in words or (len(fields) > 5 and fields[5] == "9"):
-                raise VerificationError(
-                    f"{self.label}: signed by unknown key {keyid}; if you trust it, pass --trusted-key with its public key"
-                )
-            raise VerificationError(f"{self.label}: signature could not be checked (gpgv error for key {keyid})")
-        if "NODATA" in words or "VALIDSIG" not in words:
-            raise VerificationError(f"{self.label}: the signature file is empty, truncated or not a signature")
-        valid = words["VALIDSIG"]
-        primary = valid[-1].upper()
-        if primary not in self.allowed:
-            raise VerificationError(
-                f"{self.label}: signed by key {primary}, which is not pinned for this distro;"
-                " pass --trusted-key if you trust it"
+        raise VerificationError(f"{label}: signature could not be checked (gpgv error for key {keyid})")
+    if "NODATA" in words or "VALIDSIG" not in words:
+        raise VerificationError(f"{label}: the signature file is empty, truncated or not a signature")
+    valid = words["VALIDSIG"]
+    primary = valid[-1].upper()
+    if primary not in allowed:
+        raise VerificationError(
+            f"{label}: signed by key {primary}, which is not pinned for this distro;"
+            " pass --trusted-key if you trust it"
+        )
+    return Verdict(primary, valid[0], "EXPKEYSIG" in words)
+
+
+def verify_detached(data: bytes, signature: bytes, keys: list[PublicKey], label: str) -> Verdict:
+    """A small file (a DIGESTS) against its binary detached signature."""
+    check = SignatureCheck(signature, keys, label)
+    check.update(data)
+    return check.finish()
+
+
+def verify_clearsigned(signed: bytes, keys: list[PublicKey], label: str) -> tuple[Verdict, bytes]:
+    """A clearsigned file (a DIGESTS.asc): the verdict and the text that was signed, as gpgv wrote it out.
+
+    Only gpgv's output is trusted: lines around the signed block are not covered by the signature.
+    """
+    if not keys:
+        raise ConfigError(f"{label}: no key to verify it with; pass --trusted-key FILE")
+    with tempfile.TemporaryDirectory(prefix="vmcoreos-gpgv-") as tmp:
+        keyring = Path(tmp, "keyring.gpg")
+        keyring.write_bytes(b"".join(dict.fromkeys(k.data for k in keys)))
+        Path(tmp, "signed.asc").write_bytes(signed)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "GNUPGHOME": tmp}
+        # cwd=tmp: gpgv looks for a file named like the .asc without its suffix and must find none.
+        try:
+            proc = subprocess.run(
+                [gpgv_binary(), "--status-fd", "1", "--keyring", str(keyring), "--output", "signed.txt", "signed.asc"],
+                capture_output=True, cwd=tmp, env=env, timeout=60,
             )
-        return Verdict(primary, valid[0], "EXPKEYSIG" in words)
+        except subprocess.TimeoutExpired:
+            raise VerificationError(f"{label}: gpgv did not finish within 60s") from None
+        verdict = judge(proc.stdout.decode("utf-8", "replace"), {k.fingerprint for k in keys}, label)
+        signed_text = Path(tmp, "signed.txt")
+        if proc.returncode != 0 or not signed_text.is_file():
+            raise VerificationError(f"{label}: gpgv refused the clearsigned file (exit {proc.returncode})")
+        return verdict, signed_text.read_bytes()
+
+
+_DIGEST_LENGTHS = {"MD5": 32, "SHA1": 40, "SHA256": 64, "SHA512": 128}
+_DIGEST_HEADER = re.compile(r"^# ([A-Z0-9]+) HASH$")
+_DIGEST_LINE = re.compile(r"^([0-9a-fA-F]+) [ *](.+)$")
+
+
+def parse_digests(text: str, where: str) -> dict[str, dict[str, str]]:
+    """A vendor DIGESTS file: {file name: {"SHA512": hex, ...}}.
+
+    Blocks of `# <TYPE> HASH` followed by coreutils lines `<hex>  <name>`
+    (coreos/scripts make_digests, flatcar/scripts create_digests).
+    """
+    found: dict[str, dict[str, str]] = {}
+    algo = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        header = _DIGEST_HEADER.match(line)
+        if header:
+            algo = header.group(1)
+            continue
+        entry = _DIGEST_LINE.match(line)
+        if algo is None or entry is None:
+            raise VerificationError(f"{where} line {number} is not a DIGESTS line; refusing it")
+        digest, name = entry.group(1).lower(), entry.group(2)
+        if algo in _DIGEST_LENGTHS and len(digest) != _DIGEST_LENGTHS[algo]:
+            raise VerificationError(f"{where} line {number}: a {algo} digest has {_DIGEST_LENGTHS[algo]} hex digits")
+        known = found.setdefault(name, {})
+        if known.get(algo, digest) != digest:
+            raise VerificationError(f"{where} lists two different {algo} digests for {name}; refusing it")
+        known[algo] = digest
+    return found

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
-from vmcoreos.errors import OwnershipError
+from vmcoreos.errors import OwnershipError, VSphereError
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.waits import wait_task
@@ -138,6 +138,48 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
     return vim.vm.CloneSpec(
         location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
     )
+
+
+LINKED_BASE = "vmcoreos-linked-clone-base"  # the template snapshot linked clones share
+
+
+def linked_base(session: Session, vm: VmInfo) -> Any | None:
+    """The template's snapshot named LINKED_BASE, if it has one."""
+    props = session.retrieve([vm.ref], ["snapshot"], vim.VirtualMachine).get(vm.ref) or {}
+    pending = list(getattr(props.get("snapshot"), "rootSnapshotList", None) or [])
+    while pending:
+        tree = pending.pop()
+        if tree.name == LINKED_BASE:
+            return tree.snapshot
+        pending.extend(tree.childSnapshotList or [])
+    return None
+
+
+def snapshot_linked_base(session: Session, vm: VmInfo, placement: Placement, cluster: str) -> Any:
+    """LINKED_BASE on vm, taken now if missing (once per template, on first use).
+
+    vSphere takes no snapshot of a template, so a template is turned back into
+    a VM for the moment (on its own host: outside DRS, MarkAsVirtualMachine needs one).
+    """
+    require_owned(vm, cluster, "snapshot")
+    found = linked_base(session, vm)
+    if found is not None:
+        return found
+    try:
+        if vm.template:
+            host = session.retrieve([vm.ref], ["runtime.host"], vim.VirtualMachine)[vm.ref].get("runtime.host")
+            vm.ref.MarkAsVirtualMachine(pool=placement.resource_pool, host=host)
+        try:
+            task = vm.ref.CreateSnapshot_Task(
+                name=LINKED_BASE, description="vmcoreos linked clones share this snapshot's disks; keep it",
+                memory=False, quiesce=False,
+            )
+            return wait_task(session, task, what=f"snapshotting {vm.name} for linked clones")
+        finally:
+            if vm.template:
+                vm.ref.MarkAsTemplate()
+    except vmodl.MethodFault as exc:
+        raise VSphereError(f"could not snapshot {vm.name} for linked clones: {exc.msg}") from None
 
 
 def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str) -> Any:

@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench` against the bundled simulators (not part of `make test`)."""

@@ -1,0 +1,209 @@
+"""Node configs end to end: every config kind and bootstrap joins a real etcd; bad configs touch nothing.
+
+The guest simulator decodes guestinfo as coreos-cloudinit and Ignition do and
+starts a real etcd per node, so a node joins only if its config would make a
+real guest join.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.helpers import inventory, write_cluster
+from tests.harness.services import free_port
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _deploy(cli, cluster, signed_ova, vcsim, *extra):
+    return cli(
+        ["deploy", "-c", str(cluster), "--count", "3", "--ova", str(signed_ova["ova"]),
+         "--trusted-key", str(signed_ova["key"]), "--json", *extra],
+        env=vcsim.env(),
+    )
+
+
+def _members(endpoint: str) -> dict[str, dict]:
+    listing = requests.post(f"{endpoint}/v3/cluster/member/list", json={}, timeout=5).json()
+    return {m.get("name", ""): m for m in listing["members"]}
+
+
+def _assert_three_joined(subnet, port=2379, peer_port=2380):
+    ips = {f"lab-0{i}": f"{subnet}.1{i}" for i in (1, 2, 3)}
+    members = _members(f"http://{ips['lab-01']}:{port}")
+    assert sorted(members) == ["lab-01", "lab-02", "lab-03"]
+    for name, ip in ips.items():
+        assert members[name]["clientURLs"] == [f"http://{ip}:{port}"]
+        assert members[name]["peerURLs"] == [f"http://{ip}:{peer_port}"]
+        assert requests.get(f"http://{ip}:{port}/health", timeout=5).json()["health"] == "true"
+    return members
+
+
+def _guest_ok(guestsim, kind: str):
+    for name in ("lab-01", "lab-02", "lab-03"):
+        node = guestsim.node(name)
+        assert node["errors"] == [], node["errors"]
+        assert node["config_kind"] == kind and node["hostname"] == name
+
+
+@pytest.fixture
+def discovery_etcd(tmp_path):
+    """A real etcd serving the v2 keys API (Debian's etcd 3.4 needs --enable-v2) as the discovery service."""
+    port, peer = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "discovery-etcd.log", "wb")
+    proc = subprocess.Popen(
+        ["/usr/bin/etcd", "--name", "discovery", "--data-dir", str(tmp_path / "discovery.etcd"),
+         "--enable-v2=true", "--listen-client-urls", url, "--advertise-client-urls", url,
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
+         f"http://127.0.0.1:{peer}", "--initial-cluster", f"discovery=http://127.0.0.1:{peer}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(url + "/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "discovery etcd did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp_path / "discovery.etcd", ignore_errors=True)
+
+
+def test_etcd_member_dropin_static_bootstrap_joins(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+    shutil.copy(CONFIGS / "flatcar-etcd-member.yaml", tmp_path / "node.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml")
+
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 0, run.stderr
+    _assert_three_joined(subnet)
+    _guest_ok(guestsim, "cloud-config")
+    # The user's own drop-in reached etcd next to vmcoreos' membership.
+    env = guestsim.node("lab-02")["etcd"]["env"]
+    assert env["ETCD_HEARTBEAT_INTERVAL"] == "100"
+    assert env["ETCD_INITIAL_CLUSTER_TOKEN"] == "vmcoreos-lab"
+
+
+def test_discovery_etcd_mints_a_token_and_three_nodes_join(cli, vcsim, guestsim, signed_ova, subnet, tmp_path,
+                                                             discovery_etcd):
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"etcd": {"bootstrap": "discovery"}})
+
+    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    assert run.returncode == 0, run.stderr
+    _assert_three_joined(subnet)
+    _guest_ok(guestsim, "cloud-config")
+    env = guestsim.node("lab-01")["etcd"]["env"]
+    token_url = env["ETCD_DISCOVERY"]
+    assert token_url.startswith(discovery_etcd + "/v2/keys/_etcd/registry/")
+    assert "ETCD_INITIAL_CLUSTER" not in env
+    # The token says 3 and holds the three members' registrations.
+    size = requests.get(token_url + "/_config/size", timeout=5).json()["node"]["value"]
+    registered = requests.get(token_url, timeout=5).json()["node"]["nodes"]
+    assert size == "3"
+    assert sorted(n["value"].split("=", 1)[0] for n in registered if not n["key"].endswith("_config")) == [
+        "lab-01", "lab-02", "lab-03"]
+
+
+def test_legacy_coreos_etcd_on_4001_7001_joins(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+    shutil.copy(CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
+                            extra={"image": {"distro": "coreos"}, "etcd": {"client_port": 4001, "peer_port": 7001}})
+
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 0, run.stderr
+    _assert_three_joined(subnet, port=4001, peer_port=7001)
+    _guest_ok(guestsim, "cloud-config")
+    assert guestsim.node("lab-03")["etcd"]["unit"] == "etcd.service"
+
+
+def test_legacy_ports_that_differ_from_the_cluster_file_are_refused(cli, vcsim, guestsim, signed_ova, subnet,
+                                                                     tmp_path):
+    shutil.copy(CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml", extra={"image": {"distro": "coreos"}})
+
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 2
+    assert "set etcd.client_port: 4001" in run.stderr and "set etcd.peer_port: 7001" in run.stderr
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
+
+
+def test_ignition_config_joins_with_afterburn_kargs(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+    shutil.copy(CONFIGS / "flatcar-ignition.json", tmp_path / "node.json")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.json")
+
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 0, run.stderr
+    _assert_three_joined(subnet)
+    _guest_ok(guestsim, "ignition")
+    node = guestsim.node("lab-02")
+    assert node["data_key"] == "guestinfo.ignition.config.data" and node["ip_source"] == "afterburn-kargs"
+
+
+def test_hyphenated_keys_are_refused_before_any_vm_exists(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+    (tmp_path / "node.yaml").write_text(
+        "#cloud-config\n"
+        "coreos:\n"
+        "  etcd2:\n"
+        "    advertise-client-urls: http://$private_ipv4:2379\n"
+        "  units:\n"
+        "    - name: etcd2.service\n"
+        "      command: start\n"
+    )
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml", extra={"image": {"distro": "coreos"}})
+
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 2, run.stderr
+    assert "node.yaml has 1 problem" in run.stderr
+    assert "line 4: error: unrecognized key 'advertise-client-urls' in coreos.etcd2: write 'advertise_client_urls'" in run.stderr
+    assert run.stdout == ""
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
+
+
+def test_dhcp_is_refused_before_any_vm_exists(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, discovery_etcd):
+    # Under DHCP no etcd member can know its own address from its config on a real guest (coreos-cloudinit
+    # leaves $private_ipv4 empty), so vmcoreos refuses instead of booting nodes that never join; the token
+    # is not minted either.
+    (tmp_path / "node.yaml").write_text(
+        "#cloud-config\n"
+        "coreos:\n"
+        "  units:\n"
+        "    - name: etcd-member.service\n"
+        "      command: start\n"
+        "      drop_ins:\n"
+        "        - name: 20-urls.conf\n"
+        "          content: |\n"
+        "            [Service]\n"
+        "            Environment=ETCD_ADVERTISE_CLIENT_URLS=http://$private_ipv4:2379\n"
+    )
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
+                            extra={"node": {"network": {"mode": "dhcp"}}, "etcd": {"bootstrap": "discovery"}})
+
+    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    assert run.returncode == 2
+    assert "line 10: error: $private_ipv4 stays empty under DHCP on VMware" in run.stderr
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
+    assert requests.get(discovery_etcd + "/v2/keys/_etcd/registry", timeout=5).status_code == 404
+    # Without $private_ipv4 in the config, DHCP is still refused, with the reason and the fix.
+    (tmp_path / "node.yaml").write_text((CONFIGS / "flatcar-etcd-member.yaml").read_text())
+    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    assert run.returncode == 2
+    assert "node.network.mode is dhcp" in run.stderr and "use node.network.mode static" in run.stderr
+    assert json.dumps(inventory(vcsim)).count('"vmcoreos.cluster": "lab"') == 0

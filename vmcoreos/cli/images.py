@@ -1,0 +1,119 @@
+"""vmcoreos fetch and vmcoreos images: get a verified OVA into the cache, list what the cache holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vmcoreos.cli.common import EXIT_CODES_HELP, JsonOpt, QuietOpt, reporting
+from vmcoreos.cli.terminal import Terminal
+
+CacheDirOpt = typer.Option(
+    None, "--cache-dir", envvar="VMCOREOS_CACHE_DIR", show_envvar=False, file_okay=False,
+    help="Image cache directory (default: the user cache dir, e.g. ~/.cache/vmcoreos). [env: VMCOREOS_CACHE_DIR]",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=EXIT_CODES_HELP)(fetch)
+    app.command(epilog="Exit codes: 0 listed, 2 bad usage.")(images)
+
+
+def fetch(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", dir_okay=False, help="Cluster file (YAML) whose image section to use; flags override it."
+    ),
+    distro: Optional[str] = typer.Option(None, "--distro", help="flatcar (default), coreos or fedora-coreos."),
+    channel: Optional[str] = typer.Option(
+        None, "--channel", help="Release channel: flatcar stable/beta/alpha/lts, fedora-coreos stable/testing/next."
+    ),
+    version: Optional[str] = typer.Option(None, "--version", help="Release version, or 'current' (default)."),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", help="Mirror replacing the vendor's release host (CoreOS needs one: its servers are gone)."
+    ),
+    ova: Optional[str] = typer.Option(None, "--ova", help="OVA path or URL instead of a channel."),
+    sig: Optional[str] = typer.Option(None, "--sig", help="Detached signature of --ova, path or URL (default: OVA + .sig)."),
+    trusted_key: list[Path] = typer.Option(
+        [], "--trusted-key", metavar="FILE", help="Extra OpenPGP public key to trust (repeatable; needed for Fedora CoreOS)."
+    ),
+    insecure_skip_verify: bool = typer.Option(
+        False, "--insecure-skip-verify", help="Do not verify signatures or DIGESTS (dangerous; never the default)."
+    ),
+    cache_dir: Optional[Path] = CacheDirOpt,
+    retries: int = typer.Option(5, "--retries", min=0, max=100, help="Retries per request after a network error or 408/429/5xx."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Download (or reuse from the cache) a release OVA, verified against its signature and DIGESTS in one pass."""
+    term = Terminal(quiet=quiet or json_out)
+    with reporting(term):
+        from dataclasses import replace
+
+        from vmcoreos.images import cache
+        from vmcoreos.images.fetch import obtain
+        from vmcoreos.settings import ImageSettings, load_cluster_file
+
+        image = load_cluster_file(config).image if config is not None else ImageSettings()
+        changes = {"distro": distro, "channel": channel, "version": version, "base_url": base_url, "ova": ova, "sig": sig}
+        image = replace(image, **{k: v for k, v in changes.items() if v is not None})
+        if trusted_key:
+            image = replace(image, trusted_keys=image.trusted_keys + tuple(trusted_key))
+        if insecure_skip_verify:
+            term.warn("signature verification is OFF (--insecure-skip-verify); you are trusting the network")
+            image = replace(image, insecure_skip_verify=True)
+        result = obtain(image, cache_dir=cache_dir or cache.default_cache_dir(), reporter=term, retries=retries)
+        verdict = result.verdict
+        info = {
+            "path": str(result.path),
+            "distro": result.distro,
+            "channel": result.channel,
+            "version": result.version,
+            "size": result.size,
+            "sha512": result.sha512,
+            "signer": verdict.primary_fingerprint if verdict else None,
+            "signing_key": verdict.signing_key if verdict else None,
+            "expired_key": verdict.expired_key if verdict else None,
+            "cached": result.cached,
+            "source": result.source,
+        }
+        if json_out:
+            term.json(info)
+        else:
+            signer = "NOT VERIFIED (--insecure-skip-verify)"
+            if verdict:
+                signer = f"{verdict.primary_fingerprint} (subkey {verdict.signing_key}{', expired since' if verdict.expired_key else ''})"
+            term.fields({
+                "path": result.path,
+                "version": f"{result.distro} {result.channel} {result.version}".replace("  ", " "),
+                "sha512": result.sha512,
+                "signer": signer,
+                "cached": "yes, re-verified" if result.cached else "no, downloaded and verified",
+            })
+
+
+def images(
+    cache_dir: Optional[Path] = CacheDirOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """List the cached images: distro, channel, version, size and verification state."""
+    term = Terminal(quiet=json_out)
+    with reporting(term):
+        from vmcoreos.images import cache
+
+        found = cache.list_cached(cache_dir or cache.default_cache_dir())
+        if json_out:
+            term.json([c.as_dict() for c in found])
+            return
+        term.table(
+            ["DISTRO", "CHANNEL", "VERSION", "SIZE", "STATE", "VERIFIED (UTC)"],
+            [
+                [c.distro, c.channel, c.version, _size(c.size), c.state, (c.verified_at or "")[:16].replace("T", " ")]
+                for c in found
+            ],
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{n} B"

@@ -1,0 +1,331 @@
+"""HTTP for images: timeouts on every request, bounded retries with backoff, resume with Range.
+
+A download streams into a `.part` file and through one Check (the whole
+verification pass) in the same loop. After a dropped connection it asks for
+the rest with Range and goes on feeding the same Check, whose hashes already
+saw the first bytes; a server that answers with the whole file instead gets
+a fresh Check and an emptied .part, never a spliced file.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import time
+from pathlib import Path
+from typing import BinaryIO, Callable, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import tenacity
+import urllib3
+
+from vmcoreos import __version__
+from vmcoreos.errors import ConfigError, DownloadError
+from vmcoreos.images.stream import CHUNK
+from vmcoreos.images.verify import Check
+from vmcoreos.settings import ENV_RETRY_MAX_DELAY
+
+# curl's --retry list: timeouts, rate limits and gateway trouble are worth another try.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+TIMEOUT = (10, 60)  # connect, read (between bytes): no request waits forever
+DEFAULT_MAX_DELAY = 30.0
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class Reporter(Protocol):
+    def event(self, message: str) -> None: ...
+
+    def transfer(self, label: str, done: int, total: int) -> None: ...
+
+
+class _Transient(Exception):
+    """Trouble worth another try: a dropped or refused connection, a timeout, a retryable status."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def redact(url: str) -> str:
+    """The URL without user:password, for messages and records."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def max_delay_from_env(environ=None) -> float:
+    raw = (os.environ if environ is None else environ).get(ENV_RETRY_MAX_DELAY)
+    if not raw:
+        return DEFAULT_MAX_DELAY
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{ENV_RETRY_MAX_DELAY}={raw!r} must be a number of seconds between 0 and 3600")
+    return value
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower() or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+        return "timed out"
+    if "Name or service not known" in text or "nodename nor servname" in text or "NameResolution" in text:
+        return "host name not found"
+    if "IncompleteRead" in text or "Connection broken" in text or "RemoteDisconnected" in text:
+        return "connection dropped"
+    if "Connection reset" in text:
+        return "connection reset"
+    return text.split("(")[0].strip(" :") or type(exc).__name__
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+_NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                   urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+class Http:
+    """One session for a run; every request has timeouts and the same retry policy."""
+
+    def __init__(self, reporter: Reporter, *, retries: int = 5, max_delay: float | None = None,
+                 timeout: tuple[float, float] = TIMEOUT):
+        if retries < 0:
+            raise ConfigError("--retries must be 0 or more")
+        self.reporter = reporter
+        self.retries = retries
+        self.max_delay = max_delay_from_env() if max_delay is None else max_delay
+        self.timeout = timeout
+        self.session = requests.Session()
+        # identity: Range offsets must count the bytes we store, not a decoded stream.
+        self.session.headers.update({"User-Agent": f"vmcoreos/{__version__}", "Accept-Encoding": "identity"})
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "Http":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- retry policy ------------------------------------------------------------
+
+    def _retrying(self, label: str, since: Callable[[], int] = lambda: 0) -> tenacity.Retrying:
+        """Doubling delays capped at max_delay; `since()` is the attempt after which bytes last arrived.
+
+        A download that makes progress before it drops gets its full retry budget back.
+        """
+
+        def strikes(state: tenacity.RetryCallState) -> int:
+            return state.attempt_number - since()
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            return strikes(state) > self.retries
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            delay = min(self.max_delay, 0.5 * 2 ** (strikes(state) - 1))
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Transient) and exc.retry_after is not None:
+                delay = max(delay, min(exc.retry_after, self.max_delay))
+            return delay
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception()
+            wait_s = state.next_action.sleep if state.next_action else 0
+            self.reporter.event(
+                f"{label}: {exc.reason}; retry {strikes(state)} of {self.retries} in {wait_s:.1f}s"
+            )
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=stop,
+            wait=wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    # -- small files ---------------------------------------------------------------
+
+    def get_bytes(self, url: str, what: str, *, missing_ok: bool = False, limit: int = 1 << 20) -> bytes | None:
+        """A small file (version.txt, a signature, DIGESTS, stream metadata); None if missing and missing_ok."""
+        try:
+            for attempt in self._retrying(f"fetching {what}"):
+                with attempt:
+                    return self._get_small(url, what, missing_ok, limit)
+        except _Transient as exc:
+            raise DownloadError(f"cannot fetch {what} {redact(url)}: {exc.reason} (tried {self.retries + 1} times)") from None
+        raise AssertionError("unreachable")
+
+    def status(self, url: str) -> int:
+        """The HTTP status of a HEAD request: does a file exist, without fetching it."""
+        try:
+            for attempt in self._retrying("checking the release"):
+                with attempt:
+                    try:
+                        resp = self.session.head(url, timeout=self.timeout, allow_redirects=True)
+                    except _NETWORK_ERRORS as exc:
+                        raise _Transient(_reason(exc)) from None
+                    if resp.status_code in RETRY_STATUSES:
+                        raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
+                    return resp.status_code
+        except _Transient as exc:
+            raise DownloadError(f"cannot reach {redact(url)}: {exc.reason} (tried {self.retries + 1} times)") from None
+        raise AssertionError("unreachable")
+
+    def _get_small(self, url: str, what: str, missing_ok: bool, limit: int) -> bytes | None:
+        try:
+            resp = self.session.get(url, stream=True, timeout=self.timeout)
+        except requests.exceptions.InvalidSchema:
+            raise ConfigError(f"cannot fetch {what} {redact(url)}: only http:// and https:// URLs are supported") from None
+        except _NETWORK_ERRORS as exc:
+            raise _Transient(_reason(exc)) from None
+        with resp:
+            if resp.status_code in RETRY_STATUSES:
+                raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
+            if resp.status_code in (404, 410) and missing_ok:
+                return None
+            if resp.status_code != 200:
+                raise DownloadError(f"cannot fetch {what} {redact(url)}: HTTP {resp.status_code}")
+            try:
+                data = resp.raw.read(limit + 1, decode_content=False)
+            except _NETWORK_ERRORS as exc:
+                raise _Transient(_reason(exc)) from None
+        if len(data) > limit:
+            raise DownloadError(f"{what} {redact(url)} is larger than {limit} bytes; that is not a {what}")
+        return data
+
+    # -- images --------------------------------------------------------------------
+
+    def download(self, url: str, dest: Path, start: Callable[[], Check], label: str) -> tuple[int, Check]:
+        """Stream url into dest through a Check made by start(); resume after drops. Returns (size, check).
+
+        On failure the current check is aborted; deleting dest is the caller's job.
+        """
+        with open(dest, "wb") as out:
+            transfer = _Transfer(self, url, out, start, label)
+            try:
+                for attempt in self._retrying(label, lambda: transfer.progress_attempt):
+                    with attempt:
+                        transfer.attempt(attempt.retry_state.attempt_number)
+            except _Transient as exc:
+                transfer.check.abort()
+                raise DownloadError(
+                    f"cannot download {redact(url)}: {exc.reason} (gave up after {self.retries} retries"
+                    " without progress; see --retries)"
+                ) from None
+            except BaseException:
+                transfer.check.abort()
+                raise
+        return transfer.done, transfer.check
+
+
+class _Transfer:
+    """The state one download carries across its attempts: bytes so far, the Check that saw them."""
+
+    def __init__(self, http: Http, url: str, out: BinaryIO, start: Callable[[], Check], label: str):
+        self.http = http
+        self.url = url
+        self.out = out
+        self.start = start
+        self.label = label
+        self.check = start()
+        self.done = 0
+        self.total: int | None = None
+        self.validator: str | None = None  # strong ETag or Last-Modified, for If-Range
+        self.progress_attempt = 0
+
+    def _restart(self) -> None:
+        self.check.abort()
+        self.check = self.start()
+        self.out.seek(0)
+        self.out.truncate()
+        self.done = 0
+
+    def attempt(self, number: int) -> None:
+        headers = {}
+        if self.done:
+            headers["Range"] = f"bytes={self.done}-"
+            if self.validator:
+                # The file changed since the first response? Then the server sends all of it (200).
+                headers["If-Range"] = self.validator
+        try:
+            resp = self.http.session.get(self.url, headers=headers, stream=True, timeout=self.http.timeout)
+        except requests.exceptions.InvalidSchema:
+            raise ConfigError(f"cannot download {redact(self.url)}: only http:// and https:// URLs are supported") from None
+        except _NETWORK_ERRORS as exc:
+            raise _Transient(_reason(exc)) from None
+        with resp:
+            status = resp.status_code
+            if status in RETRY_STATUSES:
+                raise _Transient(f"HTTP {status}", _retry_after(resp))
+            if status == 206 and self.done:
+                match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+                if not match or int(match.group(1)) != self.done:
+                    self.http.reporter.event(f"{self.label}: the server resumed at the wrong offset; starting over")
+                    self._restart()
+                    raise _Transient("bad Content-Range")
+            elif status == 200:
+                if self.done:
+                    self.http.reporter.event(f"{self.label}: the server sent the whole file again; starting over")
+                    self._restart()
+                length = resp.headers.get("Content-Length")
+                self.total = int(length) if length and length.isdigit() else None
+                etag = resp.headers.get("ETag")
+                self.validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+            elif status == 416 and self.done:
+                self.http.reporter.event(f"{self.label}: the server refused to resume; starting over")
+                self._restart()
+                raise _Transient("HTTP 416")
+            else:
+                hint = "; check --version, --channel and --base-url" if status == 404 else ""
+                raise DownloadError(f"cannot download {redact(self.url)}: HTTP {status}{hint}")
+            if self.done:
+                self.http.reporter.event(f"{self.label}: resuming at {self.done / 1048576:.1f} MiB")
+            before = self.done
+            try:
+                self._copy(resp)
+            finally:
+                if self.done > before:
+                    self.progress_attempt = number - 1
+
+    def _copy(self, resp: requests.Response) -> None:
+        total = self.total
+        while True:
+            try:
+                chunk = resp.raw.read(CHUNK, decode_content=False)
+            except _NETWORK_ERRORS as exc:
+                raise _Transient(f"{_reason(exc)} after {self.done / 1048576:.1f} MiB") from None
+            if not chunk:
+                break
+            try:
+                self.out.write(chunk)
+            except OSError as exc:
+                raise DownloadError(f"cannot write {self.out.name}: {exc.strerror}") from None
+            self.check.update(chunk)
+            self.done += len(chunk)
+            self.http.reporter.transfer(self.label, self.done, total or self.done)
+        if total is not None and self.done < total:
+            raise _Transient(f"connection closed after {self.done} of {total} bytes")
+        if total is not None and self.done > total:
+            raise DownloadError(f"{redact(self.url)} sent more bytes than it announced; refusing it")

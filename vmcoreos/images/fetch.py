@@ -1,0 +1,305 @@
+"""Getting a verified OVA onto local disk: from a release channel, a URL or a local path.
+
+`obtain()` is the one entry point (`vmcoreos fetch` and deploy call it).
+Every image is read exactly once, and that one read feeds the file on disk,
+SHA-512, gpgv and the OVA's manifest digests together (an ImagePass). The
+checks give their verdicts only when asked, explicitly, after the last byte;
+a download becomes the cached file only after every check passed, and on
+any failure nothing of it is left behind. A cached image is reused only if
+it verifies again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+from vmcoreos.errors import ConfigError, DownloadError, VerificationError
+from vmcoreos.images import cache, keys as keymod, releases
+from vmcoreos.images.download import Http, redact
+from vmcoreos.images.ova import MemberDigestTap, OvaArchive
+from vmcoreos.images.releases import Release
+from vmcoreos.images.source import VerifiedImage, is_url
+from vmcoreos.images.stream import pump
+from vmcoreos.images.verify import (
+    Check, DigestCheck, Sha512Tap, SignatureCheck, Verdict, abbreviate, parse_digests, verify_clearsigned,
+    verify_detached,
+)
+from vmcoreos.settings import ImageSettings
+
+FEDORA_KEYS = "https://fedoraproject.org/fedora.gpg"
+
+
+class Reporter(Protocol):
+    def event(self, message: str) -> None: ...
+
+    def transfer(self, label: str, done: int, total: int) -> None: ...
+
+
+def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5) -> VerifiedImage:
+    """A verified OVA for the image settings: a local --ova checked in place, anything else via the cache."""
+    signing = signing_keys(image)
+    with Http(reporter, retries=retries) as http:
+        if image.ova and not is_url(image.ova):
+            return verify_local(image, signing, http, reporter)
+        if image.ova:
+            release = releases.from_url(image, image.ova)
+        else:
+            release = releases.resolve(image, lambda url, what: http.get_bytes(url, what))
+            if (image.version or "current") == "current":
+                reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
+        return Fetcher(http, signing, Path(cache_dir), reporter, insecure=image.insecure_skip_verify).get(release)
+
+
+def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
+    """The distro's pinned key plus the user's (--trusted-key); refusing early when there is none."""
+    found = []
+    pinned = keymod.pinned_key(image.distro)
+    if pinned is not None:
+        found.append(pinned)
+    found.extend(keymod.trusted_keys(image.trusted_keys))
+    if not found and not image.insecure_skip_verify:
+        if image.distro == "fedora-coreos":
+            raise ConfigError(
+                "Fedora CoreOS images are signed with Fedora's release keys, which vmcoreos does not pin;"
+                f" download {FEDORA_KEYS}, check it, and pass it with --trusted-key (or image.trusted_keys)"
+            )
+        raise ConfigError(f"no key to verify {image.distro} images with; pass --trusted-key FILE")
+    return found
+
+
+class ImagePass(Check):
+    """The checks one read of an image goes through; their verdicts come only from finish()."""
+
+    def __init__(self, label: str, signature: bytes | None, signing: list[keymod.PublicKey], *,
+                 sha256: str | None = None, members: bool = True):
+        self.label = label
+        self.sha512 = Sha512Tap()
+        # The OVA's .mf digests; not needed to re-check a cached file whose SHA-512 is on record.
+        self.members = MemberDigestTap(label) if members else None
+        self.sha256 = DigestCheck("sha256", sha256, f"{label} (stream metadata)") if sha256 else None
+        self.signature = SignatureCheck(signature, signing, label) if signature is not None else None
+        # gpgv first: its thread hands each chunk to gpgv while the hashes here run.
+        self._taps: list[Check] = [c for c in (self.signature, self.sha512, self.sha256, self.members) if c]
+
+    def update(self, chunk: bytes) -> None:
+        for tap in self._taps:
+            tap.update(chunk)
+
+    def abort(self) -> None:
+        for tap in self._taps:
+            tap.abort()
+
+    def finish(self, expected_sha512: str | None = None, digests_name: str = "") -> tuple[Verdict | None, str]:
+        """Every check, explicitly, after the last byte: signature, SHA-256, SHA-512 against DIGESTS."""
+        try:
+            verdict = self.signature.finish() if self.signature is not None else None
+            self.sha512.finish()
+            if self.sha256 is not None:
+                self.sha256.finish()
+            if self.members is not None:
+                self.members.finish()
+            actual = self.sha512.hexdigest
+            if expected_sha512 is not None and not hmac.compare_digest(actual, expected_sha512):
+                want, got = abbreviate(expected_sha512, actual)
+                raise VerificationError(
+                    f"{self.label}: SHA-512 {got} differs from {want} in {digests_name}; the file is corrupt or altered"
+                )
+        except BaseException:
+            self.abort()
+            raise
+        return verdict, actual
+
+
+def read_through(path: Path, check: Check, reporter: Reporter, label: str) -> int:
+    total = path.stat().st_size
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        reporter.transfer(label, done, total)
+
+    try:
+        with path.open("rb") as f:
+            return pump(f, [check], on_bytes=progress)
+    except BaseException:
+        check.abort()
+        raise
+
+
+def _read_signature(source: str, label: str, http: Http, image_url: str | None = None) -> bytes:
+    if is_url(source):
+        data = http.get_bytes(source, "signature", missing_ok=True)
+        if data is None:
+            if image_url is not None and http.status(image_url) in (404, 410):
+                raise DownloadError(f"cannot download {redact(image_url)}: HTTP 404; check --version, --channel and --base-url")
+            raise VerificationError(
+                f"{label}: no signature at {redact(source)}; pass --sig with the OVA's .sig"
+                " (or --insecure-skip-verify, not advised)"
+            )
+        return data
+    path = Path(source)
+    if not path.is_file():
+        raise VerificationError(
+            f"{label}: signature {source} not found; pass --sig with the OVA's .sig file"
+            " (or --insecure-skip-verify, not advised)"
+        )
+    data = path.read_bytes()
+    if len(data) > 1 << 20:
+        raise VerificationError(f"{label}: signature {source} is {len(data)} bytes, too large to be a signature")
+    return data
+
+
+def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Http, reporter: Reporter) -> VerifiedImage:
+    """A local OVA (--ova FILE) checked in place, in one read, against its detached signature."""
+    assert image.ova
+    path = Path(image.ova)
+    if not path.is_file():
+        raise ConfigError(f"OVA {path} does not exist; check --ova or image.ova")
+    signature = None if image.insecure_skip_verify else _read_signature(image.sig or image.ova + ".sig", path.name, http)
+    reporter.event(f"verifying {path}")
+    check = ImagePass(path.name, signature, signing)
+    size = read_through(path, check, reporter, f"verifying {path.name}")
+    verdict, sha512 = check.finish()
+    with OvaArchive(path) as archive:
+        archive.verify_manifest(check.members)
+    return VerifiedImage(path, image.distro, f"local-{sha512[:12]}", sha512, size, verdict, "local", str(path))
+
+
+class Fetcher:
+    """Releases into the cache: reuse what still verifies, else download and verify in one pass."""
+
+    def __init__(self, http: Http, signing: list[keymod.PublicKey], cache_dir: Path, reporter: Reporter, *,
+                 insecure: bool = False):
+        self.http = http
+        self.signing = signing
+        self.cache_dir = cache_dir
+        self.reporter = reporter
+        self.insecure = insecure
+
+    def get(self, release: Release) -> VerifiedImage:
+        by_url = release.channel == "url"
+        key = cache.url_key(release.url) if by_url else release.version
+        entry = cache.entry_for(self.cache_dir, release.distro, release.channel, key, release.file_name)
+        with entry.locked(self.reporter):
+            # A URL may serve new bytes under the same name; its current signature tells.
+            signature = self._signature(release) if by_url else None
+            reused = self._reuse(entry, release, signature)
+            if reused is not None:
+                return reused
+            if signature is None:
+                signature = self._signature(release)
+            expected = self._digests(release)
+            return self._download(entry, release, signature, expected)
+
+    # -- what vouches for the image --------------------------------------------------
+
+    def _signature(self, release: Release) -> bytes | None:
+        if self.insecure:
+            return None
+        if release.sig_url is None:
+            raise VerificationError(f"{release.file_name}: no signature location; pass --sig")
+        return _read_signature(release.sig_url, release.file_name, self.http, release.url)
+
+    def _digests(self, release: Release) -> tuple[str, str] | None:
+        """(SHA-512, DIGESTS name) from the first signed DIGESTS published for the release, if any."""
+        if self.insecure:
+            return None
+        for url in release.digests_urls:
+            data = self.http.get_bytes(url, "DIGESTS", missing_ok=True)
+            if data is None:
+                continue
+            name = releases.file_name(url)
+            clearsigned = self.http.get_bytes(url + ".asc", "DIGESTS signature", missing_ok=True)
+            if clearsigned is not None:
+                verdict, text = verify_clearsigned(clearsigned, self.signing, name + ".asc")
+            else:
+                detached = self.http.get_bytes(url + ".sig", "DIGESTS signature", missing_ok=True)
+                if detached is None:
+                    raise VerificationError(
+                        f"{name} has neither a .asc nor a .sig signature; refusing an unsigned digest list"
+                    )
+                verdict, text = verify_detached(data, detached, self.signing, name + ".sig"), data
+            sha512 = parse_digests(text.decode("utf-8", "replace"), name).get(release.file_name, {}).get("SHA512")
+            if sha512 is None:
+                raise VerificationError(f"{name} is signed but lists no SHA512 for {release.file_name}; refusing it")
+            self.reporter.event(f"{name}: signed by {verdict.primary_fingerprint}")
+            return sha512, name
+        self.reporter.event(f"no DIGESTS published for {release.file_name} {release.version}; the signature alone vouches for it")
+        return None
+
+    # -- cache -------------------------------------------------------------------------
+
+    def _reuse(self, entry: cache.Entry, release: Release, fresh_signature: bytes | None) -> VerifiedImage | None:
+        record = entry.read_record()
+        if record is None or not entry.path.is_file():
+            if entry.dir.exists():
+                entry.discard()  # leftovers of an interrupted run
+            return None
+        signature = None
+        if not self.insecure:
+            signature = entry.sig.read_bytes() if entry.sig.is_file() else None
+            if signature is None:
+                self.reporter.event(f"cached {entry.file} has no signature; downloading it again")
+                entry.discard()
+                return None
+            if fresh_signature is not None and fresh_signature != signature:
+                self.reporter.event(f"the signature at {redact(release.sig_url or '')} changed; downloading again")
+                entry.discard()
+                return None
+        self.reporter.event(f"checking cached {entry.path}")
+        check = ImagePass(entry.file, signature, self.signing, sha256=release.sha256, members=False)
+        try:
+            size = read_through(entry.path, check, self.reporter, f"checking {entry.file}")
+            verdict, sha512 = check.finish(record.get("sha512"), "its cache record")
+        except VerificationError as exc:
+            self.reporter.event(f"cached {entry.file} failed verification ({exc.message}); discarding it")
+            entry.discard()
+            return None
+        version = record.get("version") or release.version
+        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel,
+                             record.get("source", ""), cached=True)
+
+    def _download(self, entry: cache.Entry, release: Release, signature: bytes | None,
+                  expected: tuple[str, str] | None) -> VerifiedImage:
+        source = redact(release.url)
+        label = f"downloading {entry.file}"
+        self.reporter.event(f"downloading {source}")
+        entry.prepare()
+        try:
+            size, check = self.http.download(
+                release.url, entry.part,
+                lambda: ImagePass(entry.file, signature, self.signing, sha256=release.sha256),
+                label,
+            )
+            verdict, sha512 = check.finish(*(expected or (None, "")))
+            with OvaArchive(entry.part, name=entry.file) as archive:
+                archive.verify_manifest(check.members)
+            version = release.version or f"url-{sha512[:12]}"
+            if signature is not None:
+                entry.sig.write_bytes(signature)
+            os.replace(entry.part, entry.path)
+            entry.write_record({
+                "distro": release.distro,
+                "channel": release.channel,
+                "version": version,
+                "file": entry.file,
+                "size": size,
+                "sha512": sha512,
+                "sha256": release.sha256,
+                "signer": verdict.primary_fingerprint if verdict else None,
+                "signing_key": verdict.signing_key if verdict else None,
+                "expired_key": verdict.expired_key if verdict else None,
+                "digests": expected[1] if expected else None,
+                "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if verdict else None,
+                "source": source,
+            })
+        except BaseException:
+            entry.discard()
+            raise
+        self.reporter.event(f"verified {entry.file} {version}" + (f": signed by {verdict.primary_fingerprint}" if verdict else ""))
+        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel, source)
