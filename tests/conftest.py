@@ -112,3 +112,14 @@ def _state_dir():
         yield _STATE
     finally:
         shutil.rmtree(_STATE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def big_ova(tmp_path_factory, signer):
+    """An OVA large enough that its upload can be cut in the middle (16 MiB disk)."""
+    from tests.harness.ova_builder import build_ova
+
+    d = tmp_path_factory.mktemp("big-ova")
+    ova = build_ova(d / "flatcar_production_vmware_ova.ova", disk_bytes=16 << 20, seed=3)
+    signer.sign_detached(ova, d / (ova.name + ".sig"))
+    return {"ova": ova, "sig": d / (ova.name + ".sig"), "key": signer.write_public_key(d / "key.asc")}

@@ -125,6 +125,9 @@ def node_index(cluster: str, name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+KEPT = "the VMs are kept for inspection (see `vmcoreos status`; deploy --rollback removes them instead)"
+
+
 def quorum(size: int) -> int:
     return size // 2 + 1
 
@@ -222,6 +225,7 @@ class Cluster:
                 name,
                 extra,
                 on_bytes=lambda done, total: self.reporter.transfer(f"uploading {image.path.name}", done, total),
+                on_retry=self.reporter.event,
             )
         try:
             # Snapshot while it is still a VM: vSphere takes none of a template.
@@ -242,6 +246,29 @@ class Cluster:
         if self.settings.node.linked_clone:
             self.linked_snapshot = vms.snapshot_linked_base(
                 self.session, template, self.placement, self.settings.name
+            )
+
+    def check_room(self, image: source.VerifiedImage, templates: list[vms.VmInfo], new_nodes: int) -> None:
+        """Refuse before the first upload when the datastore cannot hold the disks.
+
+        Disks are thin, but a thin disk grows to its capacity, so full clones
+        are counted at capacity; linked clones share the template's disk.
+        """
+        with OvaArchive(image.path) as archive:
+            per_disk = archive.disk_capacity()
+        have_template = any(
+            t.name == template_name(self.settings, image) and t.extra.get(vms.MARK_SHA512) == image.sha512
+            for t in templates
+        )
+        disks = (0 if have_template else 1) + (0 if self.settings.node.linked_clone else new_nodes)
+        need = disks * per_disk
+        free = inventory.free_space(self.session, self.placement.datastore)
+        if need > free:
+            gib = 1 << 30
+            raise VSphereError(
+                f"datastore {self.settings.vsphere.datastore or 'chosen'} has {free / gib:.1f} GiB free but {disks}"
+                f" disk(s) of up to {per_disk / gib:.1f} GiB need {need / gib:.1f} GiB; free space, pick another"
+                " datastore (vsphere.datastore), lower the count, or use node.linked_clone: true"
             )
 
     # -- creating nodes ---------------------------------------------------------
@@ -369,7 +396,7 @@ class Cluster:
         detail = ", ".join(f"{s.name} reached '{s.stage}'" for s in late)
         raise NotJoinedError(
             f"nodes did not join etcd within {self.settings.wait_timeout:.0f}s: {detail};"
-            " the VMs are kept for inspection (see `vmcoreos status`)",
+            f" {KEPT}",
         )
 
     # -- removing nodes ---------------------------------------------------------
@@ -447,14 +474,32 @@ def _etcd_lock(cluster: Cluster, nodes: dict[str, vms.VmInfo]) -> Iterator[None]
             lock.release()
 
 
-def deploy(settings: ClusterSettings, conn: Connection, *, count: int, reporter: Reporter, parallel: int = 4) -> RunResult:
+def deploy(
+    settings: ClusterSettings,
+    conn: Connection,
+    *,
+    count: int,
+    reporter: Reporter,
+    parallel: int = 4,
+    rollback: bool = False,
+) -> RunResult:
     configs = prepare(settings, count)
     with locks.host_lock(settings.name), _session(conn) as session:
         cluster = Cluster(settings, session, reporter, parallel=parallel)
-        return _converge(cluster, configs)
+        return _converge(cluster, configs, rollback=rollback)
 
 
-def _converge(cluster: Cluster, configs: list[NodeConfig]) -> RunResult:
+def _roll_back(cluster: Cluster, names: list[str]) -> None:
+    """--rollback: take out the nodes this run created, membership first, so a failed deploy leaves nothing."""
+    cluster.reporter.event(f"rolling back: removing {', '.join(names)}")
+    for name in sorted(names, key=lambda n: -(node_index(cluster.settings.name, n) or 0)):
+        nodes = cluster.vms()[0]
+        if name in nodes:
+            with contextlib.suppress(Exception):
+                cluster.remove_node(nodes[name], nodes)
+
+
+def _converge(cluster: Cluster, configs: list[NodeConfig], *, rollback: bool = False) -> RunResult:
     settings, session = cluster.settings, cluster.session
     nodes, templates, foreign = cluster.inventory()
     for vm in foreign:
@@ -473,25 +518,36 @@ def _converge(cluster: Cluster, configs: list[NodeConfig]) -> RunResult:
             if nodes[name].power != "poweredOn":
                 cluster.reporter.event(f"{name}: powering on")
                 vms.power_on(session, nodes[name])
-        if missing:
-            image = resolve_image(settings, cluster.reporter)
-            result.image_version = image.version
-            template, result.uploaded = cluster.template(image, templates)
-            result.template = template.name
-            live = cluster.live_view(nodes)
-            if live is None and not nodes:
-                cluster.bootstrap(template, image, missing)
-            elif live is None:
-                raise EtcdError(
-                    f"nodes {', '.join(sorted(nodes))} exist but none answers etcd, so new nodes cannot join;"
-                    " check them with `vmcoreos status`"
-                )
-            else:
-                for config in missing:
-                    cluster.join(template, image, config, live[0], deadline)
-                    live = cluster.live_view(cluster.vms()[0]) or live
-            result.created = [c.name for c in missing]
-        status = cluster.wait_joined(configs, deadline)
+        try:
+            if missing:
+                image = resolve_image(settings, cluster.reporter)
+                result.image_version = image.version
+                cluster.check_room(image, templates, len(missing))
+                template, result.uploaded = cluster.template(image, templates)
+                result.template = template.name
+                live = cluster.live_view(nodes)
+                result.created = [c.name for c in missing]
+                if live is None and not nodes:
+                    cluster.bootstrap(template, image, missing)
+                elif live is None:
+                    raise EtcdError(
+                        f"nodes {', '.join(sorted(nodes))} exist but none answers etcd, so new nodes cannot join;"
+                        " check them with `vmcoreos status`"
+                    )
+                else:
+                    for config in missing:
+                        cluster.join(template, image, config, live[0], deadline)
+                        live = cluster.live_view(cluster.vms()[0]) or live
+            status = cluster.wait_joined(configs, deadline)
+        except NotJoinedError as exc:
+            if not (rollback and result.created):
+                raise
+            _roll_back(cluster, result.created)
+            raise NotJoinedError(exc.message.replace(KEPT, "the nodes this run created were removed (--rollback)"))
+        except BaseException:
+            if rollback and result.created:
+                _roll_back(cluster, result.created)
+            raise
     created = set(result.created)
     for config in configs:
         st = status[config.name]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VCSIM_BIN = ROOT / "build" / "vcsim"
-USER, PASSWORD = "user", "pass"
+# Distinctive, so the suite can grep everything vmcoreos printed for it (it must never appear).
+USER, PASSWORD = "vmcoreos-admin", "Vq7-test-Pa55word-3f9c"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,7 +74,8 @@ class Vcsim:
         # vcsim keeps its datastore in $TMPDIR; point it into our workdir so cleanup is ours.
         env = dict(os.environ, TMPDIR=str(self.workdir))
         self.proc = subprocess.Popen(
-            [str(VCSIM_BIN), "-listen", listen, "-cert-out", str(self.cert), "-info-out", str(info)],
+            [str(VCSIM_BIN), "-listen", listen, "-cert-out", str(self.cert), "-info-out", str(info),
+             "-username", USER, "-password", PASSWORD],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

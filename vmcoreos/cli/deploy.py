@@ -28,6 +28,9 @@ def deploy(
     trusted_key: list[Path] = typer.Option([], "--trusted-key", metavar="FILE", help="Extra OpenPGP public key to trust (repeatable)."),
     insecure_skip_verify: bool = typer.Option(False, "--insecure-skip-verify", help="Do not verify the image signature (dangerous)."),
     parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Node operations run at once."),
+    rollback: bool = typer.Option(
+        False, "--rollback", help="On failure, remove the nodes this run created (default: keep them for inspection)."
+    ),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds to wait for nodes to join (overrides wait.timeout)."),
     discovery_etcd: Optional[str] = DiscoveryEtcdOpt,
     url: Optional[str] = UrlOpt,
@@ -40,7 +43,7 @@ def deploy(
     quiet: bool = QuietOpt,
 ) -> None:
     """Create the cluster's nodes (or converge to --count) and wait until each is a healthy etcd member."""
-    term = Terminal(quiet=quiet or json_out)
+    term = Terminal(quiet=quiet)  # --json keeps stdout for the summary; events still go to stderr
     with reporting(term):
         from dataclasses import replace
 
@@ -67,7 +70,7 @@ def deploy(
         conn = connection(url, username, password_file, insecure, ca_file, thumbprint, term)
         # Node configs are checked (warnings printed) before anything else; a discovery token is minted last.
         settings, _ = checked_settings(settings, n, term, discovery_etcd)
-        result = cluster.deploy(settings, conn, count=n, reporter=term, parallel=parallel)
+        result = cluster.deploy(settings, conn, count=n, reporter=term, parallel=parallel, rollback=rollback)
         if json_out:
             term.json(result.as_dict())
         else:

@@ -47,7 +47,7 @@ def fetch(
     quiet: bool = QuietOpt,
 ) -> None:
     """Download (or reuse from the cache) a release OVA, verified against its signature and DIGESTS in one pass."""
-    term = Terminal(quiet=quiet or json_out)
+    term = Terminal(quiet=quiet)  # --json keeps stdout for the summary; events still go to stderr
     with reporting(term):
         from dataclasses import replace
 

@@ -80,7 +80,7 @@ def rebuild(
     quiet: bool = QuietOpt,
 ) -> None:
     """Roll the cluster onto a newer release, one node at a time, keeping etcd quorum. Safe to run from cron."""
-    term = Terminal(quiet=quiet or json_out)
+    term = Terminal(quiet=quiet)  # --json keeps stdout for the summary; events still go to stderr
     with reporting(term):
         from dataclasses import replace
 
@@ -118,7 +118,7 @@ def destroy(
     quiet: bool = QuietOpt,
 ) -> None:
     """Power off and delete every VM of the cluster (and with --templates its templates). Others are never touched."""
-    term = Terminal(quiet=quiet or json_out)
+    term = Terminal(quiet=quiet)  # --json keeps stdout for the summary; events still go to stderr
     with reporting(term):
         from vmcoreos import cluster
         from vmcoreos.settings import load_cluster_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 from rich.console import Console
@@ -27,15 +28,18 @@ class Terminal:
         self._task = None
         self._label = None
         self._logged_tenth = -1
+        self._lock = threading.RLock()
 
     # Reporter protocol -----------------------------------------------------
     def event(self, message: str) -> None:
         if self.quiet:
             return
-        if self.interactive:
-            self.err.print(f"• {message}", markup=False)
-        else:
-            print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} vmcoreos: {message}", file=sys.stderr, flush=True)
+        with self._lock:  # node operations run in threads; one event, one whole line
+            if self.interactive:
+                self.err.print(f"• {message}", markup=False)
+            else:
+                sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} vmcoreos: {message}\n")
+                sys.stderr.flush()
 
     def transfer(self, label: str, done: int, total: int) -> None:
         if self.quiet:

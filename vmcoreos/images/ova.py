@@ -139,6 +139,16 @@ class OvaArchive:
         name = system.get(f"{{{OVF_NS}}}id", "") if system is not None else ""
         return Descriptor(text=text, name=name, files=tuple(files))
 
+    def disk_capacity(self) -> int:
+        """Bytes the OVF's disks can grow to (DiskSection capacity x its allocation units)."""
+        root = ET.fromstring(self.descriptor.text)
+        total = 0
+        for disk in root.iter(f"{{{OVF_NS}}}Disk"):
+            capacity = int(disk.get(f"{{{OVF_NS}}}capacity", "0") or 0)
+            units = disk.get(f"{{{OVF_NS}}}capacityAllocationUnits", "byte")
+            total += capacity * _allocation_units(units)
+        return total
+
     def _read_manifest(self) -> dict[str, tuple[str, str]]:
         mfs = [n for n in self._members if n.lower().endswith(".mf")]
         if not mfs:
@@ -342,3 +352,12 @@ class _ManifestCheck(DigestCheck):
             super().finish()
         except Exception as exc:
             raise UnsafeArchiveError(f"{exc.args[0].split(';')[0]}; the .mf manifest does not match, the OVA is corrupt") from None
+
+
+def _allocation_units(text: str) -> int:
+    """'byte', 'byte * 2^30', 'byte * 1024' (DMTF programmatic units, as OVF writers use them)."""
+    factor = 1
+    for term in text.replace(" ", "").lower().split("*")[1:]:
+        base, _, exp = term.partition("^")
+        factor *= int(base) ** int(exp or 1)
+    return factor

@@ -25,6 +25,12 @@ from vmcoreos.vsphere.waits import Watch
 
 LEASE_TICK = 2.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
 UPLOAD_TIMEOUT = 300
+# NFC uploads cannot resume: a broken one is aborted, cleaned up and started over, this many times in all.
+IMPORT_ATTEMPTS = 3
+
+
+class UploadInterrupted(VSphereError):
+    """The disk upload broke off: worth one more import from the start."""
 
 
 class ByteCounter:
@@ -104,6 +110,29 @@ def _ovf_networks(archive: OvaArchive) -> list[str]:
 
 
 def import_ova(
+    session: Session,
+    archive: OvaArchive,
+    placement: Placement,
+    name: str,
+    extra: dict[str, str],
+    *,
+    on_bytes: Callable[[int, int], None] | None = None,
+    on_retry: Callable[[str], None] | None = None,
+    timeout: float = 600,
+    attempts: int = IMPORT_ATTEMPTS,
+):
+    """Import, retrying from the start after a broken upload; see _import_once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _import_once(session, archive, placement, name, extra, on_bytes=on_bytes, timeout=timeout)
+        except UploadInterrupted as exc:
+            if attempt == attempts:
+                raise VSphereError(f"{exc.message}; gave up after {attempts} attempts") from None
+            if on_retry:
+                on_retry(f"{exc.message}; the half-imported VM was removed, starting over ({attempt + 1}/{attempts})")
+
+
+def _import_once(
     session: Session,
     archive: OvaArchive,
     placement: Placement,
@@ -204,14 +233,30 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
         "Content-Length": str(size),
         "Overwrite": "t",
     }
+    sent_before = counter.done
     try:
         conn.request("PUT" if item.create else "POST", path, body=body, headers=headers)
         resp = conn.getresponse()
         resp.read()
+        if resp.status >= 500:
+            raise UploadInterrupted(f"uploading {item.path} failed: HTTP {resp.status} {resp.reason}")
         if resp.status not in (200, 201):
             raise VSphereError(f"uploading {item.path} failed: HTTP {resp.status} {resp.reason}")
+    except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
+        sent = counter.done - sent_before
+        raise UploadInterrupted(
+            f"uploading {item.path} broke off after {sent} of {size} bytes ({_reason(exc)})"
+        ) from None
     finally:
         conn.close()
         stream.close()
     if check is not None:
         check.finish()  # explicitly, after the last byte: a short read must not skip it
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (TimeoutError,)) or "timed out" in str(exc):
+        return "timed out"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    return str(exc) or type(exc).__name__

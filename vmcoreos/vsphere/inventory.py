@@ -84,3 +84,8 @@ def _find_folder(session: Session, vm_folder, path: str | None):
         folder = subfolders[part]
         walked.append(part)
     return folder
+
+
+def free_space(session: Session, datastore) -> int:
+    summary = session.retrieve([datastore], ["summary.freeSpace"], vim.Datastore)[datastore]
+    return int(summary.get("summary.freeSpace") or 0)

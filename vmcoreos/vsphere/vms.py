@@ -7,6 +7,7 @@ that merely shares a name with a node is never touched.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import OwnershipError, VSphereError
 from vmcoreos.vsphere.inventory import Placement
-from vmcoreos.vsphere.session import Session
+from vmcoreos.vsphere.session import ConnectionLost, Session
 from vmcoreos.vsphere.waits import wait_task
 
 MARK_CLUSTER = "vmcoreos.cluster"
@@ -183,7 +184,15 @@ def snapshot_linked_base(session: Session, vm: VmInfo, placement: Placement, clu
 
 
 def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str) -> Any:
-    task = template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
+    try:
+        task = template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
+    except ConnectionLost:
+        # The request may or may not have reached vCenter: look before sending it again.
+        time.sleep(1)
+        made = [v for v in list_vms(session, placement, {name}) if v.owned_by(cluster) and not v.template]
+        if made:
+            return made[0].ref
+        task = template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
     try:
         return wait_task(session, task, what=f"cloning {name} from {template.name}")
     except BaseException:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VSphereError
-from vmcoreos.vsphere.session import WAIT_POLL_SECONDS, Session
+from vmcoreos.vsphere.session import Session, poll_seconds
 
 PC = vmodl.query.PropertyCollector
 
@@ -51,7 +51,7 @@ class Watch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(what)
-            wait = max(1, min(WAIT_POLL_SECONDS, int(remaining + 0.999)))
+            wait = max(1, min(poll_seconds(), int(remaining + 0.999)))
             update = self.pc.WaitForUpdatesEx(self.version, PC.WaitOptions(maxWaitSeconds=wait))
             if update is None:
                 continue

@@ -1,0 +1,89 @@
+"""Faults on the way: broken uploads, nodes that never join, a vCenter that drops or stalls.
+
+The fault-injecting proxy sits between vmcoreos and the simulator; every test
+checks what the tool said, its exit code, and what it left in vSphere.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.e2e.helpers import inventory, write_cluster
+from tests.harness.faultproxy import FaultProxy
+
+
+def _args(cluster, ova, *extra):
+    return ["deploy", "-c", str(cluster), "--ova", str(ova["ova"]), "--trusted-key", str(ova["key"]), *extra]
+
+
+def _ours(vcsim, cluster="lab"):
+    return {n: v for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == cluster}
+
+
+def test_broken_upload_is_aborted_cleaned_and_retried_from_the_start(cli, vcsim, guestsim, big_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        # Only the NFC upload carries megabytes upstream: this cuts it 3 MiB in, once.
+        fault = proxy.reset_after(3 << 20, direction="up")
+        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url)}
+        run = cli(_args(cluster, big_ova, "--count", "1", "--json"), env=env)
+    assert run.returncode == 0, run.stderr
+    assert fault.fired == 1
+    assert "broke off after" in run.stderr and "starting over (2/3)" in run.stderr
+    ours = _ours(vcsim)
+    assert sorted(n for n, v in ours.items() if v["template"]) == [json.loads(run.stdout)["template"]]
+    assert sorted(n for n, v in ours.items() if not v["template"]) == ["lab-01"]
+
+
+def test_upload_that_keeps_breaking_gives_up_and_leaves_nothing(cli, vcsim, big_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        proxy.reset_after(3 << 20, direction="up", times=None)
+        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url)}
+        run = cli(_args(cluster, big_ova, "--count", "1"), env=env)
+    assert run.returncode == 1
+    assert "gave up after 3 attempts" in run.stderr and len(run.stderr.strip().splitlines()) >= 1
+    assert run.stderr.strip().splitlines()[-1].startswith("vmcoreos: error:")
+    assert _ours(vcsim) == {}
+
+
+def test_node_that_never_joins_names_its_stage_and_is_kept(cli, vcsim, signed_ova, subnet, tmp_path):
+    # No guest simulator: the VMs power on but nothing boots in them.
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2, extra={"wait": {"timeout": 3}})
+    run = cli(_args(cluster, signed_ova, "--count", "2"), env=vcsim.env())
+    assert run.returncode == 4
+    last = run.stderr.strip().splitlines()[-1]
+    assert "lab-01 reached 'powered on'" in last and "kept for inspection" in last
+    assert sorted(n for n, v in _ours(vcsim).items() if not v["template"]) == ["lab-01", "lab-02"]
+
+
+def test_rollback_removes_what_a_failed_deploy_created(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2, extra={"wait": {"timeout": 3}})
+    run = cli(_args(cluster, signed_ova, "--count", "2", "--rollback"), env=vcsim.env())
+    assert run.returncode == 4
+    assert "removed (--rollback)" in run.stderr.strip().splitlines()[-1]
+    assert [n for n, v in _ours(vcsim).items() if not v["template"]] == []
+
+
+def test_stalled_vcenter_times_out_with_a_message_not_a_hang(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        # Let the login through, then hold every answer.
+        proxy.stall(60, after_bytes=20_000, direction="down", times=None)
+        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url), "VMCOREOS_API_TIMEOUT": "2"}
+        run = cli(_args(cluster, signed_ova, "--count", "1"), env=env, timeout=60)
+        proxy.clear()
+    assert run.returncode == 1
+    assert "did not answer" in run.stderr and "within 2s" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_refused_connections_to_vcenter_say_so(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        proxy.refuse(mode="unlisten")
+        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url)}
+        run = cli(_args(cluster, signed_ova, "--count", "1"), env=env)
+    assert run.returncode == 1
+    assert "cannot reach vCenter" in run.stderr and "connection refused" in run.stderr
+    assert _ours(vcsim) == {}
