@@ -288,14 +288,43 @@ class Cluster:
         # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
         vms.power_on(self.session, vm)
 
-    def bootstrap(self, template, image, configs: list[NodeConfig]) -> None:
+    @property
+    def dhcp(self) -> bool:
+        return self.settings.node.network.mode == "dhcp"
+
+    def bootstrap(self, template, image, configs: list[NodeConfig], deadline: float) -> None:
         """A new cluster: every node at once, all with initial_cluster_state new."""
+        self._parallel(self.clone, [(template, image, c, c.digest) for c in configs])
+        if self.dhcp:
+            # First boot done without etcd; now each node's leased address goes into every config.
+            names = [c.name for c in configs]
+            leases = {n: st.ip for n, st in self.wait_guests(names, deadline).items()}
+            count = max(c.index for c in configs)
+            final = nodeconfig.plan(self.settings, self.user_config(), count=count, only=names, leases=leases)
+            digests = {c.name: c.digest for c in configs}
+            self._parallel(self.second_boot, [(f, digests[f.name]) for f in final])
+
+    def _parallel(self, fn, calls: list[tuple]) -> None:
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            futures = [pool.submit(self.clone, template, image, c, c.digest) for c in configs]
+            futures = [pool.submit(fn, *args) for args in calls]
             errors = [f.exception() for f in futures]
         failed = [e for e in errors if e is not None]
         if failed:
             raise failed[0]
+
+    def second_boot(self, config: NodeConfig, digest: str) -> None:
+        """A DHCP node gets its membership for the address it leased, and boots again to apply it.
+
+        coreos-cloudinit reads guestinfo on every boot, so the new keys take effect
+        on the next one; the node is fresh, so a power cycle loses nothing.
+        """
+        vm = self.vms()[0][config.name]
+        extra = dict(config.guestinfo)
+        extra[vms.MARK_DIGEST] = digest
+        self.reporter.event(f"{config.name}: leased {config.ip}; writing its membership and booting it again")
+        vms.reconfigure(self.session, vm, extra, self.settings.name)
+        vms.power_off(self.session, vm, self.settings.name)
+        vms.power_on(self.session, vms.refresh(self.session, vm))
 
     def join(self, template, image, config: NodeConfig, endpoint: str, deadline: float) -> NodeStatus:
         """Add one node to a running cluster: member add first, then boot it with state existing."""
@@ -303,8 +332,13 @@ class Cluster:
         peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
         peers.pop(config.name, None)
         count = max([config.index] + [node_index(self.settings.name, n) or 0 for n in peers])
+        leases = None
+        if self.dhcp:
+            # First boot without etcd, to learn the address the member must be added with.
+            self.clone(template, image, config, config.digest)
+            leases = {config.name: self.wait_guests([config.name], deadline)[config.name].ip}
         joined = nodeconfig.plan(
-            self.settings, self.user_config(), count=count, only=[config.name], existing_members=peers
+            self.settings, self.user_config(), count=count, only=[config.name], existing_members=peers, leases=leases
         )[0]
         peer_url = f"http://{joined.ip}:{self.settings.etcd.peer_port}"
         added = None
@@ -312,29 +346,50 @@ class Cluster:
             self.reporter.event(f"{config.name}: etcd member add {peer_url}")
             added = etcd.member_add(endpoint, peer_url)
         try:
-            # The mark records the config the cluster file renders, not this one-off join variant.
-            self.clone(template, image, joined, config.digest)
+            if self.dhcp:
+                self.second_boot(joined, config.digest)
+            else:
+                # The mark records the config the cluster file renders, not this one-off join variant.
+                self.clone(template, image, joined, config.digest)
             return self.wait_joined([config], deadline)[config.name]
-        except BaseException:
-            if added is not None and not isinstance(added, Exception):
+        except (KeyboardInterrupt, SystemExit):
+            # Interrupted half way: take back the VM and the member we added, so the next run starts
+            # clean. A node that merely failed to join is kept for inspection instead.
+            if added is not None:
                 with contextlib.suppress(Exception):
                     self._rollback_join(config, endpoint, added)
             raise
 
     def _rollback_join(self, config: NodeConfig, endpoint: str, added: etcd.Member) -> None:
-        # Undo a join that did not finish: an unstarted member costs the cluster fault tolerance.
-        nodes, _ = self.vms()
-        vm = nodes.get(config.name)
-        if vm is not None and vm.extra.get(vms.MARK_VERSION) and not vm.ip:
+        vm = self.vms()[0].get(config.name)
+        if vm is not None:
             vms.destroy(self.session, vm, self.settings.name)
-            etcd.member_remove(endpoint, added.id)
+        etcd.member_remove(endpoint, added.id)
 
     # -- waiting ----------------------------------------------------------------
 
     def wait_joined(self, configs: list[NodeConfig], deadline: float) -> dict[str, NodeStatus]:
-        status = {c.name: NodeStatus(c.name) for c in configs}
+        status = self.wait_guests([c.name for c in configs], deadline)
+        port = self.settings.etcd.client_port
+        for name in sorted(status):
+            st = status[name]
+            retrying = tenacity.Retrying(
+                wait=tenacity.wait_exponential(multiplier=0.1, max=2),
+                stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+                retry=tenacity.retry_if_result(lambda ok: not ok),
+            )
+            try:
+                retrying(self._member_ready, f"http://{st.ip}:{port}", st)
+            except tenacity.RetryError:
+                self._not_joined(status)
+            self.reporter.event(f"{name}: healthy etcd member {st.member_id}")
+        return status
+
+    def wait_guests(self, names: list[str], deadline: float) -> dict[str, NodeStatus]:
+        """Until guest tools run and report an IP on every named node (one PropertyCollector filter)."""
+        status = {n: NodeStatus(n) for n in names}
         nodes, _ = self.vms()
-        refs = {nodes[c.name].ref: c.name for c in configs if c.name in nodes}
+        refs = {nodes[n].ref: n for n in names if n in nodes}
         props = ["runtime.powerState", "guest.toolsRunningStatus", "guest.ipAddress"]
 
         def ready(values):
@@ -357,19 +412,6 @@ class Cluster:
                 watch.until(ready, deadline, "guests")
             except TimeoutError:
                 self._not_joined(status)
-        port = self.settings.etcd.client_port
-        for name in sorted(status):
-            st = status[name]
-            retrying = tenacity.Retrying(
-                wait=tenacity.wait_exponential(multiplier=0.1, max=2),
-                stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
-                retry=tenacity.retry_if_result(lambda ok: not ok),
-            )
-            try:
-                retrying(self._member_ready, f"http://{st.ip}:{port}", st)
-            except tenacity.RetryError:
-                self._not_joined(status)
-            self.reporter.event(f"{name}: healthy etcd member {st.member_id}")
         return status
 
     @staticmethod
@@ -528,7 +570,7 @@ def _converge(cluster: Cluster, configs: list[NodeConfig], *, rollback: bool = F
                 live = cluster.live_view(nodes)
                 result.created = [c.name for c in missing]
                 if live is None and not nodes:
-                    cluster.bootstrap(template, image, missing)
+                    cluster.bootstrap(template, image, missing, deadline)
                 elif live is None:
                     raise EtcdError(
                         f"nodes {', '.join(sorted(nodes))} exist but none answers etcd, so new nodes cannot join;"
@@ -590,12 +632,17 @@ def rebuild(
         with _etcd_lock(cluster, nodes):
             template, result.uploaded = cluster.template(image, templates)
             result.template = template.name
-            for config in _leader_last(cluster, nodes, pending):
+            # Resuming: nodes an interrupted run already replaced must be healthy before the roll goes on.
+            done = [c for c in configs if c.name in nodes and c not in pending]
+            if done:
+                cluster.wait_joined(done, time.monotonic() + deadline_per_node)
+            for config in _roll_order(cluster, nodes, pending):
                 nodes = cluster.vms()[0]
                 vm = nodes.get(config.name)
                 if vm is not None and not force and not _runs_older(vm, image):
                     continue  # done by an earlier, interrupted run
-                _check_healthy(cluster, nodes, skip=config.name)
+                peer = f"http://{config.ip}:{settings.etcd.peer_port}" if config.ip else None
+                _check_healthy(cluster, nodes, skip=config.name, skip_peer=peer)
                 if vm is not None:
                     cluster.remove_node(vm, nodes)
                     nodes.pop(config.name)
@@ -634,22 +681,34 @@ def _runs_older(vm: vms.VmInfo, image: source.VerifiedImage) -> bool:
     return True
 
 
-def _leader_last(cluster: Cluster, nodes: dict[str, vms.VmInfo], pending: list[NodeConfig]) -> list[NodeConfig]:
-    # Replacing followers first means one leader election for the whole roll, not one per node.
+def _roll_order(cluster: Cluster, nodes: dict[str, vms.VmInfo], pending: list[NodeConfig]) -> list[NodeConfig]:
+    """Missing nodes first (an interrupted run left the cluster a member short), then followers, leader last.
+
+    Replacing followers first means one leader election for the whole roll, not one per node.
+    """
     live = cluster.live_view(nodes)
-    if live is None:
-        return pending
-    leader = next((m.name for m in live[1].members if m.id == live[1].leader), None)
-    return sorted(pending, key=lambda c: (c.name == leader, c.index))
+    leader = None
+    if live is not None:
+        leader = next((m.name for m in live[1].members if m.id == live[1].leader), None)
+    return sorted(pending, key=lambda c: (c.name in nodes, c.name == leader, c.index))
 
 
-def _check_healthy(cluster: Cluster, nodes: dict[str, vms.VmInfo], skip: str) -> None:
+def _check_healthy(cluster: Cluster, nodes: dict[str, vms.VmInfo], skip: str, skip_peer: str | None = None) -> None:
+    """Every member but the one about to be replaced must be healthy.
+
+    The one being replaced may show up by name, or (added by an interrupted
+    run, never started) only by its peer URL.
+    """
     live = cluster.live_view(nodes, exclude={skip})
     if live is None:
         raise EtcdError("no etcd member answers; the cluster is down, so the roll stops before touching it")
     _, view = live
     health = cluster.health(view)
-    sick = [m.name or m.id for m in view.members if not health.get(m.id) and m.name != skip]
+    sick = [
+        m.name or m.id
+        for m in view.members
+        if not health.get(m.id) and m.name != skip and not (skip_peer and skip_peer in m.peer_urls)
+    ]
     if sick:
         raise EtcdError(
             f"etcd members {', '.join(sick)} are not healthy; the roll stops before {skip} with quorum intact."

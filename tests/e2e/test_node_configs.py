@@ -177,10 +177,10 @@ def test_hyphenated_keys_are_refused_before_any_vm_exists(cli, vcsim, guestsim, 
     assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
 
 
-def test_dhcp_is_refused_before_any_vm_exists(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, discovery_etcd):
-    # Under DHCP no etcd member can know its own address from its config on a real guest (coreos-cloudinit
-    # leaves $private_ipv4 empty), so vmcoreos refuses instead of booting nodes that never join; the token
-    # is not minted either.
+def test_private_ipv4_under_dhcp_is_refused_before_any_vm_exists(cli, vcsim, guestsim, signed_ova, subnet, tmp_path,
+                                                                 discovery_etcd):
+    # Under DHCP coreos-cloudinit leaves $private_ipv4 empty on a real guest: a config that relies on it
+    # would advertise http://:2379, so it is refused, and the token is not minted either.
     (tmp_path / "node.yaml").write_text(
         "#cloud-config\n"
         "coreos:\n"
@@ -201,9 +201,40 @@ def test_dhcp_is_refused_before_any_vm_exists(cli, vcsim, guestsim, signed_ova, 
     assert "line 10: error: $private_ipv4 stays empty under DHCP on VMware" in run.stderr
     assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
     assert requests.get(discovery_etcd + "/v2/keys/_etcd/registry", timeout=5).status_code == 404
-    # Without $private_ipv4 in the config, DHCP is still refused, with the reason and the fix.
-    (tmp_path / "node.yaml").write_text((CONFIGS / "flatcar-etcd-member.yaml").read_text())
+
+
+def _assert_dhcp_joined(guestsim, subnet):
+    """Three healthy members on leased addresses, each advertising the address its guest actually got."""
+    ips = {n: guestsim.node(n)["ip"] for n in ("lab-01", "lab-02", "lab-03")}
+    assert all(ip.startswith(f"{subnet}.1") and guestsim.node(n)["ip_source"] == "dhcp" for n, ip in ips.items())
+    members = _members(f"http://{ips['lab-01']}:2379")
+    assert sorted(members) == ["lab-01", "lab-02", "lab-03"]
+    for name, ip in ips.items():
+        assert members[name]["clientURLs"] == [f"http://{ip}:2379"]
+        assert requests.get(f"http://{ip}:2379/health", timeout=5).json()["health"] == "true"
+        assert guestsim.node(name)["boot_count"] == 2  # first boot without etcd, second with its membership
+    return ips
+
+
+def test_dhcp_static_bootstrap_joins_after_a_second_boot(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+    shutil.copy(CONFIGS / "flatcar-etcd-member.yaml", tmp_path / "node.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
+                            extra={"node": {"network": {"mode": "dhcp"}}})
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 0, run.stderr
+    assert "writing its membership and booting it again" in run.stderr
+    _assert_dhcp_joined(guestsim, subnet)
+    # A second run changes nothing (the digest mark does not depend on the lease).
+    again = _deploy(cli, cluster, signed_ova, vcsim)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["created"] == []
+
+
+def test_dhcp_discovery_bootstrap_joins(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, discovery_etcd):
+    shutil.copy(CONFIGS / "flatcar-etcd-member.yaml", tmp_path / "node.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
+                            extra={"node": {"network": {"mode": "dhcp"}}, "etcd": {"bootstrap": "discovery"}})
     run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
-    assert run.returncode == 2
-    assert "node.network.mode is dhcp" in run.stderr and "use node.network.mode static" in run.stderr
-    assert json.dumps(inventory(vcsim)).count('"vmcoreos.cluster": "lab"') == 0
+    assert run.returncode == 0, run.stderr
+    _assert_dhcp_joined(guestsim, subnet)
+    assert guestsim.node("lab-02")["etcd"]["env"]["ETCD_DISCOVERY"].startswith(discovery_etcd)

@@ -70,6 +70,7 @@ class Vcsim:
             raise RuntimeError(f"{VCSIM_BIN} is missing; run `make deps` first")
         self.workdir.mkdir(parents=True, exist_ok=True)
         info = self.workdir / "vcsim-info"
+        info.unlink(missing_ok=True)  # a stale one would send us to a dead port
         log = open(self.workdir / "vcsim.log", "wb")
         # vcsim keeps its datastore in $TMPDIR; point it into our workdir so cleanup is ours.
         env = dict(os.environ, TMPDIR=str(self.workdir))

@@ -120,8 +120,31 @@ def test_missing_cloud_config_header_is_refused(tmp_path):
     assert err.value.findings == ['line 1: error: the first line must be exactly "#cloud-config"']
 
 
-def test_dhcp_is_refused_with_the_reason_and_the_fix(tmp_path):
+def test_dhcp_first_boot_has_no_etcd_and_no_network_keys(tmp_path):
+    settings = _settings(tmp_path, (CONFIGS / "flatcar-etcd-member.yaml").read_text(), mode="dhcp", addresses=[])
+    first = _plan(settings)
+    doc = yaml.safe_load(first[0].config_text)
+    unit = next(u for u in doc["coreos"]["units"] if u["name"] == "etcd-member.service")
+    assert "command" not in unit  # etcd waits for the second boot, when the address is known
+    assert not [k for k in first[0].guestinfo if k.startswith("guestinfo.interface.")]
+    assert first[0].address is None and doc["hostname"] == "lab-01"
+
+
+def test_dhcp_second_boot_uses_the_leased_addresses(tmp_path):
+    settings = _settings(tmp_path, (CONFIGS / "flatcar-etcd-member.yaml").read_text(), mode="dhcp", addresses=[])
+    leases = {"lab-01": "10.9.0.5", "lab-02": "10.9.0.6", "lab-03": "10.9.0.7"}
+    final = _plan(settings, leases=leases)
+    doc = yaml.safe_load(final[1].config_text)
+    unit = next(u for u in doc["coreos"]["units"] if u["name"] == "etcd-member.service")
+    env = cloudconfig.dropin_env(unit["drop_ins"][-1]["content"])
+    assert unit["command"] == "start"
+    assert env["ETCD_ADVERTISE_CLIENT_URLS"] == "http://10.9.0.6:2379"
+    assert env["ETCD_INITIAL_CLUSTER"].startswith("lab-01=http://10.9.0.5:2380,")
+    assert not [k for k in final[1].guestinfo if k.startswith("guestinfo.interface.")]
+
+
+def test_dhcp_with_ignition_is_refused(tmp_path):
+    ign = (CONFIGS / "flatcar-ignition.json").read_text()
     with pytest.raises(ConfigError) as err:
-        _plan(_settings(tmp_path, mode="dhcp", addresses=[]))
-    assert "$private_ipv4 only from static guestinfo.interface addresses" in err.value.findings[0]
-    assert "use node.network.mode static" in err.value.findings[0]
+        _plan(_settings(tmp_path, ign, mode="dhcp", addresses=[]))
+    assert any("Ignition never reads its config again" in f for f in err.value.findings)

@@ -134,6 +134,19 @@ def merge_node(doc: dict, *, hostname: str, membership: Membership | None, defau
     return out
 
 
+ETCD_UNITS = ("etcd-member.service", "etcd2.service", "etcd.service")
+
+
+def without_etcd(doc: dict) -> dict:
+    """The config with every etcd unit left stopped (its drop-ins stay): for a DHCP node's first boot."""
+    out = copy.deepcopy(doc)
+    for unit in (out.get("coreos") or {}).get("units") or []:
+        if isinstance(unit, dict) and unit.get("name") in ETCD_UNITS:
+            unit.pop("command", None)
+            unit.pop("enable", None)
+    return out
+
+
 def _drop_hyphen_twins(section: dict) -> None:
     # A user's 'initial-cluster' would sit next to our 'initial_cluster' and confuse readers;
     # the guest ignores it anyway, and validation reports it before we get here.

@@ -136,27 +136,20 @@ def node_addresses(settings: ClusterSettings, count: int) -> list[ipaddress.IPv4
     return list(net.addresses[:count])
 
 
-# Why DHCP cannot carry an etcd cluster: every member must advertise its own address.
-DHCP_MESSAGE = (
-    "node.network.mode is dhcp, but every etcd member must advertise its own address and under DHCP nobody"
-    " knows it when the config is written: vmcoreos learns it only after boot, and on VMware coreos-cloudinit"
-    " fills $private_ipv4 only from static guestinfo.interface addresses (it stays empty, so etcd would"
-    " advertise http://:2379); use node.network.mode static with one address per node (addresses your DHCP"
-    " server reserves work too)"
+# DHCP nodes boot twice: first without etcd, so guest tools report the leased address, then
+# with the membership written for that address (coreos-cloudinit applies guestinfo on every boot).
+# Ignition applies its config on the first boot only, so it cannot take part.
+DHCP_IGNITION_MESSAGE = (
+    "node.network.mode is dhcp with an Ignition config: each etcd member must advertise its own address, which"
+    " vmcoreos learns only after the first boot, and Ignition never reads its config again; use"
+    " node.network.mode static, or a cloud-config (coreos-cloudinit re-reads guestinfo on every boot)"
 )
 
 
 def _bootstrap_checks(settings: ClusterSettings) -> None:
     etcd = settings.etcd
-    if etcd.bootstrap == "static" and settings.node.network.mode == "dhcp":
-        raise ConfigError(
-            "etcd.bootstrap static needs every node's address up front; use node.network.mode static"
-            " or etcd.bootstrap discovery"
-        )
     if etcd.bootstrap == "discovery" and not etcd.discovery:
         raise ConfigError("etcd.bootstrap is discovery but etcd.discovery has no URL; set it or pass --discovery-etcd")
-    if settings.node.network.mode == "dhcp":
-        raise ConfigError(DHCP_MESSAGE)
 
 
 def plan(
@@ -166,15 +159,23 @@ def plan(
     count: int,
     only: list[str] | None = None,
     existing_members: dict[str, str] | None = None,
+    leases: dict[str, str] | None = None,
 ) -> list[NodeConfig]:
     """Configs for nodes 1..count (or just `only`).
 
     existing_members (name -> peer URL) means the nodes join a running cluster:
     `initial_cluster_state: existing` with the live list plus the joiner.
+    leases (name -> IP) are DHCP nodes' addresses as guest tools reported them;
+    a DHCP node without one gets its first-boot config (see first_boot).
     """
     names = settings.node_names(count)
-    addresses = node_addresses(settings, count)
     _bootstrap_checks(settings)
+    if settings.node.network.mode == "dhcp":
+        missing = [n for n in names if n not in (leases or {}) and (only is None or n in only)]
+        if missing:
+            return first_boot(settings, user, missing)
+        return _plan_leased(settings, user, count=count, only=only, existing=existing_members, leases=leases)
+    addresses = node_addresses(settings, count)
     etcd = settings.etcd
     peers = {n: _url(a, etcd.peer_port) for n, a in zip(names, addresses)}
     out: list[NodeConfig] = []
@@ -198,14 +199,48 @@ def plan(
     return out
 
 
-def _cloud_config_node(settings, user, name, address, membership) -> tuple[str, dict[str, str]]:
+def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) -> list[NodeConfig]:
+    """DHCP nodes' first boot: the user's config and hostname, etcd left stopped until the address is known."""
+    out = []
+    for name in names:
+        doc = cloudconfig.without_etcd(cloudconfig.merge_node(
+            user.doc, hostname=name, membership=None, default_kind=DEFAULT_KIND[settings.image.distro]
+        ))
+        text = cloudconfig.render(doc)
+        keys = {guestinfo.HOSTNAME: name}
+        keys.update(guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, text.encode(), "gzip+base64"))
+        index = int(name.rsplit("-", 1)[1])
+        # The digest covers what the cluster file says (config, hostname), not the leased address,
+        # so a DHCP node's mark stays the same across its two boots and across re-leases.
+        out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind))
+    return out
+
+
+def _plan_leased(settings, user, *, count, only, existing, leases) -> list[NodeConfig]:
+    """DHCP nodes with known addresses: membership as for static ones, network left to DHCP."""
+    names = settings.node_names(count)
+    etcd = settings.etcd
+    addresses = {n: ipaddress.IPv4Interface(f"{leases[n]}/32") for n in names if n in leases}
+    peers = {n: _url(a, etcd.peer_port) for n, a in addresses.items()}
+    out: list[NodeConfig] = []
+    for index, name in enumerate(names, start=1):
+        if only is not None and name not in only:
+            continue
+        membership = _membership(settings, name, addresses[name], peers, existing)
+        text, keys = _cloud_config_node(settings, user, name, addresses[name], membership, static_network=False)
+        out.append(NodeConfig(name, index, addresses[name], text, keys, _digest(text, keys), user.kind))
+    return out
+
+
+def _cloud_config_node(settings, user, name, address, membership, *, static_network=True) -> tuple[str, dict[str, str]]:
     doc = cloudconfig.merge_node(
         user.doc, hostname=name, membership=membership, default_kind=DEFAULT_KIND[settings.image.distro]
     )
     text = cloudconfig.render(doc)
     net = settings.node.network
     keys = {guestinfo.HOSTNAME: name}
-    keys.update(guestinfo.cloudinit_network_keys(address, net.gateway, net.dns))
+    if static_network:
+        keys.update(guestinfo.cloudinit_network_keys(address, net.gateway, net.dns))
     keys.update(guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, text.encode(), "gzip+base64"))
     return text, keys
 
@@ -359,8 +394,8 @@ def _settings_findings(settings, kind, text, doc, located) -> list[Finding]:
                            f"Flatcar ships no {etcd_kind}.service, so coreos.{etcd_kind} never runs there; configure"
                            " etcd-member.service with a drop-in (configs/flatcar-etcd-member.yaml) or set"
                            " image.distro coreos for a CoreOS Container Linux image"))
-    if net.mode == "dhcp":
-        out.append(Finding(0, ERROR, DHCP_MESSAGE))
+    if net.mode == "dhcp" and kind == IGNITION:
+        out.append(Finding(0, ERROR, DHCP_IGNITION_MESSAGE))
     # Substitution: coreos-cloudinit fills $private_ipv4 only from static guestinfo addresses with role private.
     for line, var in validate.substitution_lines(text):
         if kind == IGNITION:

@@ -6,6 +6,7 @@ objects, instead of pyvmomi's one-call-per-attribute access.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import socket
@@ -59,12 +60,41 @@ _DROPPED = (ConnectionError, http.client.HTTPException, ssl.SSLError)
 USER_AGENT = f"vmcoreos/{__version__}"
 
 
+class ThumbprintMismatch(ssl.SSLError):
+    pass
+
+
+class _PinnedSocket(ssl.SSLSocket):
+    """Checks the peer certificate's thumbprint on every handshake, uploads included."""
+
+    pin = ""
+
+    def do_handshake(self, *args, **kwargs):
+        super().do_handshake(*args, **kwargs)
+        algo = {40: "sha1", 64: "sha256", 128: "sha512"}[len(self.pin)]
+        seen = hashlib.new(algo, self.getpeercert(binary_form=True)).hexdigest()
+        if seen != self.pin:
+            raise ThumbprintMismatch(f"certificate {algo} thumbprint {_colons(seen)} is not the pinned one")
+
+
+def _colons(hexdigest: str) -> str:
+    return ":".join(hexdigest[i : i + 2] for i in range(0, len(hexdigest), 2)).upper()
+
+
 def ssl_context(conn: Connection) -> ssl.SSLContext:
     if conn.insecure or conn.thumbprint:
-        # A pinned thumbprint replaces CA trust (as govc's known-hosts does); pyvmomi checks it.
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        if conn.thumbprint and not conn.insecure:
+            # A pinned thumbprint replaces CA trust, as govc's known-hosts does. pyvmomi's own
+            # pin is checked only when CA verification fails, so we check every handshake ourselves.
+            pin = conn.thumbprint.replace(":", "").lower()
+            if len(pin) not in (40, 64, 128) or any(c not in "0123456789abcdef" for c in pin):
+                raise ConfigError(
+                    f"--thumbprint {conn.thumbprint!r} is not a SHA-1/256/512 thumbprint (hex, colons allowed)"
+                )
+            ctx.sslsocket_class = type("PinnedSocket", (_PinnedSocket,), {"pin": pin})
         return ctx
     try:
         return ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
@@ -153,8 +183,6 @@ def connect(conn: Connection) -> Session:
         # Lets vCenter's logs (and the benchmark's request counts) tell our calls apart.
         customHeaders={"User-Agent": USER_AGENT},
     )
-    if conn.thumbprint:
-        kwargs["thumbprint"] = conn.thumbprint.replace(":", "").lower()
     where = f"{conn.host}:{conn.port}"
     try:
         si = SmartConnect(**kwargs)
@@ -164,6 +192,8 @@ def connect(conn: Connection) -> Session:
             f"vCenter {where} rejected the login for {conn.username!r};"
             " check VMCOREOS_USERNAME and VMCOREOS_PASSWORD (or --password-file)"
         ) from None
+    except ThumbprintMismatch as exc:
+        raise VSphereError(f"vCenter {where}: {exc.args[0]}; check --thumbprint (a different server answered)") from None
     except ssl.SSLCertVerificationError as exc:
         raise VSphereError(
             f"vCenter {where}'s TLS certificate is not trusted ({exc.verify_message});"

@@ -214,6 +214,12 @@ def _remove_half_made(session: Session, task, name: str, placement: Placement, c
         pass
 
 
+def reconfigure(session: Session, vm: VmInfo, extra: dict[str, str], cluster: str) -> None:
+    require_owned(vm, cluster, "reconfigure")
+    spec = vim.vm.ConfigSpec(extraConfig=option_values(extra))
+    wait_task(session, vm.ref.ReconfigVM_Task(spec=spec), what=f"reconfiguring {vm.name}")
+
+
 def power_on(session: Session, vm: VmInfo) -> None:
     if vm.power != "poweredOn":
         wait_task(session, vm.ref.PowerOnVM_Task(), what=f"powering on {vm.name}")

@@ -1,0 +1,161 @@
+"""The bad-input catalog: each mistake gets its exit code, one line naming problem and fix, and no VM."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.helpers import inventory, write_cluster
+from tests.harness.services import PASSWORD, USER, free_port
+
+
+def _deploy(cli, cluster, ova, env, *extra):
+    return cli(["deploy", "-c", str(cluster), "--ova", str(ova["ova"]), "--trusted-key", str(ova["key"]), *extra],
+               env=env)
+
+
+def _one_line(run) -> str:
+    """The error: exactly one line, the last one (progress events may come before it)."""
+    errors = [line for line in run.stderr.splitlines() if line.startswith("vmcoreos: error:")]
+    assert len(errors) == 1, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == errors[0] and "Traceback" not in run.stderr
+    return errors[0]
+
+
+def _nothing_made(vcsim, cluster="lab"):
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == cluster]
+
+
+def test_unreachable_vcenter(cli, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    env = {"VMCOREOS_URL": f"https://127.0.0.1:{free_port()}/sdk", "VMCOREOS_USERNAME": USER,
+           "VMCOREOS_PASSWORD": PASSWORD}
+    line = _one_line(_deploy(cli, cluster, signed_ova, env))
+    assert "cannot reach vCenter" in line and "connection refused" in line and "--url" in line
+
+
+def test_wrong_password_is_tried_once(cli, vcsim, signed_ova, subnet, tmp_path):
+    from tests.harness.faultproxy import FaultProxy
+
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url), "VMCOREOS_PASSWORD": "wrong-password"}
+        run = _deploy(cli, cluster, signed_ova, env)
+        connections = proxy.stats.connections
+    line = _one_line(run)
+    assert run.returncode == 1
+    assert "rejected the login" in line and "VMCOREOS_PASSWORD" in line and "wrong-password" not in run.stderr
+    # One login attempt: the version probe and the login share at most two connections, no retry storm.
+    assert connections <= 2
+    _nothing_made(vcsim)
+
+
+def test_untrusted_certificate_names_the_options(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    env = {k: v for k, v in vcsim.env().items() if k != "VMCOREOS_CA_FILE"}
+    line = _one_line(_deploy(cli, cluster, signed_ova, env))
+    assert "not trusted" in line and "--ca-file" in line and "--insecure" in line
+
+
+def test_insecure_warns_once_and_works(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+    env = {k: v for k, v in vcsim.env().items() if k != "VMCOREOS_CA_FILE"}
+    run = _deploy(cli, cluster, signed_ova, env, "--count", "1", "--insecure")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("TLS verification") == 1
+
+
+def test_thumbprint_pin(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    env = {k: v for k, v in vcsim.env().items() if k != "VMCOREOS_CA_FILE"}
+    wrong = ":".join(["AA"] * 20)
+    line = _one_line(_deploy(cli, cluster, signed_ova, env, "--thumbprint", wrong))
+    assert "thumbprint" in line
+    # The right pin gets past TLS (then stops at the missing datacenter, before any change).
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, extra={"vsphere": {"datacenter": "NoSuchDC"}})
+    line = _one_line(_deploy(cli, cluster, signed_ova, env, "--thumbprint", vcsim.thumbprint))
+    assert "NoSuchDC" in line
+
+
+@pytest.mark.parametrize(
+    "key,value,found",
+    [
+        ("datacenter", "DC9", "DC0"),
+        ("cluster", "C9", "DC0_C0"),
+        ("datastore", "DS9", "LocalDS_0"),
+        ("network", "Net9", "VM Network"),
+        ("folder", "labs/etcd", "none"),
+    ],
+)
+def test_missing_inventory_object_is_named_with_what_exists(cli, vcsim, signed_ova, subnet, tmp_path, key, value, found):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, extra={"vsphere": {key: value}})
+    run = _deploy(cli, cluster, signed_ova, vcsim.env())
+    line = _one_line(run)
+    assert run.returncode == 1
+    assert value.split("/")[0] in line and f"vsphere.{key}" in line and found in line
+    _nothing_made(vcsim)
+
+
+def test_too_few_addresses(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    run = _deploy(cli, cluster, signed_ova, vcsim.env(), "--count", "40")
+    assert run.returncode == 2
+    assert "40 nodes need 40 addresses" in _one_line(run)
+    _nothing_made(vcsim)
+
+
+def test_duplicate_addresses(cli, vcsim, signed_ova, subnet, tmp_path):
+    dup = {"mode": "static", "addresses": [f"{subnet}.11/8", f"{subnet}.12/8", f"{subnet}.11/8"]}
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, extra={"node": {"network": dup}})
+    run = _deploy(cli, cluster, signed_ova, vcsim.env())
+    assert run.returncode == 2
+    assert "twice" in _one_line(run)
+    _nothing_made(vcsim)
+
+
+def test_datastore_without_room(cli, vcsim, signer, subnet, tmp_path):
+    from tests.harness.ova_builder import build_ova
+
+    ova = build_ova(tmp_path / "huge.ova", capacity_bytes=1 << 50)  # a petabyte disk
+    signer.sign_detached(ova, tmp_path / "huge.ova.sig")
+    key = signer.write_public_key(tmp_path / "k.asc")
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    run = _deploy(cli, cluster, {"ova": ova, "key": key}, vcsim.env())
+    line = _one_line(run)
+    assert run.returncode == 1
+    assert "LocalDS_0 has" in line and "GiB free" in line and "pick another" in line
+    _nothing_made(vcsim)
+
+
+def test_tampered_image_is_refused_before_vsphere_changes(cli, vcsim, signed_ova, subnet, tmp_path):
+    import shutil
+
+    bad = tmp_path / signed_ova["ova"].name
+    shutil.copy(signed_ova["ova"], bad)
+    with bad.open("r+b") as f:
+        f.seek(200_000)
+        byte = f.read(1)
+        f.seek(200_000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    run = cli(["deploy", "-c", str(cluster), "--ova", str(bad), "--sig", str(signed_ova["sig"]),
+               "--trusted-key", str(signed_ova["key"])], env=vcsim.env())
+    assert run.returncode == 3
+    assert "BAD signature" in _one_line(run)
+    _nothing_made(vcsim)
+
+
+def test_missing_credentials(cli, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    run = _deploy(cli, cluster, signed_ova, {"VMCOREOS_URL": "https://127.0.0.1:1/sdk"})
+    assert run.returncode == 2
+    assert "VMCOREOS_USERNAME" in _one_line(run)
+
+
+def test_password_file_must_be_private(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o644)
+    env = {k: v for k, v in vcsim.env().items() if k != "VMCOREOS_PASSWORD"}
+    run = _deploy(cli, cluster, signed_ova, env, "--password-file", str(pw))
+    assert run.returncode == 2 and "chmod 600" in _one_line(run)
