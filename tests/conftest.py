@@ -40,7 +40,10 @@ class Run:
 def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
                  input: str | None = None) -> Run:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
-    full_env.update(VMCOREOS_LOCK_DIR=str(_STATE / "locks"), VMCOREOS_CACHE_DIR=str(_STATE / "cache"))
+    # The tool's temp files go to a directory of this session's, so the final check sees only ours.
+    (_STATE / "tmp").mkdir(parents=True, exist_ok=True)
+    full_env.update(VMCOREOS_LOCK_DIR=str(_STATE / "locks"), VMCOREOS_CACHE_DIR=str(_STATE / "cache"),
+                    TMPDIR=str(_STATE / "tmp"))
     full_env.update(env or {})
     proc = subprocess.run(
         [VMCOREOS, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout, input=input,

@@ -87,3 +87,42 @@ def test_refused_connections_to_vcenter_say_so(cli, vcsim, signed_ova, subnet, t
     assert run.returncode == 1
     assert "cannot reach vCenter" in run.stderr and "connection refused" in run.stderr
     assert _ours(vcsim) == {}
+
+
+def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_lock(vcsim, big_ova, subnet, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    import filelock
+
+    from tests.conftest import VMCOREOS
+
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+    locks = tmp_path / "locks"
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        proxy.throttle(2 << 20, direction="up")  # 16 MiB at 2 MiB/s: the upload takes a while
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **vcsim.env(),
+               "VMCOREOS_URL": proxy.url_for(vcsim.url), "VMCOREOS_LOCK_DIR": str(locks)}
+        proc = subprocess.Popen([VMCOREOS, *_args(cluster, big_ova, "--count", "1")], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen = ""
+        try:
+            for line in proc.stderr:
+                seen += line
+                if "uploading" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)
+            rest = proc.communicate(timeout=60)[1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        proxy.throttle(None)
+    assert proc.returncode == 130, seen + rest
+    assert "interrupted" in rest.strip().splitlines()[-1]
+    assert _ours(vcsim) == {}  # neither the half-imported VM nor anything else
+    for path in locks.glob("*.lock"):
+        lock = filelock.FileLock(str(path), timeout=0)
+        lock.acquire()
+        lock.release()

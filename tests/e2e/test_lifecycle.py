@@ -103,33 +103,58 @@ def test_scale_three_five_three_keeps_membership_and_keys(cli, vcsim, guestsim, 
     assert names == {"lab-01", "lab-02", "lab-03"}
 
 
-def test_rebuild_rolls_every_node_keeping_data_and_a_leader(cli, vcsim, guestsim, signed_ova, newer_ova, subnet,
-                                                            tmp_path, env):
-    cluster = write_cluster(tmp_path / "c.yaml", subnet)
-    _deploy(cli, cluster, signed_ova, env)
+@pytest.fixture
+def release(tmp_path, signer):
+    """A Flatcar-layout release server with 4593.2.5 as stable's current release."""
+    from tests.harness.release_server import ReleaseServer, ReleaseTree
+
+    tree = ReleaseTree(tmp_path / "srv", signer)
+    tree.publish("4593.2.5", disk_bytes=2 << 20)
+    with ReleaseServer(tree.root) as server:
+        yield tree, server
+
+
+def _channel_cluster(tmp_path, subnet, server, signer):
+    key = signer.write_public_key(tmp_path / "release-key.asc")
+    image = {"distro": "flatcar", "channel": "stable", "version": "current",
+             "base_url": f"{server.url}/stable/amd64-usr/", "trusted_keys": [str(key)]}
+    return write_cluster(tmp_path / "c.yaml", subnet, extra={"image": image})
+
+
+def test_rebuild_rolls_onto_the_channels_new_release_keeping_data_and_a_leader(
+        cli, vcsim, guestsim, release, signer, subnet, tmp_path, env):
+    tree, server = release
+    cluster = _channel_cluster(tmp_path, subnet, server, signer)
+    run = cli(["deploy", "-c", str(cluster), "--json"], env=env)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["image_version"] == "4593.2.5"
     endpoints = [f"http://{subnet}.1{i}:2379" for i in (1, 2, 3)]
     written = etcdclient.write_keys(endpoints[0], 1000)
-    old = {r["name"]: r["image_version"] for r in _status(cli, cluster, env)[1]["nodes"]}
 
+    # Nothing newer yet: cron's run prints nothing and exits 0.
+    quiet = cli(["rebuild", "-c", str(cluster), "--quiet"], env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+
+    tree.publish("4593.3.0", disk_bytes=2 << 20)
     with etcdclient.LeaderWatch(endpoints) as watch:
-        run = cli(["rebuild", "-c", str(cluster), "--json", *_image_args(newer_ova)], env=env)
+        run = cli(["rebuild", "-c", str(cluster), "--json"], env=env)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert sorted(result["rebuilt"]) == ["lab-01", "lab-02", "lab-03"]
+    assert sorted(result["rebuilt"]) == ["lab-01", "lab-02", "lab-03"] and result["uploaded"] is True
 
     code, data = _status(cli, cluster, env)
     assert code == 0
-    new_versions = {r["image_version"] for r in data["nodes"]}
-    assert new_versions == {result["image_version"]} and result["image_version"] not in old.values()
+    assert {r["image_version"] for r in data["nodes"]} == {"4593.3.0"}
     for ep in endpoints:
         assert etcdclient.get_prefix(ep, "/data/") == written
     assert watch.samples > 20
     # etcd's election timeout here is 1 s: never without a leader for longer than one election.
     assert watch.longest_gap < 2.0, watch.longest_gap
 
-    # Nothing left to do: prints nothing with --quiet and exits 0.
-    again = cli(["rebuild", "-c", str(cluster), "--quiet", *_image_args(newer_ova)], env=env)
-    assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
+    # A channel that moves back never triggers a downgrade.
+    tree.set_current("4593.2.5")
+    again = cli(["rebuild", "-c", str(cluster), "--quiet"], env=env)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
 
 def test_rebuild_killed_half_way_resumes(cli, vcsim, guestsim, signed_ova, newer_ova, subnet, tmp_path, env):

@@ -134,6 +134,20 @@ def test_legacy_coreos_etcd_on_4001_7001_joins(cli, vcsim, guestsim, signed_ova,
     assert guestsim.node("lab-03")["etcd"]["unit"] == "etcd.service"
 
 
+def test_seed_config_joins_with_discovery_too(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, discovery_etcd):
+    shutil.copy(CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
+    cluster = write_cluster(
+        tmp_path / "cluster.yaml", subnet, config="node.yaml",
+        extra={"image": {"distro": "coreos"},
+               "etcd": {"client_port": 4001, "peer_port": 7001, "bootstrap": "discovery"}},
+    )
+    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    assert run.returncode == 0, run.stderr
+    _assert_three_joined(subnet, port=4001, peer_port=7001)
+    _guest_ok(guestsim, "cloud-config")
+    assert guestsim.node("lab-01")["etcd"]["env"]["ETCD_DISCOVERY"].startswith(discovery_etcd)
+
+
 def test_legacy_ports_that_differ_from_the_cluster_file_are_refused(cli, vcsim, guestsim, signed_ova, subnet,
                                                                      tmp_path):
     shutil.copy(CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")

@@ -13,6 +13,18 @@ from vmcoreos.settings import connection_from
 from vmcoreos.vsphere import session as vsession
 
 
+def _settled(proxy):
+    """The proxy's per-connection counters once traffic has stopped (they trail the sockets a little)."""
+    last = None
+    while True:
+        conns = proxy.stats.conns
+        now = [(c.index, c.bytes_up, c.bytes_down) for c in conns]
+        if now == last:
+            return conns
+        last = now
+        time.sleep(0.1)
+
+
 def _conn(vcsim, url=None):
     return connection_from(url=url or vcsim.url, environ=vcsim.env())
 
@@ -38,7 +50,7 @@ def test_dropped_connection_during_a_read_is_resent(vcsim):
             root = s.content.rootFolder
             before = proxy.stats.connections
             # Cut the next answer 100 bytes in, on whichever connection pyvmomi's pool picks.
-            conns = proxy.stats.conns
+            conns = _settled(proxy)
             for c in conns:
                 proxy.reset_after(c.bytes_down + 100, direction="down", conn=c.index)
             dcs = s.retrieve_all(root, vim.Datacenter, ["name"])
@@ -56,7 +68,7 @@ def test_stalled_vcenter_times_out_naming_the_call(vcsim, monkeypatch):
         try:
             root = s.content.rootFolder
             # Stall the next answer on whichever connection pyvmomi's pool picks, old or new.
-            conns = proxy.stats.conns
+            conns = _settled(proxy)
             for c in conns:
                 proxy.stall(30, after_bytes=c.bytes_down, direction="down", conn=c.index)
             proxy.stall(30, direction="down", conn=lambda c, n=len(conns): c.index >= n)

@@ -74,3 +74,20 @@ def connection(url, username, password_file, insecure, ca_file, thumbprint, term
     return conn
 
 
+
+
+def with_image_flags(settings, term: Terminal, *, ova=None, sig=None, trusted_key=(), insecure_skip_verify=False):
+    """The cluster file's image settings with the command line's --ova/--sig/--trusted-key on top."""
+    from dataclasses import replace
+
+    image = settings.image
+    if ova is not None:
+        image = replace(image, ova=ova, sig=sig)
+    elif sig is not None:
+        image = replace(image, sig=sig)
+    if trusted_key:
+        image = replace(image, trusted_keys=image.trusted_keys + tuple(trusted_key))
+    if insecure_skip_verify:
+        term.warn("image signature verification is OFF (--insecure-skip-verify); you are trusting the network")
+        image = replace(image, insecure_skip_verify=True)
+    return replace(settings, image=image)

@@ -9,7 +9,7 @@ import typer
 
 from vmcoreos.cli.common import (
     EXIT_CODES_HELP, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
-    UserOpt, connection, reporting,
+    UserOpt, connection, reporting, with_image_flags,
 )
 from vmcoreos.cli.render import DiscoveryEtcdOpt, checked_settings
 from vmcoreos.cli.terminal import Terminal
@@ -50,18 +50,10 @@ def deploy(
         from vmcoreos import cluster
         from vmcoreos.settings import load_cluster_file
 
-        settings = load_cluster_file(config)
-        image = settings.image
-        if ova is not None:
-            image = replace(image, ova=ova, sig=sig)
-        elif sig is not None:
-            image = replace(image, sig=sig)
-        if trusted_key:
-            image = replace(image, trusted_keys=image.trusted_keys + tuple(trusted_key))
-        if insecure_skip_verify:
-            term.warn("image signature verification is OFF (--insecure-skip-verify); you are trusting the network")
-            image = replace(image, insecure_skip_verify=True)
-        settings = replace(settings, image=image)
+        settings = with_image_flags(
+            load_cluster_file(config), term, ova=ova, sig=sig, trusted_key=trusted_key,
+            insecure_skip_verify=insecure_skip_verify,
+        )
         if timeout is not None:
             settings = replace(settings, wait_timeout=timeout)
         n = count if count is not None else settings.count

@@ -10,7 +10,7 @@ import typer
 
 from vmcoreos.cli.common import (
     EXIT_CODES_HELP, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
-    UserOpt, connection, reporting,
+    UserOpt, connection, reporting, with_image_flags,
 )
 from vmcoreos.cli.terminal import Terminal
 from vmcoreos.errors import ConfigError, ExitCode
@@ -82,18 +82,11 @@ def rebuild(
     """Roll the cluster onto a newer release, one node at a time, keeping etcd quorum. Safe to run from cron."""
     term = Terminal(quiet=quiet)  # --json keeps stdout for the summary; events still go to stderr
     with reporting(term):
-        from dataclasses import replace
 
         from vmcoreos import cluster
         from vmcoreos.settings import load_cluster_file
 
-        settings = load_cluster_file(config)
-        image = settings.image
-        if ova is not None:
-            image = replace(image, ova=ova, sig=sig)
-        if trusted_key:
-            image = replace(image, trusted_keys=image.trusted_keys + tuple(trusted_key))
-        settings = replace(settings, image=image)
+        settings = with_image_flags(load_cluster_file(config), term, ova=ova, sig=sig, trusted_key=trusted_key)
         conn = connection(url, username, password_file, insecure, ca_file, thumbprint, term)
         result = cluster.rebuild(settings, conn, reporter=term, force=force, to_version=to_version, parallel=parallel)
         if json_out:
