@@ -89,9 +89,6 @@ class RunResult:
         return bool(self.created or self.removed or self.rebuilt or self.uploaded)
 
 
-DeployResult = RunResult  # the name deploy's callers know
-
-
 def template_name(settings: ClusterSettings, image: source.VerifiedImage) -> str:
     return f"{settings.name}-template-{image.distro}-{image.version}"
 
@@ -103,21 +100,10 @@ def prepare(settings: ClusterSettings, count: int) -> list[NodeConfig]:
 
 
 def resolve_image(settings: ClusterSettings, reporter: Reporter) -> source.VerifiedImage:
+    from vmcoreos.images.cache import default_cache_dir
     from vmcoreos.images.fetch import obtain
 
-    return obtain(settings.image, cache_dir=_cache_dir(), reporter=reporter)
-
-
-def _cache_dir():
-    import os
-    from pathlib import Path
-
-    from platformdirs import user_cache_dir
-
-    from vmcoreos.settings import ENV_CACHE_DIR
-
-    return Path(os.environ.get(ENV_CACHE_DIR) or user_cache_dir("vmcoreos"))
-
+    return obtain(settings.image, cache_dir=default_cache_dir(), reporter=reporter)
 
 
 def node_index(cluster: str, name: str) -> int | None:
