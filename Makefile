@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Debian packages: Go and govmomi's source build the vCenter simulator; etcd-server
 # is the real etcd the simulated nodes run; gpgv verifies images (gnupg makes test keys);
 # ignition ships ignition-validate, which tests run on the rendered Ignition configs.
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv gnupg patch ca-certificates ignition
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv gnupg patch ca-certificates curl ignition
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
 VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/fetch-empty-property.patch tests/harness/vcsim/build.sh

@@ -355,20 +355,29 @@ class Cluster:
     # -- waiting ----------------------------------------------------------------
 
     def wait_joined(self, configs: list[NodeConfig], deadline: float) -> dict[str, NodeStatus]:
+        """Guest tools and IP first (one PropertyCollector wait), then each node's etcd, polled in parallel."""
         status = self.wait_guests([c.name for c in configs], deadline)
         port = self.settings.etcd.client_port
-        for name in sorted(status):
-            st = status[name]
+
+        def member(st: NodeStatus) -> bool:
+            # Polled with a short backoff: etcd only answers once the node is up, and a node
+            # noticed late costs the whole deploy that delay.
             retrying = tenacity.Retrying(
-                wait=tenacity.wait_exponential(multiplier=0.1, max=2),
+                wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
                 stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
                 retry=tenacity.retry_if_result(lambda ok: not ok),
             )
             try:
                 retrying(self._member_ready, f"http://{st.ip}:{port}", st)
             except tenacity.RetryError:
-                self._not_joined(status)
-            self.reporter.event(f"{name}: healthy etcd member {st.member_id}")
+                return False
+            self.reporter.event(f"{st.name}: healthy etcd member {st.member_id}")
+            return True
+
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(status)))) as pool:
+            joined = list(pool.map(member, [status[n] for n in sorted(status)]))
+        if not all(joined):
+            self._not_joined(status)
         return status
 
     def wait_guests(self, names: list[str], deadline: float) -> dict[str, NodeStatus]:

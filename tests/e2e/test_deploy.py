@@ -60,3 +60,23 @@ def test_deploy_three_nodes_join_etcd_and_rerun_changes_nothing(cli, vcsim, gues
     assert again["uploaded"] is False and again["created"] == []
     assert {n["name"]: n["action"] for n in again["nodes"]} == {"lab-01": "unchanged", "lab-02": "unchanged", "lab-03": "unchanged"}
     assert inventory(vcsim).keys() == vms.keys()
+
+
+def test_linked_clones_grow_from_a_snapshot_of_the_template(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"node": {"linked_clone": True}})
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 0, run.stderr
+    template = json.loads(run.stdout)["template"]
+    si = vcsim.connect()
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        tpl = next(v for v in view.view if v.name == template)
+        view.Destroy()
+        assert tpl.config.template
+        assert [s.name for s in tpl.snapshot.rootSnapshotList] == ["vmcoreos-linked-clone-base"]
+    finally:
+        Disconnect(si)

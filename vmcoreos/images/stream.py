@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import BinaryIO, Callable, Iterable
 
 CHUNK = 1 << 20  # large reads: http.client's 8 KiB default costs a syscall per 8 KiB
@@ -43,3 +45,47 @@ def pump(source: BinaryIO, taps: Iterable, sink: BinaryIO | None = None, on_byte
             sink.write(chunk)
         total += len(chunk)
     return total
+
+
+class BackgroundTap:
+    """Runs a tap's update() on its own thread, so hashing overlaps sending.
+
+    hashlib releases the GIL on large buffers, so a SHA-1 of the upload runs on
+    the other core instead of stalling the socket. finish() waits for every
+    chunk, then gives the wrapped tap's verdict: nothing is skipped.
+    """
+
+    def __init__(self, tap, depth: int = 8):
+        self.tap = tap
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tap", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.tap.update(chunk)
+                except BaseException as exc:  # reported by finish()
+                    self._error = exc
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(bytes(chunk))
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def finish(self):
+        self._join()
+        if self._error is not None:
+            raise self._error
+        return self.tap.finish()
+
+    def abort(self) -> None:
+        self._join()
+        abort = getattr(self.tap, "abort", None)
+        if abort:
+            abort()

@@ -17,7 +17,7 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VmcoreosError, VSphereError
 from vmcoreos.images.ova import OvaArchive
-from vmcoreos.images.stream import CHUNK, TeeReader
+from vmcoreos.images.stream import CHUNK, BackgroundTap, TeeReader
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.vms import option_values
@@ -226,7 +226,8 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
         )
     else:
         conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=UPLOAD_TIMEOUT, blocksize=CHUNK)
-    body = TeeReader(stream, [check] if check else [], counter.add)
+    tap = BackgroundTap(check) if check else None
+    body = TeeReader(stream, [tap] if tap else [], counter.add)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     headers = {
         "Content-Type": "application/x-vnd.vmware-streamVmdk",
@@ -234,6 +235,7 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
         "Overwrite": "t",
     }
     sent_before = counter.done
+    sent_all = False
     try:
         conn.request("PUT" if item.create else "POST", path, body=body, headers=headers)
         resp = conn.getresponse()
@@ -242,6 +244,7 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
             raise UploadInterrupted(f"uploading {item.path} failed: HTTP {resp.status} {resp.reason}")
         if resp.status not in (200, 201):
             raise VSphereError(f"uploading {item.path} failed: HTTP {resp.status} {resp.reason}")
+        sent_all = True
     except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
         sent = counter.done - sent_before
         raise UploadInterrupted(
@@ -250,8 +253,10 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
     finally:
         conn.close()
         stream.close()
-    if check is not None:
-        check.finish()  # explicitly, after the last byte: a short read must not skip it
+        if tap is not None and not sent_all:
+            tap.abort()
+    if tap is not None:
+        tap.finish()  # explicitly, after the last byte: a short read must not skip it
 
 
 def _reason(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, VSphereError
+from vmcoreos.settings import Connection
 
 
 class ConnectionLost(VSphereError):
@@ -40,7 +41,6 @@ def api_timeout() -> float:
 def poll_seconds() -> int:
     # A long poll must come back well before the socket timeout would call it a stall.
     return max(1, min(WAIT_POLL_SECONDS, int(api_timeout() / 3)))
-from vmcoreos.settings import Connection
 
 # Every SOAP call gets a socket timeout (VMCOREOS_API_TIMEOUT); long polls ask for less than this.
 ENV_API_TIMEOUT = "VMCOREOS_API_TIMEOUT"
