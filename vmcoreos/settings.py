@@ -362,6 +362,12 @@ def connection_from(
 ) -> Connection:
     """Flags first, then VMCOREOS_*, then GOVC_*; a URL may carry user:password as govc's does."""
     env = os.environ if environ is None else environ
+    if url and urlsplit(url if "://" in url else "https://" + url).password:
+        # A flag's value is on the process list for every user of the machine to read.
+        raise ConfigError(
+            "--url carries a password, which would show in the process list; put it in VMCOREOS_PASSWORD"
+            " or --password-file instead"
+        )
     url = url or _env(ENV_URL, env)
     if not url:
         raise ConfigError("no vCenter given; pass --url or set VMCOREOS_URL (or GOVC_URL)")

@@ -71,8 +71,13 @@ def test_vmcoreos_variables_win_over_govc():
     assert conn.host == "a"
 
 
+def test_password_in_the_url_flag_is_refused():
+    with pytest.raises(ConfigError, match="process list"):
+        connection_from(url="https://u:s3cret@vc/sdk", environ={})
+
+
 def test_password_never_shows_in_repr():
-    conn = connection_from(url="https://u:s3cret@vc/sdk", environ={})
+    conn = connection_from(url=None, environ={"VMCOREOS_URL": "https://u:s3cret@vc/sdk"})
     assert "s3cret" not in repr(conn)
     assert conn.password == "s3cret"
 
