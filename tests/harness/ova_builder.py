@@ -71,7 +71,7 @@ import hashlib
 import random
 import struct
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 from xml.sax.saxutils import escape, quoteattr
