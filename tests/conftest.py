@@ -97,16 +97,19 @@ def signer(tmp_path_factory):
         s.close()
 
 
-@pytest.fixture(scope="session")
-def signed_ova(tmp_path_factory, signer):
-    """A small Flatcar-like OVA, its .sig and the throwaway public key that signed it."""
+def signed_image(directory: Path, signer, **build) -> dict:
+    """A Flatcar-like OVA in directory, its .sig and the throwaway public key that signed it."""
     from tests.harness.ova_builder import build_ova
 
-    d = tmp_path_factory.mktemp("ova")
-    ova = build_ova(d / "flatcar_production_vmware_ova.ova", disk_bytes=4 << 20)
-    signer.sign_detached(ova, d / (ova.name + ".sig"))
-    key = signer.write_public_key(d / "test-key.asc")
-    return {"ova": ova, "sig": d / (ova.name + ".sig"), "key": key}
+    ova = build_ova(directory / "flatcar_production_vmware_ova.ova", **build)
+    sig = directory / (ova.name + ".sig")
+    signer.sign_detached(ova, sig)
+    return {"ova": ova, "sig": sig, "key": signer.write_public_key(directory / "test-key.asc")}
+
+
+@pytest.fixture(scope="session")
+def signed_ova(tmp_path_factory, signer):
+    return signed_image(tmp_path_factory.mktemp("ova"), signer, disk_bytes=4 << 20)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,9 +123,4 @@ def _state_dir():
 @pytest.fixture(scope="session")
 def big_ova(tmp_path_factory, signer):
     """An OVA large enough that its upload can be cut in the middle (16 MiB disk)."""
-    from tests.harness.ova_builder import build_ova
-
-    d = tmp_path_factory.mktemp("big-ova")
-    ova = build_ova(d / "flatcar_production_vmware_ova.ova", disk_bytes=16 << 20, seed=3)
-    signer.sign_detached(ova, d / (ova.name + ".sig"))
-    return {"ova": ova, "sig": d / (ova.name + ".sig"), "key": signer.write_public_key(d / "key.asc")}
+    return signed_image(tmp_path_factory.mktemp("big-ova"), signer, disk_bytes=16 << 20, seed=3)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import VMCOREOS
+from tests.conftest import VMCOREOS, signed_image
 from tests.e2e import etcdclient
 from tests.e2e.helpers import inventory, write_cluster
 
@@ -32,12 +32,7 @@ def _deploy(cli, cluster, ova, env, count=3):
 @pytest.fixture(scope="module")
 def newer_ova(tmp_path_factory, signer):
     """A second build of the image, as a new release would be."""
-    from tests.harness.ova_builder import build_ova
-
-    d = tmp_path_factory.mktemp("newer")
-    ova = build_ova(d / "flatcar_production_vmware_ova.ova", disk_bytes=4 << 20, seed=7)
-    signer.sign_detached(ova, d / (ova.name + ".sig"))
-    return {"ova": ova, "sig": d / (ova.name + ".sig"), "key": signer.write_public_key(d / "key.asc")}
+    return signed_image(tmp_path_factory.mktemp("newer"), signer, disk_bytes=4 << 20, seed=7)
 
 
 def _status(cli, cluster, env):
