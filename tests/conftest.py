@@ -68,13 +68,15 @@ def vcsim(tmp_path):
 
 
 _subnets = itertools.count(1)
+# Two suites on one machine (two checkouts) must not share addresses either: each picks its own base.
+_SUBNET_BASE = int(os.environ.get("VMCOREOS_TEST_SUBNET_BASE", "10"))
 
 
 @pytest.fixture
 def subnet():
     """A fresh 127.x.y.0/24 per test, so etcd members of different tests never share an address."""
     n = next(_subnets)
-    return f"127.{10 + n // 250}.{n % 250}"
+    return f"127.{_SUBNET_BASE + n // 250}.{n % 250}"
 
 
 @pytest.fixture
