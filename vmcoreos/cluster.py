@@ -23,7 +23,7 @@ from typing import Iterator, Protocol
 import tenacity
 from pyVmomi import vim
 
-from vmcoreos import etcd, locks
+from vmcoreos import etcd, locks, state
 from vmcoreos.errors import EtcdError, LockedError, NotJoinedError, VSphereError
 from vmcoreos.guest import nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
@@ -187,6 +187,7 @@ class Cluster:
         name = template_name(settings, image)
         for vm in templates:
             if vm.name == name and vm.template and vm.extra.get(vms.MARK_SHA512) == image.sha512:
+                self._check_imported_here(vm)
                 self.reporter.event(f"template {name} already imported")
                 self._linked_base(vm)
                 return vm, False
@@ -225,7 +226,25 @@ class Cluster:
             if isinstance(exc, Exception):
                 raise VSphereError(f"could not mark {name} as a template: {getattr(exc, 'msg', exc)}") from None
             raise
-        return vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None)), True
+        made = vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None))
+        state.remember_template(
+            session.vcenter_id, name, state.TemplateRecord(made.instance_uuid or "", made.moref, image.sha512)
+        )
+        return made, True
+
+    def _check_imported_here(self, vm: vms.VmInfo) -> None:
+        """Clone only from a template this host imported: a mark alone can be forged by anyone who may edit VMs."""
+        record = state.template_record(self.session.vcenter_id, vm.name)
+        if record is not None and (record.instance_uuid, record.moref, record.sha512) == (
+            vm.instance_uuid, vm.moref, vm.extra.get(vms.MARK_SHA512)
+        ):
+            return
+        why = "this host has no record of importing it" if record is None else "it is not the one this host imported"
+        raise VSphereError(
+            f"template {vm.name!r} ({vm.moref}) carries cluster {self.settings.name!r}'s marks but {why}, so its disk"
+            " is not trusted; check who made it, then delete it with `vmcoreos destroy --templates` and deploy"
+            " again to import a verified copy"
+        )
 
     def _linked_base(self, template: vms.VmInfo) -> None:
         """With node.linked_clone, the template snapshot the clones' child disks grow from."""

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import VMCOREOS, signed_image
 from tests.e2e import etcdclient
-from tests.e2e.helpers import inventory, write_cluster
+from tests.e2e.helpers import inventory, plant_vm, write_cluster
 
 
 @pytest.fixture
@@ -208,31 +208,11 @@ def test_two_rebuilds_at_once_one_runs_one_exits_5(cli, vcsim, guestsim, signed_
     assert etcdclient.get_prefix(f"http://{subnet}.12:2379", "/data/") == written
 
 
-def _clone_plain(vcsim, name, extra=None):
-    """A VM the tool did not create (or another cluster's), made straight through the API."""
-    from pyVim.connect import Disconnect
-    from pyVmomi import vim
-
-    si = vcsim.connect()
-    try:
-        content = si.RetrieveContent()
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        src = next(v for v in view.view if v.name == "DC0_H0_VM0")
-        view.Destroy()
-        config = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in (extra or {}).items()])
-        task = src.CloneVM_Task(folder=src.parent, name=name, spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec(), config=config))
-        while task.info.state not in ("success", "error"):
-            time.sleep(0.05)
-        assert task.info.state == "success"
-    finally:
-        Disconnect(si)
-
-
 def test_destroy_spares_unmarked_and_foreign_vms(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
     cluster = write_cluster(tmp_path / "c.yaml", subnet)
     _deploy(cli, cluster, signed_ova, env)
-    _clone_plain(vcsim, "lab-04")  # named like a node, no mark
-    _clone_plain(vcsim, "other-01", {"vmcoreos.cluster": "other", "vmcoreos.role": "node"})
+    plant_vm(vcsim, "lab-04")  # named like a node, no mark
+    plant_vm(vcsim, "other-01", {"vmcoreos.cluster": "other", "vmcoreos.role": "node"})
 
     # A node-named VM that is not ours stops a deploy that would need that name, naming it.
     run = cli(["deploy", "-c", str(cluster), "--count", "4", *_image_args(signed_ova)], env=env)

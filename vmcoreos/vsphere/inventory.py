@@ -25,6 +25,7 @@ class Placement:
     network_name: str
     folder: Any
     cluster_name: str
+    folder_path: str = ""  # vsphere.folder as given; "" for the datacenter's VM folder
 
 
 def _pick(kind: str, key: str, wanted: str | None, found: dict[str, Any]) -> Any:
@@ -61,7 +62,8 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     network = _pick("network", "network", network_name, networks)
     folder = _find_folder(session, props["vmFolder"], target.folder)
     name = next(n for n, o in clusters.items() if o == compute)
-    return Placement(dc, pool, datastore, network, network_name or "", folder, name)
+    folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
+    return Placement(dc, pool, datastore, network, network_name or "", folder, name, folder_path)
 
 
 def _find_folder(session: Session, vm_folder, path: str | None):

@@ -117,6 +117,11 @@ class Session:
             self._content = self.si.RetrieveContent()
         return self._content
 
+    @property
+    def vcenter_id(self) -> str:
+        """Who this vCenter is, whatever name it was reached by (host:port only if it will not say)."""
+        return getattr(self.content.about, "instanceUuid", None) or f"{self.conn.host}:{self.conn.port}"
+
     def close(self) -> None:
         try:
             Disconnect(self.si)
@@ -143,9 +148,9 @@ class Session:
         )
         return self._collect(spec)
 
-    def retrieve_all(self, root, kind: type, props: list[str]) -> dict[Any, dict[str, Any]]:
-        """props of every object of a kind below root, through a container view."""
-        view = self.content.viewManager.CreateContainerView(root, [kind], True)
+    def retrieve_all(self, root, kind: type, props: list[str], *, recursive: bool = True) -> dict[Any, dict[str, Any]]:
+        """props of every object of a kind below root (only its direct children unless recursive), through a container view."""
+        view = self.content.viewManager.CreateContainerView(root, [kind], recursive)
         try:
             traversal = vmodl.query.PropertyCollector.TraversalSpec(
                 name="view", path="view", skip=False, type=vim.view.ContainerView

@@ -28,6 +28,7 @@ MARK_DIGEST = "vmcoreos.config_digest"
 VM_PROPS = [
     "name",
     "config.template",
+    "config.instanceUuid",
     "config.extraConfig",
     "runtime.powerState",
     "guest.toolsRunningStatus",
@@ -44,6 +45,11 @@ class VmInfo:
     tools: str | None
     ip: str | None
     extra: dict[str, str] = field(default_factory=dict)
+    instance_uuid: str | None = None
+
+    @property
+    def moref(self) -> str:
+        return getattr(self.ref, "_moId", "") or ""
 
     @property
     def cluster(self) -> str | None:
@@ -74,19 +80,23 @@ def _info(ref, props: dict) -> VmInfo:
         tools=props.get("guest.toolsRunningStatus"),
         ip=props.get("guest.ipAddress") or None,
         extra=_extra(props.get("config.extraConfig")),
+        instance_uuid=props.get("config.instanceUuid") or None,
     )
 
 
 def list_vms(
     session: Session, placement: Placement, names: set[str] | None = None, *, predicate=None
 ) -> list[VmInfo]:
-    """VMs in the datacenter whose name is in names (or passes predicate), in two round trips.
+    """VMs directly in the placement folder whose name is in names (or passes predicate), in two round trips.
 
+    Only the folder's own children count, never its subfolders nor the rest of
+    the datacenter: every node and template is created right there, and a VM
+    someone put elsewhere under a node's name must not stand in for it.
     Names are read for every VM first, and the heavier properties (extraConfig)
     only for the few that match, which keeps this cheap on a large vCenter.
+    Two matches of one name are refused rather than one hiding the other.
     """
-    root = session.retrieve([placement.datacenter], ["vmFolder"], vim.Datacenter)[placement.datacenter]["vmFolder"]
-    by_name = session.retrieve_all(root, vim.VirtualMachine, ["name"])
+    by_name = session.retrieve_all(placement.folder, vim.VirtualMachine, ["name"], recursive=False)
 
     def wanted(name) -> bool:
         if names is not None and name not in names:
@@ -94,7 +104,21 @@ def list_vms(
         return predicate is None or predicate(name)
 
     refs = [r for r, p in by_name.items() if wanted(p.get("name"))]
-    return [_info(r, p) for r, p in session.retrieve(refs, VM_PROPS, vim.VirtualMachine).items()]
+    found = [_info(r, p) for r, p in session.retrieve(refs, VM_PROPS, vim.VirtualMachine).items()]
+    _refuse_duplicates(found, placement)
+    return found
+
+
+def _refuse_duplicates(found: list[VmInfo], placement: Placement) -> None:
+    seen: dict[str, VmInfo] = {}
+    for vm in sorted(found, key=lambda v: v.moref):
+        first = seen.setdefault(vm.name, vm)
+        if first is not vm:
+            where = placement.folder_path or "the datacenter's VM folder"
+            raise VSphereError(
+                f"two VMs are named {vm.name!r} in {where} ({first.moref} and {vm.moref}); vmcoreos cannot tell"
+                " which one is its own: rename or remove the one it did not create, then run again"
+            )
 
 
 def refresh(session: Session, vm: VmInfo) -> VmInfo:
