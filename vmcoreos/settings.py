@@ -54,6 +54,8 @@ class Connection:
     insecure: bool = False
     ca_file: Path | None = None
     thumbprint: str | None = None
+    # One-line notices for the CLI to show (an inherited --insecure that a pin overrode).
+    notices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,11 +331,16 @@ def _resolve_source(base: Path, value: str | None) -> str | None:
 
 
 def _env(names: tuple[str, ...], environ: dict) -> str | None:
+    return _env_named(names, environ)[1]
+
+
+def _env_named(names: tuple[str, ...], environ: dict) -> tuple[str | None, str | None]:
+    """(name, value) of the first of names set in environ."""
     for name in names:
         value = environ.get(name)
         if value:
-            return value
-    return None
+            return name, value
+    return None, None
 
 
 def _truthy(value: str | None) -> bool:
@@ -391,13 +398,39 @@ def connection_from(
     ca = ca_file or (Path(v) if (v := _env(ENV_CA_FILE, env)) else None)
     if ca is not None and not ca.is_file():
         raise ConfigError(f"CA file {ca} does not exist; pass --ca-file with the PEM of your vCenter's CA")
+    pin, skip, notices = _tls_trust(insecure, thumbprint, env)
     return Connection(
         url=clean,
         host=parts.hostname,
         port=port,
         username=user,
         password=Secret(password),
-        insecure=insecure if insecure is not None else _truthy(_env(ENV_INSECURE, env)),
+        insecure=skip,
         ca_file=ca,
-        thumbprint=thumbprint or _env(ENV_THUMBPRINT, env),
+        thumbprint=pin,
+        notices=notices,
     )
+
+
+def _tls_trust(insecure: bool | None, thumbprint: str | None, env) -> tuple[str | None, bool, tuple[str, ...]]:
+    """(thumbprint, insecure, notices): a pinned thumbprint always wins over skipping verification.
+
+    Both on one command line contradict each other and are refused; an insecure
+    setting from the environment (a govc user's GOVC_INSECURE=1) or a pin from
+    it yields to the pin, with a notice, so a pin is never silently dropped.
+    """
+    if insecure and thumbprint:
+        raise ConfigError(
+            "--insecure and --thumbprint contradict each other (one skips the certificate check, the other pins it);"
+            " drop --insecure to keep the pin"
+        )
+    pin_from, pin = ("--thumbprint", thumbprint) if thumbprint else _env_named(ENV_THUMBPRINT, env)
+    if insecure is not None:
+        skip_from, skip = "--insecure", insecure
+    else:
+        skip_from, value = _env_named(ENV_INSECURE, env)
+        skip = _truthy(value)
+        skip_from = f"{skip_from}={value}"
+    if pin and skip:
+        return pin, False, (f"ignoring {skip_from}: {pin_from} pins vCenter's certificate, and the pin is checked",)
+    return pin, skip, ()

@@ -76,6 +76,25 @@ def test_thumbprint_pin(cli, vcsim, signed_ova, subnet, tmp_path):
     assert "NoSuchDC" in line
 
 
+def test_a_pin_is_never_overridden_by_insecure(cli, vcsim, signed_ova, subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, extra={"vsphere": {"datacenter": "NoSuchDC"}})
+    env = {**{k: v for k, v in vcsim.env().items() if k != "VMCOREOS_CA_FILE"}, "GOVC_INSECURE": "1"}
+    wrong = ":".join(["AA"] * 20)
+    # An inherited GOVC_INSECURE=1 (a govc user's shell) yields to the pin: a wrong pin still stops the run.
+    run = _deploy(cli, cluster, signed_ova, env, "--thumbprint", wrong)
+    line = _one_line(run)
+    assert "thumbprint" in line and "NoSuchDC" not in line
+    assert run.stderr.count("ignoring GOVC_INSECURE=1: --thumbprint pins") == 1
+    # The right pin connects (and stops at the missing datacenter), verified, with no "TLS is off" warning.
+    run = _deploy(cli, cluster, signed_ova, env, "--thumbprint", vcsim.thumbprint)
+    assert "NoSuchDC" in _one_line(run) and "TLS verification" not in run.stderr
+    # Both on one command line contradict each other: refused before any connection.
+    run = _deploy(cli, cluster, signed_ova, env, "--insecure", "--thumbprint", vcsim.thumbprint)
+    assert run.returncode == 2
+    line = _one_line(run)
+    assert "--insecure and --thumbprint" in line and "drop --insecure" in line
+
+
 @pytest.mark.parametrize(
     "key,value,found",
     [

@@ -55,7 +55,7 @@ PasswordFileOpt = typer.Option(
     None, "--password-file", help="File holding the vCenter password (mode 600). [env: VMCOREOS_PASSWORD, GOVC_PASSWORD]"
 )
 InsecureOpt = typer.Option(
-    None, "--insecure/--no-insecure", help="Skip TLS verification of vCenter (labs only). [env: VMCOREOS_INSECURE, GOVC_INSECURE]"
+    None, "--insecure/--no-insecure", help="Skip TLS verification of vCenter (labs only; a --thumbprint pin wins over it). [env: VMCOREOS_INSECURE, GOVC_INSECURE]",
 )
 CaFileOpt = typer.Option(None, "--ca-file", help="PEM CA bundle that signed vCenter's certificate. [env: VMCOREOS_CA_FILE]")
 ThumbprintOpt = typer.Option(None, "--thumbprint", help="Pin vCenter's certificate by SHA-1 thumbprint. [env: VMCOREOS_THUMBPRINT]")
@@ -69,6 +69,8 @@ def connection(url, username, password_file, insecure, ca_file, thumbprint, term
     conn = connection_from(
         url=url, username=username, password_file=password_file, insecure=insecure, ca_file=ca_file, thumbprint=thumbprint
     )
+    for notice in conn.notices:
+        term.warn(notice)
     if conn.insecure:
         term.warn(f"TLS verification of {conn.host} is off (--insecure); anyone on the path can read the password")
     return conn

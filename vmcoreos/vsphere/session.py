@@ -86,7 +86,7 @@ def ssl_context(conn: Connection) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        if conn.thumbprint and not conn.insecure:
+        if conn.thumbprint:
             # A pinned thumbprint replaces CA trust, as govc's known-hosts does. pyvmomi's own
             # pin is checked only when CA verification fails, so we check every handshake ourselves.
             pin = conn.thumbprint.replace(":", "").lower()
