@@ -6,6 +6,7 @@ import the core lazily so `--help` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
@@ -32,7 +33,29 @@ for module in (deploy, lifecycle, images, render):
     module.register(app)
 
 
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+
+
+def forbid_core_dumps() -> None:
+    """The vCenter password and the node configs' private keys sit in this process's memory for the whole run.
+
+    No core file may carry them to disk, and with PR_SET_DUMPABLE off no other
+    process of the same user may attach to this one or read its memory or
+    environment through /proc. Best effort: a platform without either keeps running.
+    """
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def main() -> None:
+    forbid_core_dumps()
     try:
         app()
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 from typing import Iterator
 
@@ -18,6 +19,15 @@ EXIT_CODES_HELP = (
 )
 
 
+# scheme://anything@ within one word: the user:password part of a URL, wherever a message quotes one.
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)\S*@")
+
+
+def redact_urls(text: str) -> str:
+    """text with the credentials of every URL in it replaced by ***."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -29,7 +39,7 @@ def reporting(term: Terminal) -> Iterator[None]:
     try:
         yield
     except VmcoreosError as exc:
-        term.error(exc.message, exc.findings)
+        term.error(redact_urls(exc.message), exc.findings)
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt:
         term.error("interrupted; work in progress was rolled back where it could be")
@@ -40,7 +50,10 @@ def reporting(term: Terminal) -> Iterator[None]:
         if os.environ.get("VMCOREOS_DEBUG"):
             raise
         # A bug of ours, not the user's: still one line, with a way to get the details.
-        term.error(f"unexpected {type(exc).__name__}: {exc}; rerun with VMCOREOS_DEBUG=1 and report the traceback")
+        # Library exceptions quote URLs as given, credentials included (requests' InvalidURL does).
+        term.error(
+            redact_urls(f"unexpected {type(exc).__name__}: {exc}; rerun with VMCOREOS_DEBUG=1 and report the traceback")
+        )
         raise typer.Exit(ExitCode.FAILED)
     finally:
         term.finish_transfer()
