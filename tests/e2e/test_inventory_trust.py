@@ -54,6 +54,28 @@ def test_forged_template_with_the_right_name_and_marks_is_not_cloned(cli, vcsim,
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["uploaded"] is False
 
+    # The recorded template swapped for a forgery of the same name: refused too.
+    _delete(vcsim, name)
+    swapped = plant_vm(vcsim, name, marks, template=True)
+    run = _deploy(cli, cluster, signed_ova, env, "--count", "2")
+    line = _error(run)
+    assert swapped in line and "not the one this host imported" in line and "lab-02" not in inventory(vcsim)
+
+
+def _delete(vcsim, name):
+    from pyVim.connect import Disconnect
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    si = vcsim.connect()
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        WaitForTask(next(v for v in view.view if v.name == name).Destroy_Task())
+        view.Destroy()
+    finally:
+        Disconnect(si)
+
 
 def test_nodes_elsewhere_are_ignored_and_duplicates_refused(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
     node_marks = {"vmcoreos.cluster": "lab", "vmcoreos.role": "node"}
