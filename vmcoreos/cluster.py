@@ -236,7 +236,7 @@ class Cluster:
         """Clone only from a template this host imported: a mark alone can be forged by anyone who may edit VMs."""
         record = state.template_record(self.session.vcenter_id, vm.name)
         if record is not None and (record.instance_uuid, record.moref, record.sha512) == (
-            vm.instance_uuid, vm.moref, vm.extra.get(vms.MARK_SHA512)
+            vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512)
         ):
             return
         why = "this host has no record of importing it" if record is None else "it is not the one this host imported"
