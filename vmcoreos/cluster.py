@@ -121,8 +121,12 @@ def quorum(size: int) -> int:
 class Cluster:
     """One cluster: the cluster file's intent, and the VMs and etcd members that exist."""
 
-    def __init__(self, settings: ClusterSettings, session: Session, reporter: Reporter, *, parallel: int = 4):
+    def __init__(
+        self, settings: ClusterSettings, session: Session, reporter: Reporter, *, parallel: int = 4,
+        adopt_template: bool = False,
+    ):
         self.settings = settings
+        self.adopt_template = adopt_template  # --adopt-template: the operator vouches for an unrecorded template
         self.session = session
         self.reporter = reporter
         self.parallel = max(1, parallel)
@@ -239,11 +243,18 @@ class Cluster:
             vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512)
         ):
             return
+        if self.adopt_template:
+            self.reporter.event(f"adopting template {vm.name} ({vm.moref}) on your word (--adopt-template)")
+            state.remember_template(
+                self.session.vcenter_id, vm.name,
+                state.TemplateRecord(vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512) or ""),
+            )
+            return
         why = "this host has no record of importing it" if record is None else "it is not the one this host imported"
         raise VSphereError(
             f"template {vm.name!r} ({vm.moref}) carries cluster {self.settings.name!r}'s marks but {why}, so its disk"
-            " is not trusted; check who made it, then delete it with `vmcoreos destroy --templates` and deploy"
-            " again to import a verified copy"
+            " is not trusted; if it was planted, delete that template in vCenter and run again to import a verified"
+            " copy; if you know where it came from (an older vmcoreos, another host), run again with --adopt-template"
         )
 
     def _linked_base(self, template: vms.VmInfo) -> None:
@@ -538,10 +549,11 @@ def deploy(
     reporter: Reporter,
     parallel: int = 4,
     rollback: bool = False,
+    adopt_template: bool = False,
 ) -> RunResult:
     configs = prepare(settings, count)
     with locks.host_lock(settings.name), _session(conn) as session:
-        cluster = Cluster(settings, session, reporter, parallel=parallel)
+        cluster = Cluster(settings, session, reporter, parallel=parallel, adopt_template=adopt_template)
         return _converge(cluster, configs, rollback=rollback)
 
 
@@ -621,6 +633,7 @@ def rebuild(
     force: bool = False,
     to_version: str | None = None,
     parallel: int = 4,
+    adopt_template: bool = False,
 ) -> RunResult:
     """Replace nodes one at a time with the channel's newest release (or to_version)."""
     from dataclasses import replace
@@ -629,7 +642,7 @@ def rebuild(
     if to_version is not None:
         settings = replace(settings, image=replace(settings.image, version=to_version))
     with locks.host_lock(settings.name), _session(conn) as session:
-        cluster = Cluster(settings, session, reporter, parallel=parallel)
+        cluster = Cluster(settings, session, reporter, parallel=parallel, adopt_template=adopt_template)
         nodes, templates = cluster.vms()
         result = RunResult(settings.name, [])
         if not nodes:

@@ -41,12 +41,11 @@ def test_forged_template_with_the_right_name_and_marks_is_not_cloned(cli, vcsim,
     line = _error(run)
     assert run.returncode == 1
     assert name in line and forged in line and "no record of importing it" in line
-    assert "vmcoreos destroy --templates" in line
+    assert "delete that template in vCenter" in line and "--adopt-template" in line
     assert "lab-01" not in inventory(vcsim)
 
     # The advertised fix: delete it, deploy again; the verified import is recorded and later runs reuse it.
-    run = cli(["destroy", "-c", str(cluster), "--templates", "--yes"], env=env)
-    assert run.returncode == 0, run.stderr
+    _delete(vcsim, name)
     first = _deploy(cli, cluster, signed_ova, env)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["uploaded"] is True
@@ -60,6 +59,13 @@ def test_forged_template_with_the_right_name_and_marks_is_not_cloned(cli, vcsim,
     run = _deploy(cli, cluster, signed_ova, env, "--count", "2")
     line = _error(run)
     assert swapped in line and "not the one this host imported" in line and "lab-02" not in inventory(vcsim)
+
+    # The operator vouches for it: adopted once, recorded, then used like one this host imported.
+    run = _deploy(cli, cluster, signed_ova, env, "--count", "2", "--adopt-template")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count(f"adopting template {name} ({swapped})") == 1
+    run = _deploy(cli, cluster, signed_ova, env, "--count", "2")
+    assert run.returncode == 0 and "adopting" not in run.stderr, run.stderr
 
 
 def _delete(vcsim, name):

@@ -72,6 +72,11 @@ InsecureOpt = typer.Option(
 )
 CaFileOpt = typer.Option(None, "--ca-file", help="PEM CA bundle that signed vCenter's certificate. [env: VMCOREOS_CA_FILE]")
 ThumbprintOpt = typer.Option(None, "--thumbprint", help="Pin vCenter's certificate by SHA-1 thumbprint. [env: VMCOREOS_THUMBPRINT]")
+AdoptTemplateOpt = typer.Option(
+    False, "--adopt-template",
+    help="Trust the cluster's existing template for this image though this host did not import it (from an older"
+    " vmcoreos or another host), and record it. Check it first: its marks can be forged.",
+)
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the result.")
 

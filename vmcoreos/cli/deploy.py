@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from vmcoreos.cli.common import (
-    EXIT_CODES_HELP, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
+    EXIT_CODES_HELP, AdoptTemplateOpt, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
     UserOpt, connection, reporting, with_image_flags,
 )
 from vmcoreos.cli.render import DiscoveryEtcdOpt, checked_settings
@@ -33,6 +33,7 @@ def deploy(
     ),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds to wait for nodes to join (overrides wait.timeout)."),
     discovery_etcd: Optional[str] = DiscoveryEtcdOpt,
+    adopt_template: bool = AdoptTemplateOpt,
     url: Optional[str] = UrlOpt,
     username: Optional[str] = UserOpt,
     password_file: Optional[Path] = PasswordFileOpt,
@@ -62,7 +63,9 @@ def deploy(
         conn = connection(url, username, password_file, insecure, ca_file, thumbprint, term)
         # Node configs are checked (warnings printed) before anything else; a discovery token is minted last.
         settings, _ = checked_settings(settings, n, term, discovery_etcd)
-        result = cluster.deploy(settings, conn, count=n, reporter=term, parallel=parallel, rollback=rollback)
+        result = cluster.deploy(
+            settings, conn, count=n, reporter=term, parallel=parallel, rollback=rollback, adopt_template=adopt_template
+        )
         if json_out:
             term.json(result.as_dict())
         else:

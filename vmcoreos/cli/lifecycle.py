@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from vmcoreos.cli.common import (
-    EXIT_CODES_HELP, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
+    EXIT_CODES_HELP, AdoptTemplateOpt, CaFileOpt, ConfigOpt, InsecureOpt, JsonOpt, PasswordFileOpt, QuietOpt, ThumbprintOpt, UrlOpt,
     UserOpt, connection, reporting, with_image_flags,
 )
 from vmcoreos.cli.terminal import Terminal
@@ -70,6 +70,7 @@ def rebuild(
     sig: Optional[str] = typer.Option(None, "--sig", help="Detached signature of --ova."),
     trusted_key: list[Path] = typer.Option([], "--trusted-key", metavar="FILE", help="Extra OpenPGP public key to trust."),
     parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Operations run at once where order allows."),
+    adopt_template: bool = AdoptTemplateOpt,
     url: Optional[str] = UrlOpt,
     username: Optional[str] = UserOpt,
     password_file: Optional[Path] = PasswordFileOpt,
@@ -88,7 +89,10 @@ def rebuild(
 
         settings = with_image_flags(load_cluster_file(config), term, ova=ova, sig=sig, trusted_key=trusted_key)
         conn = connection(url, username, password_file, insecure, ca_file, thumbprint, term)
-        result = cluster.rebuild(settings, conn, reporter=term, force=force, to_version=to_version, parallel=parallel)
+        result = cluster.rebuild(
+            settings, conn, reporter=term, force=force, to_version=to_version, parallel=parallel,
+            adopt_template=adopt_template,
+        )
         if json_out:
             term.json(result.as_dict())
         elif result.rebuilt:
