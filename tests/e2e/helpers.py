@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -47,11 +49,9 @@ def inventory(vcsim) -> dict[str, dict]:
         Disconnect(si)
 
 
-def plant_vm(vcsim, name: str, extra: dict | None = None, *, folder: str | None = None, template: bool = False) -> str:
-    """A VM the tool did not create, made straight through the API (in a new subfolder of the VM folder if
-    folder is given, a template if asked): what another vCenter user could plant. Returns its moref."""
-    import time
-
+@contextlib.contextmanager
+def api_vm(vcsim, name: str) -> Iterator:
+    """The first VM called name anywhere in the simulator, on an API session of its own for the block."""
     from pyVim.connect import Disconnect
     from pyVmomi import vim
 
@@ -59,15 +59,23 @@ def plant_vm(vcsim, name: str, extra: dict | None = None, *, folder: str | None 
     try:
         content = si.RetrieveContent()
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        src = next(v for v in view.view if v.name == "DC0_H0_VM0")
+        vm = next(v for v in view.view if v.name == name)
         view.Destroy()
+        yield vm
+    finally:
+        Disconnect(si)
+
+
+def plant_vm(vcsim, name: str, extra: dict | None = None, *, folder: str | None = None, template: bool = False) -> str:
+    """A VM the tool did not create, made straight through the API (in a new subfolder of the VM folder if
+    folder is given, a template if asked): what another vCenter user could plant. Returns its moref."""
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    with api_vm(vcsim, "DC0_H0_VM0") as src:
         target = src.parent.CreateFolder(folder) if folder else src.parent
         config = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in (extra or {}).items()])
         spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(), config=config, template=template)
         task = src.CloneVM_Task(folder=target, name=name, spec=spec)
-        while task.info.state not in ("success", "error"):
-            time.sleep(0.05)
-        assert task.info.state == "success", task.info.error
+        WaitForTask(task)
         return task.info.result._moId
-    finally:
-        Disconnect(si)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tests.e2e.helpers import inventory, plant_vm, write_cluster
+from tests.e2e.helpers import api_vm, inventory, plant_vm, write_cluster
 
 
 def _env(vcsim, tmp_path):
@@ -69,18 +69,10 @@ def test_forged_template_with_the_right_name_and_marks_is_not_cloned(cli, vcsim,
 
 
 def _delete(vcsim, name):
-    from pyVim.connect import Disconnect
     from pyVim.task import WaitForTask
-    from pyVmomi import vim
 
-    si = vcsim.connect()
-    try:
-        content = si.RetrieveContent()
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        WaitForTask(next(v for v in view.view if v.name == name).Destroy_Task())
-        view.Destroy()
-    finally:
-        Disconnect(si)
+    with api_vm(vcsim, name) as vm:
+        WaitForTask(vm.Destroy_Task())
 
 
 def test_nodes_elsewhere_are_ignored_and_duplicates_refused(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):

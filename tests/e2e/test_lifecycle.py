@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import VMCOREOS, signed_image
 from tests.e2e import etcdclient
-from tests.e2e.helpers import inventory, plant_vm, write_cluster
+from tests.e2e.helpers import api_vm, inventory, plant_vm, write_cluster
 
 
 @pytest.fixture
@@ -54,19 +54,8 @@ def test_status_reports_health_leader_and_drift(cli, vcsim, guestsim, signed_ova
     # A changed node config shows as drift; a powered-off node makes status fail.
     (tmp_path / "cc.yaml").write_text("#cloud-config\nssh_authorized_keys: [ssh-ed25519 AAAA test]\n")
     cluster = write_cluster(tmp_path / "c.yaml", subnet, config="cc.yaml")
-    si = vcsim.connect()
-    try:
-        from pyVmomi import vim
-
-        content = si.RetrieveContent()
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        vm = next(v for v in view.view if v.name == "lab-03")
+    with api_vm(vcsim, "lab-03") as vm:
         vm.PowerOffVM_Task()
-        view.Destroy()
-    finally:
-        from pyVim.connect import Disconnect
-
-        Disconnect(si)
     deadline = time.monotonic() + 30
     while True:
         code, data = _status(cli, cluster, env)
