@@ -1155,6 +1155,7 @@ def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
         env = etcd04_to_etcd3(env, warnings)
     elif kind == "etcd-member":
         env = etcd_opts_to_env(env)
+        _pull_etcd_image(env)
     if kind in ("etcd2", "etcd"):
         warnings.append(f"{unit} is not shipped on current Flatcar (use etcd-member.service)")
     return EtcdPlan(kind=kind, unit=unit, env=env)
@@ -1211,6 +1212,17 @@ def _bind_addr(bind: str, advertised: str) -> str:
     if ":" in bind.rsplit("]", 1)[-1]:
         return bind
     return f"{bind}:{advertised.rsplit(':', 1)[-1]}"
+
+
+def _pull_etcd_image(env: Mapping[str, str]) -> None:
+    """etcd-wrapper pulls ${ETCD_IMAGE:-$ETCD_IMAGE_URL:$ETCD_IMAGE_TAG} on first start; a registry the node
+    cannot reach means etcd never runs.  The simulator has no registry, so a host under .invalid (RFC 2606:
+    never resolves) stands for an unreachable one."""
+    image = env.get("ETCD_IMAGE") or env.get("ETCD_IMAGE_URL", "quay.io/coreos/etcd")
+    host = image.split("/", 1)[0].split(":", 1)[0] if "/" in image else ""
+    if host.endswith(".invalid"):
+        raise GuestError(f"Failed to start etcd-member.service: docker pull {image}: dial tcp: lookup {host}:"
+                         " no such host")
 
 
 def etcd_opts_to_env(env: Mapping[str, str]) -> dict[str, str]:
