@@ -225,12 +225,16 @@ def _port_notes(env: dict[str, str]) -> list[Change]:
     return out
 
 
+def _set_fields(section: dict, name: str):
+    """(key, value, path, line) of each field that holds a value (coreos-cloudinit skipped empty ones)."""
+    for key, value in section.items():
+        if value is not None and value != "":
+            yield key, value, f"coreos.{name}.{key}", _line(section, key)
+
+
 def _etcd2_env(section: dict, changes: list[Change]) -> dict[str, str]:
     env: dict[str, str] = {}
-    for key, value in section.items():
-        path, line = f"coreos.etcd2.{key}", _line(section, key)
-        if value is None or value == "":
-            continue
+    for key, value, path, line in _set_fields(section, "etcd2"):
         if key in _PER_NODE:
             changes.append(_per_node(line, path, key))
             continue
@@ -250,10 +254,7 @@ def _etcd2_env(section: dict, changes: list[Change]) -> dict[str, str]:
 
 def _etcd04_env(section: dict, changes: list[Change]) -> dict[str, str]:
     env: dict[str, str] = {}
-    for key, value in section.items():
-        path, line = f"coreos.etcd.{key}", _line(section, key)
-        if value is None or value == "":
-            continue
+    for key, value, path, line in _set_fields(section, "etcd"):
         if key in _PER_NODE:
             changes.append(_per_node(line, path, key))
         elif key in ("peers", "peers_file"):
