@@ -275,6 +275,14 @@ def test_cli_never_overwrites_its_input(cli, tmp_path):
     assert old.read_text() == (CONFIGS / "classic-etcd2-fleet.yaml").read_text()
 
 
+def test_cli_names_an_output_it_cannot_write(cli, tmp_path):
+    out = f"{tmp_path}/missing/new.yaml"
+    run = cli(["convert", str(CONFIGS / "classic-etcd2-fleet.yaml"), "--to", "flatcar", "-o", out])
+    assert run.returncode == 2
+    assert run.stderr == f"vmcoreos: error: cannot write {out}: No such file or directory; pick another -o\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_refuses_other_targets(cli):
     run = cli(["convert", str(CONFIGS / "classic-etcd2-fleet.yaml"), "--to", "ignition"])
     assert run.returncode == 2 and run.stderr == "vmcoreos: error: --to 'ignition' is not supported; use --to flatcar\n"

@@ -48,13 +48,15 @@ def convert(
         if not to_stdout:
             target = Path(output)
             # Written whole or not at all: a half-written config would deploy half a cluster.
-            fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+            tmp = None
             try:
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
                 with os.fdopen(fd, "w") as fh:
                     fh.write(result.text)
                 os.replace(tmp, target)
             except OSError as exc:
-                os.unlink(tmp)
+                if tmp is not None and os.path.exists(tmp):
+                    os.unlink(tmp)
                 raise ConfigError(f"cannot write {output}: {exc.strerror}; pick another -o") from None
         if json_out:
             data = {"input": str(file), "output": None if to_stdout else output,
