@@ -461,8 +461,14 @@ class Cluster:
     def _not_joined(self, status: dict[str, NodeStatus]) -> None:
         late = [s for s in status.values() if not s.healthy]
         detail = ", ".join(f"{s.name} reached '{s.stage}'" for s in late)
+        hint = ""
+        if self.settings.image.distro == "flatcar" and any(s.stage == "has IP" for s in late):
+            # etcd-member.service pulls etcd's container image at first boot; without the registry it never starts.
+            image = self.settings.etcd.image or "quay.io/coreos/etcd (the default)"
+            hint = (f" first check that the nodes can pull the etcd image {image}: `journalctl -u etcd-member` on a"
+                    " node shows the pull; set etcd.image in the cluster file to a registry mirror if they cannot;")
         raise NotJoinedError(
-            f"nodes did not join etcd within {self.settings.wait_timeout:.0f}s: {detail};"
+            f"nodes did not join etcd within {self.settings.wait_timeout:.0f}s: {detail};{hint}"
             f" {KEPT}",
         )
 

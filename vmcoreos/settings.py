@@ -102,6 +102,23 @@ class EtcdSettings:
     discovery: str | None = None
     client_port: int = 2379
     peer_port: int = 2380
+    image: str | None = None  # ETCD_IMAGE for Flatcar's etcd-member.service (a registry mirror)
+
+
+# A container image reference as docker reads it: [host[:port]/]path[:tag][@sha256:digest]. Checked strictly
+# because it lands in a systemd Environment= line: a quote or newline there would rewrite the unit.
+_IMAGE_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+def check_image(value: str, where: str = "etcd.image") -> str:
+    if len(value) > 255 or not _IMAGE_RE.match(value):
+        raise ConfigError(f"{where} is not a container image reference; write one such as"
+                          " registry.lab:5000/coreos/etcd:v3.5.16 (no quotes, spaces or line breaks)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -244,12 +261,14 @@ def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> 
         raise ConfigError("node.cpus must be at least 1 and node.memory_mb at least 256")
 
     et = top.section("etcd")
-    et.reject_unknown({"bootstrap", "discovery", "client_port", "peer_port"})
+    et.reject_unknown({"bootstrap", "discovery", "client_port", "peer_port", "image"})
+    etcd_image = et.get("image", str)
     etcd = EtcdSettings(
         bootstrap=et.get("bootstrap", str, "static"),
         discovery=et.get("discovery", str),
         client_port=et.get("client_port", int, 2379),
         peer_port=et.get("peer_port", int, 2380),
+        image=check_image(etcd_image) if etcd_image is not None else None,
     )
     if etcd.bootstrap not in ("static", "discovery"):
         raise ConfigError(f"etcd.bootstrap {etcd.bootstrap!r} must be 'static' or 'discovery'")

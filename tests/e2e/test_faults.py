@@ -57,6 +57,19 @@ def test_node_that_never_joins_names_its_stage_and_is_kept(cli, vcsim, signed_ov
     assert sorted(n for n, v in _ours(vcsim).items() if not v["template"]) == ["lab-01", "lab-02"]
 
 
+def test_etcd_image_that_cannot_be_pulled_is_the_first_thing_exit_4_names(cli, vcsim, guestsim, signed_ova, subnet,
+                                                                          tmp_path):
+    image = "registry.invalid/coreos/etcd:v3.5.16"  # the guest simulator cannot pull from .invalid hosts
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1,
+                            extra={"wait": {"timeout": 8}, "etcd": {"image": image}})
+    run = cli(_args(cluster, signed_ova, "--count", "1"), env=vcsim.env())
+    assert run.returncode == 4
+    last = run.stderr.strip().splitlines()[-1]
+    assert "lab-01 reached 'has IP'" in last
+    assert f"first check that the nodes can pull the etcd image {image}" in last and "etcd.image" in last
+    assert "docker pull registry.invalid/coreos/etcd:v3.5.16" in guestsim.node("lab-01")["errors"][0]
+
+
 def test_rollback_removes_what_a_failed_deploy_created(cli, vcsim, signed_ova, subnet, tmp_path):
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2, extra={"wait": {"timeout": 3}})
     run = cli(_args(cluster, signed_ova, "--count", "2", "--rollback"), env=vcsim.env())

@@ -122,41 +122,58 @@ def test_discovery_etcd_mints_a_token_and_three_nodes_join(cli, vcsim, guestsim,
         "lab-01", "lab-02", "lab-03"]
 
 
-def test_legacy_coreos_etcd_on_4001_7001_joins(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
+def _convert(cli, source: Path, out: Path) -> None:
+    run = cli(["convert", str(source), "--to", "flatcar", "-o", str(out)])
+    assert run.returncode == 0, run.stderr
+
+
+def test_classic_etcd2_fleet_config_converted_gives_three_healthy_members(cli, vcsim, guestsim, signed_ova, subnet,
+                                                                          tmp_path):
+    shutil.copy(CONFIGS / "classic-etcd2-fleet.yaml", tmp_path / "classic.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="classic.yaml")
+    refused = _deploy(cli, cluster, signed_ova, vcsim)
+    assert refused.returncode == 2
+    assert f"vmcoreos convert {tmp_path}/classic.yaml --to flatcar -o {tmp_path}/classic-flatcar.yaml" in refused.stderr
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
+
+    _convert(cli, tmp_path / "classic.yaml", tmp_path / "classic-flatcar.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="classic-flatcar.yaml")
+    run = _deploy(cli, cluster, signed_ova, vcsim)
+    assert run.returncode == 0, run.stderr
+    _assert_three_joined(subnet)
+    _guest_ok(guestsim, "cloud-config")
+    node = guestsim.node("lab-02")
+    assert node["etcd"]["unit"] == "etcd-member.service"
+    # The converted drop-in's $private_ipv4 URLs, substituted by the guest, and the v2 API for v2 clients.
+    assert node["etcd"]["env"]["ETCD_LISTEN_PEER_URLS"] == f"http://{subnet}.12:2380"
+    assert node["etcd"]["env"]["ETCD_HEARTBEAT_INTERVAL"] == "100"
+    assert requests.get(f"http://{subnet}.12:2379/v2/members", timeout=5).status_code == 200
+
+
+def test_legacy_etcd04_seed_is_refused_on_coreos_with_the_convert_command(cli, vcsim, guestsim, signed_ova, subnet,
+                                                                          tmp_path):
     shutil.copy(CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
                             extra={"image": {"distro": "coreos"}, "etcd": {"client_port": 4001, "peer_port": 7001}})
 
     run = _deploy(cli, cluster, signed_ova, vcsim)
-    assert run.returncode == 0, run.stderr
-    _assert_three_joined(subnet, port=4001, peer_port=7001)
-    _guest_ok(guestsim, "cloud-config")
-    assert guestsim.node("lab-03")["etcd"]["unit"] == "etcd.service"
+    assert run.returncode == 2
+    assert "coreos.etcd is etcd 0.4" in run.stderr
+    assert f"vmcoreos convert {tmp_path}/node.yaml --to flatcar -o {tmp_path}/node-flatcar.yaml" in run.stderr
+    assert "set etcd.client_port" not in run.stderr  # no advice that would not help
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
 
 
-def test_seed_config_joins_with_discovery_too(cli, vcsim, guestsim, signed_ova, subnet, tmp_path, discovery_etcd):
-    shutil.copy(CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
-    cluster = write_cluster(
-        tmp_path / "cluster.yaml", subnet, config="node.yaml",
-        extra={"image": {"distro": "coreos"},
-               "etcd": {"client_port": 4001, "peer_port": 7001, "bootstrap": "discovery"}},
-    )
+def test_converted_seed_on_4001_7001_joins_with_discovery(cli, vcsim, guestsim, signed_ova, subnet, tmp_path,
+                                                          discovery_etcd):
+    _convert(cli, CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
+                            extra={"etcd": {"client_port": 4001, "peer_port": 7001, "bootstrap": "discovery"}})
     run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
     assert run.returncode == 0, run.stderr
     _assert_three_joined(subnet, port=4001, peer_port=7001)
     _guest_ok(guestsim, "cloud-config")
     assert guestsim.node("lab-01")["etcd"]["env"]["ETCD_DISCOVERY"].startswith(discovery_etcd)
-
-
-def test_legacy_ports_that_differ_from_the_cluster_file_are_refused(cli, vcsim, guestsim, signed_ova, subnet,
-                                                                     tmp_path):
-    shutil.copy(CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
-    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml", extra={"image": {"distro": "coreos"}})
-
-    run = _deploy(cli, cluster, signed_ova, vcsim)
-    assert run.returncode == 2
-    assert "set etcd.client_port: 4001" in run.stderr and "set etcd.peer_port: 7001" in run.stderr
-    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
 
 
 def test_ignition_config_joins_with_afterburn_kargs(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):

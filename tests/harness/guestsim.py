@@ -1155,15 +1155,31 @@ def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
         env = etcd04_to_etcd3(env, warnings)
     elif kind == "etcd-member":
         env = etcd_opts_to_env(env)
+        _pull_etcd_image(env)
     if kind in ("etcd2", "etcd"):
         warnings.append(f"{unit} is not shipped on current Flatcar (use etcd-member.service)")
     return EtcdPlan(kind=kind, unit=unit, env=env)
 
 
+# The ETCD_* variables etcd 0.4 reads (its config.go env tags) that etcd 3 takes under the same name.
+_ETCD04_SAME = {"ETCD_NAME", "ETCD_DATA_DIR", "ETCD_DISCOVERY", "ETCD_CERT_FILE", "ETCD_KEY_FILE",
+                "ETCD_PEER_CERT_FILE", "ETCD_PEER_KEY_FILE", "ETCD_CORS"}
+# ... and those etcd 3 names differently.
+_ETCD04_RENAMED = {"ETCD_SNAPSHOTCOUNT": "ETCD_SNAPSHOT_COUNT", "ETCD_PEER_HEARTBEAT_INTERVAL":
+                   "ETCD_HEARTBEAT_INTERVAL", "ETCD_PEER_ELECTION_TIMEOUT": "ETCD_ELECTION_TIMEOUT",
+                   "ETCD_CA_FILE": "ETCD_TRUSTED_CA_FILE", "ETCD_PEER_CA_FILE": "ETCD_PEER_TRUSTED_CA_FILE"}
+
+
 def etcd04_to_etcd3(env: Mapping[str, str], warnings: list[str]) -> dict[str, str]:
-    """Run a coreos.etcd (0.4) config on etcd 3: addr/peer_addr become the
-    client/peer URLs (bind_addr/peer_bind_addr the listen side); etcd2-style
-    keys pass through and win over the translation."""
+    """Run a coreos.etcd (0.4) config on etcd 3 as etcd 0.4 would have run it.
+
+    addr/peer_addr become the client/peer URLs (bind_addr/peer_bind_addr the
+    listen side). etcd 0.4 reads only its own variables: the etcd2-style ones
+    coreos-cloudinit also writes (ETCD_INITIAL_CLUSTER, ETCD_LISTEN_*, …) are
+    ignored, as "etcd2 options no longer work for etcd" says. Without
+    discovery or peers etcd 0.4 starts a new cluster of itself alone; a join
+    through ``peers`` is not modelled and fails the unit, so nothing passes
+    for a cluster that would not have formed."""
     addr = env.get("ETCD_ADDR", "127.0.0.1:4001")
     peer_addr = env.get("ETCD_PEER_ADDR", "127.0.0.1:7001")
     out = {
@@ -1172,9 +1188,19 @@ def etcd04_to_etcd3(env: Mapping[str, str], warnings: list[str]) -> dict[str, st
         "ETCD_INITIAL_ADVERTISE_PEER_URLS": "http://" + peer_addr,
         "ETCD_LISTEN_PEER_URLS": "http://" + _bind_addr(env.get("ETCD_PEER_BIND_ADDR", ""), peer_addr),
     }
-    if "ETCD_PEERS" in env or "ETCD_PEERS_FILE" in env:
-        warnings.append("coreos.etcd.peers has no etcd 3 equivalent (needs member names); ignored")
-    out.update({k: v for k, v in env.items() if k not in _ETCD04_ONLY})
+    if env.get("ETCD_PEERS") or env.get("ETCD_PEERS_FILE"):
+        raise GuestError("etcd 0.4 joins through peers are not modelled by guestsim: etcd.service not started")
+    for key, value in env.items():
+        if key in _ETCD04_SAME or key == "ETCD_ENABLE_V2":  # ENABLE_V2 is the simulator's own (base_unit_env)
+            out[key] = value
+        elif key in _ETCD04_RENAMED:
+            out[_ETCD04_RENAMED[key]] = value
+            if key.endswith("CA_FILE"):
+                out["ETCD_PEER_CLIENT_CERT_AUTH" if "PEER" in key else "ETCD_CLIENT_CERT_AUTH"] = "true"
+        elif key not in _ETCD04_ONLY:
+            warnings.append(f"etcd 0.4 ignores {key} (etcd2 options no longer work for etcd)")
+    if "ETCD_DISCOVERY" not in out:
+        out["ETCD_INITIAL_CLUSTER"] = f"{out.get('ETCD_NAME', 'default')}={out['ETCD_INITIAL_ADVERTISE_PEER_URLS']}"
     return out
 
 
@@ -1186,6 +1212,17 @@ def _bind_addr(bind: str, advertised: str) -> str:
     if ":" in bind.rsplit("]", 1)[-1]:
         return bind
     return f"{bind}:{advertised.rsplit(':', 1)[-1]}"
+
+
+def _pull_etcd_image(env: Mapping[str, str]) -> None:
+    """etcd-wrapper pulls ${ETCD_IMAGE:-$ETCD_IMAGE_URL:$ETCD_IMAGE_TAG} on first start; a registry the node
+    cannot reach means etcd never runs.  The simulator has no registry, so a host under .invalid (RFC 2606:
+    never resolves) stands for an unreachable one."""
+    image = env.get("ETCD_IMAGE") or env.get("ETCD_IMAGE_URL", "quay.io/coreos/etcd")
+    host = image.split("/", 1)[0].split(":", 1)[0] if "/" in image else ""
+    if host.endswith(".invalid"):
+        raise GuestError(f"Failed to start etcd-member.service: docker pull {image}: dial tcp: lookup {host}:"
+                         " no such host")
 
 
 def etcd_opts_to_env(env: Mapping[str, str]) -> dict[str, str]:

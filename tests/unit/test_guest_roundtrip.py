@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dataclasses import replace
+
 import pytest
 
 from tests.harness import guestsim
@@ -74,15 +76,20 @@ def test_coreos_etcd2_with_private_ipv4_substituted(tmp_path):
     assert result.etcd.env["ETCD_INITIAL_CLUSTER_TOKEN"] == "vmcoreos-lab"
 
 
-def test_legacy_etcd_seed_on_its_own_ports(tmp_path):
-    settings = _settings(tmp_path, "seed-coreos.yaml", distro="coreos", etcd={"client_port": 4001, "peer_port": 7001})
+def test_converted_legacy_seed_on_its_own_ports(tmp_path):
+    from vmcoreos.guest import convert
+
+    (tmp_path / "seed-flatcar.yaml").write_text(convert.to_flatcar((CONFIGS / "seed-coreos.yaml").read_text()).text)
+    settings = _settings(tmp_path, "flatcar-etcd-member.yaml", etcd={"client_port": 4001, "peer_port": 7001})
+    settings = settings.with_overrides(node=replace(settings.node, config=tmp_path / "seed-flatcar.yaml"))
     _, result = _boot(settings)
     env = result.etcd.env
-    assert (result.etcd.unit, result.etcd.kind) == ("etcd.service", "etcd")
+    assert (result.etcd.unit, result.etcd.kind) == ("etcd-member.service", "etcd-member")
     assert env["ETCD_ADVERTISE_CLIENT_URLS"] == "http://10.0.0.22:4001"
     assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "http://10.0.0.22:7001"
     assert env["ETCD_LISTEN_CLIENT_URLS"] == "http://0.0.0.0:4001"
     assert env["ETCD_INITIAL_CLUSTER"].startswith("lab-01=http://10.0.0.21:7001,")
+    assert env["ETCD_ENABLE_V2"] == "true"
 
 
 def test_flatcar_ignition_with_afterburn_kargs(tmp_path):

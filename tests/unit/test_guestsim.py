@@ -596,15 +596,28 @@ def test_legacy_etcd_runs_etcd3_on_addr_and_peer_addr():
         "ETCD_INITIAL_ADVERTISE_PEER_URLS": "http://127.0.1.11:7001",
         "ETCD_LISTEN_PEER_URLS": "http://127.0.1.11:7001",
         "ETCD_DISCOVERY": "https://discovery.etcd.io/abc",
-        "ETCD_INITIAL_CLUSTER_STATE": "new",
+        "ETCD_HEARTBEAT_INTERVAL": "50",
     }
+    assert "etcd 0.4 ignores ETCD_INITIAL_CLUSTER_STATE (etcd2 options no longer work for etcd)" in result.warnings
 
 
-def test_legacy_bind_addr_and_explicit_etcd2_keys():
-    env = gs.etcd04_to_etcd3({"ETCD_ADDR": "10.0.0.1:4001", "ETCD_BIND_ADDR": "0.0.0.0",
-                              "ETCD_LISTEN_PEER_URLS": "http://10.0.0.1:2380"}, [])
+def test_legacy_bind_addr_and_etcd2_keys_ignored_as_etcd04_does():
+    warnings: list[str] = []
+    env = gs.etcd04_to_etcd3({"ETCD_NAME": "n1", "ETCD_ADDR": "10.0.0.1:4001", "ETCD_BIND_ADDR": "0.0.0.0",
+                              "ETCD_LISTEN_PEER_URLS": "http://10.0.0.1:2380",
+                              "ETCD_INITIAL_CLUSTER": "n1=http://10.0.0.1:7001,n2=http://10.0.0.2:7001"}, warnings)
     assert env["ETCD_LISTEN_CLIENT_URLS"] == "http://0.0.0.0:4001"
-    assert env["ETCD_LISTEN_PEER_URLS"] == "http://10.0.0.1:2380"
+    assert env["ETCD_LISTEN_PEER_URLS"] == "http://127.0.0.1:7001"
+    # Without discovery or peers, etcd 0.4 starts a cluster of itself alone, whatever initial_cluster said.
+    assert env["ETCD_INITIAL_CLUSTER"] == "n1=http://127.0.0.1:7001"
+    assert warnings == ["etcd 0.4 ignores ETCD_LISTEN_PEER_URLS (etcd2 options no longer work for etcd)",
+                        "etcd 0.4 ignores ETCD_INITIAL_CLUSTER (etcd2 options no longer work for etcd)"]
+
+
+def test_legacy_peers_join_is_not_pretended():
+    result = cloud_config_boot(LEGACY_BODY.replace("    snapshot: true\n", "    peers: 127.0.1.12:7001\n"))
+    assert result.etcd is None
+    assert result.errors == ["etcd 0.4 joins through peers are not modelled by guestsim: etcd.service not started"]
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from vmcoreos.cli import deploy, images, lifecycle, render
+from vmcoreos.cli import convert, deploy, images, init, lifecycle, render
 from vmcoreos.errors import ExitCode
 
 app = typer.Typer(
@@ -29,7 +29,7 @@ def _root() -> None:
     """Stand up and maintain CoreOS-family clusters on VMware vSphere."""
 
 
-for module in (deploy, lifecycle, images, render):
+for module in (deploy, lifecycle, images, render, convert, init):
     module.register(app)
 
 

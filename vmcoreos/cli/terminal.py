@@ -83,6 +83,11 @@ class Terminal:
         for line in findings or []:
             print(f"  {line}", file=sys.stderr, flush=True)
 
+    def note(self, message: str) -> None:
+        """One plain line on stderr, no timestamp: a report meant to be read or grepped whole."""
+        if not self.quiet:
+            print(f"vmcoreos: {message}", file=sys.stderr, flush=True)
+
     def warn(self, message: str) -> None:
         print(f"vmcoreos: WARNING: {message}", file=sys.stderr, flush=True)
 

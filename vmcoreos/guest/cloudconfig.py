@@ -59,6 +59,7 @@ class Membership:
     discovery: str | None = None
     listen_client_url: str | None = None
     listen_peer_url: str | None = None
+    image: str | None = None  # etcd.image: ETCD_IMAGE for etcd-member.service
 
     def fields(self) -> dict[str, str]:
         out = {"name": self.name}
@@ -199,6 +200,8 @@ def member_env(membership: Membership, user_env: dict[str, str]) -> dict[str, st
             env["ETCD_" + key.upper()] = value
     for key, value in membership.fields().items():
         env["ETCD_" + key.upper()] = value
+    if membership.image:
+        env["ETCD_IMAGE"] = membership.image
     return env
 
 

@@ -99,7 +99,7 @@ def load_user_config(settings: ClusterSettings) -> UserConfig:
         doc = cloudconfig.load(text) if located is not None else None
     # Without a document (syntax errors) nothing more can be checked; otherwise report everything at once.
     if doc is not None:
-        findings += _settings_findings(settings, kind, text, doc, located)
+        findings += _settings_findings(settings, kind, text, doc, located, source)
     findings = sorted(set(findings), key=lambda f: (f.line, f.level, f.message))
     warned = tuple((f"line {f.line}: " if f.line else "") + f.message for f in validate.warnings(findings))
     user = UserConfig(text, source, doc or {}, kind, warned, located)
@@ -277,6 +277,7 @@ def _membership(settings, name, address, peers, existing) -> cloudconfig.Members
         # A node owns its addresses; listening on all of them lets etcdctl on the node use localhost.
         listen_client_url=f"http://0.0.0.0:{etcd.client_port}",
         listen_peer_url=f"http://0.0.0.0:{etcd.peer_port}",
+        image=etcd.image,
     )
     if existing is not None:
         members = dict(existing)
@@ -377,7 +378,7 @@ def _config_kind(settings: ClusterSettings, user: UserConfig) -> str:
     return cloudconfig.etcd_kind(user.doc) or DEFAULT_KIND[settings.image.distro]
 
 
-def _settings_findings(settings, kind, text, doc, located) -> list[Finding]:
+def _settings_findings(settings, kind, text, doc, located, source="node.yaml") -> list[Finding]:
     user = UserConfig(text, "", doc, kind, (), located)
     out: list[Finding] = []
     distro, net = settings.image.distro, settings.node.network
@@ -388,12 +389,7 @@ def _settings_findings(settings, kind, text, doc, located) -> list[Finding]:
         out.append(Finding(1, ERROR, "Fedora CoreOS reads only Ignition configs (no coreos-cloudinit); write an"
                            " Ignition config (see configs/flatcar-ignition.json) or use image.distro flatcar"))
     etcd_kind = _config_kind(settings, user)
-    if kind == CLOUD_CONFIG and distro == "flatcar" and etcd_kind in ("etcd2", "etcd"):
-        path = ("coreos", etcd_kind)
-        out.append(Finding(located.line(path) if located else 0, ERROR,
-                           f"Flatcar ships no {etcd_kind}.service, so coreos.{etcd_kind} never runs there; configure"
-                           " etcd-member.service with a drop-in (configs/flatcar-etcd-member.yaml) or set"
-                           " image.distro coreos for a CoreOS Container Linux image"))
+    refused = kind == CLOUD_CONFIG and _legacy_findings(doc, located, distro, etcd_kind, source, out)
     if net.mode == "dhcp" and kind == IGNITION:
         out.append(Finding(0, ERROR, DHCP_IGNITION_MESSAGE))
     # Substitution: coreos-cloudinit fills $private_ipv4 only from static guestinfo addresses with role private.
@@ -414,11 +410,50 @@ def _settings_findings(settings, kind, text, doc, located) -> list[Finding]:
                 path = ("coreos", etcd_kind, key)
                 out.append(Finding(located.line(path) if located else 0, WARNING,
                                    f"{validate.dotted(path)} is set per node by vmcoreos; the value here is replaced"))
-    out += _port_findings(settings, url_settings(user, etcd_kind))
+    if not refused:  # the converted config's ports are what counts, and convert reports them
+        out += _port_findings(settings, url_settings(user, etcd_kind))
     if net.mode == "static":  # plan() checks again for the nodes it plans; this lists them with the rest
         for address in net.addresses[: settings.count]:
             out += _url_findings(user, address)
     return out
+
+
+_GONE_UNITS = {"etcd2.service": "etcd2", "etcd.service": "etcd 0.4", "fleet.service": "fleet"}
+
+
+def _legacy_findings(doc, located, distro, etcd_kind, source, out: list[Finding]) -> bool:
+    """CoreOS-era etcd and fleet where they cannot run; each error carries the convert command. True if any."""
+    from vmcoreos.guest import convert
+
+    fix = f"convert it: {convert.command(source)}, then point node.config at the new file"
+    before = len(out)
+
+    def line(path) -> int:
+        return located.line(path) if located else 0
+
+    coreos = doc.get("coreos") if isinstance(doc.get("coreos"), dict) else {}
+    if distro == "flatcar":
+        for section in ("etcd2", "etcd"):
+            if isinstance(coreos.get(section), dict):
+                out.append(Finding(line(("coreos", section)), ERROR, f"Flatcar ships no {section}.service, so"
+                                   f" coreos.{section} never runs there; its etcd is etcd-member.service; {fix}"))
+        if "fleet" in coreos:
+            out.append(Finding(line(("coreos", "fleet")), ERROR, f"Flatcar ships no fleet, so coreos.fleet never"
+                               f" runs there; its units become plain systemd units; {fix}"))
+        for i, unit in enumerate(coreos.get("units") or []):
+            name = unit.get("name") if isinstance(unit, dict) else None
+            if name in _GONE_UNITS and not unit.get("mask"):
+                out.append(Finding(line(("coreos", "units", i, "name")), ERROR, f"unit {name} does not exist on"
+                                   f" Flatcar ({_GONE_UNITS[name]} is not shipped), so deploy would report success"
+                                   f" without it; {fix}"))
+    elif distro == "coreos" and etcd_kind == "etcd":
+        # etcd 0.4 has no initial_cluster and no members API (v2 /members, v3 gateway): vmcoreos could neither
+        # bootstrap a fixed set of members nor see them join, and CoreOS dropped etcd 0.4 long before its end.
+        out.append(Finding(line(("coreos", "etcd")), ERROR, "coreos.etcd is etcd 0.4, which has no initial cluster"
+                           " list and no members API, so vmcoreos can neither bootstrap nor check its members, and"
+                           " late CoreOS images no longer ship it; use coreos.etcd2, or move to Flatcar (image.distro"
+                           f" flatcar): {convert.command(source)}"))
+    return len(out) > before
 
 
 def _port_findings(settings: ClusterSettings, urls: list[UrlSetting]) -> list[Finding]:
