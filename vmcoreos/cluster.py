@@ -590,8 +590,9 @@ def _etcd_lock(cluster: Cluster, nodes: dict[str, vms.VmInfo]) -> Iterator[None]
         holder = None
         with contextlib.suppress(Exception):
             holder = lock.holder_of()
+        # The holder comes from etcd: quoted, so it cannot forge output lines.
         raise LockedError(
-            f"another vmcoreos run ({holder or 'unknown'}) holds cluster {cluster.settings.name!r}'s etcd lock;"
+            f"another vmcoreos run ({repr(holder) if holder else 'unknown'}) holds cluster {cluster.settings.name!r}'s etcd lock;"
             " it expires a minute after that run dies"
         )
     cluster.lock = lock if got else None
