@@ -236,3 +236,21 @@ def test_etcd_error_text_is_quoted_before_it_is_shown(mocker):
         etcd.member_remove("http://10.0.0.1:2379", "2")
     assert "\n" not in err.value.message and "\x1b" not in err.value.message
     assert r"'bad\n\x1b[31mred'" in err.value.message
+
+
+def test_a_v2_only_etcd_gives_its_cluster_id_in_a_header(mocker):
+    def reply(method, url, **kwargs):
+        resp = mocker.MagicMock()
+        resp.__enter__.return_value = resp
+        if url.endswith("/v2/members"):
+            resp.status_code, resp.headers = 200, {"X-Etcd-Cluster-Id": "6d3e9ab1b2c3d4e5"}
+            resp.iter_content.return_value = iter([b'{"members": [{"id": "8e9e05c52164694d", "name": "lab-01",'
+                                                   b' "peerURLs": ["http://10.0.0.1:2380"], "clientURLs": []}]}'])
+        else:
+            resp.status_code, resp.headers = 404, {}
+            resp.iter_content.return_value = iter([b"404 page not found"])
+        return resp
+
+    mocker.patch("requests.request", side_effect=reply)
+    view = etcd.member_list("http://10.0.0.1:2379")
+    assert view.cluster_id == "6d3e9ab1b2c3d4e5" and view.members[0].name == "lab-01"
