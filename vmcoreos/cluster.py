@@ -20,12 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+import requests
 import tenacity
 from pyVmomi import vim
 
 from vmcoreos import etcd, locks, state
 from vmcoreos.errors import EtcdError, LockedError, NotJoinedError, VSphereError
-from vmcoreos.guest import nodeconfig
+from vmcoreos.guest import guestinfo, nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
 from vmcoreos.images.ova import OvaArchive
@@ -121,6 +122,8 @@ def quorum(size: int) -> int:
 class Cluster:
     """One cluster: the cluster file's intent, and the VMs and etcd members that exist."""
 
+    lock: etcd.EtcdLock | None = None  # set by _etcd_lock while the run holds it
+
     def __init__(
         self, settings: ClusterSettings, session: Session, reporter: Reporter, *, parallel: int = 4,
         adopt_template: bool = False,
@@ -133,6 +136,7 @@ class Cluster:
         self.placement = inventory.locate(session, settings.vsphere)
         self._user = None
         self.linked_snapshot = None  # set by template() when node.linked_clone is on
+        etcd.use_ca(settings.etcd.ca_file)
 
     # -- what exists ----------------------------------------------------------
 
@@ -162,20 +166,90 @@ class Cluster:
         return self._user
 
     def endpoint(self, vm: vms.VmInfo) -> str | None:
-        return f"http://{vm.ip}:{self.settings.etcd.client_port}" if vm.ip else None
+        return self.endpoint_at(vm.ip) if vm.ip else None
+
+    def endpoint_at(self, ip: str) -> str:
+        etcd_settings = self.settings.etcd
+        return f"{etcd_settings.scheme}://{ip}:{etcd_settings.client_port}"
 
     def live_view(self, nodes: dict[str, vms.VmInfo], exclude: set[str] = frozenset()) -> tuple[str, etcd.ClusterView] | None:
-        """The member list from the first node that answers, skipping `exclude`."""
+        """The member list from the first node that answers, skipping `exclude`.
+
+        A list that answers but names members or URLs vmcoreos never made stops
+        the run (EtcdError) instead of being skipped: it is never used.
+        """
         for name in sorted(nodes):
             vm = nodes[name]
             if name in exclude or vm.power != "poweredOn" or not vm.ip:
                 continue
             endpoint = self.endpoint(vm)
             try:
-                return endpoint, etcd.member_list(endpoint)
+                view = etcd.member_list(endpoint)
             except Exception:
                 continue
+            etcd.check_view(view, self.settings.name, endpoint)
+            if self.lock is not None:
+                self.lock.follow([u for m in view.members for u in m.client_urls])
+            return endpoint, view
         return None
+
+    def expected_cluster_id(self, nodes: dict[str, vms.VmInfo]) -> str | None:
+        """The etcd cluster ID the nodes' marks record; None for nodes deployed before the mark existed."""
+        ids = {vm.extra[vms.MARK_ETCD_CLUSTER_ID] for vm in nodes.values() if vm.extra.get(vms.MARK_ETCD_CLUSTER_ID)}
+        if len(ids) > 1:
+            raise EtcdError(
+                f"nodes of {self.settings.name!r} record different etcd cluster IDs ({', '.join(sorted(ids))});"
+                f" fix the {vms.MARK_ETCD_CLUSTER_ID} extraConfig value of the odd ones before any change"
+            )
+        return next(iter(ids), None)
+
+    def before_change(self, endpoint: str, view: etcd.ClusterView, nodes: dict[str, vms.VmInfo]) -> None:
+        """Checks before every member add/remove and leader move: our lock, our etcd, our members."""
+        if self.lock is not None:
+            self.lock.check()
+        etcd.check_view(view, self.settings.name, endpoint)
+        expected = self.expected_cluster_id(nodes)
+        if expected is not None and view.cluster_id != expected:
+            raise EtcdError(
+                f"etcd at {endpoint} reports cluster ID {view.cluster_id or 'none'}, but the nodes record"
+                f" {expected}; it is another etcd cluster (a stale address?), so no member is changed there."
+                " Check the nodes' addresses with `vmcoreos status`"
+            )
+
+    def after_join(self, name: str, cluster_id: str | None) -> None:
+        """Once a node is a healthy member: record the cluster ID, and take the Ignition config out of guestinfo.
+
+        Ignition reads its config on the first boot only; left in guestinfo it is
+        readable by every vCenter user who can read the VM's configuration.
+        Ignition >= 2.14 clears it itself unless masked, so read before writing.
+        The config digest mark stays, so re-runs still see the node as up to date.
+        """
+        vm = self.vms()[0].get(name)
+        if vm is None:
+            return
+        changes = {}
+        if cluster_id and not vm.extra.get(vms.MARK_ETCD_CLUSTER_ID):
+            changes[vms.MARK_ETCD_CLUSTER_ID] = cluster_id
+        if vm.extra.get(guestinfo.IGNITION_DATA, "") not in ("", guestinfo.IGNITION_CLEARED):
+            changes[guestinfo.IGNITION_DATA] = guestinfo.IGNITION_CLEARED
+            changes[guestinfo.IGNITION_DATA + ".encoding"] = "base64"
+            self.reporter.event(f"{name}: joined; clearing {guestinfo.IGNITION_DATA} (Ignition has applied it)")
+        if changes:
+            vms.reconfigure(self.session, vm, changes, self.settings.name)
+
+    def record_joined(self, names: list[str]) -> None:
+        """after_join for every named node, with the cluster ID etcd reports now."""
+        nodes = self.vms()[0]
+        live = self.live_view(nodes)
+        cluster_id = live[1].cluster_id if live else None
+        expected = self.expected_cluster_id(nodes)
+        if expected is not None and cluster_id not in (None, expected):
+            raise EtcdError(
+                f"etcd at {live[0]} reports cluster ID {cluster_id}, but the nodes record {expected}; check the"
+                " nodes' addresses with `vmcoreos status`"
+            )
+        for name in names:
+            self.after_join(name, cluster_id)
 
     def health(self, view: etcd.ClusterView) -> dict[str, bool]:
         """member id -> healthy, asking each member on its own client URL."""
@@ -344,7 +418,7 @@ class Cluster:
 
     def join(self, template, image, config: NodeConfig, endpoint: str, deadline: float) -> NodeStatus:
         """Add one node to a running cluster: member add first, then boot it with state existing."""
-        view = etcd.member_list(endpoint)
+        view = etcd.check_view(etcd.member_list(endpoint), self.settings.name, endpoint)
         peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
         peers.pop(config.name, None)
         count = max([config.index] + [node_index(self.settings.name, n) or 0 for n in peers])
@@ -359,6 +433,7 @@ class Cluster:
         peer_url = f"http://{joined.ip}:{self.settings.etcd.peer_port}"
         added = None
         if not any(peer_url in m.peer_urls for m in view.members):
+            self.before_change(endpoint, view, self.vms()[0])
             self.reporter.event(f"{config.name}: etcd member add {peer_url}")
             added = etcd.member_add(endpoint, peer_url)
         try:
@@ -387,7 +462,6 @@ class Cluster:
     def wait_joined(self, configs: list[NodeConfig], deadline: float) -> dict[str, NodeStatus]:
         """Guest tools and IP first (one PropertyCollector wait), then each node's etcd, polled in parallel."""
         status = self.wait_guests([c.name for c in configs], deadline)
-        port = self.settings.etcd.client_port
 
         def member(st: NodeStatus) -> bool:
             # Polled with a short backoff: etcd only answers once the node is up, and a node
@@ -398,7 +472,7 @@ class Cluster:
                 retry=tenacity.retry_if_result(lambda ok: not ok),
             )
             try:
-                retrying(self._member_ready, f"http://{st.ip}:{port}", st)
+                retrying(self._member_ready, self.endpoint_at(st.ip), st)
             except tenacity.RetryError:
                 return False
             self.reporter.event(f"{st.name}: healthy etcd member {st.member_id}")
@@ -481,9 +555,10 @@ class Cluster:
         if live is not None:
             endpoint, view = live
             member = view.by_name(vm.name) or next(
-                (m for m in view.members if vm.ip and any(vm.ip in u for u in m.peer_urls)), None
+                (m for m in view.members if any(etcd.same_host(u, vm.ip) for u in m.peer_urls)), None
             )
             if member is not None:
+                self.before_change(endpoint, view, nodes)
                 health = self.health(view)
                 size = len(view.members) - 1
                 healthy_after = sum(ok for mid, ok in health.items() if mid != member.id)
@@ -503,6 +578,8 @@ class Cluster:
         target = next((m for m in view.members if m.id != leader.id and health.get(m.id)), None)
         if target is None or not leader.client_urls:
             return
+        if self.lock is not None:
+            self.lock.check()
         self.reporter.event(f"moving etcd leadership from {leader.name} to {target.name}")
         with contextlib.suppress(Exception):
             etcd.move_leader(leader.client_urls[0], target.id)
@@ -522,27 +599,43 @@ def _session(conn: Connection) -> Iterator[Session]:
 
 @contextlib.contextmanager
 def _etcd_lock(cluster: Cluster, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
-    """The etcd lease lock, once there is an etcd to hold it (the host lock is taken before)."""
+    """The etcd lease lock, once there is an etcd to hold it (the host lock is taken before).
+
+    It fails closed: an etcd that answers but cannot grant the lock stops the
+    run. Only an etcd without the v3 lease API at all (v2-only, answering 404)
+    leaves the host lock as the only protection.
+    """
     live = cluster.live_view(nodes)
     if live is None:
         yield
         return
-    lock = etcd.EtcdLock(live[0], cluster.settings.name, f"{socket.gethostname()}:{os.getpid()}")
+    endpoints = [live[0]] + [u for m in live[1].members for u in m.client_urls]
+    lock = etcd.EtcdLock(endpoints, cluster.settings.name, f"{socket.gethostname()}:{os.getpid()}")
     try:
         got = lock.acquire()
-    except Exception:
-        got = None  # an etcd without the v3 lease API: the host lock still protects this host
+    except FileNotFoundError:
+        got = None
+        cluster.reporter.event("etcd has no v3 lease API; only this host's lock guards the run")
+    except (EtcdError, requests.RequestException, ValueError, KeyError) as exc:
+        detail = exc.message if isinstance(exc, EtcdError) else type(exc).__name__
+        raise EtcdError(
+            f"could not take cluster {cluster.settings.name!r}'s etcd lock at {live[0]} ({detail}); nothing was"
+            " changed. Check etcd with `vmcoreos status` and run again"
+        ) from None
     if got is False:
         holder = None
         with contextlib.suppress(Exception):
             holder = lock.holder_of()
+        # The holder comes from etcd: quoted, so it cannot forge output lines.
         raise LockedError(
-            f"another vmcoreos run ({holder or 'unknown'}) holds cluster {cluster.settings.name!r}'s etcd lock;"
+            f"another vmcoreos run ({repr(holder) if holder else 'unknown'}) holds cluster {cluster.settings.name!r}'s etcd lock;"
             " it expires a minute after that run dies"
         )
+    cluster.lock = lock if got else None
     try:
         yield
     finally:
+        cluster.lock = None
         if got:
             lock.release()
 
@@ -613,6 +706,7 @@ def _converge(cluster: Cluster, configs: list[NodeConfig], *, rollback: bool = F
                         cluster.join(template, image, config, live[0], deadline)
                         live = cluster.live_view(cluster.vms()[0]) or live
             status = cluster.wait_joined(configs, deadline)
+            cluster.record_joined([c.name for c in configs])
         except NotJoinedError as exc:
             if not (rollback and result.created):
                 raise
@@ -686,6 +780,7 @@ def rebuild(
                 cluster.join(template, image, config, live[0], time.monotonic() + deadline_per_node)
                 result.rebuilt.append(config.name)
             status = cluster.wait_joined(configs, time.monotonic() + settings.wait_timeout)
+            cluster.record_joined([c.name for c in configs])
         result.nodes = [status[c.name] for c in configs]
         for st in result.nodes:
             st.action = "rebuilt" if st.name in result.rebuilt else "unchanged"

@@ -103,6 +103,9 @@ class EtcdSettings:
     client_port: int = 2379
     peer_port: int = 2380
     image: str | None = None  # ETCD_IMAGE for Flatcar's etcd-member.service (a registry mirror)
+    # https: the tool talks to etcd's client URLs over TLS, trusting ca_file (system CAs without one).
+    scheme: str = "http"
+    ca_file: Path | None = None
 
 
 # A container image reference as docker reads it: [host[:port]/]path[:tag][@sha256:digest]. Checked strictly
@@ -261,17 +264,26 @@ def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> 
         raise ConfigError("node.cpus must be at least 1 and node.memory_mb at least 256")
 
     et = top.section("etcd")
-    et.reject_unknown({"bootstrap", "discovery", "client_port", "peer_port", "image"})
+    et.reject_unknown({"bootstrap", "discovery", "client_port", "peer_port", "image", "scheme", "ca_file"})
     etcd_image = et.get("image", str)
+    etcd_ca = et.get("ca_file", str)
     etcd = EtcdSettings(
         bootstrap=et.get("bootstrap", str, "static"),
         discovery=et.get("discovery", str),
         client_port=et.get("client_port", int, 2379),
         peer_port=et.get("peer_port", int, 2380),
         image=check_image(etcd_image) if etcd_image is not None else None,
+        scheme=et.get("scheme", str, "https" if etcd_ca else "http"),
+        ca_file=_resolve(base_dir, etcd_ca) if etcd_ca else None,
     )
     if etcd.bootstrap not in ("static", "discovery"):
         raise ConfigError(f"etcd.bootstrap {etcd.bootstrap!r} must be 'static' or 'discovery'")
+    if etcd.scheme not in ("http", "https"):
+        raise ConfigError(f"etcd.scheme {etcd.scheme!r} must be 'http' or 'https'")
+    if etcd.ca_file is not None and etcd.scheme != "https":
+        raise ConfigError("etcd.ca_file is set but etcd.scheme is http; set etcd.scheme: https or drop ca_file")
+    if etcd.ca_file is not None and not etcd.ca_file.is_file():
+        raise ConfigError(f"etcd.ca_file {etcd.ca_file} does not exist; fix the path in the cluster file")
 
     wt = top.section("wait")
     wt.reject_unknown({"timeout"})

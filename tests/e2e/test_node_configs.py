@@ -186,6 +186,20 @@ def test_ignition_config_joins_with_afterburn_kargs(cli, vcsim, guestsim, signed
     _guest_ok(guestsim, "ignition")
     node = guestsim.node("lab-02")
     assert node["data_key"] == "guestinfo.ignition.config.data" and node["ip_source"] == "afterburn-kargs"
+    # Joined: the config (and its secrets) is gone from guestinfo, as Ignition >= 2.14 leaves it; the digest
+    # mark stays, and every node records the etcd cluster it joined.
+    cluster_id = format(int(requests.post(f"http://{subnet}.11:2379/v3/cluster/member/list", json={},
+                                          timeout=5).json()["header"]["cluster_id"]), "x")
+    vms = inventory(vcsim)
+    for name in ("lab-01", "lab-02", "lab-03"):
+        extra = vms[name]["extra"]
+        assert extra["guestinfo.ignition.config.data"] == "e30K"
+        assert extra["guestinfo.ignition.config.data.encoding"] == "base64"
+        assert extra["vmcoreos.config_digest"] and extra["vmcoreos.etcd_cluster_id"] == cluster_id
+    again = _deploy(cli, cluster, signed_ova, vcsim)
+    assert again.returncode == 0, again.stderr
+    assert [n["action"] for n in json.loads(again.stdout)["nodes"]] == ["unchanged"] * 3
+    assert "clearing" not in again.stderr
 
 
 def test_hyphenated_keys_are_refused_before_any_vm_exists(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):

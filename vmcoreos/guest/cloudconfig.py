@@ -8,15 +8,40 @@ Flatcar's coreos-cloudinit silently ignores hyphenated ones.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import yaml
 
+from vmcoreos.errors import ConfigError
 
 HEADER = "#cloud-config"
 MEMBER_UNIT = "etcd-member.service"
 MEMBER_DROPIN = "90-vmcoreos-membership.conf"
+
+
+# In a unit line `Environment="K=V"` a quote or backslash ends or escapes the value, % is a systemd
+# specifier, and a newline starts a new directive (ExecStartPre=… runs as root): none may reach one.
+_UNSAFE_IN_UNIT = re.compile(r'["\\%\x00-\x1f\x7f]')
+
+
+def unit_value(key: str, value: object) -> str:
+    """value as text for a systemd unit line under key; ConfigError if it could break out of that line."""
+    text = str(value)
+    bad = _UNSAFE_IN_UNIT.search(text) or _UNSAFE_IN_UNIT.search(str(key))
+    if bad:
+        raise ConfigError(
+            f"{key} would be written into a systemd unit line but contains {bad.group()!r}; quotes, backslashes,"
+            " % and control characters are refused there. Fix the value (cluster file, node config, or the etcd"
+            " member it came from)"
+        )
+    return text
+
+
+def environment_lines(env: dict[str, str]) -> str:
+    """`Environment="K=V"` lines for a drop-in, each value checked by unit_value."""
+    return "".join(f'Environment="{k}={unit_value(k, v)}"\n' for k, v in env.items())
 
 
 def load(text: str) -> dict:
@@ -130,6 +155,10 @@ def merge_node(doc: dict, *, hostname: str, membership: Membership | None, defau
         else:
             section.pop("discovery", None)
         section.update(membership.fields())
+        # coreos-cloudinit writes every key of this section as an Environment="ETCD_…=…" line.
+        for key, value in section.items():
+            if isinstance(value, (str, int, float)):
+                unit_value(f"coreos.{kind}.{key}", value)
     else:
         _merge_member_dropin(coreos, membership)
     return out
@@ -214,6 +243,5 @@ def _merge_member_dropin(coreos: dict, membership: Membership) -> None:
         units.append(unit)
     drop_ins = unit.setdefault("drop_ins", [])
     env = member_env(membership, user_env)
-    lines = ["[Service]"] + [f'Environment="{k}={v}"' for k, v in env.items()]
-    ours = {"name": MEMBER_DROPIN, "content": "\n".join(lines) + "\n"}
+    ours = {"name": MEMBER_DROPIN, "content": "[Service]\n" + environment_lines(env)}
     unit["drop_ins"] = [d for d in drop_ins if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)] + [ours]

@@ -21,6 +21,8 @@ MAX_VALUE_BYTES = 64 * 1024
 
 CLOUDINIT_DATA = "guestinfo.coreos.config.data"
 IGNITION_DATA = "guestinfo.ignition.config.data"
+# What Ignition >= 2.14 writes over its config once applied: "{}\n" in base64.
+IGNITION_CLEARED = "e30K"
 HOSTNAME = "guestinfo.hostname"
 AFTERBURN_KARGS = "guestinfo.afterburn.initrd.network-kargs"
 # The first VMXNET3 NIC of the Flatcar/CoreOS OVAs; networkd's Name= takes globs.

@@ -18,6 +18,7 @@ import urllib.parse
 
 import yaml
 
+from vmcoreos.guest.cloudconfig import environment_lines, unit_value
 from vmcoreos.guest.validate import ERROR, WARNING, Finding
 
 MEMBER_UNIT = "etcd-member.service"
@@ -254,21 +255,21 @@ def _file(major: int, path: str, text: str, mode: int) -> dict:
 
 
 def networkd_unit(address, gateway, dns) -> str:
-    lines = ["[Match]", "Name=e*", "", "[Network]", f"Address={address.with_prefixlen}"]
+    lines = ["[Match]", "Name=e*", "", "[Network]", f"Address={unit_value('Address', address.with_prefixlen)}"]
     if gateway is not None:
-        lines.append(f"Gateway={gateway}")
-    lines += [f"DNS={d}" for d in dns]
+        lines.append(f"Gateway={unit_value('Gateway', gateway)}")
+    lines += [f"DNS={unit_value('DNS', d)}" for d in dns]
     return "\n".join(lines) + "\n"
 
 
 def nm_keyfile(address, gateway, dns, iface: str) -> str:
     addr = address.with_prefixlen + (f",{gateway}" if gateway is not None else "")
     lines = [
-        "[connection]", "id=vmcoreos", "type=ethernet", f"interface-name={iface}", "",
-        "[ipv4]", "method=manual", f"address1={addr}",
+        "[connection]", "id=vmcoreos", "type=ethernet", f"interface-name={unit_value('interface-name', iface)}", "",
+        "[ipv4]", "method=manual", f"address1={unit_value('address1', addr)}",
     ]
     if dns:
-        lines.append("dns=" + "".join(f"{d};" for d in dns))
+        lines.append("dns=" + "".join(f"{unit_value('dns', d)};" for d in dns))
     return "\n".join(lines) + "\n"
 
 
@@ -309,7 +310,7 @@ def merge_node(
         enable_key = "enable" if (out.get("ignition") or {}).get("version") == "2.0.0" else "enabled"
         unit.setdefault(enable_key, True)
         dropins = [d for d in unit.get("dropins") or [] if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)]
-        contents = "[Service]\n" + "".join(f'Environment="{k}={v}"\n' for k, v in env.items())
+        contents = "[Service]\n" + environment_lines(env)
         unit["dropins"] = dropins + [{"name": MEMBER_DROPIN, "contents": contents}]
     return out
 

@@ -102,9 +102,34 @@ def load_user_config(settings: ClusterSettings) -> UserConfig:
         findings += _settings_findings(settings, kind, text, doc, located, source)
     findings = sorted(set(findings), key=lambda f: (f.line, f.level, f.message))
     warned = tuple((f"line {f.line}: " if f.line else "") + f.message for f in validate.warnings(findings))
+    if carries_private_key(text):
+        warned += (PRIVATE_KEY_WARNING,)
     user = UserConfig(text, source, doc or {}, kind, warned, located)
     _raise_if_errors(source, findings)
     return user
+
+
+PRIVATE_KEY_WARNING = (
+    "carries private key material; node configs go into guestinfo, which every vCenter user who can read the"
+    " VM's configuration (and anyone who can browse its datastore) can read; fetch keys at boot instead"
+)
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-")
+_BASE64_DATA_URL = re.compile(r"data:[^,\s\"]*;base64,([A-Za-z0-9+/=]+)")
+
+
+def carries_private_key(text: str) -> bool:
+    """A PEM or OpenSSH/PuTTY private key anywhere in the config, also inside Ignition data: URLs."""
+    import base64
+    import binascii
+    from urllib.parse import unquote
+
+    candidates = [text, unquote(text)]
+    for match in _BASE64_DATA_URL.finditer(text):
+        try:
+            candidates.append(base64.b64decode(match.group(1)).decode(errors="replace"))
+        except (binascii.Error, ValueError):
+            continue
+    return any(_PRIVATE_KEY.search(c) for c in candidates)
 
 
 def _raise_if_errors(source: str, findings: list[Finding]) -> None:
@@ -267,7 +292,7 @@ def _membership(settings, name, address, peers, existing) -> cloudconfig.Members
     etcd = settings.etcd
     if address is None and etcd.bootstrap == "static":
         return None
-    client = _url(address, etcd.client_port)
+    client = _url(address, etcd.client_port, etcd.scheme)
     peer = _url(address, etcd.peer_port)
     common = dict(
         name=name,
@@ -275,7 +300,7 @@ def _membership(settings, name, address, peers, existing) -> cloudconfig.Members
         peer_url=peer,
         token=cluster_token(settings),
         # A node owns its addresses; listening on all of them lets etcdctl on the node use localhost.
-        listen_client_url=f"http://0.0.0.0:{etcd.client_port}",
+        listen_client_url=f"{etcd.scheme}://0.0.0.0:{etcd.client_port}",
         listen_peer_url=f"http://0.0.0.0:{etcd.peer_port}",
         image=etcd.image,
     )
@@ -290,9 +315,9 @@ def _membership(settings, name, address, peers, existing) -> cloudconfig.Members
     return cloudconfig.Membership(initial_cluster=initial, state="new", **common)
 
 
-def _url(address: ipaddress.IPv4Interface | None, port: int) -> str:
+def _url(address: ipaddress.IPv4Interface | None, port: int, scheme: str = "http") -> str:
     host = str(address.ip) if address is not None else "$private_ipv4"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def _digest(text: str, keys: dict[str, str]) -> str:

@@ -24,6 +24,8 @@ MARK_DISTRO = "vmcoreos.distro"
 MARK_VERSION = "vmcoreos.image_version"
 MARK_SHA512 = "vmcoreos.image_sha512"
 MARK_DIGEST = "vmcoreos.config_digest"
+# The etcd cluster the node belongs to (hex ID): membership changes are refused against any other.
+MARK_ETCD_CLUSTER_ID = "vmcoreos.etcd_cluster_id"
 
 VM_PROPS = [
     "name",
