@@ -64,13 +64,17 @@ class Vcsim:
     """The vCenter simulator. strict=True: a separate NFC host with its own certificate,
     DRS off, vCenter's name and memory limits, thin disks, a twin port group (see
     tests/harness/vcsim/overlay/vmcoreos_strict.go). esx=True: a standalone ESXi instead.
-    task_delay (strict only): clone tasks run that many seconds, cancelable.
+    Strict only: drs=True leaves DRS on; task_delay: clone tasks run that many seconds,
+    cancelable, and import leases initialize that long; lease_timeout: a lease with no
+    progress call for that many seconds fails.
     session_idle: sessions idle that many seconds expire (0: never)."""
 
     workdir: Path
     strict: bool = False
     esx: bool = False
+    drs: bool = False
     task_delay: float = 0.0
+    lease_timeout: float = 0.0
     session_idle: float = 0.0
     proc: subprocess.Popen | None = None
     url: str = ""
@@ -104,7 +108,8 @@ class Vcsim:
         args = [str(VCSIM_BIN), "-listen", listen, "-cert-out", str(self.cert), "-info-out", str(info),
                 "-username", USER, "-password", PASSWORD]
         if self.strict:
-            args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s"]
+            args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s",
+                     "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}"]
         if self.esx:
             args.append("-esx")
         if self.session_idle:

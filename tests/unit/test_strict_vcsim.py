@@ -365,3 +365,111 @@ def test_guest_reports_link_local_then_overlay_then_node_address(tmp_path, subne
             Disconnect(si)
         guests.stop()
         sim.stop()
+
+
+# -- issue 13: real timings --------------------------------------------------------
+
+DELAY = 1.5
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    sim = Vcsim(tmp_path_factory.mktemp("slow-vcsim"), strict=True, drs=True, task_delay=DELAY, lease_timeout=2)
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_inv(slow):
+    from pyVim.connect import Disconnect
+
+    si = slow.connect()
+    yield Inventory(si)
+    Disconnect(si)
+
+
+def test_drs_flag_keeps_drs_on(slow_inv):
+    assert slow_inv.cluster.configurationEx.drsConfig.enabled is True
+
+
+def test_slow_clone_registers_its_vm_only_at_the_end(slow_inv):
+    inv = slow_inv
+    start = time.monotonic()
+    task = inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="slow-clone", spec=clone_spec(inv))
+    info = task.info
+    assert info.state == "running" and info.cancelable
+    # As on vCenter, so a client that lost its connection can find the task it started.
+    assert (info.descriptionId, info.entity, info.entityName) == ("VirtualMachine.clone", inv.vm, inv.vm.name)
+    assert task in inv.vm.recentTask
+    assert inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-clone") is None
+    clone = wait(task)
+    try:
+        assert time.monotonic() - start >= DELAY
+        assert clone.name == "slow-clone"
+    finally:
+        destroy(clone)
+
+
+def test_cancel_task_stops_a_running_clone(slow_inv):
+    from pyVmomi import vim, vmodl
+
+    inv = slow_inv
+    task = inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="slow-canceled", spec=clone_spec(inv))
+    task.CancelTask()
+    with pytest.raises(vmodl.fault.RequestCanceled):
+        wait(task)
+    time.sleep(DELAY + 0.5)
+    assert inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-canceled") is None
+    with pytest.raises(vim.fault.InvalidState):
+        task.CancelTask()  # finished tasks cannot be canceled
+
+
+def test_import_lease_initializes_for_the_delay(slow_inv):
+    from pyVmomi import vim
+
+    inv = slow_inv
+    lease = inv.cluster.resourcePool.ImportVApp(import_spec(inv, "slow-import"), folder=inv.dc.vmFolder)
+    try:
+        assert lease.state == "initializing"
+        deadline = time.monotonic() + DELAY + 5
+        while lease.state == "initializing" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lease.state == "ready"
+        # Kept alive by progress calls...
+        for _ in range(10):
+            lease.HttpNfcLeaseProgress(10)
+            time.sleep(0.3)
+        assert lease.state == "ready"
+        # ...and lost without them, as after vCenter's 300 s.
+        time.sleep(3)
+        assert lease.state == "error"
+        assert isinstance(lease.error, vim.fault.Timedout)
+    finally:
+        destroy(inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-import"))
+
+
+def test_idle_sessions_expire(tmp_path):
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    sim = Vcsim(tmp_path / "vcsim", session_idle=1).start()
+    try:
+        idle, busy = sim.connect(), sim.connect()
+        try:
+            for _ in range(12):
+                busy.CurrentTime()
+                time.sleep(0.25)
+            busy.RetrieveContent().sessionManager.currentSession  # still logged in after 3 s of use
+            with pytest.raises(vim.fault.NotAuthenticated):
+                idle.RetrieveContent().sessionManager.currentSession.key
+                idle.RetrieveContent().rootFolder.childEntity
+        finally:
+            for si in (idle, busy):
+                try:
+                    Disconnect(si)
+                except Exception:
+                    pass
+    finally:
+        sim.stop()

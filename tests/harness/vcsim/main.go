@@ -207,6 +207,9 @@ func main() {
 	nfcCertOut := flag.String("nfc-cert-out", "", "with -strict: write the NFC host's certificate (PEM) here")
 	taskDelay := flag.Duration("task-delay", 0,
 		"with -strict: clone tasks run this long in the background, cancelable, and register the VM only at the end")
+	drs := flag.Bool("drs", false, "with -strict: leave DRS on in every cluster (strict turns it off)")
+	leaseTimeout := flag.Duration("lease-timeout", 0,
+		"with -strict: an NFC lease without HttpNfcLeaseProgress for this long fails (vCenter: 300s; 0: never)")
 	sessionIdle := flag.Duration("session-idle", 0, "sessions idle longer than this become NotAuthenticated (0: never)")
 	flag.Parse()
 
@@ -227,9 +230,10 @@ func main() {
 	simulator.SessionIdleTimeout = *sessionIdle
 	var nfc *nfcHost
 	if *strict {
-		simulator.StrictSetup()
+		simulator.StrictSetup(*drs)
 		simulator.Strict.Enabled = true
 		simulator.Strict.TaskDelay = *taskDelay
+		simulator.Strict.LeaseTimeout = *leaseTimeout
 		addr := *nfcListen
 		if addr == "" {
 			addr = net.JoinHostPort(host, "0")

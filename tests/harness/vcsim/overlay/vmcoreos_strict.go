@@ -27,9 +27,13 @@ var Strict struct {
 	// NFC, and NfcThumbprint its SHA-1 certificate thumbprint.
 	NfcHost       string
 	NfcThumbprint string
-	// TaskDelay makes clone and import tasks run this long in the background,
-	// registering the VM only at the end, as a real full clone does.
+	// TaskDelay makes clone tasks run this long in the background,
+	// registering the VM only at the end, as a real full clone does, and
+	// keeps an import's lease "initializing" that long.
 	TaskDelay time.Duration
+	// LeaseTimeout: a lease with no HttpNfcLeaseProgress for this long fails
+	// (vCenter: 300 s), and its URLs stop working.
+	LeaseTimeout time.Duration
 }
 
 // maxNameLength: vCenter refuses entity names of 80 characters or more.
@@ -205,6 +209,78 @@ func strictLeaseDone(lease *HttpNfcLease) {
 	for _, abs := range lease.files {
 		leaseFiles.Delete(abs)
 	}
+	if v, ok := leaseWatch.LoadAndDelete(lease.Self); ok {
+		close(v.(*leaseTimer).done)
+	}
+}
+
+type leaseTimer struct {
+	progress chan struct{}
+	done     chan struct{}
+}
+
+// leaseWatch holds the timer of each open lease under Strict.LeaseTimeout.
+var leaseWatch sync.Map
+
+// strictLeaseStart: the lease is "initializing" for Strict.TaskDelay, then
+// ready; and it fails after Strict.LeaseTimeout without progress.
+func strictLeaseStart(lease *HttpNfcLease) {
+	if !Strict.Enabled {
+		return
+	}
+	if Strict.TaskDelay > 0 {
+		lease.State = types.HttpNfcLeaseStateInitializing
+		go func() {
+			time.Sleep(Strict.TaskDelay)
+			Map.WithLock(lease, func() {
+				if lease.State == types.HttpNfcLeaseStateInitializing {
+					Map.Update(lease, []types.PropertyChange{{Name: "state", Val: types.HttpNfcLeaseStateReady}})
+				}
+			})
+		}()
+	}
+	if Strict.LeaseTimeout <= 0 {
+		return
+	}
+	lease.Info.LeaseTimeout = int32(Strict.LeaseTimeout / time.Second)
+	t := &leaseTimer{progress: make(chan struct{}, 1), done: make(chan struct{})}
+	leaseWatch.Store(lease.Self, t)
+	go func() {
+		wait := Strict.TaskDelay + Strict.LeaseTimeout // the clock starts when the lease is ready
+		for {
+			select {
+			case <-t.done:
+				return
+			case <-t.progress:
+				wait = Strict.LeaseTimeout
+			case <-time.After(wait):
+				leaseWatch.Delete(lease.Self)
+				nfcLease.Delete(lease.Self)
+				Map.WithLock(lease, func() {
+					Map.Update(lease, []types.PropertyChange{
+						{Name: "state", Val: types.HttpNfcLeaseStateError},
+						{Name: "error", Val: &types.LocalizedMethodFault{
+							Fault: new(types.Timedout), LocalizedMessage: "The lease timed out without progress."}},
+					})
+				})
+				return
+			}
+		}
+	}()
+}
+
+// strictLeaseProgress renews the lease, as HttpNfcLeaseProgress does on vCenter.
+func strictLeaseProgress(lease *HttpNfcLease) types.BaseMethodFault {
+	if lease.State == types.HttpNfcLeaseStateError {
+		return new(types.Timedout)
+	}
+	if v, ok := leaseWatch.Load(lease.Self); ok {
+		select {
+		case v.(*leaseTimer).progress <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
 
 func diskFiles(vm *VirtualMachine) []*types.VirtualDisk {
@@ -314,8 +390,11 @@ func strictGuestNet(vm *VirtualMachine, value interface{}) []types.PropertyChang
 }
 
 // StrictSetup changes the model after Create: every cluster has DRS off, as
-// on a vSphere Standard licence and in most labs.
-func StrictSetup() {
+// on a vSphere Standard licence and in most labs (unless drs).
+func StrictSetup(drs bool) {
+	if drs {
+		return
+	}
 	for _, e := range Map.All("ClusterComputeResource") {
 		cluster := e.(*ClusterComputeResource)
 		if cfg, ok := cluster.ConfigurationEx.(*types.ClusterConfigInfoEx); ok {
@@ -336,8 +415,21 @@ var cancels sync.Map
 
 // strictRun runs the task inline, or with Strict.TaskDelay in the background:
 // the task is "running" (and cancelable) for the delay and only then does its
-// work, so a clone's VM appears only when the task ends.
-func strictRun(task *Task) types.ManagedObjectReference {
+// work, so a clone's VM appears only when the task ends. Strict tasks carry
+// vCenter's method name and descriptionId (the simulator's "CloneVm" is no
+// method a client knows) and show in their entity's recentTask.
+func strictRun(task *Task, method, descriptionID string) types.ManagedObjectReference {
+	if !Strict.Enabled {
+		return task.Run()
+	}
+	task.Info.Name = method
+	task.Info.DescriptionId = descriptionID
+	if e, ok := Map.Get(*task.Info.Entity).(mo.Entity); ok {
+		task.Info.EntityName = e.Entity().Name
+		Map.Update(e, []types.PropertyChange{
+			{Name: "recentTask", Val: append(e.Entity().RecentTask, task.Self)},
+		})
+	}
 	if Strict.TaskDelay <= 0 {
 		return task.Run()
 	}
