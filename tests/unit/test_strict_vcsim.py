@@ -22,22 +22,33 @@ MiB = 1 << 20
 THUMBPRINT = re.compile(r"(?:[0-9A-F]{2}:){19}[0-9A-F]{2}")
 
 
-@pytest.fixture(scope="module")
-def strict(tmp_path_factory):
-    sim = Vcsim(tmp_path_factory.mktemp("strict-vcsim"), strict=True)
+def running_vcsim(workdir, **options):
+    """A started strict Vcsim and a pyvmomi session on it, both ended after the module."""
+    from pyVim.connect import Disconnect
+
+    sim = Vcsim(workdir, strict=True, **options)
     try:
-        yield sim.start()
+        sim.start()
+        si = sim.connect()
+        yield sim, si
+        Disconnect(si)
     finally:
         sim.stop()
 
 
 @pytest.fixture(scope="module")
-def si(strict):
-    from pyVim.connect import Disconnect
+def strict_bed(tmp_path_factory):
+    yield from running_vcsim(tmp_path_factory.mktemp("strict-vcsim"))
 
-    si = strict.connect()
-    yield si
-    Disconnect(si)
+
+@pytest.fixture(scope="module")
+def strict(strict_bed):
+    return strict_bed[0]
+
+
+@pytest.fixture(scope="module")
+def si(strict_bed):
+    return strict_bed[1]
 
 
 class Inventory:
@@ -373,21 +384,9 @@ DELAY = 1.5
 
 
 @pytest.fixture(scope="module")
-def slow(tmp_path_factory):
-    sim = Vcsim(tmp_path_factory.mktemp("slow-vcsim"), strict=True, drs=True, task_delay=DELAY, lease_timeout=2)
-    try:
-        yield sim.start()
-    finally:
-        sim.stop()
-
-
-@pytest.fixture(scope="module")
-def slow_inv(slow):
-    from pyVim.connect import Disconnect
-
-    si = slow.connect()
-    yield Inventory(si)
-    Disconnect(si)
+def slow_inv(tmp_path_factory):
+    for _, si in running_vcsim(tmp_path_factory.mktemp("slow-vcsim"), drs=True, task_delay=DELAY, lease_timeout=2):
+        yield Inventory(si)
 
 
 def test_drs_flag_keeps_drs_on(slow_inv):
