@@ -66,7 +66,9 @@ class Vcsim:
     tests/harness/vcsim/overlay/vmcoreos_strict.go). esx=True: a standalone ESXi instead.
     Strict only: drs=True leaves DRS on; task_delay: clone tasks run that many seconds,
     cancelable, and import leases initialize that long; lease_timeout: a lease with no
-    progress call for that many seconds fails.
+    progress call for that many seconds fails; nfc_advertise: the host:port leases name
+    for NFC instead of the NFC listener's (nfc_listen), so a FaultProxy listening there
+    and relaying to nfc_listen sees every upload.
     session_idle: sessions idle that many seconds expire (0: never)."""
 
     workdir: Path
@@ -76,10 +78,12 @@ class Vcsim:
     task_delay: float = 0.0
     lease_timeout: float = 0.0
     session_idle: float = 0.0
+    nfc_advertise: str = ""
     proc: subprocess.Popen | None = None
     url: str = ""
     thumbprint: str = ""
-    nfc_host: str = ""  # host:port of the strict bed's NFC "ESXi host"
+    nfc_host: str = ""  # host:port of the strict bed's NFC "ESXi host", as leases name it
+    nfc_listen: str = ""  # where that host really listens (nfc_host unless nfc_advertise)
     nfc_thumbprint: str = ""
 
     @property
@@ -110,6 +114,8 @@ class Vcsim:
         if self.strict:
             args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s",
                      "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}"]
+            if self.nfc_advertise:
+                args += ["-nfc-advertise", self.nfc_advertise]
         if self.esx:
             args.append("-esx")
         if self.session_idle:
@@ -125,6 +131,7 @@ class Vcsim:
         fields = dict(line.split("=", 1) for line in info.read_text().split())
         self.url, self.thumbprint = fields["url"], fields["thumbprint"]
         self.nfc_host, self.nfc_thumbprint = fields.get("nfc_host", ""), fields.get("nfc_thumbprint", "")
+        self.nfc_listen = fields.get("nfc_listen", "")
         return self
 
     def env(self) -> dict[str, str]:

@@ -165,6 +165,30 @@ def test_lease_points_at_a_host_with_its_own_certificate(strict, inv):
             destroy(vm)
 
 
+def test_nfc_host_can_be_reached_through_a_fault_proxy(tmp_path):
+    from tests.harness.faultproxy import FaultProxy
+    from tests.harness.services import free_port
+
+    port = free_port()
+    for sim, si in running_vcsim(tmp_path / "vcsim", nfc_advertise=f"127.0.0.1:{port}"):
+        nfc_host, nfc_port = sim.nfc_listen.rsplit(":", 1)
+        with FaultProxy(upstream=(nfc_host, int(nfc_port)), listen=("127.0.0.1", port)) as proxy:
+            inv = Inventory(si)
+            lease = ready_lease(inv, "strict-proxied")
+            try:
+                (device,) = [d for d in lease.info.deviceUrl if d.disk]
+                assert sim.nfc_host == f"127.0.0.1:{port}" != sim.nfc_listen
+                assert device.url.startswith(f"https://127.0.0.1:{port}/nfc/")
+                proxy.reset_after(1 << 20, direction="up")
+                with pytest.raises((ConnectionError, ssl.SSLError)):
+                    put(device.url, b"p" * (2 << 20), pinned_context(), pin=device.sslThumbprint)
+                assert put(device.url, b"p" * (2 << 20), pinned_context(), pin=device.sslThumbprint) == 200
+                assert proxy.stats.resets == 1
+                lease.HttpNfcLeaseComplete()
+            finally:
+                destroy(inv.content.searchIndex.FindChild(inv.dc.vmFolder, "strict-proxied"))
+
+
 # -- 2. DRS off: a host is needed ---------------------------------------------
 
 def test_default_cluster_has_drs_off(inv):

@@ -204,6 +204,8 @@ func main() {
 		"behave as a real vCenter 7/8 with ESXi hosts where the simulator is lenient: separate NFC host, DRS off, name and memory limits, thin disks, a twin port group")
 	esx := flag.Bool("esx", false, "serve a standalone ESXi (apiType HostAgent) instead of a vCenter")
 	nfcListen := flag.String("nfc-listen", "", "with -strict: address of the \"ESXi host\" NFC listener (default: the -listen host, any port)")
+	nfcAdvertise := flag.String("nfc-advertise", "",
+		"with -strict: the host:port leases name for NFC (default: the NFC listener's), e.g. a fault proxy in front of it")
 	nfcCertOut := flag.String("nfc-cert-out", "", "with -strict: write the NFC host's certificate (PEM) here")
 	taskDelay := flag.Duration("task-delay", 0,
 		"with -strict: clone tasks run this long in the background, cancelable, and register the VM only at the end")
@@ -241,6 +243,9 @@ func main() {
 		nfc = startNfcHost(addr, *nfcCertOut)
 		defer nfc.server.Close()
 		simulator.Strict.NfcHost = nfc.addr
+		if *nfcAdvertise != "" {
+			simulator.Strict.NfcHost = *nfcAdvertise
+		}
 		simulator.Strict.NfcThumbprint = nfc.thumbprint
 	}
 
@@ -279,7 +284,8 @@ func main() {
 	u.User = nil
 	info := fmt.Sprintf("url=%s\nthumbprint=%s\n", u.String(), thumbprint(pair))
 	if nfc != nil {
-		info += fmt.Sprintf("nfc_host=%s\nnfc_thumbprint=%s\n", nfc.addr, nfc.thumbprint)
+		info += fmt.Sprintf("nfc_host=%s\nnfc_listen=%s\nnfc_thumbprint=%s\n",
+			simulator.Strict.NfcHost, nfc.addr, nfc.thumbprint)
 	}
 	if *infoOut != "" {
 		// Written last and renamed into place so a reader never sees half of it.
