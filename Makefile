@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv gnupg patch ca-certificates curl ignition
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
-VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/fetch-empty-property.patch tests/harness/vcsim/build.sh
+VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/build.sh $(wildcard tests/harness/vcsim/*.patch tests/harness/vcsim/overlay/*.go)
 
 .PHONY: all deps apt venv demo test bench clean
 

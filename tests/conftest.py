@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.services import GuestSim, Vcsim
+from tests.harness.services import GuestSim, Vcsim, strict_profile
 
 VMCOREOS = str(Path(sys.executable).with_name("vmcoreos"))
 OUTPUT_LOG: list[str] = []  # everything the tool printed in this session
@@ -60,7 +60,8 @@ def cli():
 
 @pytest.fixture
 def vcsim(tmp_path):
-    sim = Vcsim(tmp_path / "vcsim")
+    # VMCOREOS_TEST_PROFILE=strict: the bed behaves as a real vCenter (services.Vcsim).
+    sim = Vcsim(tmp_path / "vcsim", strict=strict_profile())
     try:
         yield sim.start()
     finally:
@@ -81,7 +82,7 @@ def subnet():
 
 @pytest.fixture
 def guestsim(vcsim, tmp_path, subnet):
-    sim = GuestSim(vcsim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199")
+    sim = GuestSim(vcsim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=vcsim.strict)
     try:
         yield sim.start()
     finally:

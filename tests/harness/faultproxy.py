@@ -16,7 +16,11 @@ in front of the plain-HTTP release server. On that stream it can:
   read and dropped, so the close stays a FIN) or "unlisten" (close the listening
   socket: a real ECONNREFUSED, then listen again on the same port);
 * ``throttle(bytes_per_second, direction)`` a slow link (a token bucket per direction,
-  shared by all connections).
+  shared by all connections);
+* ``reset_idle(min_idle, conn)`` reset, now, every open connection that has carried
+  nothing for at least min_idle seconds -- what a load balancer or vCenter's idle
+  timeout does to a pooled keep-alive socket: the client learns of it only when it
+  next sends on that socket.
 
 Every fault is counted (``times``, default 1; None = every time) and fires on the
 first connections that reach it; ``clear()`` lifts them all. Byte offsets count
@@ -50,7 +54,9 @@ The simulator's certificate names 127.0.0.1 (its SAN), not a port, so
 ``VMCOREOS_CA_FILE=vcsim.cert`` still verifies through the proxy on
 127.0.0.1:<other port>. The simulator hands out NFC upload URLs with host ``*``,
 which the tool replaces with the host:port it is talking to -- the proxy -- so
-uploads go through the proxy too. A thumbprint (``vcsim.thumbprint``) pins the
+uploads go through the proxy too. The strict bed (``Vcsim(strict=True)``) names
+its separate NFC host (``vcsim.nfc_host``) in the URLs instead, as a real vCenter
+names an ESXi host: to cut uploads there, proxy that address. A thumbprint (``vcsim.thumbprint``) pins the
 same certificate, so it works as well. Over TLS a reset or stall lands mid-record:
 clients may report it as ConnectionResetError, ssl.SSLError or a timeout. Pick
 byte offsets above what the SOAP connection carries (``stats.conns`` shows each
@@ -145,6 +151,7 @@ class Stats:
     bytes_down: int = 0
     resets: int = 0  # reset_after() faults carried out
     stalls: int = 0  # stall() faults begun
+    idle_resets: int = 0  # connections reset by reset_idle()
     conns: tuple[ConnInfo, ...] = ()
 
 
@@ -231,6 +238,7 @@ class _Conn:
         self.tail = b""  # the end of what the client sent, for requests split across reads
         self.reset_deadline: float | None = None
         self.closed = False
+        self.last_active = time.monotonic()  # when a byte last arrived from either side
 
     def info(self) -> ConnInfo:
         return ConnInfo(self.index, bytes(self.first), self.up.sent, self.down.sent, not self.closed)
@@ -284,7 +292,8 @@ class FaultProxy:
         self._refusal: _Refusal | None = None
         self._release = False  # clear() asks the loop to let held/stalled connections go
         self._n = dict.fromkeys(("connections", "refused", "upstream_errors", "bytes_up", "bytes_down", "resets",
-                                 "stalls"), 0)
+                                 "stalls", "idle_resets"), 0)
+        self._idle_requests: list[list] = []  # [min_idle, conn filter, result or None], done by the loop
         self._history: list[_Conn] = []
         # Owned by the loop thread:
         self._conns: set[_Conn] = set()
@@ -395,6 +404,42 @@ class FaultProxy:
             for d in DIRECTIONS if direction == "both" else (direction,):
                 self._buckets[d] = None if bytes_per_second is None else _Bucket(bytes_per_second, now)
         self._wake()
+
+    def reset_idle(self, min_idle: float = 0.0, *, conn: ConnFilter = None, timeout: float = 10.0) -> int:
+        """Reset every open connection idle for at least min_idle seconds (nothing read from
+        either side, nothing buffered); return how many. Busy connections are left alone."""
+        if min_idle < 0:
+            raise ValueError("min_idle must be >= 0")
+        if conn is not None and not isinstance(conn, int) and not callable(conn):
+            raise TypeError("conn must be a connection index or a callable taking a ConnInfo")
+        request = [float(min_idle), conn, None]
+        with self._cond:
+            self._idle_requests.append(request)
+        self._wake()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while request[2] is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    raise TimeoutError("the proxy loop did not answer reset_idle")
+                self._cond.wait(left)
+        return request[2]
+
+    def _reset_idle_now(self, now: float) -> None:
+        with self._lock:
+            requests, self._idle_requests = self._idle_requests, []
+        for request in requests:
+            min_idle, conn_filter, _ = request
+            probe = Fault("reset", "up", 0, conn=conn_filter)
+            victims = [c for c in self._conns
+                       if not c.connecting and not any(p.buf for p in c.pipes)
+                       and now - c.last_active >= min_idle and probe.matches(c.info())]
+            for c in victims:
+                self._close(c, reset=True)
+            with self._cond:
+                self._n["idle_resets"] += len(victims)
+                request[2] = len(victims)
+                self._cond.notify_all()
 
     def clear(self) -> None:
         """Lift every fault: armed ones, refusals, throttles, and stalls under way."""
@@ -517,6 +562,7 @@ class FaultProxy:
                 self._drop(sock, reset=True)
             else:
                 deadline = min(deadline, until)
+        self._reset_idle_now(now)
         for conn in list(self._conns):
             if release:
                 for p in conn.pipes:
@@ -730,6 +776,7 @@ class FaultProxy:
                     conn.first += data[: FIRST_BYTES - len(conn.first)]
                 self._spot_requests(conn, data)
         p.read += len(data)
+        conn.last_active = time.monotonic()
         p.buf = memoryview(data)
         self._write(conn, p)
 
@@ -808,7 +855,7 @@ class FaultProxy:
 
 # -- as a child process ------------------------------------------------------------------
 
-COMMANDS = ("reset_after", "stall", "refuse", "throttle", "clear", "stats", "url_for")
+COMMANDS = ("reset_after", "stall", "refuse", "throttle", "reset_idle", "clear", "stats", "url_for")
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -9,7 +9,8 @@ and, when one with a CoreOS config powers on, does what the guest would do:
   decode the user-data, derive the network metadata and substitutions;
 * apply the parts that matter to a deployer (hostname, IP address, etcd);
 * start a real etcd member for the node on its own loopback address;
-* report VMware-tools state, IP address and hostname back to vcsim.
+* report VMware-tools state, IP address and hostname back to vcsim; with
+  ``--strict-tools``, as real VMware Tools do (see ToolsReport).
 
 It deliberately imports nothing from ``vmcoreos``: its decoding is written
 from the upstream sources (flatcar/coreos-cloudinit) so that it catches the
@@ -1895,6 +1896,61 @@ class SerialWorker:
                 log.error("%s: %s: %s", self._thread.name, type(exc).__name__, _one_line(exc))
 
 
+# VMware Tools' "primary" address is not the node's: while the network comes
+# up it is IPv6 link-local, and on a node that runs containers an overlay
+# interface's. guest.net lists every NIC; the VM's first NIC has deviceConfigId
+# 4000, interfaces the guest made itself have -1.
+FIRST_NIC_ID = 4000
+DOCKER0 = "172.17.0.1"
+
+
+def link_local(mac: str) -> str:
+    """The EUI-64 fe80:: address a guest gives the NIC with this MAC."""
+    octets = [int(part, 16) for part in mac.split(":")] if mac else [0, 0x50, 0x56, 0, 0, 1]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))
+
+
+def flannel_address(node_ip: str) -> str:
+    """A flannel.1-style 10.1.x.0 address, x from the node's last octet."""
+    return f"10.1.{node_ip.rsplit('.', 1)[-1]}.0"
+
+
+def _nic(device_id: int, mac: str, network: str, addresses: list[tuple[str, int]]) -> dict:
+    """One guest.net entry, field names as in the vSphere API (vim.vm.GuestInfo.NicInfo)."""
+    return {"network": network, "macAddress": mac, "connected": True, "deviceConfigId": device_id,
+            "ipAddress": [a for a, _ in addresses],
+            "ipConfig": {"ipAddress": [{"ipAddress": a, "prefixLength": p, "state": "preferred"}
+                                       for a, p in addresses]}}
+
+
+@dataclass
+class ToolsReport:
+    """What VMware Tools tells vCenter at one moment: guest.ipAddress and guest.net."""
+    ip: str
+    net: list[dict]
+    seconds: float  # how long this report stands before the next
+
+
+def tools_reports(node_ip: str | None, mac: str, network: str, link_local_seconds: float,
+                  overlay_seconds: float) -> list[ToolsReport]:
+    """The reports of a booting node, in order, as real VMware Tools give them:
+    fe80:: alone while the network comes up; then every interface (the node's own
+    address on the first NIC, docker0, flannel.1) with the flannel address as the
+    primary for a while; then the node's own address as the primary."""
+    ll = link_local(mac)
+    first = _nic(FIRST_NIC_ID, mac, network, [(ll, 64)])
+    if node_ip is None:
+        return [ToolsReport(ll, [first], 0.0)]
+    flannel = flannel_address(node_ip)
+    net = [_nic(FIRST_NIC_ID, mac, network, [(node_ip, 24), (ll, 64)]),
+           _nic(-1, "02:42:ac:11:00:01", "", [(DOCKER0, 16)]),
+           _nic(-1, "7a:1c:00:00:00:01", "", [(flannel, 32)])]
+    return [ToolsReport(ll, [first], link_local_seconds), ToolsReport(flannel, net, overlay_seconds),
+            ToolsReport(node_ip, net, 0.0)]
+
+
 @dataclass
 class VmFacts:
     name: str
@@ -1903,6 +1959,7 @@ class VmFacts:
     extra: dict[str, str]
     instance_uuid: str
     mac: str
+    network: str = ""
 
 
 @dataclass
@@ -1917,6 +1974,8 @@ class VmState:
     etcd: EtcdSupervisor | None = None
     record: dict | None = None
     record_path: Path | None = None
+    tools_ip: str | None = None  # the last address and guest.net reported while running
+    tools_net: list[dict] | None = None
 
 
 WATCHED = ["name", "runtime.powerState", "config.extraConfig", "config.template"]
@@ -1932,8 +1991,11 @@ class GuestSimulator:
 
     def __init__(self, si, state_dir: Path, dhcp_range: str, boot_delay: float = 0.0,
                  etcd_binary: str = "/usr/bin/etcd", nic_name: str = "ens192",
-                 restart_sec: float = 10.0):
+                 restart_sec: float = 10.0, strict_tools: bool = False,
+                 link_local_seconds: float = 1.0, overlay_seconds: float = 3.0):
         self.si, self.state_dir = si, Path(state_dir)
+        self.strict_tools = strict_tools
+        self.link_local_seconds, self.overlay_seconds = link_local_seconds, overlay_seconds
         self.boot_delay, self.etcd_binary = boot_delay, etcd_binary
         self.nic_name, self.restart_sec = nic_name, restart_sec
         self.leases = LeasePool(dhcp_range, self.state_dir / "leases.json")
@@ -2064,10 +2126,19 @@ class GuestSimulator:
                  result.datasource, result.ip, result.hostname, len(result.errors))
         for error in result.errors:
             log.info("%s: guest error: %s", facts.name, _one_line(error))
-        self._report(vm, running=True, ip=result.ip, hostname=result.hostname)
+        reports = (tools_reports(result.ip, facts.mac, facts.network, self.link_local_seconds,
+                                 self.overlay_seconds) if self.strict_tools else [])
+        if reports:
+            self._report(vm, running=True, ip=reports[0].ip, hostname=result.hostname, net=reports[0].net)
+        else:
+            self._report(vm, running=True, ip=result.ip, hostname=result.hostname)
         etcd = self._start_etcd(vm, result, disk)
         vm.record = node_record(vm, facts, result, etcd, disk_state["boots"])
         self._write_record(vm)
+        for before, report in zip(reports, reports[1:]):
+            if vm.worker.superseded(before.seconds):
+                return  # powered off or reset meanwhile: that event reports now
+            self._report(vm, running=True, ip=report.ip, hostname=result.hostname, net=report.net)
 
     def _start_etcd(self, vm: VmState, result: BootResult, disk: Path) -> dict | None:
         if result.etcd is None:
@@ -2122,7 +2193,8 @@ class GuestSimulator:
         if vm.etcd:
             vm.etcd.send_signal(signal.SIGCONT)
         if vm.record is not None:
-            self._report(vm, running=True, ip=vm.record["ip"], hostname=vm.record["hostname"])
+            self._report(vm, running=True, ip=vm.tools_ip or vm.record["ip"], hostname=vm.record["hostname"],
+                         net=vm.tools_net)
             log.info("%s: resumed", vm.name)
 
     def _destroyed(self, vm: VmState) -> None:
@@ -2187,15 +2259,19 @@ class GuestSimulator:
             template=bool(props.get("config.template")),
             extra=extra_config_dict((o.key, o.value) for o in props.get("config.extraConfig") or []),
             instance_uuid=props.get("config.instanceUuid") or "",
-            mac=(nics[0].macAddress or "") if nics else "")
+            mac=(nics[0].macAddress or "") if nics else "",
+            network=(getattr(nics[0].backing, "deviceName", None) or "") if nics else "")
 
     def _report(self, vm: VmState, running: bool, ip: str | None = None,
-                hostname: str | None = None) -> None:
+                hostname: str | None = None, net: list[dict] | None = None) -> None:
         """What VMware tools tell vCenter.  vcsim applies SET.<path> extraConfig
-        keys to the VM's properties instead of storing them."""
+        keys to the VM's properties instead of storing them; our build reads
+        SET.guest.net as JSON (a list of NicInfo)."""
         from pyVim.task import WaitForTask
         from pyVmomi import vim, vmodl
 
+        if running:
+            vm.tools_ip, vm.tools_net = ip, net
         tools = "guestToolsRunning" if running else "guestToolsNotRunning"
         values = {"SET.guest.toolsRunningStatus": tools,
                   "SET.summary.guest.toolsRunningStatus": tools,
@@ -2204,6 +2280,9 @@ class GuestSimulator:
                   "SET.guest.ipAddress": (ip or "") if running else ""}
         if running and hostname:
             values["SET.guest.hostName"] = hostname
+        if self.strict_tools:
+            # After guest.ipAddress, which vcsim copies into guest.net[0].
+            values["SET.guest.net"] = json.dumps(net or []) if running else ""
         spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=k, value=v)
                                               for k, v in values.items()])
         try:
@@ -2312,6 +2391,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--etcd-binary", default="/usr/bin/etcd")
     parser.add_argument("--nic-name", default="ens192",
                         help="the guest's name for the VM's first NIC (default ens192)")
+    parser.add_argument("--strict-tools", action="store_true",
+                        help="report addresses as real VMware Tools do: fe80:: first, then several NICs")
+    parser.add_argument("--link-local-seconds", type=float, default=1.0, metavar="SECONDS",
+                        help="with --strict-tools: how long fe80:: is the only address (default 1)")
+    parser.add_argument("--overlay-seconds", type=float, default=3.0, metavar="SECONDS",
+                        help="with --strict-tools: how long flannel's address is the primary (default 3)")
     return parser.parse_args(argv)
 
 
@@ -2332,7 +2417,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         si = connect(args.url, args.ca_file, args.username, password)
         sim = GuestSimulator(si, args.state_dir, args.dhcp_range, args.boot_delay,
-                             args.etcd_binary, args.nic_name)
+                             args.etcd_binary, args.nic_name, strict_tools=args.strict_tools,
+                             link_local_seconds=args.link_local_seconds, overlay_seconds=args.overlay_seconds)
     except Exception as exc:
         print(f"guestsim: cannot start: {_one_line(exc)}", file=sys.stderr)
         return 2

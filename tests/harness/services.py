@@ -19,6 +19,17 @@ ROOT = Path(__file__).resolve().parents[2]
 VCSIM_BIN = ROOT / "build" / "vcsim"
 # Distinctive, so the suite can grep everything vmcoreos printed for it (it must never appear).
 USER, PASSWORD = "vmcoreos-admin", "Vq7-test-Pa55word-3f9c"
+# "strict" makes the test bed behave as a real vCenter where the simulator is lenient
+# (Vcsim and GuestSim strict=True); the conftest fixtures read it.
+PROFILE_ENV = "VMCOREOS_TEST_PROFILE"
+
+
+def strict_profile() -> bool:
+    """Whether fixtures build the strict bed: VMCOREOS_TEST_PROFILE=strict (default: lenient)."""
+    profile = os.environ.get(PROFILE_ENV, "lenient")
+    if profile not in ("strict", "lenient"):
+        raise RuntimeError(f"{PROFILE_ENV}={profile!r}: use strict or lenient")
+    return profile == "strict"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -50,14 +61,38 @@ def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
 
 @dataclass
 class Vcsim:
+    """The vCenter simulator. strict=True: a separate NFC host with its own certificate,
+    DRS off, vCenter's name and memory limits, thin disks, a twin port group (see
+    tests/harness/vcsim/overlay/vmcoreos_strict.go). esx=True: a standalone ESXi instead.
+    Strict only: drs=True leaves DRS on; task_delay: clone tasks run that many seconds,
+    cancelable, and import leases initialize that long; lease_timeout: a lease with no
+    progress call for that many seconds fails; nfc_advertise: the host:port leases name
+    for NFC instead of the NFC listener's (nfc_listen), so a FaultProxy listening there
+    and relaying to nfc_listen sees every upload.
+    session_idle: sessions idle that many seconds expire (0: never)."""
+
     workdir: Path
+    strict: bool = False
+    esx: bool = False
+    drs: bool = False
+    task_delay: float = 0.0
+    lease_timeout: float = 0.0
+    session_idle: float = 0.0
+    nfc_advertise: str = ""
     proc: subprocess.Popen | None = None
     url: str = ""
     thumbprint: str = ""
+    nfc_host: str = ""  # host:port of the strict bed's NFC "ESXi host", as leases name it
+    nfc_listen: str = ""  # where that host really listens (nfc_host unless nfc_advertise)
+    nfc_thumbprint: str = ""
 
     @property
     def cert(self) -> Path:
         return self.workdir / "vcsim-cert.pem"
+
+    @property
+    def nfc_cert(self) -> Path:
+        return self.workdir / "nfc-host-cert.pem"
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -74,9 +109,19 @@ class Vcsim:
         log = open(self.workdir / "vcsim.log", "wb")
         # vcsim keeps its datastore in $TMPDIR; point it into our workdir so cleanup is ours.
         env = dict(os.environ, TMPDIR=str(self.workdir))
+        args = [str(VCSIM_BIN), "-listen", listen, "-cert-out", str(self.cert), "-info-out", str(info),
+                "-username", USER, "-password", PASSWORD]
+        if self.strict:
+            args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s",
+                     "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}"]
+            if self.nfc_advertise:
+                args += ["-nfc-advertise", self.nfc_advertise]
+        if self.esx:
+            args.append("-esx")
+        if self.session_idle:
+            args += ["-session-idle", f"{self.session_idle}s"]
         self.proc = subprocess.Popen(
-            [str(VCSIM_BIN), "-listen", listen, "-cert-out", str(self.cert), "-info-out", str(info),
-             "-username", USER, "-password", PASSWORD],
+            args,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -85,6 +130,8 @@ class Vcsim:
         _wait_file(info, self.proc, "vcsim")
         fields = dict(line.split("=", 1) for line in info.read_text().split())
         self.url, self.thumbprint = fields["url"], fields["thumbprint"]
+        self.nfc_host, self.nfc_thumbprint = fields.get("nfc_host", ""), fields.get("nfc_thumbprint", "")
+        self.nfc_listen = fields.get("nfc_listen", "")
         return self
 
     def env(self) -> dict[str, str]:
@@ -115,6 +162,9 @@ class GuestSim:
     workdir: Path
     dhcp_range: str = "127.0.200.10-127.0.200.250"
     boot_delay: float = 0.0
+    # Guest tools as real VMware Tools report them: fe80:: first, then several NICs in
+    # guest.net and an overlay address as guest.ipAddress for a while (see guestsim.py).
+    strict: bool = False
     proc: subprocess.Popen | None = None
 
     @property
@@ -135,6 +185,7 @@ class GuestSim:
                 "--state-dir", str(self.state_dir),
                 "--dhcp-range", self.dhcp_range,
                 "--boot-delay", str(self.boot_delay),
+                *(["--strict-tools"] if self.strict else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

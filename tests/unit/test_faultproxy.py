@@ -451,3 +451,28 @@ def test_in_a_child_process(echo):
             child.stall(1, direction="sideways")
         assert child.proc.poll() is None
     assert child.proc is None
+
+
+def test_reset_idle_cuts_a_pooled_keepalive_connection_but_not_a_busy_one(web, proxies):
+    proxy = proxies(web)
+    pooled = http.client.HTTPConnection(*proxy.address, timeout=5)
+    try:
+        pooled.request("GET", "/bytes/100")  # HTTP/1.1 keep-alive: the socket stays open, idle
+        assert pooled.getresponse().read() == body(100)
+        proxy.wait(lambda s: s.bytes_down > 0)
+        assert proxy.reset_idle(min_idle=5) == 0  # not idle that long yet
+        time.sleep(1.0)
+        busy = socket.create_connection(proxy.address, timeout=5)  # just opened: not idle 0.8 s
+        try:
+            proxy.wait(lambda s: s.connections == 2)
+            assert proxy.reset_idle(min_idle=0.8) == 1
+            stats = proxy.wait(lambda s: s.active == 1)
+            assert stats.idle_resets == 1 and not stats.conns[0].open and stats.conns[1].open
+        finally:
+            busy.close()
+        # The client learns only when it reuses the socket, as with a load balancer's cut.
+        with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+            pooled.request("GET", "/bytes/100")
+            pooled.getresponse().read()
+    finally:
+        pooled.close()

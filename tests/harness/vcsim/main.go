@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -31,17 +32,21 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
-func selfSigned(host string) (tls.Certificate, []byte) {
+func selfSigned(host, name string) (tls.Certificate, []byte) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		log.Fatal(err)
 	}
 	tmpl := x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "vcsim-vmcoreos"},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
@@ -195,6 +200,19 @@ func main() {
 		"count requests by User-Agent and SOAP method; write them here as JSON on SIGUSR1 and at exit [VCSIM_STATS_OUT]")
 	username := flag.String("username", "user", "the only user name Login accepts")
 	password := flag.String("password", "pass", "the only password Login accepts")
+	strict := flag.Bool("strict", false,
+		"behave as a real vCenter 7/8 with ESXi hosts where the simulator is lenient: separate NFC host, DRS off, name and memory limits, thin disks, a twin port group")
+	esx := flag.Bool("esx", false, "serve a standalone ESXi (apiType HostAgent) instead of a vCenter")
+	nfcListen := flag.String("nfc-listen", "", "with -strict: address of the \"ESXi host\" NFC listener (default: the -listen host, any port)")
+	nfcAdvertise := flag.String("nfc-advertise", "",
+		"with -strict: the host:port leases name for NFC (default: the NFC listener's), e.g. a fault proxy in front of it")
+	nfcCertOut := flag.String("nfc-cert-out", "", "with -strict: write the NFC host's certificate (PEM) here")
+	taskDelay := flag.Duration("task-delay", 0,
+		"with -strict: clone tasks run this long in the background, cancelable, and register the VM only at the end")
+	drs := flag.Bool("drs", false, "with -strict: leave DRS on in every cluster (strict turns it off)")
+	leaseTimeout := flag.Duration("lease-timeout", 0,
+		"with -strict: an NFC lease without HttpNfcLeaseProgress for this long fails (vCenter: 300s; 0: never)")
+	sessionIdle := flag.Duration("session-idle", 0, "sessions idle longer than this become NotAuthenticated (0: never)")
 	flag.Parse()
 
 	host, _, err := net.SplitHostPort(*listen)
@@ -204,12 +222,34 @@ func main() {
 
 	model := simulator.VPX()
 	model.ClusterHost = *hosts
+	if *esx {
+		model = simulator.ESX()
+	}
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
 	defer model.Remove()
+	simulator.SessionIdleTimeout = *sessionIdle
+	var nfc *nfcHost
+	if *strict {
+		simulator.StrictSetup(*drs)
+		simulator.Strict.Enabled = true
+		simulator.Strict.TaskDelay = *taskDelay
+		simulator.Strict.LeaseTimeout = *leaseTimeout
+		addr := *nfcListen
+		if addr == "" {
+			addr = net.JoinHostPort(host, "0")
+		}
+		nfc = startNfcHost(addr, *nfcCertOut)
+		defer nfc.server.Close()
+		simulator.Strict.NfcHost = nfc.addr
+		if *nfcAdvertise != "" {
+			simulator.Strict.NfcHost = *nfcAdvertise
+		}
+		simulator.Strict.NfcThumbprint = nfc.thumbprint
+	}
 
-	pair, certPEM := selfSigned(host)
+	pair, certPEM := selfSigned(host, "vcsim-vmcoreos")
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	// Explicit credentials: with the default ones vcsim accepts any non-empty login,
 	// so a wrong password could never be tested.
@@ -223,11 +263,17 @@ func main() {
 		stats = newRequestStats()
 		server.Config.Handler = stats.wrap(server.Config.Handler)
 	}
-
-	sum := sha1.Sum(pair.Certificate[0])
-	var tp []string
-	for _, b := range sum {
-		tp = append(tp, fmt.Sprintf("%02X", b))
+	if nfc != nil {
+		if stats != nil {
+			nfc.server.Handler = stats.wrap(nfc.server.Handler)
+		}
+		go func() { _ = nfc.server.ServeTLS(nfc.listener, "", "") }()
+		server.Config.Handler = withoutNFC(server.Config.Handler)
+		if !*esx {
+			if err := addTwinPortgroup(server.URL); err != nil {
+				log.Fatalf("strict: adding the twin port group: %v", err)
+			}
+		}
 	}
 	if *certOut != "" {
 		if err := ioutil.WriteFile(*certOut, certPEM, 0o644); err != nil {
@@ -236,7 +282,11 @@ func main() {
 	}
 	u := *server.URL
 	u.User = nil
-	info := fmt.Sprintf("url=%s\nthumbprint=%s\n", u.String(), strings.Join(tp, ":"))
+	info := fmt.Sprintf("url=%s\nthumbprint=%s\n", u.String(), thumbprint(pair))
+	if nfc != nil {
+		info += fmt.Sprintf("nfc_host=%s\nnfc_listen=%s\nnfc_thumbprint=%s\n",
+			simulator.Strict.NfcHost, nfc.addr, nfc.thumbprint)
+	}
 	if *infoOut != "" {
 		// Written last and renamed into place so a reader never sees half of it.
 		tmp := *infoOut + ".tmp"
@@ -259,4 +309,117 @@ func main() {
 			return
 		}
 	}
+}
+
+// thumbprint is the certificate's SHA-1 as vSphere writes it: colon-separated upper-case hex.
+func thumbprint(pair tls.Certificate) string {
+	sum := sha1.Sum(pair.Certificate[0])
+	var tp []string
+	for _, b := range sum {
+		tp = append(tp, fmt.Sprintf("%02X", b))
+	}
+	return strings.Join(tp, ":")
+}
+
+// nfcHost plays the ESXi host an NFC lease points at: its own listener and
+// its own self-signed certificate, not the vCenter's.
+type nfcHost struct {
+	listener   net.Listener
+	server     *http.Server
+	addr       string
+	thumbprint string
+}
+
+func startNfcHost(addr, certOut string) *nfcHost {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		log.Fatalf("bad -nfc-listen %q: %v", addr, err)
+	}
+	pair, certPEM := selfSigned(host, "esxi-host-vmcoreos")
+	if certOut != "" {
+		if err := ioutil.WriteFile(certOut, certPEM, 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/nfc/", simulator.ServeNFC)
+	srv := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}}}
+	return &nfcHost{listener: l, server: srv, addr: l.Addr().String(), thumbprint: thumbprint(pair)}
+}
+
+// withoutNFC: a real vCenter does not serve the hosts' NFC itself.
+func withoutNFC(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/nfc/") {
+			http.NotFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// addTwinPortgroup adds a second distributed switch, in a network folder
+// "lab2", with a port group named like the first switch's (DC0_DVPG0):
+// vCenter allows one name in two folders, so a name alone can be ambiguous.
+func addTwinPortgroup(u *url.URL) error {
+	ctx := context.Background()
+	c, err := govmomi.NewClient(ctx, u, true)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Logout(ctx) }()
+	dcs, err := view.NewManager(c.Client).CreateContainerView(ctx, c.ServiceContent.RootFolder, []string{"Datacenter", "HostSystem"}, true)
+	if err != nil {
+		return err
+	}
+	refs, err := dcs.Find(ctx, []string{"Datacenter"}, nil)
+	if err != nil || len(refs) == 0 {
+		return fmt.Errorf("no datacenter: %v", err)
+	}
+	folders, err := object.NewDatacenter(c.Client, refs[0]).Folders(ctx)
+	if err != nil {
+		return err
+	}
+	hostRefs, err := dcs.Find(ctx, []string{"HostSystem"}, nil)
+	if err != nil {
+		return err
+	}
+	sub, err := folders.NetworkFolder.CreateFolder(ctx, "lab2")
+	if err != nil {
+		return err
+	}
+	var spec types.DVSCreateSpec
+	spec.ConfigSpec = &types.VMwareDVSConfigSpec{}
+	spec.ConfigSpec.GetDVSConfigSpec().Name = "DVS1"
+	task, err := sub.CreateDVS(ctx, spec)
+	if err != nil {
+		return err
+	}
+	info, err := task.WaitForResult(ctx, nil)
+	if err != nil {
+		return err
+	}
+	dvs := object.NewDistributedVirtualSwitch(c.Client, info.Result.(types.ManagedObjectReference))
+	task, err = dvs.AddPortgroup(ctx, []types.DVPortgroupConfigSpec{{Name: "DC0_DVPG0"}})
+	if err != nil {
+		return err
+	}
+	if err := task.Wait(ctx); err != nil {
+		return err
+	}
+	// Hosts join after the port group exists, so they see it (as in the simulator's model).
+	config := &types.DVSConfigSpec{}
+	for _, h := range hostRefs {
+		config.Host = append(config.Host,
+			types.DistributedVirtualSwitchHostMemberConfigSpec{Operation: string(types.ConfigSpecOperationAdd), Host: h})
+	}
+	task, err = dvs.Reconfigure(ctx, config)
+	if err != nil {
+		return err
+	}
+	return task.Wait(ctx)
 }
