@@ -60,7 +60,7 @@ def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
     pinned = keymod.pinned_key(image.distro)
     if pinned is not None:
         found.append(pinned)
-    found.extend(keymod.trusted_keys(image.trusted_keys))
+    found.extend(keymod.trusted_keys(image.trusted_keys, image.distro))
     if not found and not image.insecure_skip_verify:
         if image.distro == "fedora-coreos":
             raise ConfigError(
