@@ -144,9 +144,12 @@ class OvaArchive:
         root = ET.fromstring(self.descriptor.text)
         total = 0
         for disk in root.iter(f"{{{OVF_NS}}}Disk"):
-            capacity = int(disk.get(f"{{{OVF_NS}}}capacity", "0") or 0)
-            units = disk.get(f"{{{OVF_NS}}}capacityAllocationUnits", "byte")
-            total += capacity * _allocation_units(units)
+            raw = (disk.get(f"{{{OVF_NS}}}capacity", "0") or "0").strip()
+            if not raw.isdigit() or len(raw) > 19:
+                raise UnsafeArchiveError(f"{self.name}: a disk capacity of {raw[:40]!r} is not a size; refusing the OVA")
+            total += int(raw) * _allocation_units(disk.get(f"{{{OVF_NS}}}capacityAllocationUnits", "byte"))
+            if total > MAX_ALLOCATION_UNIT:
+                raise UnsafeArchiveError(f"{self.name}: its disks claim more than {MAX_ALLOCATION_UNIT} bytes; refusing the OVA")
         return total
 
     def _read_manifest(self) -> dict[str, tuple[str, str]]:
@@ -354,10 +357,29 @@ class _ManifestCheck(DigestCheck):
             raise UnsafeArchiveError(f"{exc.args[0].split(';')[0]}; the .mf manifest does not match, the OVA is corrupt") from None
 
 
+# No real disk comes near this (1 EiB); it only stops a hostile descriptor's 9^999999999 from hanging us.
+MAX_ALLOCATION_UNIT = 1 << 60
+_UNIT_TERM = re.compile(r"^(\d{1,19})(?:\^(\d{1,3}))?$")
+
+
 def _allocation_units(text: str) -> int:
-    """'byte', 'byte * 2^30', 'byte * 1024' (DMTF programmatic units, as OVF writers use them)."""
+    """'byte', 'byte * 2^30', 'byte * 1024' (DMTF programmatic units, as OVF writers use them), bounded."""
+    terms = text.replace(" ", "").lower().split("*")
+    if terms[0] not in ("byte", "bytes", ""):
+        raise UnsafeArchiveError(f"the OVF's allocation unit {text[:60]!r} is not in bytes; refusing the OVA")
     factor = 1
-    for term in text.replace(" ", "").lower().split("*")[1:]:
-        base, _, exp = term.partition("^")
-        factor *= int(base) ** int(exp or 1)
+    for term in terms[1:]:
+        match = _UNIT_TERM.match(term)
+        if not match:
+            raise UnsafeArchiveError(f"the OVF's allocation unit {text[:60]!r} is not like 'byte * 2^20'; refusing the OVA")
+        base, exp = int(match.group(1)), int(match.group(2) or 1)
+        # Multiply step by step and stop past the bound, so no huge power is ever computed.
+        for _ in range(exp):
+            factor *= base
+            if factor > MAX_ALLOCATION_UNIT:
+                raise UnsafeArchiveError(
+                    f"the OVF's allocation unit {text[:60]!r} exceeds {MAX_ALLOCATION_UNIT} bytes; refusing the OVA"
+                )
+            if base <= 1:
+                break
     return factor
