@@ -442,3 +442,11 @@ def test_mirror_credentials_are_never_printed_or_recorded(cli, release):
 def test_images_on_an_empty_cache(cli, tmp_path):
     run = cli(["images", "--cache-dir", str(tmp_path / "none"), "--json"])
     assert run.returncode == 0 and json.loads(run.stdout) == []
+
+
+def test_a_credentialed_base_url_with_a_bad_port_is_one_line_without_the_password(cli, tmp_path):
+    # issue 10, item 8: this printed "unexpected InvalidURL: ... https://user:secret@...".
+    run = cli(["fetch", "--base-url", "https://user:secret@mirror.invalid:99999/stable/amd64-usr/",
+               "--cache-dir", str(tmp_path / "c"), "-q"], env=FAST)
+    assert_refused(run, 2, "is not valid", tmp_path / "c")
+    assert "secret" not in run.output and "unexpected" not in run.output
