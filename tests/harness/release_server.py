@@ -139,17 +139,18 @@ class ReleaseTree:
 
     def publish_fcos(
         self, stream: str, version: str, base_url: str, *, disk_bytes: int = 1 << 20, sha256: str | None = None,
-        relative: bool = False,
+        relative: bool = False, product_version: str | None = None,
     ) -> Path:
         """An FCOS build plus <root>/streams/<stream>.json pointing at it; return the OVA.
 
         ``sha256``: the digest to write into the metadata (default: the real one).
         ``relative``: locations relative to the JSON, as a mirror might write them.
+        ``product_version``: the OVF ProductSection's Version (default: ``version``, as the real builds do).
         """
         build = self.root / "prod" / "streams" / stream / "builds" / version / "x86_64"
         build.mkdir(parents=True, exist_ok=True)
         image = build / f"fedora-coreos-{version}-vmware.x86_64.ova"
-        build_ova(image, distro="fedora-coreos", disk_bytes=disk_bytes)
+        build_ova(image, distro="fedora-coreos", disk_bytes=disk_bytes, product_version=product_version or version)
         self.signer.sign_detached(image)
         real = hashlib.sha256(image.read_bytes()).hexdigest()
         rel = image.relative_to(self.root).as_posix()

@@ -66,6 +66,7 @@ def fetch(
         image = image_flags(image, term, trusted_key=trusted_key, insecure_skip_verify=insecure_skip_verify,
                             allow_unsigned_version=allow_unsigned_version)
         result = obtain(image, cache_dir=cache_dir or cache.default_cache_dir(), reporter=term, retries=retries)
+        result.close()  # fetch only reports on it; deploy keeps it open for the upload
         verdict = result.verdict
         info = {
             "path": str(result.path),

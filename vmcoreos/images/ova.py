@@ -7,6 +7,7 @@ a hostile or broken OVA is refused before vSphere is touched.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import tarfile
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from vmcoreos.errors import UnsafeArchiveError
+from vmcoreos.errors import UnsafeArchiveError, VerificationError
 from vmcoreos.images.stream import pump
 from vmcoreos.images.verify import Check, DigestCheck
 
@@ -38,14 +39,26 @@ class Descriptor:
 
 
 class OvaArchive:
-    def __init__(self, path: Path, *, name: str | None = None):
-        """name: what messages call the file (a download is checked as <name>.part, before its rename)."""
+    def __init__(self, path: Path, *, name: str | None = None, fileobj: BinaryIO | None = None,
+                 identity: tuple[int, ...] | None = None):
+        """name: what messages call the file (a download is checked as <name>.part, before its rename).
+
+        fileobj: read this open file (the verified descriptor) instead of opening path; identity: its
+        fstat identity at verification, which check_unchanged() holds it to.
+        """
         self.path = Path(path)
         self.name = name or self.path.name
         self._tar = None
+        self._file = fileobj
+        self._identity = identity
         try:
-            self._size = self.path.stat().st_size
-            self._tar = tarfile.open(self.path, mode="r:")
+            if fileobj is not None:
+                fileobj.seek(0)
+                self._size = os.fstat(fileobj.fileno()).st_size
+                self._tar = tarfile.open(fileobj=fileobj, mode="r:")
+            else:
+                self._size = self.path.stat().st_size
+                self._tar = tarfile.open(self.path, mode="r:")
             self._members = {m.name: m for m in self._check_members(self._tar.getmembers())}
             self.descriptor = self._read_descriptor()
             self.manifest = self._read_manifest()
@@ -70,7 +83,28 @@ class OvaArchive:
 
     def close(self) -> None:
         if self._tar is not None:
-            self._tar.close()
+            self._tar.close()  # leaves a fileobj it was given open: the image owns it
+
+    def check_unchanged(self) -> None:
+        """Refuse if the verified file was written to since it was verified (before an upload completes)."""
+        if self._file is None or self._identity is None:
+            return
+        from vmcoreos.images.source import identity
+
+        if identity(self._file) != self._identity:
+            raise VerificationError(
+                f"{self.name} changed on disk after it was verified; something else writes to it:"
+                " stop that, then run again"
+            )
+
+    def product_version(self) -> str | None:
+        """The OVF ProductSection's Version (FCOS writes its release there; Flatcar and CoreOS leave it out)."""
+        root = ET.fromstring(self.descriptor.text)
+        for section in root.iter(f"{{{OVF_NS}}}ProductSection"):
+            version = section.find(f"{{{OVF_NS}}}Version")
+            if version is not None and (version.text or "").strip():
+                return version.text.strip()
+        return None
 
     def __enter__(self) -> "OvaArchive":
         return self
