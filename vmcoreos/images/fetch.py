@@ -396,6 +396,7 @@ class Fetcher:
             if signature is not None:
                 cache.write_file(entry.sig, signature)
             os.replace(entry.part, entry.path)  # the open descriptor stays the verified file
+            before = identity(f)  # a rename changes ctime: the identity to hold is the renamed file's
             entry.write_record({
                 "distro": release.distro,
                 "channel": release.channel,

@@ -93,8 +93,8 @@ class OvaArchive:
 
         if identity(self._file) != self._identity:
             raise VerificationError(
-                f"{self.name} changed on disk after it was verified; something else writes to it:"
-                " stop that, then run again"
+                f"{self.name} was written to, replaced or renamed after it was verified; whatever else"
+                " touches it must stop, then run again"
             )
 
     def product_version(self) -> str | None:
