@@ -500,8 +500,10 @@ def test_current_never_goes_below_what_is_cached(cli, release):
     assert fetch(cli, release).returncode == 0
     release.tree.set_current("4459.2.4")
     release.server.clear_log()
-    run = fetch(cli, release, "-q")
-    assert run.returncode == 3 and "older than 4593.2.5, already in the image cache" in run.stderr, run.output
+    run = fetch(cli, release, "--json")
+    assert run.returncode == 0, run.output
+    assert json.loads(run.stdout)["version"] == VERSION and json.loads(run.stdout)["cached"] is True
+    assert "older than 4593.2.5 already in the image cache; staying on 4593.2.5" in run.stderr
     assert release.server.gets(".ova") == []
     pinned = fetch(cli, release, "-q", "--version", "4459.2.4", "--json")  # going back on purpose still works
     assert pinned.returncode == 0 and json.loads(pinned.stdout)["version"] == "4459.2.4", pinned.output
@@ -509,19 +511,22 @@ def test_current_never_goes_below_what_is_cached(cli, release):
 
 def test_the_floor_from_deployed_nodes(release, tmp_path):
     # cluster.resolve_image passes the highest vmcoreos.image_version of the cluster's nodes.
-    from vmcoreos.errors import VerificationError
     from vmcoreos.images.fetch import obtain
     from vmcoreos.settings import ImageSettings, TrustedKey
 
     release.tree.publish(VERSION)
+    release.tree.publish("4459.2.4")  # now current
     image = ImageSettings(base_url=f"{release.server.url}/stable/amd64-usr/",
                           trusted_keys=(TrustedKey(release.key, "flatcar"),))
-    quiet = SimpleNamespace(event=lambda m: None, transfer=lambda *a: None)
-    with pytest.raises(VerificationError, match="older than 9999.1.0, already deployed"):
-        obtain(image, cache_dir=release.cache, reporter=quiet, floor="9999.1.0")
-    got = obtain(image, cache_dir=release.cache, reporter=quiet, floor="4459.2.4")
+    events = []
+    quiet = SimpleNamespace(event=events.append, transfer=lambda *a: None)
+    got = obtain(image, cache_dir=release.cache, reporter=quiet, floor=VERSION)
     got.close()
     assert got.version == VERSION
+    assert any("already deployed on the cluster's nodes; staying on" in e for e in events)
+    lower = obtain(image, cache_dir=tmp_path / "other-cache", reporter=quiet, floor="4000.0.0")
+    lower.close()
+    assert lower.version == "4459.2.4"
 
 
 def test_each_mirror_has_its_own_cache_entries(cli, release):

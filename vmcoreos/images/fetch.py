@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -60,7 +61,7 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
             if not image.insecure_skip_verify:
                 vouch_version(image, release, signing, http, reporter)
             if (image.version or "current") == "current":
-                _hold_floor(release, floor, cache_root)
+                release = _hold_floor(release, floor, cache_root, reporter)
                 reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
         return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
 
@@ -108,16 +109,29 @@ def vouch_version(image: ImageSettings, release: Release, signing: list[keymod.P
     note_expired(reporter, verdict, "version.txt")
 
 
-def _hold_floor(release: Release, floor: str | None, cache_root: Path) -> None:
-    """Refuse a "current" older than what is deployed or cached: a mirror replaying an old signed version.txt."""
+def _hold_floor(release: Release, floor: str | None, cache_root: Path, reporter: Reporter) -> Release:
+    """Never below what is deployed or cached: a "current" older than that (a mirror replaying an old signed
+    version.txt, or a channel rolled back) is replaced by the highest version known, which stays signed."""
     key = releases.version_key
     cached = cache.highest_version(cache_root, release.distro, release.channel, release.source_id, key)
-    for known, where in ((floor, "deployed on the cluster's nodes"), (cached, "in the image cache")):
-        if key(known) is not None and key(release.version) is not None and key(release.version) < key(known):
-            raise VerificationError(
-                f"{release.distro} {release.channel}: the current release {release.version} is older than {known},"
-                f" already {where}; the server may be replaying an old release (pin --version to go back on purpose)"
-            )
+    known = [(v, where) for v, where in ((floor, "deployed on the cluster's nodes"), (cached, "in the image cache"))
+             if key(v) is not None]
+    if not known or key(release.version) is None:
+        return release
+    highest, where = max(known, key=lambda k: key(k[0]))
+    if key(release.version) >= key(highest):
+        return release
+    if not release.root:
+        raise VerificationError(
+            f"{release.distro} {release.channel}: the current release {release.version} is older than {highest},"
+            f" already {where}; refusing to go back (pin --version to do it on purpose)"
+        )
+    reporter.event(
+        f"note: {release.distro} {release.channel} names {release.version} as current, older than {highest}"
+        f" already {where}; staying on {highest} (pin --version to go back on purpose)"
+    )
+    held = releases.release_files(release.distro, release.channel, release.root, highest)
+    return held if held.source_id == release.source_id else replace(held, source_id=release.source_id)
 
 
 def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:

@@ -46,6 +46,7 @@ class Release:
     version_text: bytes | None = None
     # Who serves it, for the cache key: "" for the vendor's own host, else a digest of the mirror's root.
     source_id: str = ""
+    root: str = ""  # the channel root (Flatcar, CoreOS): where any other version of the channel lives
 
     @property
     def file_name(self) -> str:
@@ -116,7 +117,7 @@ def release_files(distro: str, channel: str, root: str, version: str) -> Release
     # Since 2022 one DIGESTS per file; older releases have one for the whole vmware_ova image.
     digests = (ova + ".DIGESTS", directory + f"{prefix}.DIGESTS")
     vendor = FLATCAR_HOST.format(channel=channel) if distro == "flatcar" else ""
-    return Release(distro, channel, version, ova, ova + ".sig", digests, source_id=source_id(root, vendor))
+    return Release(distro, channel, version, ova, ova + ".sig", digests, source_id=source_id(root, vendor), root=root)
 
 
 def stream_url(image: ImageSettings) -> str:
