@@ -46,7 +46,7 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
     """A verified OVA for the image settings: a local --ova checked in place, anything else via the cache.
 
     floor: the highest release already deployed (the cluster's nodes); a channel's "current" below
-    it, or below the highest version cached from the same source, is refused as a replayed release.
+    it, or below the highest version cached from the same source, is held at that version instead.
     """
     signing = signing_keys(image)
     with Http(reporter, retries=retries) as http:
