@@ -39,10 +39,8 @@ def reporting(term: Terminal) -> Iterator[None]:
     except Exception as exc:
         if os.environ.get("VMCOREOS_DEBUG"):
             raise
-        from vmcoreos.images.download import redact  # a URL in the text may carry user:password
-
         # A bug of ours, not the user's: still one line, with a way to get the details.
-        term.error(redact(f"unexpected {type(exc).__name__}: {exc}; rerun with VMCOREOS_DEBUG=1 and report the traceback"))
+        term.error(f"unexpected {type(exc).__name__}: {exc}; rerun with VMCOREOS_DEBUG=1 and report the traceback")
         raise typer.Exit(ExitCode.FAILED)
     finally:
         term.finish_transfer()
