@@ -29,7 +29,6 @@ from vmcoreos.errors import EtcdError, LockedError, NotJoinedError, VSphereError
 from vmcoreos.guest import guestinfo, nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
-from vmcoreos.images.ova import OvaArchive
 from vmcoreos.settings import ClusterSettings, Connection
 from vmcoreos.vsphere import importer, inventory, vms
 from vmcoreos.vsphere.session import Session, connect
@@ -100,11 +99,15 @@ def prepare(settings: ClusterSettings, count: int) -> list[NodeConfig]:
     return nodeconfig.plan(settings, user, count=count)
 
 
-def resolve_image(settings: ClusterSettings, reporter: Reporter) -> source.VerifiedImage:
+def resolve_image(settings: ClusterSettings, reporter: Reporter, nodes=()) -> source.VerifiedImage:
+    """The verified image; a channel's "current" may not be older than what `nodes` (VmInfo) already run."""
     from vmcoreos.images.cache import default_cache_dir
     from vmcoreos.images.fetch import obtain
+    from vmcoreos.images.releases import version_key
 
-    return obtain(settings.image, cache_dir=default_cache_dir(), reporter=reporter)
+    deployed = [vm.extra.get(vms.MARK_VERSION) for vm in nodes if vm.extra.get(vms.MARK_DISTRO) == settings.image.distro]
+    floor = max((v for v in deployed if version_key(v) is not None), key=version_key, default=None)
+    return obtain(settings.image, cache_dir=default_cache_dir(), reporter=reporter, floor=floor)
 
 
 def node_index(cluster: str, name: str) -> int | None:
@@ -282,7 +285,7 @@ class Cluster:
                 )
         self.reporter.event(f"importing {image.path.name} as template {name}")
         extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
-        with OvaArchive(image.path) as archive:
+        with image.archive() as archive:
             ref = importer.import_ova(
                 session,
                 archive,
@@ -344,7 +347,7 @@ class Cluster:
         Disks are thin, but a thin disk grows to its capacity, so full clones
         are counted at capacity; linked clones share the template's disk.
         """
-        with OvaArchive(image.path) as archive:
+        with image.archive() as archive:
             per_disk = archive.disk_capacity()
         have_template = any(
             t.name == template_name(self.settings, image) and t.extra.get(vms.MARK_SHA512) == image.sha512
@@ -687,7 +690,7 @@ def _converge(cluster: Cluster, configs: list[NodeConfig], *, rollback: bool = F
                 vms.power_on(session, nodes[name])
         try:
             if missing:
-                image = resolve_image(settings, cluster.reporter)
+                image = resolve_image(settings, cluster.reporter, nodes.values())
                 result.image_version = image.version
                 cluster.check_room(image, templates, len(missing))
                 template, result.uploaded = cluster.template(image, templates)
@@ -747,7 +750,7 @@ def rebuild(
         result = RunResult(settings.name, [])
         if not nodes:
             raise VSphereError(f"cluster {settings.name!r} has no nodes to rebuild; run `vmcoreos deploy` first")
-        image = resolve_image(settings, reporter)
+        image = resolve_image(settings, reporter, nodes.values())
         result.image_version = image.version
         pending = [c for c in configs if c.name not in nodes or force or _runs_older(nodes[c.name], image)]
         if force and not pending:

@@ -27,6 +27,7 @@ ENV_INSECURE = ("VMCOREOS_INSECURE", "GOVC_INSECURE")
 ENV_CA_FILE = ("VMCOREOS_CA_FILE", "GOVC_TLS_CA_CERTS")
 ENV_THUMBPRINT = ("VMCOREOS_THUMBPRINT",)
 ENV_CACHE_DIR = "VMCOREOS_CACHE_DIR"
+ENV_GPGV = "VMCOREOS_GPGV"  # absolute path of gpgv, when it is not in /usr/bin
 ENV_RETRY_MAX_DELAY = "VMCOREOS_RETRY_MAX_DELAY"  # seconds; the cap of the doubling delay between download retries
 
 DISTROS = ("flatcar", "coreos", "fedora-coreos")
@@ -68,6 +69,26 @@ class VSphereTarget:
 
 
 @dataclass(frozen=True)
+class TrustedKey:
+    """A user's OpenPGP key file, trusted for one distro's images only."""
+
+    path: Path
+    distro: str
+
+
+def trusted_key(text: str | Path, distro: str, base: Path | None = None) -> TrustedKey:
+    """`[DISTRO=]FILE` (a --trusted-key or image.trusted_keys entry); without DISTRO it is for `distro`."""
+    text = str(text)
+    scope, sep, rest = text.partition("=")
+    if sep and scope in DISTROS:
+        distro, text = scope, rest
+    path = Path(os.path.expanduser(text))
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return TrustedKey(path, distro)
+
+
+@dataclass(frozen=True)
 class ImageSettings:
     distro: str = "flatcar"
     channel: str = "stable"
@@ -75,8 +96,10 @@ class ImageSettings:
     base_url: str | None = None
     ova: str | None = None
     sig: str | None = None
-    trusted_keys: tuple[Path, ...] = ()
+    trusted_keys: tuple[TrustedKey, ...] = ()
     insecure_skip_verify: bool = False
+    # Accept a release version that no signature covers (version.txt without .sig, FCOS metadata over http).
+    allow_unsigned_version: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,14 +252,14 @@ def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> 
     target = VSphereTarget(**{k: vs.get(k, str) for k in ("datacenter", "cluster", "datastore", "network", "folder")})
 
     im = top.section("image")
-    im.reject_unknown({"distro", "channel", "version", "base_url", "ova", "sig", "trusted_keys"})
+    im.reject_unknown({"distro", "channel", "version", "base_url", "ova", "sig", "trusted_keys", "allow_unsigned_version"})
     distro = im.get("distro", str, "flatcar")
     if distro not in DISTROS:
         raise ConfigError(f"image.distro {distro!r} is not one of {', '.join(DISTROS)}")
     channel = im.get("channel", str, "stable")
     if channel not in CHANNELS[distro]:
         raise ConfigError(f"image.channel {channel!r} is not a {distro} channel; use one of {', '.join(CHANNELS[distro])}")
-    keys = tuple(_resolve(base_dir, k) for k in (im.get("trusted_keys", list, []) or []))
+    keys = tuple(trusted_key(k, distro, base_dir) for k in (im.get("trusted_keys", list, []) or []))
     image = ImageSettings(
         distro=distro,
         channel=channel,
@@ -245,6 +268,7 @@ def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> 
         ova=_resolve_source(base_dir, im.get("ova", str)),
         sig=_resolve_source(base_dir, im.get("sig", str)),
         trusted_keys=keys,
+        allow_unsigned_version=im.get("allow_unsigned_version", bool, False),
     )
 
     nd = top.section("node")

@@ -102,29 +102,35 @@ def test_refused_connections_to_vcenter_say_so(cli, vcsim, signed_ova, subnet, t
     assert _ours(vcsim) == {}
 
 
-def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_lock(vcsim, big_ova, subnet, tmp_path):
+def _started_upload(vcsim, proxy, args, **env):
+    """vmcoreos started through the proxy, once it says it is uploading: (process, what it printed so far)."""
     import os
-    import signal
     import subprocess
 
-    import filelock
-
     from tests.conftest import VMCOREOS
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **vcsim.env(),
+           "VMCOREOS_URL": proxy.url_for(vcsim.url), **env}
+    proc = subprocess.Popen([VMCOREOS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "uploading" in line:
+            break
+    return proc, seen
+
+
+def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_lock(vcsim, big_ova, subnet, tmp_path):
+    import signal
+
+    import filelock
 
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
     locks = tmp_path / "locks"
     with FaultProxy.for_url(vcsim.url) as proxy:
         proxy.throttle(2 << 20, direction="up")  # 16 MiB at 2 MiB/s: the upload takes a while
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **vcsim.env(),
-               "VMCOREOS_URL": proxy.url_for(vcsim.url), "VMCOREOS_LOCK_DIR": str(locks)}
-        proc = subprocess.Popen([VMCOREOS, *_args(cluster, big_ova, "--count", "1")], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        seen = ""
+        proc, seen = _started_upload(vcsim, proxy, _args(cluster, big_ova, "--count", "1"), VMCOREOS_LOCK_DIR=str(locks))
         try:
-            for line in proc.stderr:
-                seen += line
-                if "uploading" in line:
-                    break
             proc.send_signal(signal.SIGTERM)
             rest = proc.communicate(timeout=60)[1]
         finally:
@@ -139,3 +145,30 @@ def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_loc
         lock = filelock.FileLock(str(path), timeout=0)
         lock.acquire()
         lock.release()
+
+
+def test_an_ova_written_to_during_the_upload_is_not_completed(vcsim, big_ova, subnet, tmp_path):
+    # issue 10, item 4: the upload reads the verified descriptor; a write to that file meanwhile
+    # (same inode, so the bytes on the wire may be the new ones) stops the import before the lease completes.
+    import shutil
+
+    ova = tmp_path / big_ova["ova"].name
+    shutil.copyfile(big_ova["ova"], ova)
+    image = {"ova": ova, "key": big_ova["key"]}
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        proxy.throttle(4 << 20, direction="up")  # 16 MiB at 4 MiB/s: time to write to the file mid-upload
+        proc, seen = _started_upload(vcsim, proxy, _args(cluster, image, "--count", "1", "--sig", str(big_ova["sig"])),
+                                     VMCOREOS_LOCK_DIR=str(tmp_path / "locks"), VMCOREOS_CACHE_DIR=str(tmp_path / "cache"))
+        try:
+            with open(ova, "ab") as f:
+                f.write(bytes(1024))
+            seen += proc.communicate(timeout=120)[1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        proxy.throttle(None)
+    assert proc.returncode == 3, seen
+    assert "written to, replaced or renamed after it was verified" in seen.strip().splitlines()[-1]
+    assert not [n for n, v in _ours(vcsim).items() if v["template"]]

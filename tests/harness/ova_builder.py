@@ -822,6 +822,7 @@ def build_ova(
     defect: str | None = None,
     extra_members: Sequence[Member] = (),
     mtime: int = DEFAULT_MTIME,
+    product_version: str | None = None,
 ) -> Path:
     """Write a test OVA and return its path.
 
@@ -871,6 +872,7 @@ def build_ova(
         capacity_bytes=capacity,
         capacity_units=capacity_units,
         vm_name=vm_name,
+        product_version=product_version,
     ).encode("utf-8")
 
     dest = Path(dest)

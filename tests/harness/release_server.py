@@ -17,8 +17,9 @@ called again with a newer version; it moves ``current`` (rebuild tests).
 
 ``ReleaseServer`` serves a root on 127.0.0.1:<free port> with HTTP/1.1,
 Range requests (206 + Content-Range, If-Range), a log of every request, and
-fault switches: drop the connection after N body bytes (once), answer an
-error status the first K times, ignore Range (always 200). ``stop()`` joins
+fault switches: drop the connection after N body bytes (once, K times or
+always), answer an error status the first K times, ignore Range (always
+200), send no Content-Length, redirect. ``stop()`` joins
 every thread and closes the socket.
 """
 
@@ -138,17 +139,18 @@ class ReleaseTree:
 
     def publish_fcos(
         self, stream: str, version: str, base_url: str, *, disk_bytes: int = 1 << 20, sha256: str | None = None,
-        relative: bool = False,
+        relative: bool = False, product_version: str | None = None,
     ) -> Path:
         """An FCOS build plus <root>/streams/<stream>.json pointing at it; return the OVA.
 
         ``sha256``: the digest to write into the metadata (default: the real one).
         ``relative``: locations relative to the JSON, as a mirror might write them.
+        ``product_version``: the OVF ProductSection's Version (default: ``version``, as the real builds do).
         """
         build = self.root / "prod" / "streams" / stream / "builds" / version / "x86_64"
         build.mkdir(parents=True, exist_ok=True)
         image = build / f"fedora-coreos-{version}-vmware.x86_64.ova"
-        build_ova(image, distro="fedora-coreos", disk_bytes=disk_bytes)
+        build_ova(image, distro="fedora-coreos", disk_bytes=disk_bytes, product_version=product_version or version)
         self.signer.sign_detached(image)
         real = hashlib.sha256(image.read_bytes()).hexdigest()
         rel = image.relative_to(self.root).as_posix()
@@ -191,9 +193,11 @@ class Request:
 
 @dataclass
 class _Faults:
-    drop_after: dict[str, int] = field(default_factory=dict)  # path suffix -> body bytes before the drop (once)
+    drop_after: dict[str, list] = field(default_factory=dict)  # path suffix -> [body bytes before the drop, times left]
     fail: dict[str, list] = field(default_factory=dict)  # path suffix -> [times left, status]
     ignore_range: bool = False
+    no_length: set = field(default_factory=set)  # path suffixes served without Content-Length, ended by a close
+    redirect: dict[str, str] = field(default_factory=dict)  # path suffix -> Location of a 302
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -220,6 +224,14 @@ class _Handler(BaseHTTPRequestHandler):
             status = owner._take_failure(path)
         if status:
             return self._reply_empty(req, status)
+        location = next((loc for suffix, loc in owner.faults.redirect.items() if path.endswith(suffix)), None)
+        if location is not None:
+            req.status = 302
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         file = (owner.root / path.lstrip("/")).resolve()
         if not file.is_relative_to(owner.root) or not file.is_file():
             return self._reply_empty(req, 404)
@@ -242,9 +254,13 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
         length = end - start + 1
         req.status = status
+        unsized = any(path.endswith(suffix) for suffix in owner.faults.no_length)
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
+        if unsized:
+            self.close_connection = True  # the end of the body is the end of the connection
+        else:
+            self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
         if status == 206:
@@ -322,10 +338,20 @@ class ReleaseServer:
 
     # -- fault switches -------------------------------------------------------------
 
-    def drop_after(self, path_suffix: str, nbytes: int) -> None:
-        """The next GET of a path ending in path_suffix sends nbytes of its body, then drops the connection."""
+    def drop_after(self, path_suffix: str, nbytes: int, times: int | None = 1) -> None:
+        """The next `times` GETs (None: every GET) of a path ending in path_suffix send nbytes of the body, then drop."""
         with self.lock:
-            self.faults.drop_after[path_suffix] = nbytes
+            self.faults.drop_after[path_suffix] = [nbytes, times]
+
+    def no_length(self, path_suffix: str) -> None:
+        """Paths ending in path_suffix are sent without Content-Length, ended by closing the connection."""
+        with self.lock:
+            self.faults.no_length.add(path_suffix)
+
+    def redirect(self, path_suffix: str, location: str) -> None:
+        """Paths ending in path_suffix answer 302 to location."""
+        with self.lock:
+            self.faults.redirect[path_suffix] = location
 
     def fail(self, path_suffix: str, times: int, status: int = 503) -> None:
         """The next `times` requests of paths ending in path_suffix get `status` with no body."""
@@ -337,9 +363,13 @@ class ReleaseServer:
             self.faults.ignore_range = on
 
     def _take_drop(self, path: str) -> int | None:
-        for suffix, n in list(self.faults.drop_after.items()):
+        for suffix, entry in list(self.faults.drop_after.items()):
             if path.endswith(suffix):
-                del self.faults.drop_after[suffix]
+                n, times = entry
+                if times is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self.faults.drop_after[suffix]
                 return n
         return None
 

@@ -190,3 +190,101 @@ def test_max_delay_from_env(value, expected):
 def test_bad_max_delay():
     with pytest.raises(ConfigError, match="VMCOREOS_RETRY_MAX_DELAY"):
         max_delay_from_env({"VMCOREOS_RETRY_MAX_DELAY": "soon"})
+
+
+# -- issue 10, items 7-9: bounded downloads, URL errors without credentials, no TLS downgrade ------
+
+
+def _bounded(server, tmp_path, timeout=20, **http_args):
+    """Run one download on a thread; (finished in time, the exception it ended with, GETs made)."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            with Http(Events(), max_delay=0.001, **http_args) as http:
+                http.download(f"{server.url}/image.ova", tmp_path / "image.ova.part", Recorder, "downloading image.ova")
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive(), outcome.get("error"), len(server.gets("/image.ova"))
+
+
+def test_one_byte_then_disconnect_forever_ends(served):
+    # The issue's reproduction: 200, one byte, hang up; again and again, with --retries 2.
+    server, _, tmp_path = served
+    server.ignore_range()
+    server.drop_after("/image.ova", 1, times=None)
+    finished, error, gets = _bounded(server, tmp_path, retries=2)
+    assert finished, f"still downloading after {gets} requests"
+    assert isinstance(error, DownloadError) and "gave up" in error.message
+    assert gets <= 3 * 10
+
+
+def test_a_byte_of_progress_per_attempt_still_ends(served):
+    # Every resume gets one more byte: real progress, but at that pace the request cap ends it.
+    server, _, tmp_path = served
+    server.drop_after("/image.ova", 1, times=None)
+    finished, error, gets = _bounded(server, tmp_path, retries=2)
+    assert finished, f"still downloading after {gets} requests"
+    assert isinstance(error, DownloadError) and "gave up after 30 requests" in error.message
+    assert gets == 30
+
+
+def test_the_deadline_ends_a_download(served):
+    server, _, tmp_path = served
+    server.drop_after("/image.ova", 1, times=None)
+    finished, error, _ = _bounded(server, tmp_path, retries=100, deadline=0.5)
+    assert finished and isinstance(error, DownloadError) and "not done after 0.5s" in error.message
+
+
+def test_an_image_without_content_length_is_capped(served):
+    server, _, tmp_path = served
+    server.no_length("/image.ova")
+    finished, error, _ = _bounded(server, tmp_path, retries=0, max_size=1 << 20)
+    assert finished and isinstance(error, DownloadError), error
+    assert "sent more than 1048576 bytes" in error.message
+
+
+def test_an_announced_size_over_the_cap_is_refused_before_the_body(served):
+    server, _, tmp_path = served
+    finished, error, _ = _bounded(server, tmp_path, retries=0, max_size=1 << 20)
+    assert finished and isinstance(error, DownloadError) and f"announces {SIZE} bytes" in error.message
+    assert not (tmp_path / "image.ova.part").stat().st_size
+
+
+def test_a_credentialed_url_with_a_bad_port_is_a_config_error_without_the_password():
+    with Http(Events(), retries=0) as http:
+        with pytest.raises(ConfigError) as info:
+            http.get_bytes("https://user:secret@mirror.lab:99999/stable/current/version.txt", "version.txt")
+    assert "secret" not in info.value.message and "user" not in info.value.message
+    assert "mirror.lab:99999" in info.value.message and "not valid" in info.value.message
+
+
+def test_redact_survives_a_bad_port_and_finds_urls_in_text():
+    assert redact("https://user:secret@mirror.lab:99999/a") == "https://mirror.lab:99999/a"
+    assert redact("Failed to parse: https://u:p@h/x and http://a:b@c/") == "Failed to parse: https://h/x and http://c/"
+
+
+def test_an_https_to_http_redirect_is_refused():
+    import requests
+
+    with Http(Events(), retries=0) as http:
+        resp = requests.Response()
+        resp.status_code, resp.url = 302, "https://mirror.lab/a.ova"
+        resp.headers["Location"] = "http://evil.lab/a.ova"
+        with pytest.raises(DownloadError, match="drops TLS"):
+            http.session.get_redirect_target(resp)
+        resp.headers["Location"] = "/b.ova"  # same scheme: followed as before
+        assert http.session.get_redirect_target(resp) == "/b.ova"
+
+
+def test_http_redirects_are_still_followed(served):
+    server, _, _ = served
+    server.redirect("/moved.txt", f"{server.url}/small.txt")
+    with Http(Events(), retries=0) as http:
+        assert http.get_bytes(f"{server.url}/moved.txt", "version.txt") == b"hello\n"

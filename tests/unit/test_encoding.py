@@ -34,3 +34,25 @@ def test_unknown_encoding_is_refused():
         decode("x", "zstd")
     with pytest.raises(ValueError):
         encode(DATA, "gzip")
+
+
+def test_gzip_bomb_is_refused_not_expanded():
+    # issue 10, item 10: 64 MiB + 1 of zeros compress to ~64 KiB; decoding must stop at the limit.
+    import base64
+    import gzip
+
+    from vmcoreos.guest.encoding import MAX_DECODED, DecodeError, decode
+
+    bomb = base64.b64encode(gzip.compress(bytes(MAX_DECODED + 1))).decode()
+    with pytest.raises(DecodeError, match="more than"):
+        decode(bomb, "gzip+base64")
+
+
+def test_concatenated_gzip_members_decode_like_gzip():
+    import base64
+    import gzip
+
+    from vmcoreos.guest.encoding import decode
+
+    data = gzip.compress(b"one ") + gzip.compress(b"two")
+    assert decode(base64.b64encode(data).decode(), "gz+b64") == b"one two"

@@ -58,3 +58,41 @@ def test_not_a_tar(tmp_path):
     f.write_bytes(b"hello" * 1000)
     with pytest.raises(UnsafeArchiveError, match="not a readable OVA"):
         OvaArchive(f)
+
+
+# -- issue 10, item 10: allocation units are bounded -----------------------------------------
+
+
+@pytest.mark.parametrize("units, factor", [("byte", 1), ("byte * 2^20", 1 << 20), ("byte * 1024", 1024), ("byte*2^30", 1 << 30)])
+def test_allocation_units(units, factor):
+    from vmcoreos.images.ova import _allocation_units
+
+    assert _allocation_units(units) == factor
+
+
+@pytest.mark.parametrize("units", ["byte * 2^100", "byte * 9^999999999", "byte * 10^999", "byte * x", "bit * 2^3"])
+def test_absurd_allocation_units_are_refused_at_once(tmp_path, units):
+    import dataclasses
+    import time
+
+    ova = build_ova(tmp_path / "a.ova", disk_bytes=1 << 10)
+    with OvaArchive(ova) as archive:
+        text = archive.descriptor.text.replace('ovf:capacityAllocationUnits="byte"', f'ovf:capacityAllocationUnits="{units}"')
+        assert text != archive.descriptor.text
+        archive.descriptor = dataclasses.replace(archive.descriptor, text=text)
+        started = time.monotonic()
+        with pytest.raises(UnsafeArchiveError, match="allocation unit"):
+            archive.disk_capacity()
+        assert time.monotonic() - started < 1
+
+
+def test_an_absurd_capacity_is_refused(tmp_path):
+    import dataclasses
+    import re
+
+    ova = build_ova(tmp_path / "a.ova", disk_bytes=1 << 10)
+    with OvaArchive(ova) as archive:
+        text = re.sub(r'ovf:capacity="\d+"', 'ovf:capacity="' + "9" * 5000 + '"', archive.descriptor.text)
+        archive.descriptor = dataclasses.replace(archive.descriptor, text=text)
+        with pytest.raises(UnsafeArchiveError, match="is not a size"):
+            archive.disk_capacity()

@@ -159,8 +159,38 @@ def test_fcos_stream_metadata():
 def test_fcos_mirror_with_relative_locations():
     url = "http://m/streams/next.json"
     get, _ = _fake_server({url: _stream(location="../prod/x.ova")})
-    rel = releases.resolve(ImageSettings(distro="fedora-coreos", channel="next", base_url="http://m/streams"), get)
+    image = ImageSettings(distro="fedora-coreos", channel="next", base_url="http://m/streams", allow_unsigned_version=True)
+    rel = releases.resolve(image, get)
     assert rel.url == "http://m/prod/x.ova"
+
+
+def test_fcos_stream_metadata_over_plain_http_is_refused():
+    # issue 10, item 2: the metadata is unsigned; over http anyone on the path picks the version.
+    get, asked = _fake_server({"http://m/streams/stable.json": _stream()})
+    with pytest.raises(ConfigError, match="must be https://.*--allow-unsigned-version"):
+        releases.resolve(ImageSettings(distro="fedora-coreos", base_url="http://m/streams"), get)
+    assert asked == []
+
+
+def test_current_keeps_the_version_txt_it_read_for_its_signature_check():
+    root = "https://stable.release.flatcar-linux.net/amd64-usr/"
+    text = version_txt("4593.2.5").encode()
+    rel = releases.resolve(ImageSettings(), _fake_server({root + "current/version.txt": text})[0])
+    assert (rel.version_url, rel.version_text, rel.source_id) == (root + "current/version.txt", text, "")
+
+
+def test_a_mirror_is_its_own_cache_source():
+    get = _fake_server({})[0]
+    one = releases.resolve(ImageSettings(base_url="http://a.lab/", version="1.2.3"), get)
+    two = releases.resolve(ImageSettings(base_url="http://b.lab/", version="1.2.3"), get)
+    same = releases.resolve(ImageSettings(base_url="http://u:pw@a.lab/", version="1.2.3"), get)
+    assert one.source_id and one.source_id != two.source_id and one.source_id == same.source_id
+
+
+@pytest.mark.parametrize("low, high", [("4459.2.4", "4593.2.5"), ("4593.2.5", "4593.10.0"), ("9.0.0", "10.0.0")])
+def test_version_order(low, high):
+    assert releases.version_key(low) < releases.version_key(high)
+    assert releases.version_key("local-abc") is None
 
 
 def test_fcos_pinned_older_build_uses_the_build_directory():

@@ -126,3 +126,63 @@ def test_abort_mid_image_stops_gpgv_and_its_thread(signer, image, tmp_path):
     check.abort()
     assert check._proc.poll() is not None
     assert not [t for t in threading.enumerate() if t.name == "gpgv-feed"]
+
+
+# -- issue 10, item 11: gpgv by absolute path, a pin check that survives -O, scoped keys ----------
+
+
+@pytest.fixture
+def fresh_gpgv():
+    from vmcoreos.images.verify import gpgv_binary
+
+    clear = getattr(gpgv_binary, "cache_clear", lambda: None)  # resolved once per process
+    clear()
+    yield gpgv_binary
+    clear()
+
+
+def test_a_gpgv_planted_on_path_is_never_run(signer, image, tmp_path, monkeypatch, fresh_gpgv):
+    # A fake gpgv that approves everything, first on PATH: the tampered image must still be refused.
+    fake = tmp_path / "bin" / "gpgv"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\ncat >/dev/null\necho '[GNUPG:] GOODSIG 0 x'\n"
+        f"echo '[GNUPG:] VALIDSIG {signer.fingerprint} 2025-01-01 0 0 4 0 22 10 00 {signer.fingerprint}'\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    monkeypatch.delenv("VMCOREOS_GPGV", raising=False)
+    sig = signer.sign_detached(image, tmp_path / "s.sig")
+    image.write_bytes(image.read_bytes() + b"tampered")
+    with pytest.raises(VerificationError, match="BAD signature"):
+        _check(signer, image, sig)
+    assert fresh_gpgv() == "/usr/bin/gpgv"
+
+
+@pytest.mark.parametrize("value, message", [("gpgv", "must be an absolute path"), ("/nonexistent/gpgv", "not an executable")])
+def test_gpgv_override_must_be_an_absolute_executable(monkeypatch, fresh_gpgv, value, message):
+    monkeypatch.setenv("VMCOREOS_GPGV", value)
+    with pytest.raises(ConfigError, match=message):
+        fresh_gpgv()
+
+
+def test_a_shipped_key_that_differs_from_its_pin_is_refused_without_assert(monkeypatch):
+    monkeypatch.setitem(keys.PINNED, "flatcar", ("0" * 40, keys.PINNED["flatcar"][1]))
+    with pytest.raises(ConfigError, match="not the pinned key 0000"):
+        keys.pinned_key("flatcar")
+
+
+def test_trusted_keys_count_only_for_their_distro(signer, tmp_path):
+    from vmcoreos.settings import trusted_key
+
+    path = signer.write_public_key(tmp_path / "k.asc")
+    assert trusted_key(str(path), "flatcar").distro == "flatcar"
+    scoped = trusted_key(f"fedora-coreos={path}", "flatcar")
+    assert scoped == trusted_key(path, "fedora-coreos")
+    assert keys.trusted_keys([scoped], "flatcar") == []
+    assert [k.fingerprint for k in keys.trusted_keys([scoped], "fedora-coreos")] == [signer.fingerprint]
+
+
+def test_the_export_hint_names_one_key():
+    with pytest.raises(ConfigError, match=r"gpg --export <FINGERPRINT>"):
+        keys.load_key_bytes(b"not a key at all", "x.asc")

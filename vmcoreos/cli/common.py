@@ -96,7 +96,24 @@ def connection(url, username, password_file, insecure, ca_file, thumbprint, term
 
 
 
-def with_image_flags(settings, term: Terminal, *, ova=None, sig=None, trusted_key=(), insecure_skip_verify=False):
+def image_flags(image, term: Terminal, *, trusted_key=(), insecure_skip_verify=False, allow_unsigned_version=False):
+    """Image settings with --trusted-key ([DISTRO=]FILE, for the run's distro by default) and the opt-outs on top."""
+    from dataclasses import replace
+
+    from vmcoreos.settings import trusted_key as parse_key
+
+    if trusted_key:
+        image = replace(image, trusted_keys=image.trusted_keys + tuple(parse_key(k, image.distro) for k in trusted_key))
+    if insecure_skip_verify:
+        term.warn("signature verification is OFF (--insecure-skip-verify); you are trusting the network")
+        image = replace(image, insecure_skip_verify=True)
+    if allow_unsigned_version:
+        image = replace(image, allow_unsigned_version=True)
+    return image
+
+
+def with_image_flags(settings, term: Terminal, *, ova=None, sig=None, trusted_key=(), insecure_skip_verify=False,
+                     allow_unsigned_version=False):
     """The cluster file's image settings with the command line's --ova/--sig/--trusted-key on top."""
     from dataclasses import replace
 
@@ -105,9 +122,6 @@ def with_image_flags(settings, term: Terminal, *, ova=None, sig=None, trusted_ke
         image = replace(image, ova=ova, sig=sig)
     elif sig is not None:
         image = replace(image, sig=sig)
-    if trusted_key:
-        image = replace(image, trusted_keys=image.trusted_keys + tuple(trusted_key))
-    if insecure_skip_verify:
-        term.warn("image signature verification is OFF (--insecure-skip-verify); you are trusting the network")
-        image = replace(image, insecure_skip_verify=True)
+    image = image_flags(image, term, trusted_key=trusted_key, insecure_skip_verify=insecure_skip_verify,
+                        allow_unsigned_version=allow_unsigned_version)
     return replace(settings, image=image)

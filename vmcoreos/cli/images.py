@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vmcoreos.cli.common import EXIT_CODES_HELP, JsonOpt, QuietOpt, reporting
+from vmcoreos.cli.common import EXIT_CODES_HELP, JsonOpt, QuietOpt, image_flags, reporting
 from vmcoreos.cli.terminal import Terminal
 
 CacheDirOpt = typer.Option(
@@ -35,8 +35,13 @@ def fetch(
     ),
     ova: Optional[str] = typer.Option(None, "--ova", help="OVA path or URL instead of a channel."),
     sig: Optional[str] = typer.Option(None, "--sig", help="Detached signature of --ova, path or URL (default: OVA + .sig)."),
-    trusted_key: list[Path] = typer.Option(
-        [], "--trusted-key", metavar="FILE", help="Extra OpenPGP public key to trust (repeatable; needed for Fedora CoreOS)."
+    trusted_key: list[str] = typer.Option(
+        [], "--trusted-key", metavar="[DISTRO=]FILE",
+        help="Extra OpenPGP public key to trust for this run's distro, or for DISTRO only (repeatable; needed for Fedora CoreOS).",
+    ),
+    allow_unsigned_version: bool = typer.Option(
+        False, "--allow-unsigned-version",
+        help="Accept a release version no signature covers (version.txt without .sig; FCOS metadata over http).",
     ),
     insecure_skip_verify: bool = typer.Option(
         False, "--insecure-skip-verify", help="Do not verify signatures or DIGESTS (dangerous; never the default)."
@@ -58,12 +63,10 @@ def fetch(
         image = load_cluster_file(config).image if config is not None else ImageSettings()
         changes = {"distro": distro, "channel": channel, "version": version, "base_url": base_url, "ova": ova, "sig": sig}
         image = replace(image, **{k: v for k, v in changes.items() if v is not None})
-        if trusted_key:
-            image = replace(image, trusted_keys=image.trusted_keys + tuple(trusted_key))
-        if insecure_skip_verify:
-            term.warn("signature verification is OFF (--insecure-skip-verify); you are trusting the network")
-            image = replace(image, insecure_skip_verify=True)
+        image = image_flags(image, term, trusted_key=trusted_key, insecure_skip_verify=insecure_skip_verify,
+                            allow_unsigned_version=allow_unsigned_version)
         result = obtain(image, cache_dir=cache_dir or cache.default_cache_dir(), reporter=term, retries=retries)
+        result.close()  # fetch only reports on it; deploy keeps it open for the upload
         verdict = result.verdict
         info = {
             "path": str(result.path),

@@ -11,6 +11,7 @@ import base64
 import binascii
 import gzip
 import io
+import zlib
 
 ENCODINGS = ("gzip+base64", "base64")
 _DECODERS = {
@@ -45,6 +46,26 @@ def encode(data: bytes, encoding: str = "gzip+base64") -> str:
     raise ValueError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
 
 
+# Far above any node config; a few KiB of gzip can otherwise expand to gigabytes in memory.
+MAX_DECODED = 64 << 20
+
+
+def gunzip(data: bytes, limit: int = MAX_DECODED) -> bytes:
+    """gzip.decompress (every member, as Go's reader does) that stops at `limit` output bytes."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        out += inflater.decompress(data, limit + 1 - len(out))
+        if len(out) > limit:
+            raise DecodeError(f"decodes to more than {limit} bytes; that is not a node config")
+        if not inflater.eof:
+            if inflater.unconsumed_tail:
+                raise DecodeError(f"decodes to more than {limit} bytes; that is not a node config")
+            raise EOFError("compressed data ended before the end-of-stream marker")
+        data = inflater.unused_data
+    return bytes(out)
+
+
 def decode(value: str, encoding: str) -> bytes:
     kind = _DECODERS.get(encoding)
     if kind is None:
@@ -55,7 +76,7 @@ def decode(value: str, encoding: str) -> bytes:
             # Go's StdEncoding skips CR and LF (wrapped base64 in a YAML block) but nothing else.
             raw = base64.b64decode(raw.replace(b"\r", b"").replace(b"\n", b""), validate=True)
         if kind in ("gzip", "gzip+base64"):
-            raw = gzip.decompress(raw)
-    except (binascii.Error, OSError, EOFError) as exc:
+            raw = gunzip(raw)
+    except (binascii.Error, OSError, EOFError, zlib.error) as exc:
         raise DecodeError(f"cannot decode as {encoding}: {exc}") from None
     return raw

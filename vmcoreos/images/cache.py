@@ -1,4 +1,4 @@
-"""The image cache: `<cache>/<distro>/<channel>/<version>/<file>` with its signature and a JSON record.
+"""The image cache: `<cache>/<distro>/<channel>[@<mirror>]/<version>/<file>` with its signature and a JSON record.
 
 An entry counts only once its record exists, and the record is written
 last, after the image and its signature are in place; anything else in an
@@ -19,13 +19,14 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from vmcoreos.errors import LockedError
+from vmcoreos.errors import ConfigError, LockedError
 from vmcoreos.settings import ENV_CACHE_DIR
 
 LOCKS = ".locks"
 RECORD_SUFFIX = ".json"
 PART_SUFFIX = ".part"
 LOCK_WAIT = 3600.0  # seconds to wait for another run fetching the same image
+SOURCE_SEP = "@"  # <channel>@<mirror id>: the same version from two servers is two entries
 
 
 def default_cache_dir(environ=None) -> Path:
@@ -42,10 +43,15 @@ class Entry:
     channel: str
     version: str  # a release version, or a hash of the URL for --ova URLs
     file: str
+    source: str = ""  # "" for the vendor's host; a mirror's id keeps its images apart from the vendor's
+
+    @property
+    def channel_dir(self) -> Path:
+        return self.root / self.distro / (f"{self.channel}{SOURCE_SEP}{self.source}" if self.source else self.channel)
 
     @property
     def dir(self) -> Path:
-        return self.root / self.distro / self.channel / self.version
+        return self.channel_dir / self.version
 
     @property
     def path(self) -> Path:
@@ -67,7 +73,7 @@ class Entry:
     def locked(self, reporter, timeout: float = LOCK_WAIT) -> Iterator[None]:
         lock_dir = self.root / LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_dir / f"{self.distro}--{self.channel}--{self.version}.lock"))
+        lock = FileLock(str(lock_dir / f"{self.distro}--{self.channel_dir.name}--{self.version}.lock"))
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -93,7 +99,7 @@ class Entry:
 
     def write_record(self, record: dict) -> None:
         tmp = self.record_path.with_name(self.record_path.name + PART_SUFFIX)
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        write_file(tmp, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
         os.replace(tmp, self.record_path)
 
     def prepare(self) -> None:
@@ -114,8 +120,51 @@ class Entry:
             parent = parent.parent
 
 
-def entry_for(root: Path, distro: str, channel: str, version: str, file: str) -> Entry:
-    return Entry(Path(root), distro, channel, version, file)
+def entry_for(root: Path, distro: str, channel: str, version: str, file: str, source: str = "") -> Entry:
+    return Entry(Path(root), distro, channel, version, file, source)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write a cache file without following a symlink someone planted in its place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def check_root(root: Path) -> Path:
+    """The cache root, created private if missing; refused if another user could swap images in it."""
+    root = Path(root)
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = root.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot use cache directory {root}: {exc.strerror}; pass --cache-dir with a writable directory") from None
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"cache directory {root} belongs to uid {st.st_uid}, not you; its owner could swap images in it:"
+            f" pass --cache-dir with a directory of your own"
+        )
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            f"cache directory {root} is writable by group or others, who could swap images in it;"
+            f" run chmod go-w {root} or pass --cache-dir with a private directory"
+        )
+    return root
+
+
+def highest_version(root: Path, distro: str, channel: str, source: str, key) -> str | None:
+    """The highest release version with a verified record in one channel's cache (key orders versions)."""
+    best = None
+    directory = Entry(Path(root), distro, channel, "", "", source).channel_dir
+    for record_path in directory.glob("*/*" + RECORD_SUFFIX):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue
+        version = record.get("version") if isinstance(record, dict) and record.get("signer") else None
+        if key(version) is not None and (best is None or key(version) > key(best)):
+            best = version
+    return best
 
 
 def url_key(url: str) -> str:
@@ -149,6 +198,7 @@ def list_cached(root: Path) -> list[CachedImage]:
     root = Path(root)
     for directory in sorted(p for p in root.glob("*/*/*") if p.is_dir() and not p.parts[-3].startswith(".")):
         distro, channel, version = directory.parts[-3:]
+        channel = channel.split(SOURCE_SEP, 1)[0]
         records = sorted(directory.glob("*" + RECORD_SUFFIX))
         for record_path in records:
             image = record_path.with_name(record_path.name[: -len(RECORD_SUFFIX)])

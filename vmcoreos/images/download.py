@@ -15,7 +15,7 @@ import re
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import tenacity
@@ -31,6 +31,11 @@ from vmcoreos.settings import ENV_RETRY_MAX_DELAY
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 TIMEOUT = (10, 60)  # connect, read (between bytes): no request waits forever
 DEFAULT_MAX_DELAY = 30.0
+MAX_IMAGE_SIZE = 16 << 30  # the vendors' OVAs are under 2 GiB; a server may not fill the disk
+DOWNLOAD_DEADLINE = 4 * 3600.0  # seconds for one image, every retry included
+SMALL_DEADLINE = 120.0  # seconds for one small file (a signature, version.txt), every retry included
+# However often a download makes progress, it ends after this many requests (times (retries + 1)).
+ATTEMPTS_PER_RETRY = 10
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -49,16 +54,13 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-def redact(url: str) -> str:
-    """The URL without user:password, for messages and records."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+# user:password@ after a scheme, anywhere in a text; found without parsing the rest (a bad port must not stop it).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact(text: str) -> str:
+    """The URL (or any text holding URLs) without user:password, for messages and records."""
+    return _USERINFO.sub(r"\1", text)
 
 
 def max_delay_from_env(environ=None) -> float:
@@ -75,7 +77,7 @@ def max_delay_from_env(environ=None) -> float:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc)
+    text = redact(str(exc))
     if "Connection refused" in text:
         return "connection refused"
     if "timed out" in text.lower() or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
@@ -101,6 +103,31 @@ def _retry_after(resp: requests.Response) -> float | None:
         return None
 
 
+# Errors in the URL itself (a bad port, no host, a stray character): no retry helps.
+_URL_ERRORS = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+               requests.exceptions.InvalidHeader, urllib3.exceptions.LocationValueError)
+
+
+def _bad_url(url: str, what: str, exc: BaseException) -> ConfigError:
+    if isinstance(exc, requests.exceptions.InvalidSchema):
+        return ConfigError(f"cannot fetch {what} {redact(url)}: only http:// and https:// URLs are supported")
+    return ConfigError(f"cannot fetch {what} {redact(url)}: the URL is not valid; check --base-url, --ova and --sig")
+
+
+class _Session(requests.Session):
+    """A requests session that refuses a redirect from https to anything else: TLS must not be stripped."""
+
+    def get_redirect_target(self, resp):
+        target = super().get_redirect_target(resp)
+        if target and urlsplit(resp.url).scheme == "https":
+            scheme = urlsplit(urljoin(resp.url, target)).scheme
+            if scheme != "https":
+                raise DownloadError(
+                    f"{redact(resp.url)} redirects to {scheme}://, which drops TLS; refusing it (fix the mirror)"
+                )
+        return target
+
+
 _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                    urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
@@ -109,14 +136,18 @@ class Http:
     """One session for a run; every request has timeouts and the same retry policy."""
 
     def __init__(self, reporter: Reporter, *, retries: int = 5, max_delay: float | None = None,
-                 timeout: tuple[float, float] = TIMEOUT):
+                 timeout: tuple[float, float] = TIMEOUT, max_size: int = MAX_IMAGE_SIZE,
+                 deadline: float = DOWNLOAD_DEADLINE, small_deadline: float = SMALL_DEADLINE):
         if retries < 0:
             raise ConfigError("--retries must be 0 or more")
         self.reporter = reporter
         self.retries = retries
         self.max_delay = max_delay_from_env() if max_delay is None else max_delay
         self.timeout = timeout
-        self.session = requests.Session()
+        self.max_size = max_size
+        self.deadline = deadline
+        self.small_deadline = small_deadline
+        self.session = _Session()
         # identity: Range offsets must count the bytes we store, not a decoded stream.
         self.session.headers.update({"User-Agent": f"vmcoreos/{__version__}", "Accept-Encoding": "identity"})
 
@@ -131,24 +162,30 @@ class Http:
 
     # -- retry policy ------------------------------------------------------------
 
-    def _retrying(self, label: str, since: Callable[[], int] = lambda: 0) -> tenacity.Retrying:
+    def _retrying(self, label: str, since: Callable[[], int] = lambda: 0, *,
+                  deadline: float | None = None) -> tenacity.Retrying:
         """Doubling delays capped at max_delay; `since()` is the attempt after which bytes last arrived.
 
-        A download that makes progress before it drops gets its full retry budget back.
+        A download that makes progress before it drops gets its full retry budget back, but
+        never more than ATTEMPTS_PER_RETRY x (retries + 1) requests nor `deadline` seconds in all:
+        a server that sends a byte and hangs up must not keep us (and the host lock) forever.
         """
+        ends = time.monotonic() + (self.deadline if deadline is None else deadline)
 
         def strikes(state: tenacity.RetryCallState) -> int:
             return state.attempt_number - since()
 
         def stop(state: tenacity.RetryCallState) -> bool:
-            return strikes(state) > self.retries
+            return (strikes(state) > self.retries
+                    or state.attempt_number >= ATTEMPTS_PER_RETRY * (self.retries + 1)
+                    or time.monotonic() >= ends)
 
         def wait(state: tenacity.RetryCallState) -> float:
             delay = min(self.max_delay, 0.5 * 2 ** (strikes(state) - 1))
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Transient) and exc.retry_after is not None:
                 delay = max(delay, min(exc.retry_after, self.max_delay))
-            return delay
+            return max(0.0, min(delay, ends - time.monotonic()))
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception()
@@ -170,9 +207,10 @@ class Http:
     def get_bytes(self, url: str, what: str, *, missing_ok: bool = False, limit: int = 1 << 20) -> bytes | None:
         """A small file (version.txt, a signature, DIGESTS, stream metadata); None if missing and missing_ok."""
         try:
-            for attempt in self._retrying(f"fetching {what}"):
+            ends = time.monotonic() + self.small_deadline
+            for attempt in self._retrying(f"fetching {what}", deadline=self.small_deadline):
                 with attempt:
-                    return self._get_small(url, what, missing_ok, limit)
+                    return self._get_small(url, what, missing_ok, limit, ends)
         except _Transient as exc:
             raise DownloadError(f"cannot fetch {what} {redact(url)}: {exc.reason} (tried {self.retries + 1} times)") from None
         raise AssertionError("unreachable")
@@ -180,10 +218,12 @@ class Http:
     def status(self, url: str) -> int:
         """The HTTP status of a HEAD request: does a file exist, without fetching it."""
         try:
-            for attempt in self._retrying("checking the release"):
+            for attempt in self._retrying("checking the release", deadline=self.small_deadline):
                 with attempt:
                     try:
                         resp = self.session.head(url, timeout=self.timeout, allow_redirects=True)
+                    except _URL_ERRORS as exc:
+                        raise _bad_url(url, "the release", exc) from None
                     except _NETWORK_ERRORS as exc:
                         raise _Transient(_reason(exc)) from None
                     if resp.status_code in RETRY_STATUSES:
@@ -193,11 +233,11 @@ class Http:
             raise DownloadError(f"cannot reach {redact(url)}: {exc.reason} (tried {self.retries + 1} times)") from None
         raise AssertionError("unreachable")
 
-    def _get_small(self, url: str, what: str, missing_ok: bool, limit: int) -> bytes | None:
+    def _get_small(self, url: str, what: str, missing_ok: bool, limit: int, ends: float) -> bytes | None:
         try:
             resp = self.session.get(url, stream=True, timeout=self.timeout)
-        except requests.exceptions.InvalidSchema:
-            raise ConfigError(f"cannot fetch {what} {redact(url)}: only http:// and https:// URLs are supported") from None
+        except _URL_ERRORS as exc:
+            raise _bad_url(url, what, exc) from None
         except _NETWORK_ERRORS as exc:
             raise _Transient(_reason(exc)) from None
         with resp:
@@ -207,8 +247,16 @@ class Http:
                 return None
             if resp.status_code != 200:
                 raise DownloadError(f"cannot fetch {what} {redact(url)}: HTTP {resp.status_code}")
+            data = b""
             try:
-                data = resp.raw.read(limit + 1, decode_content=False)
+                # In pieces, with the clock checked between them: a byte a minute never trips the read timeout.
+                while len(data) <= limit and (piece := resp.raw.read(min(64 << 10, limit + 1 - len(data)),
+                                                                     decode_content=False)):
+                    data += piece
+                    if time.monotonic() > ends:
+                        raise DownloadError(
+                            f"{what} {redact(url)} did not arrive within {self.small_deadline:g}s; the server is too slow"
+                        )
             except _NETWORK_ERRORS as exc:
                 raise _Transient(_reason(exc)) from None
         if len(data) > limit:
@@ -222,18 +270,22 @@ class Http:
 
         On failure the current check is aborted; deleting dest is the caller's job.
         """
-        with open(dest, "wb") as out:
+        with _open_new(dest) as out:
             transfer = _Transfer(self, url, out, start, label)
+            started = time.monotonic()
             try:
                 for attempt in self._retrying(label, lambda: transfer.progress_attempt):
                     with attempt:
                         transfer.attempt(attempt.retry_state.attempt_number)
             except _Transient as exc:
                 transfer.check.abort()
-                raise DownloadError(
-                    f"cannot download {redact(url)}: {exc.reason} (gave up after {self.retries} retries"
-                    " without progress; see --retries)"
-                ) from None
+                if time.monotonic() - started >= self.deadline:
+                    why = f"not done after {self.deadline:g}s; the server is too slow"
+                elif transfer.attempts >= ATTEMPTS_PER_RETRY * (self.retries + 1):
+                    why = f"gave up after {transfer.attempts} requests"
+                else:
+                    why = f"gave up after {self.retries} retries without progress; see --retries"
+                raise DownloadError(f"cannot download {redact(url)}: {exc.reason} ({why})") from None
             except BaseException:
                 transfer.check.abort()
                 raise
@@ -254,6 +306,9 @@ class _Transfer:
         self.total: int | None = None
         self.validator: str | None = None  # strong ETag or Last-Modified, for If-Range
         self.progress_attempt = 0
+        self.ends = time.monotonic() + http.deadline
+        self.furthest = 0  # the most bytes any attempt got to: only going past it counts as progress
+        self.attempts = 0
 
     def _restart(self) -> None:
         self.check.abort()
@@ -263,6 +318,7 @@ class _Transfer:
         self.done = 0
 
     def attempt(self, number: int) -> None:
+        self.attempts = number
         headers = {}
         if self.done:
             headers["Range"] = f"bytes={self.done}-"
@@ -271,8 +327,8 @@ class _Transfer:
                 headers["If-Range"] = self.validator
         try:
             resp = self.http.session.get(self.url, headers=headers, stream=True, timeout=self.http.timeout)
-        except requests.exceptions.InvalidSchema:
-            raise ConfigError(f"cannot download {redact(self.url)}: only http:// and https:// URLs are supported") from None
+        except _URL_ERRORS as exc:
+            raise _bad_url(self.url, "the image", exc) from None
         except _NETWORK_ERRORS as exc:
             raise _Transient(_reason(exc)) from None
         with resp:
@@ -291,6 +347,8 @@ class _Transfer:
                     self._restart()
                 length = resp.headers.get("Content-Length")
                 self.total = int(length) if length and length.isdigit() else None
+                if self.total is not None and self.total > self.http.max_size:
+                    raise DownloadError(self._too_large(f"announces {self.total} bytes"))
                 etag = resp.headers.get("ETag")
                 self.validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
             elif status == 416 and self.done:
@@ -302,11 +360,11 @@ class _Transfer:
                 raise DownloadError(f"cannot download {redact(self.url)}: HTTP {status}{hint}")
             if self.done:
                 self.http.reporter.event(f"{self.label}: resuming at {self.done / 1048576:.1f} MiB")
-            before = self.done
             try:
                 self._copy(resp)
             finally:
-                if self.done > before:
+                if self.done > self.furthest:
+                    self.furthest = self.done
                     self.progress_attempt = number - 1
 
     def _copy(self, resp: requests.Response) -> None:
@@ -324,8 +382,24 @@ class _Transfer:
                 raise DownloadError(f"cannot write {self.out.name}: {exc.strerror}") from None
             self.check.update(chunk)
             self.done += len(chunk)
+            if self.done > self.http.max_size:
+                raise DownloadError(self._too_large(f"sent more than {self.http.max_size} bytes"))
+            if time.monotonic() > self.ends:
+                raise DownloadError(
+                    f"cannot download {redact(self.url)}: not done after {self.http.deadline:g}s; the server is too slow"
+                )
             self.http.reporter.transfer(self.label, self.done, total or self.done)
         if total is not None and self.done < total:
             raise _Transient(f"connection closed after {self.done} of {total} bytes")
         if total is not None and self.done > total:
             raise DownloadError(f"{redact(self.url)} sent more bytes than it announced; refusing it")
+
+    def _too_large(self, what: str) -> str:
+        return (f"{redact(self.url)} {what}, more than an OS image ({self.http.max_size >> 30} GiB);"
+                " refusing it (check --ova and --base-url)")
+
+
+def _open_new(path: Path) -> BinaryIO:
+    """A new file for writing that never follows a symlink planted where it should be."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "wb")

@@ -11,18 +11,20 @@ it verifies again.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from vmcoreos.errors import ConfigError, DownloadError, VerificationError
 from vmcoreos.images import cache, keys as keymod, releases
 from vmcoreos.images.download import Http, redact
 from vmcoreos.images.ova import MemberDigestTap, OvaArchive
 from vmcoreos.images.releases import Release
-from vmcoreos.images.source import VerifiedImage, is_url
+from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
 from vmcoreos.images.stream import pump
 from vmcoreos.images.verify import (
     Check, DigestCheck, Sha512Tap, SignatureCheck, Verdict, abbreviate, parse_digests, verify_clearsigned,
@@ -39,19 +41,97 @@ class Reporter(Protocol):
     def transfer(self, label: str, done: int, total: int) -> None: ...
 
 
-def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5) -> VerifiedImage:
-    """A verified OVA for the image settings: a local --ova checked in place, anything else via the cache."""
+def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5,
+           floor: str | None = None) -> VerifiedImage:
+    """A verified OVA for the image settings: a local --ova checked in place, anything else via the cache.
+
+    floor: the highest release already deployed (the cluster's nodes); a channel's "current" below
+    it, or below the highest version cached from the same source, is held at that version instead.
+    """
     signing = signing_keys(image)
     with Http(reporter, retries=retries) as http:
         if image.ova and not is_url(image.ova):
             return verify_local(image, signing, http, reporter)
+        cache_root = cache.check_root(Path(cache_dir))
         if image.ova:
             release = releases.from_url(image, image.ova)
         else:
             release = releases.resolve(image, lambda url, what: http.get_bytes(url, what))
+            _warn_plain_http(image, release, reporter)
+            if not image.insecure_skip_verify:
+                vouch_version(image, release, signing, http, reporter)
             if (image.version or "current") == "current":
+                release = _hold_floor(release, floor, cache_root, reporter)
                 reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
-        return Fetcher(http, signing, Path(cache_dir), reporter, insecure=image.insecure_skip_verify).get(release)
+        return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
+
+
+def _warn(reporter: Reporter, message: str) -> None:
+    getattr(reporter, "warn", reporter.event)(message)
+
+
+def note_expired(reporter: Reporter, verdict: Verdict | None, label: str) -> None:
+    """One line when a signature is by a subkey that has expired since (gpgv's EXPKEYSIG): valid, but worth knowing."""
+    if verdict is not None and verdict.expired_key:
+        reporter.event(
+            f"note: {label} is signed by subkey {verdict.signing_key}, which has expired since;"
+            " accepted as gpg does for releases signed before the expiry"
+        )
+
+
+def _warn_plain_http(image: ImageSettings, release: Release, reporter: Reporter) -> None:
+    # The signatures still cover image and version; over http a man in the middle can only
+    # withhold or replay releases, which the floor limits. Said once, not refused: labs use http mirrors.
+    if image.base_url and image.base_url.startswith("http://") and release.distro != "fedora-coreos":
+        reporter.event(f"note: {redact(image.base_url)} is plain http: anyone on the path can hold back updates;"
+                       " prefer an https mirror")
+    elif release.distro == "fedora-coreos" and image.allow_unsigned_version and not releases.stream_url(image).startswith("https://"):
+        _warn(reporter, f"the Fedora CoreOS stream metadata at {redact(releases.stream_url(image))} is unsigned and not https;"
+                        " its version label is unvouched (--allow-unsigned-version)")
+
+
+def vouch_version(image: ImageSettings, release: Release, signing: list[keymod.PublicKey], http: Http,
+                  reporter: Reporter) -> None:
+    """The version.txt that named the release must carry a good signature, unless the user opted out."""
+    if release.version_text is None or release.version_url is None:
+        return  # a pinned version (the user's word) or FCOS metadata (https vouches for it)
+    where = redact(release.version_url)
+    signature = http.get_bytes(release.version_url + ".sig", "version.txt signature", missing_ok=True)
+    if signature is None:
+        if not image.allow_unsigned_version:
+            raise VerificationError(
+                f"{where} has no signature (version.txt.sig), so the version it names cannot be trusted;"
+                " publish the .sig on the mirror, pin --version, or pass --allow-unsigned-version"
+            )
+        _warn(reporter, f"{where} is unsigned; trusting its version {release.version} (--allow-unsigned-version)")
+        return
+    verdict = verify_detached(release.version_text, signature, signing, "version.txt.sig")
+    note_expired(reporter, verdict, "version.txt")
+
+
+def _hold_floor(release: Release, floor: str | None, cache_root: Path, reporter: Reporter) -> Release:
+    """Never below what is deployed or cached: a "current" older than that (a mirror replaying an old signed
+    version.txt, or a channel rolled back) is replaced by the highest version known, which stays signed."""
+    key = releases.version_key
+    cached = cache.highest_version(cache_root, release.distro, release.channel, release.source_id, key)
+    known = [(v, where) for v, where in ((floor, "deployed on the cluster's nodes"), (cached, "in the image cache"))
+             if key(v) is not None]
+    if not known or key(release.version) is None:
+        return release
+    highest, where = max(known, key=lambda k: key(k[0]))
+    if key(release.version) >= key(highest):
+        return release
+    if not release.root:
+        raise VerificationError(
+            f"{release.distro} {release.channel}: the current release {release.version} is older than {highest},"
+            f" already {where}; refusing to go back (pin --version to do it on purpose)"
+        )
+    reporter.event(
+        f"note: {release.distro} {release.channel} names {release.version} as current, older than {highest}"
+        f" already {where}; staying on {highest} (pin --version to go back on purpose)"
+    )
+    held = releases.release_files(release.distro, release.channel, release.root, highest)
+    return held if held.source_id == release.source_id else replace(held, source_id=release.source_id)
 
 
 def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
@@ -60,7 +140,7 @@ def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
     pinned = keymod.pinned_key(image.distro)
     if pinned is not None:
         found.append(pinned)
-    found.extend(keymod.trusted_keys(image.trusted_keys))
+    found.extend(keymod.trusted_keys(image.trusted_keys, image.distro))
     if not found and not image.insecure_skip_verify:
         if image.distro == "fedora-coreos":
             raise ConfigError(
@@ -114,8 +194,9 @@ class ImagePass(Check):
         return verdict, actual
 
 
-def read_through(path: Path, check: Check, reporter: Reporter, label: str) -> int:
-    total = path.stat().st_size
+def read_through(f: BinaryIO, check: Check, reporter: Reporter, label: str) -> int:
+    """One pass over an open image from its start, through check."""
+    total = os.fstat(f.fileno()).st_size
     done = 0
 
     def progress(n: int) -> None:
@@ -124,8 +205,8 @@ def read_through(path: Path, check: Check, reporter: Reporter, label: str) -> in
         reporter.transfer(label, done, total)
 
     try:
-        with path.open("rb") as f:
-            return pump(f, [check], on_bytes=progress)
+        f.seek(0)
+        return pump(f, [check], on_bytes=progress)
     except BaseException:
         check.abort()
         raise
@@ -155,19 +236,27 @@ def _read_signature(source: str, label: str, http: Http, image_url: str | None =
 
 
 def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Http, reporter: Reporter) -> VerifiedImage:
-    """A local OVA (--ova FILE) checked in place, in one read, against its detached signature."""
-    assert image.ova
+    """A local OVA (--ova FILE) checked in place, in one read of one descriptor, against its detached signature."""
+    if not image.ova:
+        raise ConfigError("no local OVA given; pass --ova FILE")
     path = Path(image.ova)
-    if not path.is_file():
-        raise ConfigError(f"OVA {path} does not exist; check --ova or image.ova")
-    signature = None if image.insecure_skip_verify else _read_signature(image.sig or image.ova + ".sig", path.name, http)
-    reporter.event(f"verifying {path}")
-    check = ImagePass(path.name, signature, signing)
-    size = read_through(path, check, reporter, f"verifying {path.name}")
-    verdict, sha512 = check.finish()
-    with OvaArchive(path) as archive:
-        archive.verify_manifest(check.members)
-    return VerifiedImage(path, image.distro, f"local-{sha512[:12]}", sha512, size, verdict, "local", str(path))
+    f = open_image(path)
+    try:
+        signature = None if image.insecure_skip_verify else _read_signature(image.sig or image.ova + ".sig", path.name, http)
+        reporter.event(f"verifying {path}")
+        before = identity(f)
+        check = ImagePass(path.name, signature, signing)
+        size = read_through(f, check, reporter, f"verifying {path.name}")
+        verdict, sha512 = check.finish()
+        note_expired(reporter, verdict, path.name)
+        with OvaArchive(path, fileobj=f, identity=before) as archive:
+            archive.verify_manifest(check.members)
+            archive.check_unchanged()  # written to while we read it: what was verified is unknown
+    except BaseException:
+        f.close()
+        raise
+    return VerifiedImage(path, image.distro, f"local-{sha512[:12]}", sha512, size, verdict, "local", str(path),
+                         file=f, identity=before)
 
 
 class Fetcher:
@@ -184,7 +273,7 @@ class Fetcher:
     def get(self, release: Release) -> VerifiedImage:
         by_url = release.channel == "url"
         key = cache.url_key(release.url) if by_url else release.version
-        entry = cache.entry_for(self.cache_dir, release.distro, release.channel, key, release.file_name)
+        entry = cache.entry_for(self.cache_dir, release.distro, release.channel, key, release.file_name, release.source_id)
         with entry.locked(self.reporter):
             # A URL may serve new bytes under the same name; its current signature tells.
             signature = self._signature(release) if by_url else None
@@ -224,13 +313,36 @@ class Fetcher:
                         f"{name} has neither a .asc nor a .sig signature; refusing an unsigned digest list"
                     )
                 verdict, text = verify_detached(data, detached, self.signing, name + ".sig"), data
-            sha512 = parse_digests(text.decode("utf-8", "replace"), name).get(release.file_name, {}).get("SHA512")
+            listed = parse_digests(text.decode("utf-8", "replace"), name)
+            sha512 = listed.get(release.file_name, {}).get("SHA512")
             if sha512 is None:
                 raise VerificationError(f"{name} is signed but lists no SHA512 for {release.file_name}; refusing it")
+            self._match_version_txt(release, listed.get("version.txt", {}).get("SHA512"), name)
             self.reporter.event(f"{name}: signed by {verdict.primary_fingerprint}")
+            note_expired(self.reporter, verdict, name)
             return sha512, name
         self.reporter.event(f"no DIGESTS published for {release.file_name} {release.version}; the signature alone vouches for it")
         return None
+
+    @staticmethod
+    def _match_version_txt(release: Release, listed: str | None, name: str) -> None:
+        """Older releases' DIGESTS also cover version.txt: then the one that named the version must be it."""
+        if listed is None or release.version_text is None:
+            return
+        if not hmac.compare_digest(hashlib.sha512(release.version_text).hexdigest(), listed.lower()):
+            raise VerificationError(
+                f"the version.txt naming {release.version} is not the one {name} lists; the server mixes releases"
+            )
+
+    @staticmethod
+    def _match_product_version(release: Release, archive: OvaArchive) -> None:
+        """The signed OVF's own version, where it has one (FCOS), must be the version the image is labelled with."""
+        inside = archive.product_version()
+        if inside is not None and release.version and inside != release.version:
+            raise VerificationError(
+                f"{release.file_name} says it is {inside} in its signed OVF, not {release.version}"
+                " as the release metadata claims; refusing the mislabelled image"
+            )
 
     # -- cache -------------------------------------------------------------------------
 
@@ -253,16 +365,24 @@ class Fetcher:
                 return None
         self.reporter.event(f"checking cached {entry.path}")
         check = ImagePass(entry.file, signature, self.signing, sha256=release.sha256, members=False)
+        f = open_image(entry.path, "cached image")
         try:
-            size = read_through(entry.path, check, self.reporter, f"checking {entry.file}")
+            before = identity(f)
+            size = read_through(f, check, self.reporter, f"checking {entry.file}")
             verdict, sha512 = check.finish(record.get("sha512"), "its cache record")
+            if identity(f) != before:
+                raise VerificationError("it changed while it was read")
         except VerificationError as exc:
+            f.close()
             self.reporter.event(f"cached {entry.file} failed verification ({exc.message}); discarding it")
             entry.discard()
             return None
+        except BaseException:
+            f.close()
+            raise
         version = record.get("version") or release.version
         return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel,
-                             record.get("source", ""), cached=True)
+                             record.get("source", ""), cached=True, file=f, identity=before)
 
     def _download(self, entry: cache.Entry, release: Release, signature: bytes | None,
                   expected: tuple[str, str] | None) -> VerifiedImage:
@@ -270,6 +390,7 @@ class Fetcher:
         label = f"downloading {entry.file}"
         self.reporter.event(f"downloading {source}")
         entry.prepare()
+        f = None
         try:
             size, check = self.http.download(
                 release.url, entry.part,
@@ -277,12 +398,19 @@ class Fetcher:
                 label,
             )
             verdict, sha512 = check.finish(*(expected or (None, "")))
-            with OvaArchive(entry.part, name=entry.file) as archive:
+            note_expired(self.reporter, verdict, entry.file)
+            f = open_image(entry.part, "downloaded image")
+            before = identity(f)
+            if before[2] != size:
+                raise VerificationError(f"{entry.part} is not the {size} bytes just verified; something writes to the cache")
+            with OvaArchive(entry.part, name=entry.file, fileobj=f, identity=before) as archive:
                 archive.verify_manifest(check.members)
+                self._match_product_version(release, archive)
             version = release.version or f"url-{sha512[:12]}"
             if signature is not None:
-                entry.sig.write_bytes(signature)
-            os.replace(entry.part, entry.path)
+                cache.write_file(entry.sig, signature)
+            os.replace(entry.part, entry.path)  # the open descriptor stays the verified file
+            before = identity(f)  # a rename changes ctime: the identity to hold is the renamed file's
             entry.write_record({
                 "distro": release.distro,
                 "channel": release.channel,
@@ -299,7 +427,10 @@ class Fetcher:
                 "source": source,
             })
         except BaseException:
+            if f is not None:
+                f.close()
             entry.discard()
             raise
         self.reporter.event(f"verified {entry.file} {version}" + (f": signed by {verdict.primary_fingerprint}" if verdict else ""))
-        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel, source)
+        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel, source,
+                             file=f, identity=before)

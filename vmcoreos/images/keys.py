@@ -104,9 +104,11 @@ def load_key_bytes(raw: bytes, source: str) -> list[PublicKey]:
         data = dearmor(raw.decode("ascii")) if raw.lstrip().startswith(b"-----BEGIN") else raw
         fprs = primary_fingerprints(data)
     except (ValueError, UnicodeDecodeError, IndexError) as exc:
-        raise ConfigError(f"{source} is not an OpenPGP public key ({exc}); export it with gpg --export") from None
+        raise ConfigError(
+            f"{source} is not an OpenPGP public key ({exc}); export just that key with gpg --export <FINGERPRINT>"
+        ) from None
     if not fprs:
-        raise ConfigError(f"{source} holds no OpenPGP public key; export it with gpg --export")
+        raise ConfigError(f"{source} holds no OpenPGP public key; export just that key with gpg --export <FINGERPRINT>")
     # One PublicKey per file is enough: gpgv gets the whole file, the pins get every primary.
     return [PublicKey(f, data, source) for f in fprs]
 
@@ -118,13 +120,21 @@ def pinned_key(distro: str) -> PublicKey | None:
     fingerprint, name = entry
     raw = resources.files("vmcoreos.keys").joinpath(name).read_bytes()
     keys = load_key_bytes(raw, name)
-    assert keys[0].fingerprint == fingerprint, "shipped key does not match its pin"
+    # A real check, not an assert: `python -O` would drop that, and the pin with it.
+    if [k.fingerprint for k in keys] != [fingerprint]:
+        raise ConfigError(
+            f"the {name} shipped with vmcoreos is not the pinned key {fingerprint}; reinstall vmcoreos"
+        )
     return keys[0]
 
 
-def trusted_keys(paths: tuple[Path, ...] | list[Path]) -> list[PublicKey]:
+def trusted_keys(entries, distro: str) -> list[PublicKey]:
+    """The user's keys (TrustedKey entries) given for this distro; keys given for another distro are ignored."""
     keys: list[PublicKey] = []
-    for path in paths:
+    for entry in entries:
+        if entry.distro != distro:
+            continue
+        path = entry.path
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:

@@ -7,6 +7,7 @@ a hostile or broken OVA is refused before vSphere is touched.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import tarfile
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from vmcoreos.errors import UnsafeArchiveError
+from vmcoreos.errors import UnsafeArchiveError, VerificationError
 from vmcoreos.images.stream import pump
 from vmcoreos.images.verify import Check, DigestCheck
 
@@ -38,14 +39,26 @@ class Descriptor:
 
 
 class OvaArchive:
-    def __init__(self, path: Path, *, name: str | None = None):
-        """name: what messages call the file (a download is checked as <name>.part, before its rename)."""
+    def __init__(self, path: Path, *, name: str | None = None, fileobj: BinaryIO | None = None,
+                 identity: tuple[int, ...] | None = None):
+        """name: what messages call the file (a download is checked as <name>.part, before its rename).
+
+        fileobj: read this open file (the verified descriptor) instead of opening path; identity: its
+        fstat identity at verification, which check_unchanged() holds it to.
+        """
         self.path = Path(path)
         self.name = name or self.path.name
         self._tar = None
+        self._file = fileobj
+        self._identity = identity
         try:
-            self._size = self.path.stat().st_size
-            self._tar = tarfile.open(self.path, mode="r:")
+            if fileobj is not None:
+                fileobj.seek(0)
+                self._size = os.fstat(fileobj.fileno()).st_size
+                self._tar = tarfile.open(fileobj=fileobj, mode="r:")
+            else:
+                self._size = self.path.stat().st_size
+                self._tar = tarfile.open(self.path, mode="r:")
             self._members = {m.name: m for m in self._check_members(self._tar.getmembers())}
             self.descriptor = self._read_descriptor()
             self.manifest = self._read_manifest()
@@ -70,7 +83,28 @@ class OvaArchive:
 
     def close(self) -> None:
         if self._tar is not None:
-            self._tar.close()
+            self._tar.close()  # leaves a fileobj it was given open: the image owns it
+
+    def check_unchanged(self) -> None:
+        """Refuse if the verified file was written to since it was verified (before an upload completes)."""
+        if self._file is None or self._identity is None:
+            return
+        from vmcoreos.images.source import identity
+
+        if identity(self._file) != self._identity:
+            raise VerificationError(
+                f"{self.name} was written to, replaced or renamed after it was verified; whatever else"
+                " touches it must stop, then run again"
+            )
+
+    def product_version(self) -> str | None:
+        """The OVF ProductSection's Version (FCOS writes its release there; Flatcar and CoreOS leave it out)."""
+        root = ET.fromstring(self.descriptor.text)
+        for section in root.iter(f"{{{OVF_NS}}}ProductSection"):
+            version = section.find(f"{{{OVF_NS}}}Version")
+            if version is not None and (version.text or "").strip():
+                return version.text.strip()
+        return None
 
     def __enter__(self) -> "OvaArchive":
         return self
@@ -144,9 +178,12 @@ class OvaArchive:
         root = ET.fromstring(self.descriptor.text)
         total = 0
         for disk in root.iter(f"{{{OVF_NS}}}Disk"):
-            capacity = int(disk.get(f"{{{OVF_NS}}}capacity", "0") or 0)
-            units = disk.get(f"{{{OVF_NS}}}capacityAllocationUnits", "byte")
-            total += capacity * _allocation_units(units)
+            raw = (disk.get(f"{{{OVF_NS}}}capacity", "0") or "0").strip()
+            if not raw.isdigit() or len(raw) > 19:
+                raise UnsafeArchiveError(f"{self.name}: a disk capacity of {raw[:40]!r} is not a size; refusing the OVA")
+            total += int(raw) * _allocation_units(disk.get(f"{{{OVF_NS}}}capacityAllocationUnits", "byte"))
+            if total > MAX_ALLOCATION_UNIT:
+                raise UnsafeArchiveError(f"{self.name}: its disks claim more than {MAX_ALLOCATION_UNIT} bytes; refusing the OVA")
         return total
 
     def _read_manifest(self) -> dict[str, tuple[str, str]]:
@@ -354,10 +391,29 @@ class _ManifestCheck(DigestCheck):
             raise UnsafeArchiveError(f"{exc.args[0].split(';')[0]}; the .mf manifest does not match, the OVA is corrupt") from None
 
 
+# No real disk comes near this (1 EiB); it only stops a hostile descriptor's 9^999999999 from hanging us.
+MAX_ALLOCATION_UNIT = 1 << 60
+_UNIT_TERM = re.compile(r"^(\d{1,19})(?:\^(\d{1,3}))?$")
+
+
 def _allocation_units(text: str) -> int:
-    """'byte', 'byte * 2^30', 'byte * 1024' (DMTF programmatic units, as OVF writers use them)."""
+    """'byte', 'byte * 2^30', 'byte * 1024' (DMTF programmatic units, as OVF writers use them), bounded."""
+    terms = text.replace(" ", "").lower().split("*")
+    if terms[0] not in ("byte", "bytes", ""):
+        raise UnsafeArchiveError(f"the OVF's allocation unit {text[:60]!r} is not in bytes; refusing the OVA")
     factor = 1
-    for term in text.replace(" ", "").lower().split("*")[1:]:
-        base, _, exp = term.partition("^")
-        factor *= int(base) ** int(exp or 1)
+    for term in terms[1:]:
+        match = _UNIT_TERM.match(term)
+        if not match:
+            raise UnsafeArchiveError(f"the OVF's allocation unit {text[:60]!r} is not like 'byte * 2^20'; refusing the OVA")
+        base, exp = int(match.group(1)), int(match.group(2) or 1)
+        # Multiply step by step and stop past the bound, so no huge power is ever computed.
+        for _ in range(exp):
+            factor *= base
+            if factor > MAX_ALLOCATION_UNIT:
+                raise UnsafeArchiveError(
+                    f"the OVF's allocation unit {text[:60]!r} exceeds {MAX_ALLOCATION_UNIT} bytes; refusing the OVA"
+                )
+            if base <= 1:
+                break
     return factor

@@ -8,9 +8,10 @@ mirror) replaces the vendor's host and keeps the layout.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 from urllib.parse import urljoin
 
@@ -40,6 +41,12 @@ class Release:
     # DIGESTS files to try in order; the first that exists is used (Flatcar, CoreOS).
     digests_urls: tuple[str, ...] = ()
     sha256: str | None = None  # from the FCOS stream metadata
+    # The version.txt that named the version (channel "current"), to be checked against its .sig before use.
+    version_url: str | None = None
+    version_text: bytes | None = None
+    # Who serves it, for the cache key: "" for the vendor's own host, else a digest of the mirror's root.
+    source_id: str = ""
+    root: str = ""  # the channel root (Flatcar, CoreOS): where any other version of the channel lives
 
     @property
     def file_name(self) -> str:
@@ -57,6 +64,23 @@ def check_version(version: str, where: str, error: type[Exception] = ConfigError
     if not _VERSION_RE.match(version) or ".." in version:
         raise error(f"{redact(where)}: {version!r} is not a release version (like 4593.2.5)")
     return version
+
+
+def source_id(root: str, vendor_root: str) -> str:
+    """A short name for where releases come from; the vendor's host keeps the plain cache layout."""
+    if root == vendor_root:
+        return ""
+    return "m" + hashlib.sha256(redact(root).encode("utf-8")).hexdigest()[:10]
+
+
+_RELEASE_NUMBERS = re.compile(r"^\d+(\.\d+)*$")
+
+
+def version_key(version: str | None) -> tuple[int, ...] | None:
+    """4593.2.5 -> (4593, 2, 5), for ordering releases; None for anything that is not a numbered release."""
+    if not version or not _RELEASE_NUMBERS.match(version):
+        return None
+    return tuple(int(p) for p in version.split("."))
 
 
 def channel_root(image: ImageSettings) -> str:
@@ -92,7 +116,8 @@ def release_files(distro: str, channel: str, root: str, version: str) -> Release
     ova = directory + f"{prefix}.ova"
     # Since 2022 one DIGESTS per file; older releases have one for the whole vmware_ova image.
     digests = (ova + ".DIGESTS", directory + f"{prefix}.DIGESTS")
-    return Release(distro, channel, version, ova, ova + ".sig", digests)
+    vendor = FLATCAR_HOST.format(channel=channel) if distro == "flatcar" else ""
+    return Release(distro, channel, version, ova, ova + ".sig", digests, source_id=source_id(root, vendor), root=root)
 
 
 def stream_url(image: ImageSettings) -> str:
@@ -100,7 +125,7 @@ def stream_url(image: ImageSettings) -> str:
     return urljoin(root, f"{image.channel}.json")
 
 
-def parse_fcos_stream(data: bytes, where: str, stream: str) -> Release:
+def parse_fcos_stream(data: bytes, where: str, stream: str, source: str = "") -> Release:
     """The x86_64 VMware OVA of an FCOS stream metadata document."""
     try:
         doc = json.loads(data)
@@ -116,7 +141,8 @@ def parse_fcos_stream(data: bytes, where: str, stream: str) -> Release:
         raise DownloadError(f"{redact(where)}: the OVA entry has no valid sha256")
     url = urljoin(where, location)  # a mirror may use relative locations
     signature = urljoin(where, disk["signature"]) if disk.get("signature") else url + ".sig"
-    return Release("fedora-coreos", stream, check_version(str(version), where, DownloadError), url, signature, (), sha256)
+    return Release("fedora-coreos", stream, check_version(str(version), where, DownloadError), url, signature, (), sha256,
+                   source_id=source)
 
 
 def fcos_build(stream: str, version: str) -> Release:
@@ -144,7 +170,14 @@ def resolve(image: ImageSettings, get_text: Callable[[str, str], bytes]) -> Rele
         check_version(version, "image.version")
     if image.distro == "fedora-coreos":
         url = stream_url(image)
-        newest = parse_fcos_stream(get_text(url, "stream metadata"), url, image.channel)
+        # The stream metadata is unsigned: only TLS vouches for the version it names.
+        if not url.startswith("https://") and not image.allow_unsigned_version:
+            raise ConfigError(
+                f"Fedora CoreOS stream metadata is unsigned, so {redact(url)} must be https://;"
+                " use an https base_url, or accept an unvouched version with --allow-unsigned-version"
+            )
+        newest = parse_fcos_stream(get_text(url, "stream metadata"), url, image.channel,
+                                   source_id(url, urljoin(FCOS_STREAMS, f"{image.channel}.json")))
         if version in ("current", newest.version):
             return newest
         if image.base_url is None:
@@ -154,7 +187,9 @@ def resolve(image: ImageSettings, get_text: Callable[[str, str], bytes]) -> Rele
             " use version: current or pass --ova with that build's URL"
         )
     root = channel_root(image)
-    if version == "current":
-        where = urljoin(root, "current/version.txt")
-        version = parse_version_txt(get_text(where, "version.txt").decode("utf-8", "replace"), where)
-    return release_files(image.distro, image.channel, root, version)
+    if version != "current":
+        return release_files(image.distro, image.channel, root, version)
+    where = urljoin(root, "current/version.txt")
+    text = get_text(where, "version.txt")
+    version = parse_version_txt(text.decode("utf-8", "replace"), where)
+    return replace(release_files(image.distro, image.channel, root, version), version_url=where, version_text=text)

@@ -3,13 +3,22 @@
 The sources themselves (a release channel, a URL, a local path) and the
 one-pass verification live in vmcoreos.images.fetch; obtain() there is the
 entry point.
+
+A VerifiedImage holds the file open: the space check and the upload read
+the very descriptor that was verified, never the path again, so a file
+swapped in under the same name afterwards is never read. `identity` is the
+fstat of that descriptor at verification; OvaArchive.check_unchanged()
+compares it before the upload is declared complete.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from vmcoreos.errors import ConfigError
 from vmcoreos.images.verify import Verdict
 
 
@@ -24,6 +33,45 @@ class VerifiedImage:
     channel: str = ""
     source: str = ""  # where it came from, without credentials
     cached: bool = False  # reused from the cache after re-verification, not downloaded this run
+    file: BinaryIO | None = field(default=None, compare=False, repr=False)  # the verified descriptor
+    identity: tuple[int, ...] | None = None  # identity(file) when it was verified
+
+    def archive(self):
+        """The OVA, read through the verified descriptor (by path only for images made without one)."""
+        from vmcoreos.images.ova import OvaArchive
+
+        return OvaArchive(self.path, fileobj=self.file, identity=self.identity)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def identity(f: BinaryIO) -> tuple[int, ...]:
+    """What changes when a file is replaced or written to: device, inode, size, mtime and ctime (ns)."""
+    st = os.fstat(f.fileno())
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def open_image(path: Path, what: str = "OVA") -> BinaryIO:
+    """Open an image for reading without following a symlink; refuse anything but a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist; check --ova or image.ova") from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ConfigError(
+                f"{what} {path} is a symlink; pass the real file's path (vmcoreos does not follow links to images)"
+            ) from None
+        raise ConfigError(f"cannot open {what} {path}: {exc.strerror}") from None
+    f = os.fdopen(fd, "rb")
+    import stat
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise ConfigError(f"{what} {path} is not a regular file; pass the .ova file itself")
+    return f
 
 
 def is_url(source: str) -> bool:

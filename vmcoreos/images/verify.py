@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import hmac
 import os
 import queue
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
 from vmcoreos.images.keys import PublicKey
+from vmcoreos.settings import ENV_GPGV
 
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux only; elsewhere the fcntl call just fails
@@ -92,11 +95,30 @@ class Verdict:
     expired_key: bool
 
 
+# Where distributions install gpgv; never looked up through PATH, which the caller controls.
+GPGV_PATHS = ("/usr/bin/gpgv", "/bin/gpgv", "/usr/local/bin/gpgv")
+
+
+@functools.cache
 def gpgv_binary() -> str:
-    path = shutil.which("gpgv")
-    if not path:
-        raise ConfigError("gpgv is not installed; install it (Debian: apt-get install gpgv) or see the README")
-    return path
+    """The absolute path of gpgv: $VMCOREOS_GPGV if set (absolute only), else the first of GPGV_PATHS."""
+    override = os.environ.get(ENV_GPGV)
+    if override:
+        if not os.path.isabs(override):
+            raise ConfigError(f"{ENV_GPGV}={override!r} must be an absolute path to gpgv, like /usr/bin/gpgv")
+        candidates: tuple[str, ...] = (override,)
+    else:
+        candidates = GPGV_PATHS
+    for path in candidates:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and os.access(path, os.X_OK):
+            return path
+    if override:
+        raise ConfigError(f"{ENV_GPGV}={override} is not an executable file; point it at gpgv or unset it")
+    raise ConfigError("gpgv is not installed in /usr/bin; install it (Debian: apt-get install gpgv) or set " + ENV_GPGV)
 
 
 class SignatureCheck(Check):
@@ -120,7 +142,7 @@ class SignatureCheck(Check):
         sig.write_bytes(signature)
         self._status = open(Path(self._dir, "status"), "w+b")
         self._log = open(Path(self._dir, "log"), "w+b")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "GNUPGHOME": self._dir}
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "GNUPGHOME": self._dir}
         self._proc = subprocess.Popen(
             [gpgv_binary(), "--status-fd", "1", "--keyring", str(keyring), str(sig), "-"],
             stdin=subprocess.PIPE,
@@ -233,7 +255,7 @@ def verify_clearsigned(signed: bytes, keys: list[PublicKey], label: str) -> tupl
         keyring = Path(tmp, "keyring.gpg")
         keyring.write_bytes(b"".join(dict.fromkeys(k.data for k in keys)))
         Path(tmp, "signed.asc").write_bytes(signed)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "GNUPGHOME": tmp}
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "GNUPGHOME": tmp}
         # cwd=tmp: gpgv looks for a file named like the .asc without its suffix and must find none.
         try:
             proc = subprocess.run(

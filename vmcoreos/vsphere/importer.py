@@ -156,6 +156,8 @@ def _import_once(
             for item in items:
                 url = _device_url(info, item, session)
                 _upload(session, archive, item, url, counter)
+        # What went up was read from the verified descriptor; it must not have been written to meanwhile.
+        archive.check_unchanged()
         lease.HttpNfcLeaseProgress(100)
         lease.HttpNfcLeaseComplete()
         return entity
