@@ -18,7 +18,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import requests
 import tenacity
@@ -29,24 +29,11 @@ from vmcoreos.errors import EtcdError, LockedError, NotJoinedError, VSphereError
 from vmcoreos.guest import guestinfo, nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
+from vmcoreos.reporting import QuietReporter, Reporter
 from vmcoreos.settings import ClusterSettings, Connection
 from vmcoreos.vsphere import importer, inventory, vms
 from vmcoreos.vsphere.session import Session, connect
 from vmcoreos.vsphere.waits import Watch, wait_task
-
-
-class Reporter(Protocol):
-    def event(self, message: str) -> None: ...
-
-    def transfer(self, label: str, done: int, total: int) -> None: ...
-
-
-class QuietReporter:
-    def event(self, message: str) -> None:
-        pass
-
-    def transfer(self, label: str, done: int, total: int) -> None:
-        pass
 
 
 @dataclass

@@ -21,6 +21,8 @@ MAX_VALUE_BYTES = 64 * 1024
 
 CLOUDINIT_DATA = "guestinfo.coreos.config.data"
 IGNITION_DATA = "guestinfo.ignition.config.data"
+# Every key a node config can travel in (NodeConfig.data_key picks the one a node has).
+DATA_KEYS = (IGNITION_DATA, CLOUDINIT_DATA)
 # What Ignition >= 2.14 writes over its config once applied: "{}\n" in base64.
 IGNITION_CLEARED = "e30K"
 HOSTNAME = "guestinfo.hostname"

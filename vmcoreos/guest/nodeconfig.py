@@ -51,6 +51,11 @@ class NodeConfig:
     def ip(self) -> str | None:
         return str(self.address.ip) if self.address else None
 
+    @property
+    def data_key(self) -> str:
+        """The guestinfo key that carries this node's config; which one depends on distro and config kind."""
+        return next(k for k in guestinfo.DATA_KEYS if k in self.guestinfo)
+
 
 @dataclass(frozen=True)
 class UserConfig:
@@ -214,12 +219,12 @@ def plan(
         else:
             text, keys = _cloud_config_node(settings, user, name, address, membership)
         findings += _url_findings(user, address)
-        data_key = next(k for k in keys if k.endswith(".config.data"))
-        if len(keys[data_key]) > guestinfo.MAX_VALUE_BYTES:
-            findings.append(Finding(0, ERROR, f"{name}: the encoded config is {len(keys[data_key])} bytes, over"
-                                    f" the {guestinfo.MAX_VALUE_BYTES}-byte guestinfo limit; shrink it (fetch"
+        node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind)
+        if len(keys[node.data_key]) > guestinfo.MAX_VALUE_BYTES:
+            findings.append(Finding(0, ERROR, f"{name}: the encoded config is {len(keys[node.data_key])} bytes,"
+                                    f" over the {guestinfo.MAX_VALUE_BYTES}-byte guestinfo limit; shrink it (fetch"
                                     " large files from a URL instead)"))
-        out.append(NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind))
+        out.append(node)
     _raise_if_errors(user.source, findings)
     return out
 

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Protocol
+from typing import BinaryIO, Callable
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -25,6 +25,7 @@ from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, DownloadError
 from vmcoreos.images.stream import CHUNK
 from vmcoreos.images.verify import Check
+from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ENV_RETRY_MAX_DELAY
 
 # curl's --retry list: timeouts, rate limits and gateway trouble are worth another try.
@@ -37,12 +38,6 @@ SMALL_DEADLINE = 120.0  # seconds for one small file (a signature, version.txt),
 # However often a download makes progress, it ends after this many requests (times (retries + 1)).
 ATTEMPTS_PER_RETRY = 10
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-class Reporter(Protocol):
-    def event(self, message: str) -> None: ...
-
-    def transfer(self, label: str, done: int, total: int) -> None: ...
 
 
 class _Transient(Exception):

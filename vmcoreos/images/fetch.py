@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from vmcoreos.errors import ConfigError, DownloadError, VerificationError
 from vmcoreos.images import cache, keys as keymod, releases
@@ -30,15 +30,10 @@ from vmcoreos.images.verify import (
     Check, DigestCheck, Sha512Tap, SignatureCheck, Verdict, abbreviate, parse_digests, verify_clearsigned,
     verify_detached,
 )
+from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
 
 FEDORA_KEYS = "https://fedoraproject.org/fedora.gpg"
-
-
-class Reporter(Protocol):
-    def event(self, message: str) -> None: ...
-
-    def transfer(self, label: str, done: int, total: int) -> None: ...
 
 
 def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5,
