@@ -42,9 +42,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # (-v shows the build backend's output, which pip otherwise hides; Python warnings
 # print as "file:line: SomeWarning: text").
 CHECK_VENV := build/check-install
+# Built from a copy of the checkout's files, so setuptools' build/lib never lands here.
 check-install:
-	rm -rf $(CHECK_VENV) && $(PYTHON) -m venv $(CHECK_VENV)
-	$(CHECK_VENV)/bin/pip install -v -c constraints.txt . > $(CHECK_VENV).log 2>&1 || { tail -20 $(CHECK_VENV).log; exit 1; }
+	rm -rf $(CHECK_VENV) && mkdir -p $(CHECK_VENV)/src && $(PYTHON) -m venv $(CHECK_VENV)/venv
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(CHECK_VENV)/src
+	$(CHECK_VENV)/venv/bin/pip install -v -c constraints.txt $(CHECK_VENV)/src > $(CHECK_VENV).log 2>&1 || { tail -20 $(CHECK_VENV).log; exit 1; }
 	@! grep -nE '[A-Za-z]+Warning: ' $(CHECK_VENV).log || { echo "check-install: the build printed warnings (above; full log $(CHECK_VENV).log)"; exit 1; }
 	rm -rf $(CHECK_VENV) $(CHECK_VENV).log
 	@echo "check-install: pip install . printed no build warnings"
