@@ -53,6 +53,18 @@ def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None =
     return Run(args, proc.returncode, proc.stdout, proc.stderr)
 
 
+# The bed's fixtures: a test that uses one needs build/vcsim, the guest simulator, real etcd or
+# Debian's gnupg/gpgv, so it is e2e and `make test-unit` (venv only) leaves it out.
+E2E_FIXTURES = {"vcsim", "guestsim", "signer", "signed_ova", "big_ova"}
+
+
+def pytest_collection_modifyitems(config, items):
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in item.path.parents or E2E_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def cli():
     return run_vmcoreos
