@@ -60,7 +60,7 @@ def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None =
 
 # The bed's fixtures: a test that uses one needs build/vcsim, the guest simulator, real etcd or
 # Debian's gnupg/gpgv, so it is e2e and `make test-unit` (venv only) leaves it out.
-E2E_FIXTURES = {"vcsim", "guestsim", "signer", "signed_ova", "big_ova"}
+E2E_FIXTURES = {"vcsim", "shared_vcsim", "guestsim", "signer", "signed_ova", "big_ova"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,14 +75,26 @@ def cli():
     return run_vmcoreos
 
 
-@pytest.fixture
-def vcsim(tmp_path):
+def _running_vcsim(workdir: Path):
     # VMCOREOS_TEST_PROFILE=strict: the bed behaves as a real vCenter (services.Vcsim).
-    sim = Vcsim(tmp_path / "vcsim", strict=strict_profile())
+    sim = Vcsim(workdir, strict=strict_profile())
     try:
         yield sim.start()
     finally:
         sim.stop()
+
+
+@pytest.fixture
+def vcsim(tmp_path):
+    yield from _running_vcsim(tmp_path / "vcsim")
+
+
+@pytest.fixture(scope="module")
+def shared_vcsim(tmp_path_factory):
+    """One simulator for a whole module. A module whose tests change nothing they would see from
+    each other (no test counts VMs or templates another made; each uses its own cluster name)
+    overrides `vcsim` with it and saves a simulator start per test."""
+    yield from _running_vcsim(tmp_path_factory.mktemp("vcsim"))
 
 
 _subnets = itertools.count(1)
