@@ -150,6 +150,9 @@ def big_ova(tmp_path_factory, signer):
     return signed_image(tmp_path_factory.mktemp("big-ova"), signer, disk_bytes=16 << 20, seed=3)
 
 
+_LEAKS = pytest.StashKey[list]()  # what pytest_sessionfinish found, for the terminal summary
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the session if what it ran printed a secret or left a process, temp file or held lock.
 
@@ -168,9 +171,6 @@ def pytest_sessionfinish(session, exitstatus):
     session.config.stash[_LEAKS] = problems
     if problems and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-_LEAKS = pytest.StashKey[list]()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
