@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
 VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/build.sh $(wildcard tests/harness/vcsim/*.patch tests/harness/vcsim/overlay/*.go)
 
-.PHONY: all deps apt venv demo test bench clean check-install
+.PHONY: all deps apt venv demo test test-unit bench clean check-install
 
 all: deps
 
@@ -59,6 +59,10 @@ demo: deps
 
 test: deps
 	$(VENV)/bin/pytest -q
+
+# The unit tests alone: nothing but the venv (no apt packages, no Go build, no simulator).
+test-unit: venv
+	$(VENV)/bin/pytest -q -m "not e2e"
 
 bench: deps
 	$(PY) -m bench.run

@@ -21,6 +21,8 @@ from tests.harness.services import GuestSim, Vcsim, strict_profile
 
 VMCOREOS = str(Path(sys.executable).with_name("vmcoreos"))
 OUTPUT_LOG: list[str] = []  # everything the tool printed in this session
+LOCK_DIRS: set[Path] = set()  # every VMCOREOS_LOCK_DIR a run under test had
+LOCKED_IN: set[Path] = set()  # the lock dirs of deploys that succeeded (each took its host lock there)
 # Locks and the image cache of runs under test live in the session's temp dir, never the user's.
 _STATE = Path(tempfile.mkdtemp(prefix="vmcoreos-test-state-"))
 
@@ -50,7 +52,22 @@ def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None =
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     OUTPUT_LOG.append(proc.stdout + proc.stderr)
+    LOCK_DIRS.add(Path(full_env["VMCOREOS_LOCK_DIR"]))
+    if args[:1] == ["deploy"] and proc.returncode == 0 and "--help" not in args:
+        LOCKED_IN.add(Path(full_env["VMCOREOS_LOCK_DIR"]))
     return Run(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+# The bed's fixtures: a test that uses one needs build/vcsim, the guest simulator, real etcd or
+# Debian's gnupg/gpgv, so it is e2e and `make test-unit` (venv only) leaves it out.
+E2E_FIXTURES = {"vcsim", "shared_vcsim", "guestsim", "signer", "signed_ova", "big_ova"}
+
+
+def pytest_collection_modifyitems(config, items):
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in item.path.parents or E2E_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture
@@ -58,14 +75,26 @@ def cli():
     return run_vmcoreos
 
 
-@pytest.fixture
-def vcsim(tmp_path):
+def _running_vcsim(workdir: Path):
     # VMCOREOS_TEST_PROFILE=strict: the bed behaves as a real vCenter (services.Vcsim).
-    sim = Vcsim(tmp_path / "vcsim", strict=strict_profile())
+    sim = Vcsim(workdir, strict=strict_profile())
     try:
         yield sim.start()
     finally:
         sim.stop()
+
+
+@pytest.fixture
+def vcsim(tmp_path):
+    yield from _running_vcsim(tmp_path / "vcsim")
+
+
+@pytest.fixture(scope="module")
+def shared_vcsim(tmp_path_factory):
+    """One simulator for a whole module. A module whose tests change nothing they would see from
+    each other (no test counts VMs or templates another made; each uses its own cluster name)
+    overrides `vcsim` with it and saves a simulator start per test."""
+    yield from _running_vcsim(tmp_path_factory.mktemp("vcsim"))
 
 
 _subnets = itertools.count(1)
@@ -115,15 +144,38 @@ def signed_ova(tmp_path_factory, signer):
     return signed_image(tmp_path_factory.mktemp("ova"), signer, disk_bytes=4 << 20)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _state_dir():
-    try:
-        yield _STATE
-    finally:
-        shutil.rmtree(_STATE, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def big_ova(tmp_path_factory, signer):
     """An OVA large enough that its upload can be cut in the middle (16 MiB disk)."""
     return signed_image(tmp_path_factory.mktemp("big-ova"), signer, disk_bytes=16 << 20, seed=3)
+
+
+_LEAKS = pytest.StashKey[list]()  # what pytest_sessionfinish found, for the terminal summary
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if what it ran printed a secret or left a process, temp file or held lock.
+
+    A hook, not a last test: it runs after any selection (one test or all) and checks what
+    those tests did, not what a full run in collection order would have done.
+    """
+    import psutil
+
+    from tests.harness.leaks import find_leaks
+
+    try:
+        problems = find_leaks(outputs=OUTPUT_LOG, parent=psutil.Process(), state=_STATE,
+                              lock_dirs=LOCK_DIRS | {_STATE / "locks"}, locked_in=LOCKED_IN)
+    finally:
+        shutil.rmtree(_STATE, ignore_errors=True)
+    session.config.stash[_LEAKS] = problems
+    if problems and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    problems = config.stash.get(_LEAKS, [])
+    if problems:
+        terminalreporter.section("left behind by this session", red=True)
+        for problem in problems:
+            terminalreporter.write_line(problem)

@@ -25,6 +25,12 @@ def _settled(proxy):
         time.sleep(0.1)
 
 
+@pytest.fixture
+def vcsim(shared_vcsim):
+    # These tests only read the inventory; each kills or stalls only its own session.
+    return shared_vcsim
+
+
 def _conn(vcsim, url=None):
     return connection_from(url=url or vcsim.url, environ=vcsim.env())
 

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VCSIM_BIN = ROOT / "build" / "vcsim"
 # Distinctive, so the suite can grep everything vmcoreos printed for it (it must never appear).
 USER, PASSWORD = "vmcoreos-admin", "Vq7-test-Pa55word-3f9c"
+# Planted as a private key in node configs (tests/e2e/test_secrets.py); it must never appear either.
+MARKER = "VMCOREOS-SECRET-MARKER-7f3a9c"
 # "strict" makes the test bed behave as a real vCenter where the simulator is lenient
 # (Vcsim and GuestSim strict=True); the conftest fixtures read it.
 PROFILE_ENV = "VMCOREOS_TEST_PROFILE"

@@ -14,7 +14,7 @@ backdated three years and the first signing subkey two years (with
 expiry and signature times in the past.
 
 Observed with GnuPG 2.2.40 (``gpgv --status-fd 1 --keyring <binary export>``),
-checked by tests/unit/test_test_harness_ova.py:
+checked by tests/harness/test_ova_builder.py:
 
 * Good signature by a valid subkey: exit 0, ``GOODSIG <subkey long id> <uid>``
   and ``VALIDSIG <subkey fpr> <date> <epoch> 0 4 0 <algo> <hash> 00

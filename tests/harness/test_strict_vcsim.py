@@ -18,6 +18,8 @@ from tests.harness.guestsim import DOCKER0, FIRST_NIC_ID, flannel_address, link_
 from tests.harness.ova_builder import build_ovf_descriptor
 from tests.harness.services import GuestSim, Vcsim
 
+pytestmark = pytest.mark.e2e  # every test starts build/vcsim
+
 MiB = 1 << 20
 THUMBPRINT = re.compile(r"(?:[0-9A-F]{2}:){19}[0-9A-F]{2}")
 

@@ -16,6 +16,8 @@ from vmcoreos.guest import nodeconfig
 from vmcoreos.settings import parse_cluster
 from tests.harness.services import _stop
 
+pytestmark = pytest.mark.e2e  # runs Debian's /usr/bin/etcd
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 HOSTILE = 'lab-02"\nExecStartPre=/bin/sh -c "touch /tmp/pwned"\nEnvironment="X=1'
 

@@ -72,6 +72,7 @@ def download(server, tmp_path, *, retries=3, on_bytes=None):
     return size, check, made, events
 
 
+@pytest.mark.e2e
 def test_dropped_connection_resumes_with_the_same_hashes(served):
     server, data, tmp = served
     server.drop_after("/image.ova", 1_500_000)
@@ -87,6 +88,7 @@ def test_dropped_connection_resumes_with_the_same_hashes(served):
     assert any("resuming at" in e for e in events.events)
 
 
+@pytest.mark.e2e
 def test_server_ignoring_range_gets_a_fresh_pass_and_an_emptied_file(served):
     server, data, tmp = served
     server.ignore_range()
@@ -98,6 +100,7 @@ def test_server_ignoring_range_gets_a_fresh_pass_and_an_emptied_file(served):
     assert (tmp / "image.ova.part").read_bytes() == data
 
 
+@pytest.mark.e2e
 def test_a_file_changed_between_attempts_is_not_spliced(served):
     server, data, tmp = served
     new = os.urandom(SIZE)
@@ -118,6 +121,7 @@ def test_a_file_changed_between_attempts_is_not_spliced(served):
     assert (tmp / "image.ova.part").read_bytes() == new
 
 
+@pytest.mark.e2e
 def test_503s_are_retried_then_succeed(served):
     server, data, tmp = served
     server.fail("/image.ova", 2)
@@ -128,6 +132,7 @@ def test_503s_are_retried_then_succeed(served):
     ]
 
 
+@pytest.mark.e2e
 def test_retries_are_bounded_and_the_pass_is_aborted(served):
     server, _, tmp = served
     server.fail("/image.ova", 100, status=502)
@@ -136,6 +141,7 @@ def test_retries_are_bounded_and_the_pass_is_aborted(served):
     assert len(server.gets("/image.ova")) == 3
 
 
+@pytest.mark.e2e
 def test_progress_resets_the_retry_budget(served):
     server, data, tmp = served
     server.drop_after("/image.ova", 1_000_000)
@@ -151,6 +157,7 @@ def test_progress_resets_the_retry_budget(served):
     assert [r.status for r in server.gets("/image.ova")] == [200, 206, 206]
 
 
+@pytest.mark.e2e
 def test_404_is_not_retried(served):
     server, _, tmp = served
     events = Events()
@@ -214,6 +221,7 @@ def _bounded(server, tmp_path, timeout=20, **http_args):
     return not thread.is_alive(), outcome.get("error"), len(server.gets("/image.ova"))
 
 
+@pytest.mark.e2e
 def test_one_byte_then_disconnect_forever_ends(served):
     # The reproduction: 200, one byte, hang up; again and again, with --retries 2.
     server, _, tmp_path = served
@@ -225,6 +233,7 @@ def test_one_byte_then_disconnect_forever_ends(served):
     assert gets <= 3 * 10
 
 
+@pytest.mark.e2e
 def test_a_byte_of_progress_per_attempt_still_ends(served):
     # Every resume gets one more byte: real progress, but at that pace the request cap ends it.
     server, _, tmp_path = served
@@ -235,6 +244,7 @@ def test_a_byte_of_progress_per_attempt_still_ends(served):
     assert gets == 30
 
 
+@pytest.mark.e2e
 def test_the_deadline_ends_a_download(served):
     server, _, tmp_path = served
     server.drop_after("/image.ova", 1, times=None)
@@ -242,6 +252,7 @@ def test_the_deadline_ends_a_download(served):
     assert finished and isinstance(error, DownloadError) and "not done after 0.5s" in error.message
 
 
+@pytest.mark.e2e
 def test_an_image_without_content_length_is_capped(served):
     server, _, tmp_path = served
     server.no_length("/image.ova")
@@ -250,6 +261,7 @@ def test_an_image_without_content_length_is_capped(served):
     assert "sent more than 1048576 bytes" in error.message
 
 
+@pytest.mark.e2e
 def test_an_announced_size_over_the_cap_is_refused_before_the_body(served):
     server, _, tmp_path = served
     finished, error, _ = _bounded(server, tmp_path, retries=0, max_size=1 << 20)
@@ -283,6 +295,7 @@ def test_an_https_to_http_redirect_is_refused():
         assert http.session.get_redirect_target(resp) == "/b.ova"
 
 
+@pytest.mark.e2e
 def test_http_redirects_are_still_followed(served):
     server, _, _ = served
     server.redirect("/moved.txt", f"{server.url}/small.txt")

@@ -60,6 +60,7 @@ def test_unknown_key_is_refused(signer, image, tmp_path):
         _check(signer, image, sig, key_sources=[keys.pinned_key("flatcar")])
 
 
+@pytest.mark.e2e
 def test_expired_subkey_is_accepted_as_gpg_does(tmp_path):
     from tests.harness.signing import TestSigner
 
@@ -72,6 +73,7 @@ def test_expired_subkey_is_accepted_as_gpg_does(tmp_path):
         assert verdict.expired_key and verdict.primary_fingerprint == signer.fingerprint
 
 
+@pytest.mark.e2e
 def test_revoked_subkey_is_refused(tmp_path):
     from tests.harness.signing import TestSigner
 

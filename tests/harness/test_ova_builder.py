@@ -423,6 +423,7 @@ def vsphere(vcsim_endpoint):
 @pytest.mark.parametrize(
     "distro,units", [(d, "byte") for d in DISTROS] + [("flatcar", "byte * 2^30"), ("fedora-coreos", "byte * 2^20")]
 )
+@pytest.mark.e2e
 def test_create_import_spec_in_vcsim(vsphere, distro, units):
     from pyVmomi import vim
 
