@@ -17,7 +17,7 @@ from platformdirs import user_state_dir
 
 from vmcoreos.errors import LockedError
 
-ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
+from vmcoreos.settings import ENV_LOCK_DIR
 
 
 def lock_dir() -> Path:
