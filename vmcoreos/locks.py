@@ -16,7 +16,6 @@ import filelock
 from platformdirs import user_state_dir
 
 from vmcoreos.errors import LockedError
-
 from vmcoreos.settings import ENV_LOCK_DIR
 
 
