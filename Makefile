@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages: Go and govmomi's source build the vCenter simulator; etcd-server
 # is the real etcd the simulated nodes run; gpgv verifies images (gnupg makes test keys);
-# ignition ships ignition-validate, which tests run on the rendered Ignition configs.
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv gnupg patch ca-certificates curl ignition
+# ignition ships ignition-validate, which tests run on the rendered Ignition configs;
+# systemd ships systemd-analyze, which tests run on the example units (verify, security).
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv gnupg patch ca-certificates curl ignition systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
 VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/build.sh $(wildcard tests/harness/vcsim/*.patch tests/harness/vcsim/overlay/*.go)
 
-.PHONY: all deps apt venv demo test bench clean
+.PHONY: all deps apt venv demo test bench clean check-install
 
 all: deps
 
@@ -30,11 +31,25 @@ apt:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Reinstalled whenever the declared dependencies or their pinned versions change.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
+
+# What a user's `pip install .` does, in a fresh venv: it must print no build warnings
+# (-v shows the build backend's output, which pip otherwise hides; Python warnings
+# print as "file:line: SomeWarning: text").
+CHECK_VENV := build/check-install
+# Built from a copy of the checkout's files, so setuptools' build/lib never lands here.
+check-install:
+	rm -rf $(CHECK_VENV) && mkdir -p $(CHECK_VENV)/src && $(PYTHON) -m venv $(CHECK_VENV)/venv
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(CHECK_VENV)/src
+	$(CHECK_VENV)/venv/bin/pip install -v -c constraints.txt $(CHECK_VENV)/src > $(CHECK_VENV).log 2>&1 || { tail -20 $(CHECK_VENV).log; exit 1; }
+	@! grep -nE '[A-Za-z]+Warning: ' $(CHECK_VENV).log || { echo "check-install: the build printed warnings (above; full log $(CHECK_VENV).log)"; exit 1; }
+	rm -rf $(CHECK_VENV) $(CHECK_VENV).log
+	@echo "check-install: pip install . printed no build warnings"
 
 $(VCSIM): $(VCSIM_SRC)
 	sh tests/harness/vcsim/build.sh $(abspath $(VCSIM))
