@@ -1,8 +1,8 @@
-"""Cron-safe locking: a lock file on this host, plus an etcd lease lock on the cluster.
+"""This host's lock file for a cluster: two runs from one machine never overlap (cron-safe).
 
-The host lock stops two runs from one machine overlapping; the etcd lock
-(taken once the cluster exists) stops runs from different hosts doing so,
-and its lease makes a crashed run's lock expire on its own.
+The etcd lease lock (etcd.EtcdLock) guards against other hosts; when each
+is taken, and what a failure to take one means, is decided in
+vmcoreos/cluster/locking.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import filelock
 from platformdirs import user_state_dir
 
 from vmcoreos.errors import LockedError
-
-ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
+from vmcoreos.settings import ENV_LOCK_DIR
 
 
 def lock_dir() -> Path:

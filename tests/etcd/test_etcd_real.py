@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from vmcoreos import cluster as cl
+from vmcoreos.cluster import nodes as node_ops
+from vmcoreos.cluster.inventory import Inventory
+from vmcoreos.cluster.members import Members
+from vmcoreos.cluster.results import NodeStatus
+from vmcoreos.cluster.run import Run
+from vmcoreos.reporting import QuietReporter
 from vmcoreos import etcd
 from vmcoreos.errors import EtcdError, LockedError
 from vmcoreos.guest import nodeconfig
@@ -78,18 +83,19 @@ def test_a_hostile_member_name_from_a_real_etcd_never_reaches_a_new_node(real_et
     ip = real_etcd.ip
     settings = parse_cluster({"cluster": "lab", "count": 3, "node": {"config": name, "network": {
         "mode": "static", "addresses": [f"{ip}-{ip.rsplit('.', 1)[0]}.13/8"]}}}, base_dir=tmp_path)
-    c = object.__new__(cl.Cluster)
-    c.settings, c.session, c.reporter, c._user = settings, mocker.Mock(), cl.QuietReporter(), None
+    c = object.__new__(Run)
+    c.settings, c.session, c.reporter = settings, mocker.Mock(), QuietReporter()
+    c.user, c.members = nodeconfig.load_user_config(settings), Members(settings)
     rendered: list[str] = []
-    mocker.patch.object(cl.Cluster, "clone", lambda self, t, i, conf, d: rendered.append(conf.config_text))
-    mocker.patch.object(cl.Cluster, "vms", return_value=({}, []))
-    mocker.patch.object(cl.Cluster, "wait_joined", return_value={"lab-03": cl.NodeStatus("lab-03")})
+    mocker.patch.object(node_ops, "clone", lambda run, t, i, conf, d: rendered.append(conf.config_text))
+    mocker.patch.object(Run, "inventory", return_value=Inventory("lab"))
+    mocker.patch.object(node_ops, "wait_joined", return_value={"lab-03": NodeStatus("lab-03")})
     # A second voting member could never start here; the refusal must come before member add anyway.
     add = mocker.patch.object(etcd, "member_add", return_value=etcd.Member("9", "", (), ()))
     config_3 = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
     error = None
     try:
-        c.join(mocker.Mock(), mocker.Mock(), config_3, real_etcd.endpoint, time.monotonic() + 30)
+        node_ops.join(c, mocker.Mock(), mocker.Mock(), config_3, real_etcd.endpoint, time.monotonic() + 30)
     except EtcdError as exc:
         error = exc
     injected = [line for text in rendered for line in text.replace("\\n", "\n").splitlines()

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from vmcoreos import cluster as cl
+from vmcoreos.cluster.locking import etcd_lock
+from vmcoreos.cluster.members import Members
+from vmcoreos.cluster.nodes import remove_node
+from vmcoreos.cluster.run import Run
 from vmcoreos import etcd
 from vmcoreos.errors import ConfigError, EtcdError, LockedError
 from vmcoreos.guest import cloudconfig, nodeconfig
+from vmcoreos.reporting import QuietReporter
 from vmcoreos.settings import parse_cluster
 from vmcoreos.vsphere.vms import MARK_CLUSTER, MARK_ETCD_CLUSTER_ID, VmInfo
 
@@ -151,13 +155,14 @@ def _vm(i, ip, cluster_id=None):
 
 
 def _cluster(mocker, view):
-    c = object.__new__(cl.Cluster)
+    c = object.__new__(Run)
     c.settings = mocker.Mock()
     c.settings.name = "lab"
     c.session = mocker.Mock()
-    c.reporter = cl.QuietReporter()
-    mocker.patch.object(cl.Cluster, "live_view", return_value=("http://10.0.0.1:2379", view))
-    mocker.patch.object(cl.Cluster, "health", return_value={m.id: True for m in view.members})
+    c.reporter = QuietReporter()
+    c.members = Members(c.settings)
+    mocker.patch.object(Members, "live_view", return_value=("http://10.0.0.1:2379", view))
+    mocker.patch.object(Members, "health", return_value={m.id: True for m in view.members})
     return c
 
 
@@ -168,7 +173,7 @@ def test_removing_a_vm_never_removes_a_member_whose_ip_merely_contains_its_own(m
     remove = mocker.patch.object(etcd, "member_remove")
     mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {"lab-01": _vm(1, "10.0.0.1"), "lab-03": _vm(3, "10.0.0.3")}
-    c.remove_node(_vm(2, "10.0.0.2"), nodes)
+    remove_node(c, _vm(2, "10.0.0.2"), nodes)
     remove.assert_not_called()
 
 
@@ -180,7 +185,7 @@ def test_no_member_is_removed_from_an_etcd_with_another_cluster_id(mocker):
     destroy = mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}", "abc") for i in (1, 2, 3)}
     with pytest.raises(EtcdError, match="reports cluster ID f00d, but the nodes record abc"):
-        c.remove_node(nodes["lab-02"], nodes)
+        remove_node(c, nodes["lab-02"], nodes)
     remove.assert_not_called()
     destroy.assert_not_called()
 
@@ -191,7 +196,7 @@ def test_nodes_without_the_mark_are_accepted_and_the_id_recorded_later(mocker):
     remove = mocker.patch.object(etcd, "member_remove")
     mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}") for i in (1, 2, 3)}
-    c.remove_node(nodes["lab-02"], nodes)
+    remove_node(c, nodes["lab-02"], nodes)
     remove.assert_called_once_with("http://10.0.0.1:2379", "2")
 
 
@@ -199,11 +204,11 @@ def test_a_lapsed_lock_stops_the_run_before_the_next_membership_change(mocker):
     view = _view(GOOD, ("lab-02", ("http://10.0.0.2:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()))
     c = _cluster(mocker, view)
     remove = mocker.patch.object(etcd, "member_remove")
-    c.lock = etcd.EtcdLock(["http://10.0.0.1:2379"], "lab", "host:1", ttl=60)
-    c.lock._renewed -= 41  # no keepalive got through for two thirds of the TTL
+    c.members.lock = etcd.EtcdLock(["http://10.0.0.1:2379"], "lab", "host:1", ttl=60)
+    c.members.lock._renewed -= 41  # no keepalive got through for two thirds of the TTL
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}") for i in (1, 2, 3)}
     with pytest.raises(LockedError, match="no longer held"):
-        c.remove_node(nodes["lab-02"], nodes)
+        remove_node(c, nodes["lab-02"], nodes)
     remove.assert_not_called()
 
 
@@ -213,7 +218,7 @@ def test_the_etcd_lock_fails_closed(mocker):
     mocker.patch.object(etcd.EtcdLock, "acquire", side_effect=EtcdError("etcd at x answered HTTP 500: 'boom'"))
     ran = []
     with pytest.raises(EtcdError, match="could not take cluster 'lab'.s etcd lock .*nothing was changed"):
-        with cl._etcd_lock(c, {"lab-01": _vm(1, "10.0.0.1")}):
+        with etcd_lock(c, {"lab-01": _vm(1, "10.0.0.1")}):
             ran.append(True)
     assert ran == []
 

@@ -1,7 +1,10 @@
 """The typer app: parses, prints, and maps errors to exit codes. No vSphere work here.
 
-Each command lives in its own module and registers itself; command bodies
-import the core lazily so `--help` stays fast.
+Commands are grouped by what they act on (cluster: deploy/status/rebuild/destroy;
+images: fetch/images; configs: render/encode/convert/init) and register
+themselves; command bodies import the core lazily so `--help` stays fast.
+The App in typer's context (cli/application.py) owns each run's output,
+prompts and connection options.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import sys
 
 import typer
 
-from vmcoreos.cli import convert, deploy, images, init, lifecycle, render
+from vmcoreos.cli import cluster, configs, images
+from vmcoreos.cli.application import App
 from vmcoreos.errors import ExitCode
 
 app = typer.Typer(
@@ -25,11 +29,12 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(ctx: typer.Context) -> None:
     """Stand up and maintain CoreOS-family clusters on VMware vSphere."""
+    ctx.obj = App()
 
 
-for module in (deploy, lifecycle, images, render, convert, init):
+for module in (cluster, images, configs):
     module.register(app)
 
 

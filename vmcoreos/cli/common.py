@@ -1,17 +1,23 @@
-"""What every command shares: options with their environment variables, error mapping."""
+"""What every command shares: options (declared once, environment variables from vmcoreos.settings), error mapping."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import re
 import signal
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Optional
 
 import typer
 
 from vmcoreos.cli.terminal import Terminal
 from vmcoreos.errors import ExitCode, VmcoreosError
+from vmcoreos.settings import (
+    ENV_CA_FILE, ENV_CACHE_DIR, ENV_DEBUG, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME,
+)
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done, 1 failed, 2 bad usage or config, 3 image verification failed, "
@@ -47,12 +53,12 @@ def reporting(term: Terminal) -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
-        if os.environ.get("VMCOREOS_DEBUG"):
+        if os.environ.get(ENV_DEBUG):
             raise
         # A bug of ours, not the user's: still one line, with a way to get the details.
         # Library exceptions quote URLs as given, credentials included (requests' InvalidURL does).
         term.error(
-            redact_urls(f"unexpected {type(exc).__name__}: {exc}; rerun with VMCOREOS_DEBUG=1 and report the traceback")
+            redact_urls(f"unexpected {type(exc).__name__}: {exc}; rerun with {ENV_DEBUG}=1 and report the traceback")
         )
         raise typer.Exit(ExitCode.FAILED)
     finally:
@@ -62,16 +68,6 @@ def reporting(term: Terminal) -> Iterator[None]:
 
 # Shared options ---------------------------------------------------------------
 ConfigOpt = typer.Option(..., "--config", "-c", help="Cluster file (YAML).", dir_okay=False)
-UrlOpt = typer.Option(None, "--url", help="vCenter URL. [env: VMCOREOS_URL, GOVC_URL]")
-UserOpt = typer.Option(None, "--username", help="vCenter user. [env: VMCOREOS_USERNAME, GOVC_USERNAME]")
-PasswordFileOpt = typer.Option(
-    None, "--password-file", help="File holding the vCenter password (mode 600). [env: VMCOREOS_PASSWORD, GOVC_PASSWORD]"
-)
-InsecureOpt = typer.Option(
-    None, "--insecure/--no-insecure", help="Skip TLS verification of vCenter (labs only; a --thumbprint pin wins over it). [env: VMCOREOS_INSECURE, GOVC_INSECURE]",
-)
-CaFileOpt = typer.Option(None, "--ca-file", help="PEM CA bundle that signed vCenter's certificate. [env: VMCOREOS_CA_FILE]")
-ThumbprintOpt = typer.Option(None, "--thumbprint", help="Pin vCenter's certificate by SHA-1 thumbprint. [env: VMCOREOS_THUMBPRINT]")
 AdoptTemplateOpt = typer.Option(
     False, "--adopt-template",
     help="Trust the cluster's existing template for this image though this host did not import it (from an older"
@@ -79,49 +75,73 @@ AdoptTemplateOpt = typer.Option(
 )
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the result.")
+CountOpt = typer.Option(None, "--count", "-n", help="Number of nodes (overrides 'count').")
+ParallelOpt = typer.Option(4, "--parallel", min=1, max=32, help="Node operations run at once.")
+CacheDirOpt = typer.Option(
+    None, "--cache-dir", envvar=ENV_CACHE_DIR, show_envvar=True, file_okay=False,
+    help="Image cache directory (default: the user cache dir, e.g. ~/.cache/vmcoreos).",
+)
+DiscoveryEtcdOpt = typer.Option(
+    None,
+    "--discovery-etcd",
+    metavar="URL",
+    help="Mint a discovery token on this etcd (v2 keys API, e.g. etcd --enable-v2=true) and bootstrap with it.",
+)
 
 
-def connection(url, username, password_file, insecure, ca_file, thumbprint, term: Terminal):
-    from vmcoreos.settings import connection_from
-
-    conn = connection_from(
-        url=url, username=username, password_file=password_file, insecure=insecure, ca_file=ca_file, thumbprint=thumbprint
-    )
-    for notice in conn.notices:
-        term.warn(notice)
-    if conn.insecure:
-        term.warn(f"TLS verification of {conn.host} is off (--insecure); anyone on the path can read the password")
-    return conn
+def _env_help(names) -> str:
+    return f"[env var: {', '.join(names)}]"
 
 
+# The six vCenter connection options, declared once. Shown with their environment variables, but
+# read from the environment by settings.connection_from, whose precedence (flag, URL user:password,
+# VMCOREOS_*, GOVC_*) and TLS notices need to know where a value came from.
+CONNECTION_OPTIONS: list[tuple[str, object, object]] = [
+    ("url", Optional[str], typer.Option(None, "--url", help="vCenter URL.", envvar=list(ENV_URL), show_envvar=True)),
+    ("username", Optional[str],
+     typer.Option(None, "--username", help="vCenter user.", envvar=list(ENV_USERNAME), show_envvar=True)),
+    ("password_file", Optional[Path], typer.Option(
+        None, "--password-file", help="File holding the vCenter password (mode 600); the variables hold the password"
+        " itself.", envvar=list(ENV_PASSWORD), show_envvar=True)),
+    # No envvar= here: click would refuse a value such as INSECURE=2 that connection_from reads as off.
+    ("insecure", Optional[bool], typer.Option(
+        None, "--insecure/--no-insecure",
+        help="Skip TLS verification of vCenter (labs only; a --thumbprint pin wins over it). " + _env_help(ENV_INSECURE),
+    )),
+    ("ca_file", Optional[Path], typer.Option(
+        None, "--ca-file", help="PEM CA bundle that signed vCenter's certificate.", envvar=list(ENV_CA_FILE),
+        show_envvar=True)),
+    ("thumbprint", Optional[str], typer.Option(
+        None, "--thumbprint", help="Pin vCenter's certificate by SHA-1 thumbprint.", envvar=list(ENV_THUMBPRINT),
+        show_envvar=True)),
+]
 
 
-def image_flags(image, term: Terminal, *, trusted_key=(), insecure_skip_verify=False, allow_unsigned_version=False):
-    """Image settings with --trusted-key ([DISTRO=]FILE, for the run's distro by default) and the opt-outs on top."""
-    from dataclasses import replace
+def with_connection(fn):
+    """Add the connection options to a command, before --json/--quiet; their values go to the App."""
+    names = [name for name, _, _ in CONNECTION_OPTIONS]
+    signature = inspect.signature(fn, eval_str=True)
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.name in ("json_out", "quiet")), len(params))
+    added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in CONNECTION_OPTIONS]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    assert params and params[0].name == "ctx", "a command with connection options takes ctx: typer.Context first"
 
-    from vmcoreos.settings import trusted_key as parse_key
+    @functools.wraps(fn)
+    def command(**kwargs):
+        from vmcoreos.cli.application import App
 
-    if trusted_key:
-        image = replace(image, trusted_keys=image.trusted_keys + tuple(parse_key(k, image.distro) for k in trusted_key))
-    if insecure_skip_verify:
-        term.warn("signature verification is OFF (--insecure-skip-verify); you are trusting the network")
-        image = replace(image, insecure_skip_verify=True)
-    if allow_unsigned_version:
-        image = replace(image, allow_unsigned_version=True)
-    return image
+        ctx: typer.Context = kwargs["ctx"]
+        given = {}
+        for name in names:
+            value = kwargs.pop(name)
+            # Environment values are left to connection_from, which knows their precedence.
+            source = ctx.get_parameter_source(name)
+            given[name] = None if getattr(source, "name", "") == "ENVIRONMENT" else value
+        App.of(ctx).connection_options = given
+        return fn(**kwargs)
 
-
-def with_image_flags(settings, term: Terminal, *, ova=None, sig=None, trusted_key=(), insecure_skip_verify=False,
-                     allow_unsigned_version=False):
-    """The cluster file's image settings with the command line's --ova/--sig/--trusted-key on top."""
-    from dataclasses import replace
-
-    image = settings.image
-    if ova is not None:
-        image = replace(image, ova=ova, sig=sig)
-    elif sig is not None:
-        image = replace(image, sig=sig)
-    image = image_flags(image, term, trusted_key=trusted_key, insecure_skip_verify=insecure_skip_verify,
-                        allow_unsigned_version=allow_unsigned_version)
-    return replace(settings, image=image)
+    command.__signature__ = signature.replace(parameters=params[:at] + added + params[at:])
+    command.__annotations__ = {**{p.name: p.annotation for p in params}, **{n: t for n, t, _ in CONNECTION_OPTIONS}}
+    del command.__wrapped__  # typer must read the signature above, not fn's
+    return command

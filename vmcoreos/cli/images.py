@@ -7,13 +7,8 @@ from typing import Optional
 
 import typer
 
-from vmcoreos.cli.common import EXIT_CODES_HELP, JsonOpt, QuietOpt, image_flags, reporting
-from vmcoreos.cli.terminal import Terminal
-
-CacheDirOpt = typer.Option(
-    None, "--cache-dir", envvar="VMCOREOS_CACHE_DIR", show_envvar=False, file_okay=False,
-    help="Image cache directory (default: the user cache dir, e.g. ~/.cache/vmcoreos). [env: VMCOREOS_CACHE_DIR]",
-)
+from vmcoreos.cli.application import App
+from vmcoreos.cli.common import EXIT_CODES_HELP, CacheDirOpt, JsonOpt, QuietOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def fetch(
+    ctx: typer.Context,
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", dir_okay=False, help="Cluster file (YAML) whose image section to use; flags override it."
     ),
@@ -52,19 +48,22 @@ def fetch(
     quiet: bool = QuietOpt,
 ) -> None:
     """Download (or reuse from the cache) a release OVA, verified against its signature and DIGESTS in one pass."""
-    term = Terminal(quiet=quiet)  # --json keeps stdout for the summary; events still go to stderr
-    with reporting(term):
-        from dataclasses import replace
-
+    app = App.of(ctx)
+    with app.run(quiet=quiet) as term:  # --json keeps stdout for the summary; events still go to stderr
         from vmcoreos.images import cache
         from vmcoreos.images.fetch import obtain
-        from vmcoreos.settings import ImageSettings, load_cluster_file
+        from vmcoreos.settings import ImageSettings, Overrides, load_cluster_file
 
         image = load_cluster_file(config).image if config is not None else ImageSettings()
-        changes = {"distro": distro, "channel": channel, "version": version, "base_url": base_url, "ova": ova, "sig": sig}
-        image = replace(image, **{k: v for k, v in changes.items() if v is not None})
-        image = image_flags(image, term, trusted_key=trusted_key, insecure_skip_verify=insecure_skip_verify,
-                            allow_unsigned_version=allow_unsigned_version)
+        overrides = Overrides(
+            distro=distro, channel=channel, version=version, base_url=base_url, ova=ova,
+            # fetch keeps the cluster file's sig for an --ova given without --sig
+            sig=sig if sig is not None or ova is None else image.sig,
+            trusted_keys=tuple(trusted_key), insecure_skip_verify=insecure_skip_verify,
+            allow_unsigned_version=allow_unsigned_version,
+        )
+        image, warnings = overrides.apply_image(image)
+        app.warnings(warnings)
         result = obtain(image, cache_dir=cache_dir or cache.default_cache_dir(), reporter=term, retries=retries)
         result.close()  # fetch only reports on it; deploy keeps it open for the upload
         verdict = result.verdict
@@ -97,12 +96,12 @@ def fetch(
 
 
 def images(
+    ctx: typer.Context,
     cache_dir: Optional[Path] = CacheDirOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """List the cached images: distro, channel, version, size and verification state."""
-    term = Terminal(quiet=json_out)
-    with reporting(term):
+    with App.of(ctx).run(quiet=json_out) as term:
         from vmcoreos.images import cache
 
         found = cache.list_cached(cache_dir or cache.default_cache_dir())

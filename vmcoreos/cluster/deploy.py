@@ -1,0 +1,91 @@
+"""deploy: converge the cluster to the wanted nodes, scaling down first, then up, one membership change at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from vmcoreos.cluster import nodes as node_ops
+from vmcoreos.cluster.locking import etcd_lock
+from vmcoreos.cluster.plan import DeployPlan, plan_deploy, removal_order
+from vmcoreos.cluster.prepare import Prepared
+from vmcoreos.cluster.results import RunResult
+from vmcoreos.cluster.run import Run
+from vmcoreos.cluster.template import check_room, ensure_template, resolve_image
+from vmcoreos.cluster.waits import KEPT, wait_joined
+from vmcoreos.errors import EtcdError, NotJoinedError
+from vmcoreos.vsphere import vms
+
+
+def plan(run: Run, prepared: Prepared) -> DeployPlan:
+    return plan_deploy(list(prepared.configs), run.inventory())
+
+
+def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult:
+    settings, session = run.settings, run.session
+    nodes = dict(planned.inventory.nodes)
+    configs = list(planned.configs)
+    result = RunResult(settings.name, [])
+    deadline = time.monotonic() + settings.wait_timeout
+    with etcd_lock(run, nodes):
+        for name in planned.remove:
+            node_ops.remove_node(run, nodes.pop(name), nodes)
+            result.removed.append(name)
+        for name in planned.power_on:
+            run.reporter.event(f"{name}: powering on")
+            vms.power_on(session, nodes[name])
+        try:
+            if planned.create:
+                _create(run, planned, nodes, result, deadline)
+            status = wait_joined(run, configs, deadline)
+            node_ops.record_joined(run, [c.name for c in configs])
+        except NotJoinedError as exc:
+            if not (rollback and result.created):
+                raise
+            _roll_back(run, result.created)
+            raise NotJoinedError(exc.message.replace(KEPT, "the nodes this run created were removed (--rollback)"))
+        except BaseException:
+            if rollback and result.created:
+                _roll_back(run, result.created)
+            raise
+    created = set(result.created)
+    for config in configs:
+        st = status[config.name]
+        st.action = "created" if config.name in created else "unchanged"
+        st.drift = False
+        result.nodes.append(st)
+    return result
+
+
+def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: float) -> None:
+    missing = list(planned.create)
+    image = resolve_image(run.settings, run.reporter, nodes.values())
+    result.image_version = image.version
+    # The run's one opening of the verified OVA: the room check and the import read the same archive.
+    with image.archive() as archive:
+        check_room(run, image, archive, planned.inventory.templates, len(missing))
+        template = ensure_template(run, image, planned.inventory.templates, archive)
+    result.uploaded, result.template = template.uploaded, template.name
+    live = run.members.live_view(nodes)
+    result.created = [c.name for c in missing]
+    if live is None and not nodes:
+        node_ops.bootstrap(run, template, image, missing, deadline)
+    elif live is None:
+        raise EtcdError(
+            f"nodes {', '.join(sorted(nodes))} exist but none answers etcd, so new nodes cannot join;"
+            " check them with `vmcoreos status`"
+        )
+    else:
+        for config in missing:
+            node_ops.join(run, template, image, config, live[0], deadline)
+            live = run.members.live_view(run.inventory().nodes) or live
+
+
+def _roll_back(run: Run, names: list[str]) -> None:
+    """--rollback: take out the nodes this run created, membership first, so a failed deploy leaves nothing."""
+    run.reporter.event(f"rolling back: removing {', '.join(names)}")
+    for name in removal_order(run.name, names):
+        nodes = run.inventory().nodes
+        if name in nodes:
+            with contextlib.suppress(Exception):
+                node_ops.remove_node(run, nodes[name], nodes)

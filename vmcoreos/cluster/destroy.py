@@ -1,0 +1,33 @@
+"""destroy: power off and delete the cluster's VMs (and templates), each mark checked again just before."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from vmcoreos.cluster import inventory
+from vmcoreos.cluster.plan import DestroyPlan, plan_destroy
+from vmcoreos.reporting import Reporter
+from vmcoreos.settings import ClusterSettings
+from vmcoreos.vsphere import vms
+from vmcoreos.vsphere.inventory import locate
+from vmcoreos.vsphere.session import Session
+
+
+def plan(settings: ClusterSettings, session: Session, *, templates: bool) -> DestroyPlan:
+    found = inventory.take(session, locate(session, settings.vsphere), settings.name)
+    return plan_destroy(found, templates=templates)
+
+
+def apply(session: Session, planned: DestroyPlan, *, reporter: Reporter, parallel: int = 4) -> list[str]:
+    def one(vm: vms.VmInfo) -> str:
+        fresh = vms.refresh(session, vm)
+        vms.require_owned(fresh, planned.cluster, "delete")
+        reporter.event(f"{fresh.name}: powering off and deleting")
+        vms.destroy(session, fresh, planned.cluster)
+        return fresh.name
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(one, vm) for vm in planned.nodes]
+        done = [f.result() for f in futures]
+        done += [f.result() for f in [pool.submit(one, vm) for vm in planned.templates]]
+    return done

@@ -1,0 +1,92 @@
+"""The cluster's etcd as its nodes show it: the live member list, health, and the checks before any change."""
+
+from __future__ import annotations
+
+from vmcoreos import etcd
+from vmcoreos.errors import EtcdError
+from vmcoreos.settings import ClusterSettings
+from vmcoreos.vsphere import vms
+
+
+class Members:
+    lock: etcd.EtcdLock | None = None  # set by locking.etcd_lock while the run holds it
+
+    def __init__(self, settings: ClusterSettings):
+        self.settings = settings
+
+    def endpoint(self, vm: vms.VmInfo) -> str | None:
+        return self.endpoint_at(vm.ip) if vm.ip else None
+
+    def endpoint_at(self, ip: str) -> str:
+        etcd_settings = self.settings.etcd
+        return f"{etcd_settings.scheme}://{ip}:{etcd_settings.client_port}"
+
+    def peer_url(self, ip: str) -> str:
+        return f"http://{ip}:{self.settings.etcd.peer_port}"
+
+    def live_view(self, nodes: dict[str, vms.VmInfo], exclude: set[str] = frozenset()) -> tuple[str, etcd.ClusterView] | None:
+        """The member list from the first node that answers, skipping `exclude`.
+
+        A list that answers but names members or URLs vmcoreos never made stops
+        the run (EtcdError) instead of being skipped: it is never used.
+        """
+        for name in sorted(nodes):
+            vm = nodes[name]
+            if name in exclude or vm.power != "poweredOn" or not vm.ip:
+                continue
+            endpoint = self.endpoint(vm)
+            try:
+                view = etcd.member_list(endpoint)
+            except Exception:
+                continue
+            etcd.check_view(view, self.settings.name, endpoint)
+            if self.lock is not None:
+                self.lock.follow([u for m in view.members for u in m.client_urls])
+            return endpoint, view
+        return None
+
+    def leader_name(self, nodes: dict[str, vms.VmInfo]) -> str | None:
+        live = self.live_view(nodes)
+        if live is None:
+            return None
+        return next((m.name for m in live[1].members if m.id == live[1].leader), None)
+
+    def expected_cluster_id(self, nodes: dict[str, vms.VmInfo]) -> str | None:
+        """The etcd cluster ID the nodes' marks record; None for nodes deployed before the mark existed."""
+        ids = {vm.extra[vms.MARK_ETCD_CLUSTER_ID] for vm in nodes.values() if vm.extra.get(vms.MARK_ETCD_CLUSTER_ID)}
+        if len(ids) > 1:
+            raise EtcdError(
+                f"nodes of {self.settings.name!r} record different etcd cluster IDs ({', '.join(sorted(ids))});"
+                f" fix the {vms.MARK_ETCD_CLUSTER_ID} extraConfig value of the odd ones before any change"
+            )
+        return next(iter(ids), None)
+
+    def before_change(self, endpoint: str, view: etcd.ClusterView, nodes: dict[str, vms.VmInfo]) -> None:
+        """Checks before every member add/remove and leader move: our lock, our etcd, our members."""
+        if self.lock is not None:
+            self.lock.check()
+        etcd.check_view(view, self.settings.name, endpoint)
+        expected = self.expected_cluster_id(nodes)
+        if expected is not None and view.cluster_id != expected:
+            raise EtcdError(
+                f"etcd at {endpoint} reports cluster ID {view.cluster_id or 'none'}, but the nodes record"
+                f" {expected}; it is another etcd cluster (a stale address?), so no member is changed there."
+                " Check the nodes' addresses with `vmcoreos status`"
+            )
+
+    def current_cluster_id(self, nodes: dict[str, vms.VmInfo]) -> str | None:
+        """The cluster ID etcd reports now, refused when it is not the one the nodes record."""
+        live = self.live_view(nodes)
+        cluster_id = live[1].cluster_id if live else None
+        expected = self.expected_cluster_id(nodes)
+        if expected is not None and cluster_id not in (None, expected):
+            raise EtcdError(
+                f"etcd at {live[0]} reports cluster ID {cluster_id}, but the nodes record {expected}; check the"
+                " nodes' addresses with `vmcoreos status`"
+            )
+        return cluster_id
+
+    @staticmethod
+    def health(view: etcd.ClusterView) -> dict[str, bool]:
+        """member id -> healthy, asking each member on its own client URL."""
+        return {m.id: bool(m.client_urls) and any(etcd.healthy(u) for u in m.client_urls) for m in view.members}

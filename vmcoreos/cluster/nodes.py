@@ -1,0 +1,162 @@
+"""Node executors: clone, boot, join, remove. Membership changes go one node at a time, checks first."""
+
+from __future__ import annotations
+
+import contextlib
+
+from vmcoreos import etcd, naming
+from vmcoreos.cluster import plan
+from vmcoreos.cluster.results import NodeStatus
+from vmcoreos.cluster.run import Run
+from vmcoreos.cluster.template import Template
+from vmcoreos.cluster.waits import wait_guests, wait_joined
+from vmcoreos.guest import guestinfo, nodeconfig
+from vmcoreos.guest.nodeconfig import NodeConfig
+from vmcoreos.images import source
+from vmcoreos.vsphere import vms
+
+
+def clone(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str) -> None:
+    settings = run.settings
+    extra = dict(config.guestinfo)
+    extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
+    spec = vms.clone_spec(
+        run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
+        linked_snapshot=template.linked_snapshot,
+    )
+    linked = " (linked clone)" if template.linked_snapshot is not None else ""
+    run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
+    ref = vms.clone(run.session, template.vm, config.name, run.placement, spec, cluster=settings.name)
+    vm = vms.refresh(run.session, vms.VmInfo(ref, config.name, False, "", None, None))
+    # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
+    vms.power_on(run.session, vm)
+
+
+def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig], deadline: float) -> None:
+    """A new cluster: every node at once, all with initial_cluster_state new."""
+    run.in_parallel(clone, [(run, template, image, c, c.digest) for c in configs])
+    if run.dhcp:
+        # First boot done without etcd; now each node's leased address goes into every config.
+        names = [c.name for c in configs]
+        guests = wait_guests(run, names, deadline)
+        leases = {n: st.ip for n, st in guests.items()}
+        count = max(c.index for c in configs)
+        final = nodeconfig.plan(run.settings, run.user, count=count, only=names, leases=leases)
+        digests = {c.name: c.digest for c in configs}
+        nodes = run.inventory().nodes
+        run.in_parallel(second_boot, [(run, nodes[f.name], f, digests[f.name]) for f in final])
+
+
+def second_boot(run: Run, vm: vms.VmInfo, config: NodeConfig, digest: str) -> None:
+    """A DHCP node gets its membership for the address it leased, and boots again to apply it.
+
+    coreos-cloudinit reads guestinfo on every boot, so the new keys take effect
+    on the next one; the node is fresh, so a power cycle loses nothing.
+    """
+    extra = dict(config.guestinfo)
+    extra[vms.MARK_DIGEST] = digest
+    run.reporter.event(f"{config.name}: leased {config.ip}; writing its membership and booting it again")
+    vms.reconfigure(run.session, vm, extra, run.name)
+    vms.power_off(run.session, vm, run.name)
+    vms.power_on(run.session, vms.refresh(run.session, vm))
+
+
+def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str, deadline: float) -> NodeStatus:
+    """Add one node to a running cluster: member add first, then boot it with state existing."""
+    view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)
+    peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
+    peers.pop(config.name, None)
+    count = max([config.index] + [naming.node_index(run.name, n) or 0 for n in peers])
+    leases = None
+    if run.dhcp:
+        # First boot without etcd, to learn the address the member must be added with.
+        clone(run, template, image, config, config.digest)
+        leases = {config.name: wait_guests(run, [config.name], deadline)[config.name].ip}
+    # A re-plan with inputs only now known (the live peers, the lease); the user config is the one parsed.
+    joined = nodeconfig.plan(
+        run.settings, run.user, count=count, only=[config.name], existing_members=peers, leases=leases
+    )[0]
+    peer_url = run.members.peer_url(joined.ip)
+    added = None
+    if not any(peer_url in m.peer_urls for m in view.members):
+        run.members.before_change(endpoint, view, run.inventory().nodes)
+        run.reporter.event(f"{config.name}: etcd member add {peer_url}")
+        added = etcd.member_add(endpoint, peer_url)
+    try:
+        if run.dhcp:
+            second_boot(run, run.inventory().nodes[config.name], joined, config.digest)
+        else:
+            # The mark records the config the cluster file renders, not this one-off join variant.
+            clone(run, template, image, joined, config.digest)
+        return wait_joined(run, [config], deadline)[config.name]
+    except (KeyboardInterrupt, SystemExit):
+        # Interrupted half way: take back the VM and the member we added, so the next run starts
+        # clean. A node that merely failed to join is kept for inspection instead.
+        if added is not None:
+            with contextlib.suppress(Exception):
+                _rollback_join(run, config, endpoint, added)
+        raise
+
+
+def _rollback_join(run: Run, config: NodeConfig, endpoint: str, added: etcd.Member) -> None:
+    vm = run.inventory().nodes.get(config.name)
+    if vm is not None:
+        vms.destroy(run.session, vm, run.name)
+    etcd.member_remove(endpoint, added.id)
+
+
+def record_joined(run: Run, names: list[str]) -> None:
+    """Once nodes are healthy members: record the cluster ID, and take the Ignition config out of guestinfo.
+
+    Ignition reads its config on the first boot only; left in guestinfo it is
+    readable by every vCenter user who can read the VM's configuration.
+    Ignition >= 2.14 clears it itself unless masked, so read before writing.
+    The config digest mark stays, so re-runs still see the node as up to date.
+    """
+    nodes = run.inventory().nodes
+    cluster_id = run.members.current_cluster_id(nodes)
+    for name in names:
+        vm = nodes.get(name)
+        if vm is None:
+            continue
+        changes = {}
+        if cluster_id and not vm.extra.get(vms.MARK_ETCD_CLUSTER_ID):
+            changes[vms.MARK_ETCD_CLUSTER_ID] = cluster_id
+        if vm.extra.get(guestinfo.IGNITION_DATA, "") not in ("", guestinfo.IGNITION_CLEARED):
+            changes[guestinfo.IGNITION_DATA] = guestinfo.IGNITION_CLEARED
+            changes[guestinfo.IGNITION_DATA + ".encoding"] = "base64"
+            run.reporter.event(f"{name}: joined; clearing {guestinfo.IGNITION_DATA} (Ignition has applied it)")
+        if changes:
+            vms.reconfigure(run.session, vm, changes, run.name)
+
+
+def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
+    """member remove first (keeping quorum), then power off and delete the VM."""
+    vms.require_owned(vm, run.name, "remove")
+    live = run.members.live_view(nodes, exclude={vm.name})
+    if live is not None:
+        endpoint, view = live
+        member = view.by_name(vm.name) or next(
+            (m for m in view.members if any(etcd.same_host(u, vm.ip) for u in m.peer_urls)), None
+        )
+        if member is not None:
+            run.members.before_change(endpoint, view, nodes)
+            health = run.members.health(view)
+            plan.check_quorum_after_removal(vm.name, member.id, len(view.members), health)
+            if view.leader == member.id and len(view.members) > 1:
+                _move_leader(run, view, member, health)
+            run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
+            etcd.member_remove(endpoint, member.id)
+    run.reporter.event(f"{vm.name}: powering off and deleting")
+    vms.destroy(run.session, vm, run.name)
+
+
+def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: dict[str, bool]) -> None:
+    target = plan.leader_successor(view.members, leader.id, health)
+    if target is None or not leader.client_urls:
+        return
+    if run.members.lock is not None:
+        run.members.lock.check()
+    run.reporter.event(f"moving etcd leadership from {leader.name} to {target.name}")
+    with contextlib.suppress(Exception):
+        etcd.move_leader(leader.client_urls[0], target.id)

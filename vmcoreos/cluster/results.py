@@ -1,0 +1,45 @@
+"""What a run reports back: one NodeStatus per node, one RunResult per command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    action: str = ""  # created / unchanged / started / removed / rebuilt
+    power: str = ""
+    tools: str | None = None
+    ip: str | None = None
+    image_version: str | None = None
+    member_id: str | None = None
+    healthy: bool = False
+    leader: bool = False
+    drift: bool = False
+    stage: str = "planned"
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunResult:
+    cluster: str
+    nodes: list[NodeStatus]
+    template: str | None = None
+    image_version: str | None = None
+    uploaded: bool = False
+    created: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    message: str = ""
+
+    def as_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["nodes"] = [n.as_dict() for n in self.nodes]
+        return data
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.removed or self.rebuilt or self.uploaded)

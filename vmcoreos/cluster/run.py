@@ -1,0 +1,60 @@
+"""One command's working set: settings, the vSphere session and placement, the parsed user config.
+
+Every executor takes a Run instead of reaching into a do-everything class;
+`inventory()` is the one place a run lists vSphere, and callers decide when
+a fresh listing is worth its round trips.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from vmcoreos import etcd
+from vmcoreos.cluster import inventory as inv
+from vmcoreos.cluster.members import Members
+from vmcoreos.guest.nodeconfig import UserConfig
+from vmcoreos.reporting import Reporter
+from vmcoreos.settings import ClusterSettings
+from vmcoreos.vsphere import inventory as placement_of
+from vmcoreos.vsphere.inventory import Placement
+from vmcoreos.vsphere.session import Session
+
+
+@dataclass
+class Run:
+    settings: ClusterSettings
+    session: Session
+    reporter: Reporter
+    user: UserConfig | None = None  # parsed once by prepare(); re-plans (DHCP leases, joins) reuse it
+    parallel: int = 4
+    adopt_template: bool = False  # --adopt-template: the operator vouches for an unrecorded template
+    placement: Placement | None = None
+    members: Members = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parallel = max(1, self.parallel)
+        if self.placement is None:
+            self.placement = placement_of.locate(self.session, self.settings.vsphere)
+        self.members = Members(self.settings)
+        etcd.use_ca(self.settings.etcd.ca_file)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def dhcp(self) -> bool:
+        return self.settings.node.network.mode == "dhcp"
+
+    def inventory(self) -> inv.Inventory:
+        return inv.take(self.session, self.placement, self.settings.name)
+
+    def in_parallel(self, fn, calls: list[tuple]) -> None:
+        """fn(*args) for each call, at most `parallel` at once; the first failure is raised once all ended."""
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            futures = [pool.submit(fn, *args) for args in calls]
+            errors = [f.exception() for f in futures]
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise failed[0]

@@ -1,0 +1,144 @@
+"""The verified image and the template nodes are cloned from: resolve, check room, import once, trust."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from vmcoreos import naming, state
+from vmcoreos.cluster.run import Run
+from vmcoreos.errors import VSphereError
+from vmcoreos.images import source
+from vmcoreos.reporting import Reporter
+from vmcoreos.settings import ClusterSettings
+from vmcoreos.vsphere import importer, inventory, vms
+from vmcoreos.vsphere.waits import wait_task
+
+
+@dataclass(frozen=True)
+class Template:
+    vm: vms.VmInfo
+    uploaded: bool  # imported by this run
+    linked_snapshot: Any = None  # with node.linked_clone: the snapshot clones' child disks grow from
+
+    @property
+    def name(self) -> str:
+        return self.vm.name
+
+
+def template_name(settings: ClusterSettings, image: source.VerifiedImage) -> str:
+    return naming.template_name(settings.name, image.distro, image.version)
+
+
+def resolve_image(settings: ClusterSettings, reporter: Reporter, nodes=()) -> source.VerifiedImage:
+    """The verified image; a channel's "current" may not be older than what `nodes` (VmInfo) already run."""
+    from vmcoreos.images.cache import default_cache_dir
+    from vmcoreos.images.fetch import obtain
+    from vmcoreos.images.releases import version_key
+
+    deployed = [vm.extra.get(vms.MARK_VERSION) for vm in nodes if vm.extra.get(vms.MARK_DISTRO) == settings.image.distro]
+    floor = max((v for v in deployed if version_key(v) is not None), key=version_key, default=None)
+    return obtain(settings.image, cache_dir=default_cache_dir(), reporter=reporter, floor=floor)
+
+
+def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_nodes: int) -> None:
+    """Refuse before the first upload when the datastore cannot hold the disks.
+
+    Disks are thin, but a thin disk grows to its capacity, so full clones
+    are counted at capacity; linked clones share the template's disk.
+    """
+    settings = run.settings
+    per_disk = archive.disk_capacity()
+    have_template = any(
+        t.name == template_name(settings, image) and t.extra.get(vms.MARK_SHA512) == image.sha512 for t in templates
+    )
+    disks = (0 if have_template else 1) + (0 if settings.node.linked_clone else new_nodes)
+    need = disks * per_disk
+    free = inventory.free_space(run.session, run.placement.datastore)
+    if need > free:
+        gib = 1 << 30
+        raise VSphereError(
+            f"datastore {settings.vsphere.datastore or 'chosen'} has {free / gib:.1f} GiB free but {disks}"
+            f" disk(s) of up to {per_disk / gib:.1f} GiB need {need / gib:.1f} GiB; free space, pick another"
+            " datastore (vsphere.datastore), lower the count, or use node.linked_clone: true"
+        )
+
+
+def ensure_template(run: Run, image: source.VerifiedImage, templates, archive=None) -> Template:
+    """The cluster's template for image: the trusted one already imported, or a fresh import.
+
+    archive: the run's opened OVA; without one it is opened here, and only if an import is needed.
+    """
+    session, settings = run.session, run.settings
+    name = template_name(settings, image)
+    for vm in templates:
+        if vm.name == name and vm.template and vm.extra.get(vms.MARK_SHA512) == image.sha512:
+            _check_imported_here(run, vm)
+            run.reporter.event(f"template {name} already imported")
+            return Template(vm, False, _linked_base(run, vm))
+    for vm in vms.list_vms(session, run.placement, {name}):
+        vms.require_owned(vm, settings.name, "use as template")
+        if not vm.template:
+            # A template whose import was cut short: ours, unfinished, safe to replace.
+            run.reporter.event(f"removing unfinished template {name}")
+            vms.destroy(session, vm, settings.name)
+        else:
+            raise VSphereError(
+                f"template {name!r} exists but holds a different image; delete it with"
+                " `vmcoreos destroy --templates` first"
+            )
+    run.reporter.event(f"importing {image.path.name} as template {name}")
+    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
+    with (contextlib.nullcontext(archive) if archive is not None else image.archive()) as opened:
+        ref = importer.import_ova(
+            session, opened, run.placement, name, extra,
+            on_bytes=lambda done, total: run.reporter.transfer(f"uploading {image.path.name}", done, total),
+            on_retry=run.reporter.event,
+        )
+    try:
+        # Snapshot while it is still a VM: vSphere takes none of a template.
+        snapshot = _linked_base(run, vms.VmInfo(ref, name, False, "poweredOff", None, None, extra))
+        ref.MarkAsTemplate()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            wait_task(session, ref.Destroy_Task(), what=f"removing {name}")
+        if isinstance(exc, VSphereError):
+            raise
+        if isinstance(exc, Exception):
+            raise VSphereError(f"could not mark {name} as a template: {getattr(exc, 'msg', exc)}") from None
+        raise
+    made = vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None))
+    state.remember_template(
+        session.vcenter_id, name, state.TemplateRecord(made.instance_uuid or "", made.moref, image.sha512)
+    )
+    return Template(made, True, snapshot)
+
+
+def _check_imported_here(run: Run, vm: vms.VmInfo) -> None:
+    """Clone only from a template this host imported: a mark alone can be forged by anyone who may edit VMs."""
+    vcenter = run.session.vcenter_id
+    record = state.template_record(vcenter, vm.name)
+    if record is not None and (record.instance_uuid, record.moref, record.sha512) == (
+        vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512)
+    ):
+        return
+    if run.adopt_template:
+        run.reporter.event(f"adopting template {vm.name} ({vm.moref}) on your word (--adopt-template)")
+        state.remember_template(
+            vcenter, vm.name, state.TemplateRecord(vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512) or "")
+        )
+        return
+    why = "this host has no record of importing it" if record is None else "it is not the one this host imported"
+    raise VSphereError(
+        f"template {vm.name!r} ({vm.moref}) carries cluster {run.name!r}'s marks but {why}, so its disk"
+        " is not trusted; if it was planted, delete that template in vCenter and run again to import a verified"
+        " copy; if you know where it came from (an older vmcoreos, another host), run again with --adopt-template"
+    )
+
+
+def _linked_base(run: Run, template: vms.VmInfo):
+    """With node.linked_clone, the template snapshot the clones' child disks grow from; None otherwise."""
+    if not run.settings.node.linked_clone:
+        return None
+    return vms.snapshot_linked_base(run.session, template, run.placement, run.settings.name)

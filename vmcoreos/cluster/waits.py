@@ -1,0 +1,114 @@
+"""Waiting for nodes: guest tools and an address from vSphere, then a healthy etcd member."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import tenacity
+from pyVmomi import vim
+
+from vmcoreos import etcd
+from vmcoreos.cluster.results import NodeStatus
+from vmcoreos.cluster.run import Run
+from vmcoreos.errors import NotJoinedError
+from vmcoreos.guest.nodeconfig import NodeConfig
+from vmcoreos.vsphere import vms
+from vmcoreos.vsphere.waits import Watch
+
+KEPT = "the VMs are kept for inspection (see `vmcoreos status`; deploy --rollback removes them instead)"
+
+
+def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
+                nodes: dict[str, vms.VmInfo] | None = None) -> dict[str, NodeStatus]:
+    """Guest tools and IP first (one PropertyCollector wait), then each node's etcd, polled in parallel."""
+    status = wait_guests(run, [c.name for c in configs], deadline, nodes)
+
+    def member(st: NodeStatus) -> bool:
+        # Polled with a short backoff: etcd only answers once the node is up, and a node
+        # noticed late costs the whole deploy that delay.
+        retrying = tenacity.Retrying(
+            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+            retry=tenacity.retry_if_result(lambda ok: not ok),
+        )
+        try:
+            retrying(member_ready, run.members.endpoint_at(st.ip), st)
+        except tenacity.RetryError:
+            return False
+        run.reporter.event(f"{st.name}: healthy etcd member {st.member_id}")
+        return True
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(status)))) as pool:
+        joined = list(pool.map(member, [status[n] for n in sorted(status)]))
+    if not all(joined):
+        not_joined(run, status)
+    return status
+
+
+def wait_guests(run: Run, names: list[str], deadline: float,
+                nodes: dict[str, vms.VmInfo] | None = None) -> dict[str, NodeStatus]:
+    """Until guest tools run and report an IP on every named node (one PropertyCollector filter).
+
+    `nodes` spares a listing when the caller has a fresh one holding every name.
+    """
+    status = {n: NodeStatus(n) for n in names}
+    if nodes is None or any(n not in nodes for n in names):
+        nodes = run.inventory().nodes
+    refs = {nodes[n].ref: n for n in names if n in nodes}
+    props = ["runtime.powerState", "guest.toolsRunningStatus", "guest.ipAddress"]
+
+    def ready(values):
+        for ref, name in refs.items():
+            v = values.get(ref, {})
+            st = status[name]
+            st.power = v.get("runtime.powerState", st.power)
+            st.tools = v.get("guest.toolsRunningStatus", st.tools)
+            st.ip = v.get("guest.ipAddress") or st.ip
+            st.stage = "tools running" if st.tools == "guestToolsRunning" else (
+                "powered on" if st.power == "poweredOn" else st.stage
+            )
+            if st.ip and st.tools == "guestToolsRunning":
+                st.stage = "has IP"
+        return all(status[n].stage == "has IP" for n in refs.values())
+
+    run.reporter.event("waiting for guest tools and IP addresses of " + ", ".join(sorted(status)))
+    with Watch(run.session, list(refs), props, vim.VirtualMachine) as watch:
+        try:
+            watch.until(ready, deadline, "guests")
+        except TimeoutError:
+            not_joined(run, status)
+    return status
+
+
+def member_ready(endpoint: str, st: NodeStatus) -> bool:
+    """The joined rule: the node's own etcd answers, lists it by name with client URLs, and is healthy."""
+    try:
+        view = etcd.member_list(endpoint)
+    except Exception:  # not up yet: refused, reset, or answering garbage while it starts
+        return False
+    st.stage = "etcd reachable"
+    member = view.by_name(st.name)
+    if member is None or not member.client_urls:
+        return False
+    st.member_id = member.id
+    st.stage = "member listed"
+    if not etcd.healthy(endpoint):
+        return False
+    st.healthy = True
+    st.leader = view.leader == member.id
+    st.stage = "healthy"
+    return True
+
+
+def not_joined(run: Run, status: dict[str, NodeStatus]) -> None:
+    settings = run.settings
+    late = [s for s in status.values() if not s.healthy]
+    detail = ", ".join(f"{s.name} reached '{s.stage}'" for s in late)
+    hint = ""
+    if settings.image.distro == "flatcar" and any(s.stage == "has IP" for s in late):
+        # etcd-member.service pulls etcd's container image at first boot; without the registry it never starts.
+        image = settings.etcd.image or "quay.io/coreos/etcd (the default)"
+        hint = (f" first check that the nodes can pull the etcd image {image}: `journalctl -u etcd-member` on a"
+                " node shows the pull; set etcd.image in the cluster file to a registry mirror if they cannot;")
+    raise NotJoinedError(f"nodes did not join etcd within {settings.wait_timeout:.0f}s: {detail};{hint} {KEPT}")

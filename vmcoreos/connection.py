@@ -1,0 +1,139 @@
+"""The vCenter connection: flags first, then VMCOREOS_*, then GOVC_*; TLS trust decided once."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from vmcoreos.errors import ConfigError
+from vmcoreos.settings import ENV_CA_FILE, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME
+
+
+class Secret(str):
+    """A string that never shows itself in repr, logs or tracebacks."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    host: str
+    port: int
+    username: str
+    password: Secret = field(repr=False)
+    insecure: bool = False
+    ca_file: Path | None = None
+    thumbprint: str | None = None
+    # One-line notices for the CLI to show (an inherited --insecure that a pin overrode).
+    notices: tuple[str, ...] = ()
+
+
+def _env(names: tuple[str, ...], environ: dict) -> str | None:
+    return _env_named(names, environ)[1]
+
+
+def _env_named(names: tuple[str, ...], environ: dict) -> tuple[str | None, str | None]:
+    """(name, value) of the first of names set in environ."""
+    for name in names:
+        value = environ.get(name)
+        if value:
+            return name, value
+    return None, None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_password_file(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"password file {path} does not exist") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"password file {path} is readable by others; run: chmod 600 {path}")
+    return path.read_text().rstrip("\n")
+
+
+def connection_from(
+    *,
+    url: str | None,
+    username: str | None = None,
+    password_file: Path | None = None,
+    insecure: bool | None = None,
+    ca_file: Path | None = None,
+    thumbprint: str | None = None,
+    environ: dict | None = None,
+) -> Connection:
+    """Flags first, then VMCOREOS_*, then GOVC_*; a URL may carry user:password as govc's does."""
+    env = os.environ if environ is None else environ
+    if url and urlsplit(url if "://" in url else "https://" + url).password:
+        # A flag's value is on the process list for every user of the machine to read.
+        raise ConfigError(
+            "--url carries a password, which would show in the process list; put it in VMCOREOS_PASSWORD"
+            " or --password-file instead"
+        )
+    url = url or _env(ENV_URL, env)
+    if not url:
+        raise ConfigError("no vCenter given; pass --url or set VMCOREOS_URL (or GOVC_URL)")
+    if "://" not in url:
+        url = "https://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"vCenter URL {parts.hostname or url!r} is not an https:// URL; e.g. https://vcenter.example.com/sdk")
+    user = username or (unquote(parts.username) if parts.username else None) or _env(ENV_USERNAME, env)
+    if password_file is not None:
+        password = read_password_file(password_file)
+    else:
+        password = (unquote(parts.password) if parts.password else None) or _env(ENV_PASSWORD, env)
+    if not user or password is None:
+        raise ConfigError(
+            "no vCenter credentials; set VMCOREOS_USERNAME and VMCOREOS_PASSWORD (or use --password-file)"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = parts.path or "/sdk"
+    clean = f"{parts.scheme}://{parts.hostname}:{port}{path}"
+    ca = ca_file or (Path(v) if (v := _env(ENV_CA_FILE, env)) else None)
+    if ca is not None and not ca.is_file():
+        raise ConfigError(f"CA file {ca} does not exist; pass --ca-file with the PEM of your vCenter's CA")
+    pin, skip, notices = _tls_trust(insecure, thumbprint, env)
+    return Connection(
+        url=clean,
+        host=parts.hostname,
+        port=port,
+        username=user,
+        password=Secret(password),
+        insecure=skip,
+        ca_file=ca,
+        thumbprint=pin,
+        notices=notices,
+    )
+
+
+def _tls_trust(insecure: bool | None, thumbprint: str | None, env) -> tuple[str | None, bool, tuple[str, ...]]:
+    """(thumbprint, insecure, notices): a pinned thumbprint always wins over skipping verification.
+
+    Both on one command line contradict each other and are refused; an insecure
+    setting from the environment (a govc user's GOVC_INSECURE=1) or a pin from
+    it yields to the pin, with a notice, so a pin is never silently dropped.
+    """
+    if insecure and thumbprint:
+        raise ConfigError(
+            "--insecure and --thumbprint contradict each other (one skips the certificate check, the other pins it);"
+            " drop --insecure to keep the pin"
+        )
+    pin_from, pin = ("--thumbprint", thumbprint) if thumbprint else _env_named(ENV_THUMBPRINT, env)
+    if insecure is not None:
+        skip_from, skip = "--insecure", insecure
+    else:
+        skip_from, value = _env_named(ENV_INSECURE, env)
+        skip = _truthy(value)
+        skip_from = f"{skip_from}={value}"
+    if pin and skip:
+        return pin, False, (f"ignoring {skip_from}: {pin_from} pins vCenter's certificate, and the pin is checked",)
+    return pin, skip, ()
