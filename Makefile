@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
 VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/build.sh $(wildcard tests/harness/vcsim/*.patch tests/harness/vcsim/overlay/*.go)
 
-.PHONY: all deps apt venv demo test bench clean
+.PHONY: all deps apt venv demo test bench bench-peers clean
 
 all: deps
 
@@ -47,6 +47,18 @@ test: deps
 
 bench: deps
 	$(PY) -m bench.run
+
+# Ansible's community.vmware comes inside the `ansible` package on PyPI; its
+# vmware_deploy_ovf needs pyvmomi and requests in the Python that runs it.
+PEERS_VENV := build/bench-peers-venv
+PEERS_PACKAGES := ansible==12.3.0 pyvmomi requests
+
+$(PEERS_VENV)/bin/ansible-playbook:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet $(PEERS_PACKAGES)
+
+bench-peers: deps $(PEERS_VENV)/bin/ansible-playbook
+	$(PY) -m bench.peers
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

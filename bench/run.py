@@ -157,11 +157,12 @@ class Bed:
     subnet: str = field(default_factory=fresh_subnet)
     vcsim: CountingVcsim | None = None
     guests: GuestSim | None = None
+    port: int = 0  # vcsim's port on the subnet's .1; 0: any free port on 127.0.0.1
 
     def __enter__(self) -> Self:
         self.vcsim = CountingVcsim(self.workdir / "vcsim")
         try:
-            self.vcsim.start()
+            self.vcsim.start(f"{self.subnet}.1:{self.port}" if self.port else "127.0.0.1:0")
             self.new_guests()
         except BaseException:
             self.__exit__(*sys.exc_info())
