@@ -617,8 +617,9 @@ def judge(parts: dict) -> dict:
         targets[f"soap_requests_per_node_{high}"] = target(per, "<= 6", per <= 6)
     if mem:
         small, big = mem["small"]["peak_rss_mb"], mem["big"]["peak_rss_mb"]
-        targets[f"peak_rss_{mem['small']['ova_mib']:g}mib_mb"] = target(small, "< 100", small < 100)
-        targets[f"peak_rss_{mem['big']['ova_mib']:g}mib_mb"] = target(big, "< 100", big < 100)
+        for label in ("small", "big"):
+            rss = mem[label]["peak_rss_mb"]
+            targets[f"peak_rss_{label}_{mem[label]['ova_mib']:g}mib_mb"] = target(rss, "< 100", rss < 100)
         growth = round(big - small, 1)
         targets["peak_rss_growth_mb"] = target(growth, "<= 10 MB or 15% (flat)", growth <= max(10.0, 0.15 * small))
     return targets
