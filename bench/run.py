@@ -504,8 +504,13 @@ def summary(samples: list[dict]) -> dict:
 # -- 6: the large image: fresh deploy, template kept, no-op re-run, each against gpgv ------
 
 
-def gpgv_alone(bench: Bench, ova: Path) -> Run:
-    """gpgv on the file, as a user would check it by hand: the yardstick of the image figures."""
+def gpgv_alone(bench: Bench, ova: Path, *, cold: bool = False) -> Run:
+    """gpgv on the file, as a user would check it by hand: the yardstick of the image figures.
+
+    cold: the file dropped from the page cache first, the yardstick of the runs that start so.
+    """
+    if cold:
+        evict(ova)
     os.sync()  # no writeback of earlier files competing with it
     run = run_measured(["gpgv", "--keyring", str(bench.keyring), f"{ova}.sig", str(ova)],
                        dict(bench.env, GNUPGHOME=str(bench.work / "signer")), timeout=600)
@@ -543,13 +548,14 @@ def image_run(bench: Bench, bed: Bed, ova: Path, what: str, *, cold: bool) -> di
 
 def measure_image(bench: Bench, ova: Path) -> dict:
     """The issue's image figures with one large OVA, each repeat on a fresh bed, gpgv timed in each."""
-    rows: dict[str, list[dict]] = {"gpgv": [], "fresh": [], "template_kept": [], "noop": []}
+    rows: dict[str, list[dict]] = {"gpgv": [], "gpgv_cold": [], "fresh": [], "template_kept": [], "noop": []}
     mib = ova.stat().st_size // MiB
     for i in range(bench.args.repeat):
         tag = f"({i + 1}/{bench.args.repeat})"
-        log(f"gpgv alone on the {mib} MiB OVA {tag}")
-        run = gpgv_alone(bench, ova)
-        rows["gpgv"].append({"seconds": round(run.seconds, 2), "peak_rss_mb": round(run.rss_mb, 1)})
+        for name, cold in (("gpgv", False), ("gpgv_cold", True)):
+            log(f"gpgv alone on the {mib} MiB OVA{', not in the page cache' if cold else ''} {tag}")
+            run = gpgv_alone(bench, ova, cold=cold)
+            rows[name].append({"seconds": round(run.seconds, 2), "peak_rss_mb": round(run.rss_mb, 1)})
         with Bed(bench.work / f"image-{i}") as bed:
             log(f"fresh deploy --count 3 with the {mib} MiB OVA {tag}")
             rows["fresh"].append(image_run(bench, bed, ova, "fresh deploy of 3", cold=False))
@@ -560,6 +566,12 @@ def measure_image(bench: Bench, ova: Path) -> dict:
             log(f"deploy --count 3 again on the healthy cluster, a no-op {tag}")
             rows["noop"].append(image_run(bench, bed, ova, "no-op re-run", cold=True))
     out = {name: summary(runs) for name, runs in rows.items()}
+    # What the no-op run reads (Python's modules, the cluster file, SOAP replies) is the floor of
+    # every run's rchar; what the others read above it, in image sizes, is how often the image
+    # went through read(): the tool's own reads plus gpgv's of the pipe the tool feeds it.
+    floor = out["noop"]["rchar_mib"]
+    for name in ("fresh", "template_kept", "noop"):
+        out[name]["image_passes"] = round((out[name]["rchar_mib"] - floor) * MiB / ova.stat().st_size, 2)
     for name in ("template_kept", "noop"):
         # The worst run counts for what must be 0, the median for time.
         for key in ("image_bytes_read", "uploads", "tasks"):
@@ -595,7 +607,8 @@ def judge(parts: dict) -> dict:
         fresh, kept, noop = image["fresh"], image["template_kept"], image["noop"]
         ratio = fresh["seconds"] / gpgv
         targets["fresh_deploy_3_vs_gpgv"] = target(round(ratio, 2), "<= 2.0", ratio <= 2.0)
-        ratio = kept["seconds"] / gpgv
+        # That run starts with the image out of the page cache (see image_run), so gpgv does too.
+        ratio = kept["seconds"] / image["gpgv_cold"]["seconds"]
         targets["template_kept_deploy_3_vs_gpgv"] = target(round(ratio, 2), "<= 0.8", ratio <= 0.8)
         targets["template_kept_image_bytes_read"] = target(kept["image_bytes_read"], "0", kept["image_bytes_read"] == 0)
         targets["noop_rerun_seconds"] = target(noop["seconds"], "< 1", noop["seconds"] < 1)
@@ -632,13 +645,15 @@ def table(targets: dict, parts: dict) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if image := parts.get("image"):
-        lines += ["", f"the {image['ova_mib']:g} MiB image, deploy --count 3 (median; rchar: bytes the tool and its"
-                      " children read, files + pipes + sockets; image read: its bytes paged in by the run, cold runs only):"]
-        lines.append(f"  gpgv alone        {image['gpgv']['seconds']:>6.2f} s  (runs: {_runs(image['gpgv'])})")
-        for name in ("fresh", "template_kept", "noop"):
+        lines += ["", f"the {image['ova_mib']:g} MiB image, deploy --count 3, medians. passes: the tool's and its children's"
+                      " read() bytes above the no-op run's, in image sizes; image read: bytes of the image paged in"
+                      " by a run that starts with it out of the page cache (cold):"]
+        for name, label in (("gpgv", "gpgv alone"), ("gpgv_cold", "gpgv alone, cold")):
+            lines.append(f"  {label:<21} {image[name]['seconds']:>6.2f} s  (runs: {_runs(image[name])})")
+        for name, label in (("fresh", "fresh"), ("template_kept", "template kept, cold"), ("noop", "no-op re-run, cold")):
             run = image[name]
             read = "-" if run["image_bytes_read"] is None else run["image_bytes_read"]
-            lines.append(f"  {name.replace('_', ' '):<17} {run['seconds']:>6.2f} s  rchar {run['rchar_per_image_size']}x image"
+            lines.append(f"  {label:<21} {run['seconds']:>6.2f} s  passes {run['image_passes']}"
                          f"  image read {read}  uploads {run['uploads']}  tasks {run['tasks']}"
                          f"  peak RSS {run['peak_rss_mb']} MB  (runs: {_runs(run)})")
     if scale := parts.get("scale"):

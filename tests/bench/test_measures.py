@@ -57,6 +57,7 @@ def test_summary_is_the_median_run_with_every_sample():
 def image_part(*, fresh: float, kept: float, kept_read: int, noop: float, noop_read: int) -> dict:
     return {
         "gpgv": {"seconds": 2.0},
+        "gpgv_cold": {"seconds": 2.0},
         "fresh": {"seconds": fresh},
         "template_kept": {"seconds": kept, "image_bytes_read": kept_read},
         "noop": {"seconds": noop, "image_bytes_read": noop_read},
