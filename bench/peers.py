@@ -31,7 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.run import NODE_CONFIG, VSPHERE, Bed, Bench, MiB, Run, log, run_measured, summary
+from bench.run import VSPHERE, Bed, Bench, MiB, Run, log, run_measured, summary
+from bench.run import parse_args as bench_run_args
 from tests.harness.ova_builder import build_ova
 from tests.harness.services import PASSWORD, ROOT, USER
 from tests.harness.signing import TestSigner
@@ -124,12 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     work = Path(tempfile.mkdtemp(prefix="vmcoreos-bench-peers-"))
     try:
-        # The parts of bench.run's Bench that deploy uses: linked clones, parallel 4, etcd's defaults.
-        bench = Bench(work, argparse.Namespace(full_clones=False, parallel=4))
-        bench.env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
-        bench.env.update(VMCOREOS_LOCK_DIR=str(work / "locks"), VMCOREOS_CACHE_DIR=str(work / "cache"))
-        bench.node_config = work / "node.yaml"
-        bench.node_config.write_text(NODE_CONFIG.format(heartbeat=100, election=1000))
+        # bench.run's defaults for what deploy uses: linked clones, --parallel 4, etcd's own timings.
+        bench = Bench.create(work, bench_run_args([]))
         log(f"building and signing a {args.size_mib} MiB OVA")
         with TestSigner.create(work / "signer") as signer:
             bench.key = signer.write_public_key(work / "key.asc")
