@@ -78,6 +78,7 @@ def ansible_loop(bed: Bed, ova: Path, work: Path) -> Run:
         BENCH_VSPHERE_PASSWORD=PASSWORD,
         ANSIBLE_HOME=str(work / "ansible-home"),  # nothing of this run in ~/.ansible
         ANSIBLE_LOCAL_TEMP=str(work / "ansible-tmp"),
+        ANSIBLE_REMOTE_TEMP=str(work / "ansible-tmp"),  # "remote" is this machine: connection local
         ANSIBLE_PYTHON_INTERPRETER=str(python),  # the venv with pyvmomi runs the module
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_RETRY_FILES_ENABLED="0",
