@@ -45,8 +45,9 @@ demo: deps
 test: deps
 	$(VENV)/bin/pytest -q
 
+# e.g. make bench BENCH_ARGS='--repeat 1 --counts 1,3,30'
 bench: deps
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 # Ansible's community.vmware comes inside the `ansible` package on PyPI; its
 # vmware_deploy_ovf needs pyvmomi and requests in the Python that runs it.
@@ -58,7 +59,7 @@ $(PEERS_VENV)/bin/ansible-playbook:
 	$(PEERS_VENV)/bin/pip install --quiet $(PEERS_PACKAGES)
 
 bench-peers: deps $(PEERS_VENV)/bin/ansible-playbook
-	$(PY) -m bench.peers
+	$(PY) -m bench.peers $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -750,33 +750,45 @@ def main(argv: list[str] | None = None) -> int:
                 signer.sign_detached(ova, ova.with_name(ova.name + ".sig"))
                 ovas[label] = ova
         parts: dict = {}
+
+        def write_results() -> dict:
+            # After every part, so a run stopped half-way still leaves the figures it took.
+            results = {
+                "targets": judge(parts),
+                "image": parts.get("image"),
+                "memory_and_upload": parts.get("memory"),
+                "fetch": parts.get("fetch"),
+                "deploy": parts.get("scale"),
+                "settings": {
+                    "counts": counts, "repeat": args.repeat, "parallel": args.parallel,
+                    "small_ova_mib": args.small_mib, "big_ova_mib": args.big_mib,
+                    "etcd_heartbeat_ms": args.heartbeat_ms, "etcd_election_ms": args.election_ms,
+                    "deploy_runs_linked_clone": not args.full_clones,
+                },
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                            "platform": platform.platform()},
+                "bench_seconds": round(time.monotonic() - started, 1),
+            }
+            args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            return results
+
+        # The slowest part, scale, goes last.
         if "image" in only:
             parts["image"] = measure_image(bench, ovas["big"])
+            write_results()
         if "memory" in only:
             disk = disk_member(ovas["big"], work / "disk.vmdk")
             parts["memory"] = measure_memory_and_upload(bench, ovas["small"], ovas["big"], disk)
             disk.unlink()
+            write_results()
         shutil.rmtree(images / "big", ignore_errors=True)
-        if "scale" in only:
-            parts["scale"] = measure_scaling(bench, ovas["small"], counts)
         if "fetch" in only:
             parts["fetch"] = measure_fetch(args.big_mib)
-        targets = judge(parts)
-        results = {
-            "targets": targets,
-            "image": parts.get("image"),
-            "memory_and_upload": parts.get("memory"),
-            "deploy": parts.get("scale"),
-            "fetch": parts.get("fetch"),
-            "settings": {
-                "counts": counts, "parallel": args.parallel, "small_ova_mib": args.small_mib,
-                "big_ova_mib": args.big_mib, "etcd_heartbeat_ms": args.heartbeat_ms,
-                "etcd_election_ms": args.election_ms, "deploy_runs_linked_clone": not args.full_clones,
-            },
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "bench_seconds": round(time.monotonic() - started, 1),
-        }
-        args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            write_results()
+        if "scale" in only:
+            parts["scale"] = measure_scaling(bench, ovas["small"], counts)
+        results = write_results()
+        targets = results["targets"]
         print(table(targets, parts))
         print(f"\nwrote {args.results} in {results['bench_seconds']} s")
         ok = True
