@@ -562,6 +562,7 @@ def image_run(bench: Bench, bed: Bed, ova: Path, what: str, *, cold: bool) -> di
         "uploads": len(delta.uploads),
         "tasks": delta.tasks,
         "soap_requests": delta.requests,
+        "timeline": [f"{t:6.2f} {line}" for t, line in run.events[:60]],  # where the time went
     }
 
 
