@@ -21,7 +21,8 @@ from typing import BinaryIO
 
 from vmcoreos.errors import ConfigError, DownloadError, VerificationError
 from vmcoreos.images import cache, keys as keymod, releases
-from vmcoreos.images.download import Http, redact
+from vmcoreos.images.download import Http
+from vmcoreos.text import redact
 from vmcoreos.images.ova import MemberDigestTap, OvaArchive
 from vmcoreos.images.releases import Release
 from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image

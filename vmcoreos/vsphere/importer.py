@@ -22,6 +22,7 @@ from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.vms import option_values
 from vmcoreos.vsphere.waits import Watch
+from vmcoreos.text import reason
 
 LEASE_TICK = 2.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
 UPLOAD_TIMEOUT = 300
@@ -250,7 +251,7 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
     except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
         sent = counter.done - sent_before
         raise UploadInterrupted(
-            f"uploading {item.path} broke off after {sent} of {size} bytes ({_reason(exc)})"
+            f"uploading {item.path} broke off after {sent} of {size} bytes ({reason(exc)})"
         ) from None
     finally:
         conn.close()
@@ -260,10 +261,3 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
     if tap is not None:
         tap.finish()  # explicitly, after the last byte: a short read must not skip it
 
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, (TimeoutError,)) or "timed out" in str(exc):
-        return "timed out"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset"
-    return str(exc) or type(exc).__name__
