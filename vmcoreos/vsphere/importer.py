@@ -7,8 +7,8 @@ upload advances; any failure aborts the lease and removes the half-made VM.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
-import threading
 import time
 from typing import Callable
 from urllib.parse import urlsplit
@@ -16,15 +16,16 @@ from urllib.parse import urlsplit
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VmcoreosError, VSphereError
-from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.ova import CheckedArchive
 from vmcoreos.images.stream import CHUNK, BackgroundTap, TeeReader
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.vms import option_values
-from vmcoreos.vsphere.waits import Watch
 from vmcoreos.text import reason
+from vmcoreos.vsphere import lease as nfc
+from vmcoreos.vsphere.lease import ByteCounter, LeaseKeepalive
+from vmcoreos.vsphere.waits import Watch
 
-LEASE_TICK = 2.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
 UPLOAD_TIMEOUT = 300
 # NFC uploads cannot resume: a broken one is aborted, cleaned up and started over, this many times in all.
 IMPORT_ATTEMPTS = 3
@@ -34,62 +35,18 @@ class UploadInterrupted(VSphereError):
     """The disk upload broke off: worth one more import from the start."""
 
 
-class ByteCounter:
-    """The one counter both the progress display and the lease keepalive read."""
-
-    def __init__(self, total: int, on_bytes: Callable[[int, int], None] | None = None):
-        self.total = max(total, 1)
-        self.done = 0
-        self._lock = threading.Lock()
-        self.on_bytes = on_bytes
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.done += n
-        if self.on_bytes:
-            self.on_bytes(self.done, self.total)
-
-    @property
-    def percent(self) -> int:
-        return min(99, int(self.done * 100 / self.total))
-
-
-class LeaseKeepalive:
-    def __init__(self, lease, counter: ByteCounter):
-        self.lease = lease
-        self.counter = counter
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nfc-keepalive", daemon=True)
-
-    def __enter__(self) -> "LeaseKeepalive":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(LEASE_TICK):
-            try:
-                # A 0 % report still renews the lease.
-                self.lease.HttpNfcLeaseProgress(self.counter.percent)
-            except Exception:
-                return  # the upload itself will fail and say why
-
-
-def import_spec(session: Session, archive: OvaArchive, placement: Placement, name: str, extra: dict[str, str]):
+def import_spec(session: Session, archive: CheckedArchive, placement: Placement, name: str, extra: dict[str, str]):
     manager = session.content.ovfManager
     params = vim.OvfManager.CreateImportSpecParams(
         entityName=name,
         diskProvisioning="thin",
         networkMapping=[
-            vim.OvfManager.NetworkMapping(name=n, network=placement.network) for n in _ovf_networks(archive)
+            vim.OvfManager.NetworkMapping(name=n, network=placement.network) for n in archive.descriptor.networks
         ],
     )
     result = manager.CreateImportSpec(archive.descriptor.text, placement.resource_pool, placement.datastore, params)
     if result.error:
-        raise VSphereError(f"vCenter cannot import {archive.path.name}: {result.error[0].localizedMessage or result.error[0].fault}")
+        raise VSphereError(f"vCenter cannot import {archive.name}: {result.error[0].localizedMessage or result.error[0].fault}")
     spec = result.importSpec
     config = spec.configSpec
     # The OVA declares guestinfo vApp properties with the com.vmware.guestInfo transport.
@@ -101,18 +58,9 @@ def import_spec(session: Session, archive: OvaArchive, placement: Placement, nam
     return spec, list(result.fileItem or [])
 
 
-def _ovf_networks(archive: OvaArchive) -> list[str]:
-    import xml.etree.ElementTree as ET
-
-    from vmcoreos.images.ova import OVF_NS
-
-    root = ET.fromstring(archive.descriptor.text)
-    return [n.get(f"{{{OVF_NS}}}name") for n in root.iter(f"{{{OVF_NS}}}Network") if n.get(f"{{{OVF_NS}}}name")]
-
-
 def import_ova(
     session: Session,
-    archive: OvaArchive,
+    archive: CheckedArchive,
     placement: Placement,
     name: str,
     extra: dict[str, str],
@@ -135,7 +83,7 @@ def import_ova(
 
 def _import_once(
     session: Session,
-    archive: OvaArchive,
+    archive: CheckedArchive,
     placement: Placement,
     name: str,
     extra: dict[str, str],
@@ -151,12 +99,14 @@ def _import_once(
     try:
         info = _wait_ready(session, lease, timeout)
         entity = info.entity
-        total = sum(archive.size(i.path) for i in items)
-        counter = ByteCounter(total, on_bytes)
-        with LeaseKeepalive(lease, counter):
-            for item in items:
-                url = _device_url(info, item, session)
-                _upload(session, archive, item, url, counter)
+        with contextlib.ExitStack() as streams:
+            # Each file is opened once: its size adds to the total, its stream is what goes up.
+            opened = [streams.enter_context(_closing(archive.open(item.path))) for item in items]
+            counter = ByteCounter(sum(size for _, size in opened), on_bytes)
+            with LeaseKeepalive(lease, counter):
+                for item, (stream, size) in zip(items, opened):
+                    url = _device_url(info, item, session)
+                    _upload(session, archive, item, stream, size, url, counter)
         # What went up was read from the verified descriptor; it must not have been written to meanwhile.
         archive.check_unchanged()
         lease.HttpNfcLeaseProgress(100)
@@ -167,8 +117,8 @@ def _import_once(
         if isinstance(exc, (VmcoreosError, KeyboardInterrupt, SystemExit)):
             raise
         if isinstance(exc, vmodl.MethodFault):
-            raise VSphereError(f"importing {archive.path.name} failed: {exc.msg}") from None
-        raise VSphereError(f"importing {archive.path.name} failed: {exc}") from None
+            raise VSphereError(f"importing {archive.name} failed: {exc.msg}") from None
+        raise VSphereError(f"importing {archive.name} failed: {exc}") from None
 
 
 def _lease_entity(lease):
@@ -179,10 +129,7 @@ def _lease_entity(lease):
 
 
 def _abandon(session: Session, lease, entity) -> None:
-    try:
-        lease.HttpNfcLeaseAbort()
-    except Exception:
-        pass
+    nfc.abort(lease)
     if entity is not None:
         try:
             from vmcoreos.vsphere.waits import wait_task
@@ -219,8 +166,15 @@ def _device_url(info, item, session: Session) -> str:
     raise VSphereError(f"vCenter gave no upload URL for {item.path}")
 
 
-def _upload(session: Session, archive: OvaArchive, item, url: str, counter: ByteCounter) -> None:
-    stream, size = archive.open(item.path)
+@contextlib.contextmanager
+def _closing(opened: tuple):
+    try:
+        yield opened
+    finally:
+        opened[0].close()
+
+
+def _upload(session: Session, archive: CheckedArchive, item, stream, size: int, url: str, counter: ByteCounter) -> None:
     check = archive.manifest_check(item.path)
     parts = urlsplit(url)
     if parts.scheme == "https":
@@ -255,7 +209,6 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
         ) from None
     finally:
         conn.close()
-        stream.close()
         if tap is not None and not sent_all:
             tap.abort()
     if tap is not None:
