@@ -209,12 +209,12 @@ def connect(conn: Connection) -> Session:
         raise VSphereError(f"vCenter {where}: {exc.msg}") from None
     except (ConnectionRefusedError, socket.gaierror, socket.timeout, TimeoutError, OSError,
             http.client.HTTPException) as exc:
-        reason = reason(exc)
+        why = reason(exc)
         if "thumbprint" in str(exc).lower():
             raise VSphereError(
                 f"vCenter {where}'s certificate does not match the pinned thumbprint; check --thumbprint"
             ) from None
-        raise VSphereError(f"cannot reach vCenter at {where}: {reason}; check --url and the network") from None
+        raise VSphereError(f"cannot reach vCenter at {where}: {why}; check --url and the network") from None
     except vmodl.MethodFault as exc:
         raise VSphereError(f"vCenter {where} refused the session: {exc.msg}") from None
     except Exception as exc:  # pyvmomi raises plain Exceptions for some protocol failures
