@@ -2,7 +2,7 @@
 
 One upload per image version: nodes are clones of the template. The NFC
 lease is kept alive by a ticker that reports the same byte counter the
-upload advances; any failure aborts the lease and removes the half-made VM.
+upload advances (vsphere/lease.py); any failure aborts the lease and removes the half-made VM.
 """
 
 from __future__ import annotations
@@ -101,7 +101,11 @@ def _import_once(
         entity = info.entity
         with contextlib.ExitStack() as streams:
             # Each file is opened once: its size adds to the total, its stream is what goes up.
-            opened = [streams.enter_context(_closing(archive.open(item.path))) for item in items]
+            opened = []
+            for item in items:
+                stream, size = archive.open(item.path)
+                streams.callback(stream.close)
+                opened.append((stream, size))
             counter = ByteCounter(sum(size for _, size in opened), on_bytes)
             with LeaseKeepalive(lease, counter):
                 for item, (stream, size) in zip(items, opened):
@@ -164,14 +168,6 @@ def _device_url(info, item, session: Session) -> str:
                 return parts._replace(netloc=netloc).geturl()
             return dev.url
     raise VSphereError(f"vCenter gave no upload URL for {item.path}")
-
-
-@contextlib.contextmanager
-def _closing(opened: tuple):
-    try:
-        yield opened
-    finally:
-        opened[0].close()
 
 
 def _upload(session: Session, archive: CheckedArchive, item, stream, size: int, url: str, counter: ByteCounter) -> None:
