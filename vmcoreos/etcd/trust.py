@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from vmcoreos import naming
 from vmcoreos.errors import EtcdError
 from vmcoreos.etcd.view import ClusterView
 
@@ -46,10 +47,9 @@ def check_view(view: ClusterView, cluster: str, endpoint: str) -> ClusterView:
     Only `<cluster>-NN` (NN at most MAX_NODE_INDEX) and http(s)://<IP>:<port>
     pass. A member added but not started yet has no name, which is fine.
     """
-    pattern = re.compile(re.escape(cluster) + r"-(\d{2,})")
     for m in view.members:
-        match = pattern.fullmatch(m.name)
-        if m.name and (match is None or int(match.group(1)) > MAX_NODE_INDEX):
+        index = naming.node_index(cluster, m.name)
+        if m.name and (index is None or index > MAX_NODE_INDEX):
             raise EtcdError(
                 f"etcd at {endpoint} lists member {m.name!r}, which is not a {cluster}-NN node name (NN at most"
                 f" {MAX_NODE_INDEX}); remove that member with etcdctl, or point the cluster file at this"

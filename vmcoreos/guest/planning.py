@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 
+from vmcoreos import naming
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, guestinfo, ignition
 from vmcoreos.guest.configs import DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
@@ -100,7 +101,7 @@ def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) ->
         text = cloudconfig.render(doc)
         keys = {guestinfo.HOSTNAME: name}
         keys.update(guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, text.encode(), "gzip+base64"))
-        index = int(name.rsplit("-", 1)[1])
+        index = naming.node_index(settings.name, name)
         # The digest covers what the cluster file says (config, hostname), not the leased address,
         # so a DHCP node's mark stays the same across its two boots and across re-leases.
         out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind))
