@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError
@@ -30,6 +30,13 @@ ENV_GPGV = "VMCOREOS_GPGV"  # absolute path of gpgv, when it is not in /usr/bin
 ENV_RETRY_MAX_DELAY = "VMCOREOS_RETRY_MAX_DELAY"  # seconds; the cap of the doubling delay between download retries
 ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
 ENV_DEBUG = "VMCOREOS_DEBUG"  # set: an unexpected error shows its traceback
+# govc's inventory defaults, read for vsphere.* keys the cluster file leaves out (the file wins). No VMCOREOS_*
+# twins: the cluster file is our place for a cluster's placement; these only spare govc users retyping it.
+ENV_DATACENTER = "GOVC_DATACENTER"
+ENV_DATASTORE = "GOVC_DATASTORE"
+ENV_NETWORK = "GOVC_NETWORK"
+ENV_RESOURCE_POOL = "GOVC_RESOURCE_POOL"  # fills vsphere.cluster: we place VMs in a compute cluster's root pool
+ENV_FOLDER = "GOVC_FOLDER"
 
 DISTROS = ("flatcar", "coreos", "fedora-coreos")
 CHANNELS = {
@@ -46,6 +53,43 @@ class VSphereTarget:
     datastore: str | None = None
     network: str | None = None
     folder: str | None = None
+
+
+def vsphere_defaults(environ: Mapping[str, str]) -> VSphereTarget:
+    """The GOVC_* inventory variables as vsphere.* values; govc's absolute paths (/DC/datastore/DS) are cut to ours."""
+    datacenter = environ.get(ENV_DATACENTER) or None
+
+    def under(name: str, kind: str) -> str | None:
+        value = environ.get(name) or None
+        if value and value.startswith("/"):
+            parts = value.strip("/").split("/")
+            if len(parts) < 3 or parts[1] != kind:
+                raise ConfigError(f"{name}={value!r} is not an inventory path like /<datacenter>/{kind}/<name>;"
+                                  f" fix or unset {name}, or set it in the cluster file's vsphere section")
+            return "/".join(parts[2:])
+        return value
+
+    return VSphereTarget(
+        datacenter=datacenter,
+        cluster=_cluster_of_pool(under(ENV_RESOURCE_POOL, "host")),
+        datastore=under(ENV_DATASTORE, "datastore"),
+        network=under(ENV_NETWORK, "network"),
+        folder=under(ENV_FOLDER, "vm"),
+    )
+
+
+def _cluster_of_pool(pool: str | None) -> str | None:
+    # govc's pool paths are CLUSTER[/Resources[/CHILD…]] under the datacenter's host folder; "*/Resources" is any.
+    if pool is None:
+        return None
+    parts = [p for p in pool.split("/") if p]
+    if not parts:
+        return None
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] != "Resources"):
+        raise ConfigError(f"{ENV_RESOURCE_POOL}={pool!r} names a child resource pool; vmcoreos places nodes in a"
+                          f" compute cluster's root pool: set vsphere.cluster in the cluster file or unset"
+                          f" {ENV_RESOURCE_POOL}")
+    return None if parts[0] == "*" else parts[0]
 
 
 @dataclass(frozen=True)
@@ -200,7 +244,7 @@ class Overrides:
 
 # The parser and the connection live in their own modules, loaded on first use (they import this one).
 _MOVED = {
-    "load_cluster_file": "clusterfile", "parse_cluster": "clusterfile", "parse_network": "clusterfile",
+    "load_cluster_file": "clusterfile", "parse_cluster": "clusterfile",
     "parse_addresses": "clusterfile", "Connection": "connection", "Secret": "connection",
     "connection_from": "connection", "read_password_file": "connection",
 }
