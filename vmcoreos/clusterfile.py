@@ -163,7 +163,8 @@ def _line(located: Located | None, path: tuple) -> int:
 
 def _finding(source: Path | None, line: int, where: str, message: str) -> str:
     prefix = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
-    return f"{prefix}{where}: {message}" if where else f"{prefix}{message}"
+    # A message that already starts with its key's path ("etcd.ca_file is set but …") needs it only once.
+    return f"{prefix}{where}: {message}" if where and not message.startswith(where) else f"{prefix}{message}"
 
 
 # -- settings ---------------------------------------------------------------------

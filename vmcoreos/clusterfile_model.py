@@ -79,9 +79,8 @@ def _ipv4(value: str) -> str:
 def _image(value: str) -> str:
     try:
         return check_image(value)
-    except ConfigError:
-        raise ValueError("not a container image reference; write one such as registry.lab:5000/coreos/etcd:v3.5.16"
-                         " (no quotes, spaces or line breaks)") from None
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _cross(key: str, message: str) -> PydanticCustomError:
@@ -156,7 +155,7 @@ class Network(Section):
     @model_validator(mode="after")
     def _static_needs_addresses(self) -> "Network":
         if self.mode == "static" and not self.addresses:
-            raise _cross("addresses", "node.network.mode is static but no addresses are listed; list one per node")
+            raise _cross("addresses", "empty, but node.network.mode is static; list one address per node")
         return self
 
 
@@ -184,7 +183,7 @@ class Etcd(Section):
     def _ca_file_exists(cls, value: str, info: ValidationInfo) -> str:
         base = (info.context or {}).get("base_dir")
         if base is not None and not resolve(base, value).is_file():
-            raise ValueError(f"{resolve(base, value)} does not exist; fix the path in the cluster file")
+            raise ValueError(f"etcd.ca_file {resolve(base, value)} does not exist; fix the path in the cluster file")
         return value
 
     @model_validator(mode="after")
