@@ -23,7 +23,7 @@ from vmcoreos.errors import ConfigError
 from vmcoreos.guest.validate import Located, dotted, locate, yaml_error_finding
 from vmcoreos.settings import (
     ClusterSettings, EtcdSettings, ImageSettings, NetworkSettings, NodeSettings, VSphereTarget, trusted_key,
-    vsphere_defaults,
+    with_govc_defaults,
 )
 
 __all__ = ["load_cluster_file", "parse_cluster", "parse_addresses"]
@@ -172,8 +172,7 @@ def _finding(source: Path | None, line: int, where: str, message: str) -> str:
 
 def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: Mapping[str, str]) -> ClusterSettings:
     vs, im, nd, et = model.vsphere, model.image, model.node, model.etcd
-    govc = vsphere_defaults(environ)
-    target = VSphereTarget(**{k: getattr(vs, k) or getattr(govc, k) for k in VSphereTarget.__dataclass_fields__})
+    target = with_govc_defaults(VSphereTarget(**vs.model_dump()), environ)
     image = ImageSettings(
         distro=im.distro,
         channel=im.channel,

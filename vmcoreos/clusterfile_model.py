@@ -10,6 +10,7 @@ is the parser's job, so the schema says what a user types.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from pathlib import Path
@@ -22,7 +23,6 @@ from pydantic_core import PydanticCustomError
 from vmcoreos.errors import ConfigError
 from vmcoreos.settings import CHANNELS, DISTROS, check_image
 
-SCHEMA_ID = "https://vmcoreos.invalid/cluster.schema.json"  # a name, not a location: editors get the file itself
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
 
 
@@ -200,7 +200,10 @@ class Wait(Section):
 class ClusterFile(Section):
     """A vmcoreos cluster file (`vmcoreos init` writes an example)."""
 
-    model_config = ConfigDict(title="vmcoreos cluster file", json_schema_extra={"$id": SCHEMA_ID})
+    model_config = ConfigDict(
+        title="vmcoreos cluster file",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
 
     cluster: Annotated[str, AfterValidator(_cluster_name)] = Field(
         description="node VMs are named <cluster>-01, <cluster>-02, …", json_schema_extra={"pattern": NAME_PATTERN}
@@ -219,5 +222,13 @@ def resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def json_schema() -> dict:
-    return ClusterFile.model_json_schema()
+SCHEMA_FILE = Path(__file__).parent / "examples" / "cluster.schema.json"
+
+
+def json_schema_text() -> str:
+    """The shipped schema file's text; tests/test_clusterfile.py checks the file still equals it."""
+    return json.dumps(ClusterFile.model_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":  # python -m vmcoreos.clusterfile_model: rewrite the shipped schema after a model change
+    SCHEMA_FILE.write_text(json_schema_text())

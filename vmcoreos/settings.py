@@ -55,9 +55,9 @@ class VSphereTarget:
     folder: str | None = None
 
 
-def vsphere_defaults(environ: Mapping[str, str]) -> VSphereTarget:
-    """The GOVC_* inventory variables as vsphere.* values; govc's absolute paths (/DC/datastore/DS) are cut to ours."""
-    datacenter = environ.get(ENV_DATACENTER) or None
+def with_govc_defaults(target: VSphereTarget, environ: Mapping[str, str]) -> VSphereTarget:
+    """`target` with its unset keys taken from the GOVC_* inventory variables; govc's absolute paths
+    (/DC/datastore/DS) are cut to our names. A variable is read only for a key it would fill."""
 
     def under(name: str, kind: str) -> str | None:
         value = environ.get(name) or None
@@ -69,13 +69,14 @@ def vsphere_defaults(environ: Mapping[str, str]) -> VSphereTarget:
             return "/".join(parts[2:])
         return value
 
-    return VSphereTarget(
-        datacenter=datacenter,
-        cluster=_cluster_of_pool(under(ENV_RESOURCE_POOL, "host")),
-        datastore=under(ENV_DATASTORE, "datastore"),
-        network=under(ENV_NETWORK, "network"),
-        folder=under(ENV_FOLDER, "vm"),
-    )
+    read = {
+        "datacenter": lambda: environ.get(ENV_DATACENTER) or None,
+        "cluster": lambda: _cluster_of_pool(under(ENV_RESOURCE_POOL, "host")),
+        "datastore": lambda: under(ENV_DATASTORE, "datastore"),
+        "network": lambda: under(ENV_NETWORK, "network"),
+        "folder": lambda: under(ENV_FOLDER, "vm"),
+    }
+    return replace(target, **{key: get() for key, get in read.items() if getattr(target, key) is None})
 
 
 def _cluster_of_pool(pool: str | None) -> str | None:
