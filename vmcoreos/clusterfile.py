@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vmcoreos.clusterfile_model import ClusterFile, parse_addresses, resolve
+from vmcoreos.clusterfile_model import ClusterFile, KeyProblem, parse_addresses, resolve
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest.validate import Located, dotted, locate, yaml_error_finding
 from vmcoreos.settings import (
@@ -84,9 +84,8 @@ _KINDS = {
 
 def _path(error: dict) -> tuple:
     path = tuple(error["loc"])
-    if error["type"] == "cross_field":  # a section's check about one of its keys
-        path += (error["ctx"]["key"],)
-    return path
+    problem = (error.get("ctx") or {}).get("error")
+    return path + (problem.key,) if isinstance(problem, KeyProblem) else path
 
 
 def _message(error: dict) -> str:

@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
 from pydantic import field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from vmcoreos.errors import ConfigError
 from vmcoreos.settings import CHANNELS, DISTROS, check_image
@@ -83,9 +82,12 @@ def _image(value: str) -> str:
         raise ValueError(exc.message) from None
 
 
-def _cross(key: str, message: str) -> PydanticCustomError:
-    """A finding about `key` of the section being checked (pydantic would place it on the section)."""
-    return PydanticCustomError("cross_field", message, {"key": key})
+class KeyProblem(ValueError):
+    """A section's check about one of its keys: pydantic places it on the section, the finding on the key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 class Section(BaseModel):
@@ -125,7 +127,7 @@ class Image(Section):
     @model_validator(mode="after")
     def _channel_of_distro(self) -> "Image":
         if self.channel not in CHANNELS[self.distro]:
-            raise _cross("channel", f"{self.channel!r} is not a {self.distro} channel;"
+            raise KeyProblem("channel", f"{self.channel!r} is not a {self.distro} channel;"
                          f" use one of {', '.join(CHANNELS[self.distro])}")
         return self
 
@@ -155,7 +157,7 @@ class Network(Section):
     @model_validator(mode="after")
     def _static_needs_addresses(self) -> "Network":
         if self.mode == "static" and not self.addresses:
-            raise _cross("addresses", "empty, but node.network.mode is static; list one address per node")
+            raise KeyProblem("addresses", "empty, but node.network.mode is static; list one address per node")
         return self
 
 
@@ -189,7 +191,7 @@ class Etcd(Section):
     @model_validator(mode="after")
     def _ca_file_needs_https(self) -> "Etcd":
         if self.ca_file is not None and self.scheme == "http":
-            raise _cross("ca_file", "etcd.ca_file is set but etcd.scheme is http; set etcd.scheme: https or drop ca_file")
+            raise KeyProblem("ca_file", "etcd.ca_file is set but etcd.scheme is http; set etcd.scheme: https or drop ca_file")
         return self
 
 
