@@ -89,6 +89,23 @@ def test_empty_cluster_file_is_named(tmp_path):
     assert err.message == f"cluster file {tmp_path / 'cluster.yaml'} is empty; start from the example `vmcoreos init` writes"
 
 
+def test_a_list_as_a_key_is_a_yaml_error_with_its_line(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\nnode:\n  ? [a, b]\n  : 1\n")
+    assert err.message.startswith(f"{tmp_path / 'cluster.yaml'}:3: YAML: found unhashable key")
+
+
+@pytest.mark.parametrize("make,why", [
+    (lambda p: p.mkdir(), "Is a directory"),
+    (lambda p: p.write_bytes(b"cluster: \xff\xfe\n"), "not UTF-8 text"),
+])
+def test_unreadable_cluster_file_is_a_usage_error_naming_the_option(tmp_path, make, why):
+    path = tmp_path / "cluster.yaml"
+    make(path)
+    with pytest.raises(ConfigError) as refused:
+        load_cluster_file(path, environ={})
+    assert refused.value.message == f"cannot read cluster file {path}: {why}; pass -c with the path of your cluster file"
+
+
 def test_missing_name_says_how_nodes_are_named(tmp_path):
     err = _refused(tmp_path, "count: 3\n")
     assert err.message == (f"{tmp_path / 'cluster.yaml'}: cluster: missing; add 'cluster: <name>'"

@@ -39,14 +39,15 @@ def load_cluster_file(path: Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError(f"cannot read cluster file {path}: {why}; pass -c with the path of your cluster file") from None
     try:
         located = locate(text)
-    except yaml.YAMLError as exc:
+        if located.root is None:
+            raise ConfigError(f"cluster file {path} is empty; start from the example `vmcoreos init` writes")
+        if not isinstance(located.root, yaml.MappingNode):
+            raise ConfigError(f"{path}: the cluster file must be a YAML mapping; see configs/cluster.yaml")
+        # Built from the composed nodes, so the lines and the values come from one parse.
+        data = yaml.SafeLoader("").construct_document(located.root)
+    except yaml.YAMLError as exc:  # syntax, or a construct such as a list used as a key
         finding = yaml_error_finding(exc)
         raise ConfigError(f"{path}:{finding.line}: {finding.message}; fix the YAML syntax") from None
-    if located.root is None:
-        raise ConfigError(f"cluster file {path} is empty; start from the example `vmcoreos init` writes")
-    if not isinstance(located.root, yaml.MappingNode):
-        raise ConfigError(f"{path}: the cluster file must be a YAML mapping; see configs/cluster.yaml")
-    data = yaml.SafeLoader("").construct_document(located.root)
     return parse_cluster(data, base_dir=path.parent, source=path, located=located, environ=environ)
 
 
