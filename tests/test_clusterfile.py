@@ -168,6 +168,7 @@ def test_govc_variables_fill_what_the_cluster_file_leaves_out():
     s = parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ=GOVC)
     assert s.vsphere == VSphereTarget(datacenter="DC1", cluster="C1", datastore="SSD 1", network="Lab Net",
                                       folder="labs/etcd")
+    assert s.vsphere.origin("datastore") == "GOVC_DATASTORE"  # what inventory lookup errors name
 
 
 def test_the_cluster_file_wins_over_govc_variables():
@@ -176,6 +177,8 @@ def test_the_cluster_file_wins_over_govc_variables():
     assert s.vsphere == VSphereTarget(**mine)
     partial = parse_cluster({"cluster": "lab", "vsphere": {"datastore": "DS0"}}, base_dir=Path("."), environ=GOVC)
     assert (partial.vsphere.datastore, partial.vsphere.datacenter) == ("DS0", "DC1")
+    assert (partial.vsphere.origin("datastore"), partial.vsphere.origin("datacenter")) == (
+        "vsphere.datastore", "GOVC_DATACENTER")
 
 
 @pytest.mark.parametrize("pool,cluster", [("C1", "C1"), ("C1/Resources", "C1"), ("*/Resources", None)])
@@ -197,3 +200,22 @@ def test_govc_path_of_the_wrong_kind_names_the_variable():
     with pytest.raises(ConfigError, match=r"^GOVC_DATASTORE='/DC1/network/x' is not an inventory path like"
                                           r" /<datacenter>/datastore/<name>"):
         parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ={"GOVC_DATASTORE": "/DC1/network/x"})
+
+
+@pytest.mark.e2e
+def test_deploy_uses_govc_datastore_and_names_it_when_wrong(cli, vcsim, signed_ova, subnet, tmp_path):
+    # The cluster file leaves the datastore to GOVC_DATASTORE; the simulator's answer shows the variable was used.
+    import yaml
+
+    from tests.e2e.helpers import inventory, write_cluster
+
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, name="govc")
+    data = yaml.safe_load(cluster.read_text())
+    del data["vsphere"]["datastore"]
+    cluster.write_text(yaml.safe_dump(data))
+    env = {**vcsim.env(), "GOVC_DATASTORE": "/DC0/datastore/DS9"}
+    run = cli(["deploy", "-c", str(cluster), "--ova", str(signed_ova["ova"]), "--trusted-key", str(signed_ova["key"])],
+              env=env)
+    assert (run.returncode, run.stderr.splitlines()[-1]) == (
+        1, "vmcoreos: error: datastore 'DS9' (GOVC_DATASTORE) does not exist; found: LocalDS_0")
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "govc"]

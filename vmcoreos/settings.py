@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -53,6 +53,12 @@ class VSphereTarget:
     datastore: str | None = None
     network: str | None = None
     folder: str | None = None
+    # (key, variable) for each value a GOVC_* variable supplied, so a lookup error names what to fix.
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def origin(self, key: str) -> str:
+        """Where vsphere.<key>'s value came from: the cluster file's key or a GOVC_* variable."""
+        return dict(self.origins).get(key, f"vsphere.{key}")
 
 
 def with_govc_defaults(target: VSphereTarget, environ: Mapping[str, str]) -> VSphereTarget:
@@ -70,13 +76,16 @@ def with_govc_defaults(target: VSphereTarget, environ: Mapping[str, str]) -> VSp
         return value
 
     read = {
-        "datacenter": lambda: environ.get(ENV_DATACENTER) or None,
-        "cluster": lambda: _cluster_of_pool(under(ENV_RESOURCE_POOL, "host")),
-        "datastore": lambda: under(ENV_DATASTORE, "datastore"),
-        "network": lambda: under(ENV_NETWORK, "network"),
-        "folder": lambda: under(ENV_FOLDER, "vm"),
+        "datacenter": (ENV_DATACENTER, lambda: environ.get(ENV_DATACENTER) or None),
+        "cluster": (ENV_RESOURCE_POOL, lambda: _cluster_of_pool(under(ENV_RESOURCE_POOL, "host"))),
+        "datastore": (ENV_DATASTORE, lambda: under(ENV_DATASTORE, "datastore")),
+        "network": (ENV_NETWORK, lambda: under(ENV_NETWORK, "network")),
+        "folder": (ENV_FOLDER, lambda: under(ENV_FOLDER, "vm")),
     }
-    return replace(target, **{key: get() for key, get in read.items() if getattr(target, key) is None})
+    filled = {key: (name, get()) for key, (name, get) in read.items() if getattr(target, key) is None}
+    filled = {key: (name, value) for key, (name, value) in filled.items() if value is not None}
+    return replace(target, **{key: value for key, (_, value) in filled.items()},
+                   origins=tuple((key, name) for key, (name, _) in filled.items()))
 
 
 def _cluster_of_pool(pool: str | None) -> str | None:
