@@ -66,7 +66,7 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     return Placement(dc, pool, datastore, network, network_name or "", folder, name, folder_path)
 
 
-def _find_folder(session: Session, vm_folder, path: str | None, where: str = "vsphere.folder"):
+def _find_folder(session: Session, vm_folder, path: str | None, origin: str = "vsphere.folder"):
     if not path:
         return vm_folder
     folder = vm_folder
@@ -81,7 +81,7 @@ def _find_folder(session: Session, vm_folder, path: str | None, where: str = "vs
             listing = ", ".join(sorted(subfolders)) or "none"
             where = "/".join(walked) or "the datacenter's VM folder"
             raise VSphereError(
-                f"folder {path!r} ({where}) does not exist: no {part!r} in {where}; found: {listing}"
+                f"folder {path!r} ({origin}) does not exist: no {part!r} in {where}; found: {listing}"
             )
         folder = subfolders[part]
         walked.append(part)
