@@ -26,7 +26,7 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
 
 
 def _number_to_text(value: Any) -> Any:
-    # YAML reads `version: 3033.2` or `datastore: 42` as numbers; the old parser took them as text, and so do we.
+    # YAML reads `version: 3033.2`, `datastore: 42` or `cluster: 101` as numbers; they are names, so take them as text.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return value
@@ -207,7 +207,7 @@ class ClusterFile(Section):
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
-    cluster: Annotated[str, AfterValidator(_cluster_name)] = Field(
+    cluster: Annotated[Text, AfterValidator(_cluster_name)] = Field(
         description="node VMs are named <cluster>-01, <cluster>-02, …", json_schema_extra={"pattern": NAME_PATTERN}
     )
     count: int = Field(3, ge=1, description="number of nodes")
