@@ -1,232 +1,218 @@
-"""The cluster file (YAML) parsed into ClusterSettings, each value checked with its key's path."""
+"""The cluster file (YAML) checked against its model and turned into ClusterSettings.
+
+Every problem is found in one pass and reported with its line, like a
+compiler's `cluster.yaml:12: node.memory_mb: must be at least 256`: unknown
+keys (with "did you mean"), duplicate keys (PyYAML would silently keep the
+last), wrong types, bad values. The shape lives in vmcoreos.clusterfile_model;
+govc's GOVC_* inventory variables fill vsphere.* keys the file leaves out.
+"""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
+from vmcoreos.clusterfile_model import ClusterFile, KeyProblem, parse_addresses, resolve
 from vmcoreos.errors import ConfigError
+from vmcoreos.guest.validate import Located, dotted, locate, yaml_error_finding
 from vmcoreos.settings import (
-    CHANNELS, DISTROS, ClusterSettings, EtcdSettings, ImageSettings, NetworkSettings, NodeSettings, VSphereTarget,
-    check_image, trusted_key,
+    ClusterSettings, EtcdSettings, ImageSettings, NetworkSettings, NodeSettings, VSphereTarget, trusted_key,
+    with_govc_defaults,
 )
 
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
+__all__ = ["load_cluster_file", "parse_cluster", "parse_addresses"]
 
 
-class _Reader:
-    """Reads typed values out of the parsed YAML, naming the key on error."""
-
-    def __init__(self, data: dict, where: str):
-        self.data = data
-        self.where = where
-
-    def section(self, key: str) -> "_Reader":
-        value = self.data.get(key) or {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self.where}: '{key}' must be a mapping; see configs/cluster.yaml for the layout")
-        return _Reader(value, self.where + "." + key if self.where else key)
-
-    def get(self, key: str, kind: type, default: Any = None) -> Any:
-        value = self.data.get(key, default)
-        if value is None:
-            return default
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"{self.path(key)} must be {_kind_name(kind)}, not {value!r}")
-        return value
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def reject_unknown(self, known: set[str]) -> None:
-        unknown = sorted(set(self.data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown key '{self.path(unknown[0])}' in the cluster file; known keys here: {', '.join(sorted(known))}"
-            )
-
-
-def _kind_name(kind: type) -> str:
-    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false", list: "a list"}.get(
-        kind, kind.__name__
-    )
-
-
-def load_cluster_file(path: Path) -> ClusterSettings:
+def load_cluster_file(path: Path, environ: Mapping[str, str] | None = None) -> ClusterSettings:
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"cluster file {path} does not exist; pass -c with the path of your cluster file") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read cluster file {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"cannot read cluster file {path}: {why}; pass -c with the path of your cluster file") from None
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}{line}: {problem}; fix the YAML syntax") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the cluster file must be a YAML mapping; see configs/cluster.yaml")
-    return parse_cluster(data, base_dir=path.parent, source=path)
+        located = locate(text)
+        if located.root is None:
+            raise ConfigError(f"cluster file {path} is empty; start from the example `vmcoreos init` writes")
+        if not isinstance(located.root, yaml.MappingNode):
+            raise ConfigError(f"{path}: the cluster file must be a YAML mapping; see configs/cluster.yaml")
+        # Built from the composed nodes, so the lines and the values come from one parse.
+        data = yaml.SafeLoader("").construct_document(located.root)
+    except yaml.YAMLError as exc:  # syntax, or a construct such as a list used as a key
+        finding = yaml_error_finding(exc)
+        raise ConfigError(f"{path}:{finding.line}: {finding.message}; fix the YAML syntax") from None
+    return parse_cluster(data, base_dir=path.parent, source=path, located=located, environ=environ)
 
 
-def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> ClusterSettings:
-    top = _Reader(data, "")
-    top.reject_unknown({"cluster", "count", "vsphere", "image", "node", "etcd", "wait"})
-    name = top.get("cluster", str)
-    if not name:
-        raise ConfigError("the cluster file needs 'cluster: <name>'; node VMs are named <name>-01, <name>-02, …")
-    if not _NAME_RE.match(name):
-        raise ConfigError(
-            f"cluster name {name!r} must be lower-case letters, digits and '-' (it becomes host names); pick another"
-        )
-    count = top.get("count", int, 3)
-    if count < 1:
-        raise ConfigError("count must be at least 1")
+def parse_cluster(
+    data: dict,
+    *,
+    base_dir: Path,
+    source: Path | None = None,
+    located: Located | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ClusterSettings:
+    """Settings from the cluster file's data; `located` (its composed YAML) adds lines and duplicate keys."""
+    findings = _duplicate_keys(located.root, ()) if located is not None else []
+    model = None
+    try:
+        model = ClusterFile.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        findings += [(_line(located, _path(e)), _path(e), _message(e)) for e in exc.errors()]
+    if findings:
+        shown = [_finding(source, line, dotted(path), message) for line, path, message in sorted(findings)]
+        if len(shown) == 1:
+            raise ConfigError(shown[0])
+        where = f"cluster file {source}" if source else "the cluster file"
+        raise ConfigError(f"{where} has {len(shown)} problems; fix them and run again", findings=shown)
+    return _settings(model, base_dir, source, os.environ if environ is None else environ)
 
-    vs = top.section("vsphere")
-    vs.reject_unknown({"datacenter", "cluster", "datastore", "network", "folder"})
-    target = VSphereTarget(**{k: vs.get(k, str) for k in ("datacenter", "cluster", "datastore", "network", "folder")})
 
-    im = top.section("image")
-    im.reject_unknown({"distro", "channel", "version", "base_url", "ova", "sig", "trusted_keys", "allow_unsigned_version"})
-    distro = im.get("distro", str, "flatcar")
-    if distro not in DISTROS:
-        raise ConfigError(f"image.distro {distro!r} is not one of {', '.join(DISTROS)}")
-    channel = im.get("channel", str, "stable")
-    if channel not in CHANNELS[distro]:
-        raise ConfigError(f"image.channel {channel!r} is not a {distro} channel; use one of {', '.join(CHANNELS[distro])}")
-    keys = tuple(trusted_key(k, distro, base_dir) for k in (im.get("trusted_keys", list, []) or []))
+# -- findings ---------------------------------------------------------------------
+
+_KINDS = {
+    "int_type": "a whole number", "float_type": "a number", "string_type": "a string", "bool_type": "true or false",
+    "list_type": "a list",
+}
+
+
+def _path(error: dict) -> tuple:
+    path = tuple(error["loc"])
+    problem = (error.get("ctx") or {}).get("error")
+    return path + (problem.key,) if isinstance(problem, KeyProblem) else path
+
+
+def _message(error: dict) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind in _KINDS:
+        return f"must be {_KINDS[kind]}, not {_shown(value)}"
+    if kind in ("model_type", "dict_type"):
+        return "must be a mapping of keys; see configs/cluster.yaml for the layout"
+    if kind == "extra_forbidden":
+        return _unknown_key(tuple(error["loc"]))
+    if kind == "missing":
+        if tuple(error["loc"]) == ("cluster",):
+            return "missing; add 'cluster: <name>' (node VMs are named <name>-01, <name>-02, …)"
+        return "missing"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']:g}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']:g}"
+    if kind == "greater_than":
+        return f"must be more than {ctx['gt']:g}"
+    if kind == "literal_error":
+        return f"must be {ctx['expected']}, not {_shown(value)}"
+    if kind == "value_error":
+        return str(ctx["error"])
+    return error["msg"]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _unknown_key(path: tuple) -> str:
+    known = sorted(_model_at(path[:-1]).model_fields)
+    close = difflib.get_close_matches(str(path[-1]), known, n=1)
+    if close:
+        return f"unknown key; did you mean '{close[0]}'?"
+    return f"unknown key; known keys here: {', '.join(known)}"
+
+
+def _model_at(path: tuple) -> type[BaseModel]:
+    model: type[BaseModel] = ClusterFile
+    for part in path:
+        model = model.model_fields[part].annotation
+    return model
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple) -> list[tuple[int, tuple, str]]:
+    """(line, path, message) of each repeated key: PyYAML keeps the last silently, and Located the first."""
+    out = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            line = key.start_mark.line + 1
+            if name in first:
+                out.append((line, path + (name,), f"duplicate key (first at line {first[name]}); keep one"))
+                continue
+            first[name] = line
+            out += _duplicate_keys(value, path + (name,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicate_keys(item, path + (i,))
+    return out
+
+
+def _line(located: Located | None, path: tuple) -> int:
+    if located is None:
+        return 0
+    while path and not located.line(path):
+        path = path[:-1]  # a missing key: the line of the section that lacks it
+    return located.line(path) if path else 0
+
+
+def _finding(source: Path | None, line: int, where: str, message: str) -> str:
+    prefix = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
+    # A message that already starts with its key's path ("etcd.ca_file is set but …") needs it only once.
+    return f"{prefix}{where}: {message}" if where and not message.startswith(where) else f"{prefix}{message}"
+
+
+# -- settings ---------------------------------------------------------------------
+
+
+def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: Mapping[str, str]) -> ClusterSettings:
+    vs, im, nd, et = model.vsphere, model.image, model.node, model.etcd
+    target = with_govc_defaults(VSphereTarget(**vs.model_dump()), environ)
     image = ImageSettings(
-        distro=distro,
-        channel=channel,
-        version=im.get("version", str, "current"),
-        base_url=im.get("base_url", str),
-        ova=_resolve_source(base_dir, im.get("ova", str)),
-        sig=_resolve_source(base_dir, im.get("sig", str)),
-        trusted_keys=keys,
-        allow_unsigned_version=im.get("allow_unsigned_version", bool, False),
+        distro=im.distro,
+        channel=im.channel,
+        version=im.version,
+        base_url=im.base_url,
+        ova=_resolve_source(base_dir, im.ova),
+        sig=_resolve_source(base_dir, im.sig),
+        trusted_keys=tuple(trusted_key(k, im.distro, base_dir) for k in im.trusted_keys),
+        allow_unsigned_version=im.allow_unsigned_version,
     )
-
-    nd = top.section("node")
-    nd.reject_unknown({"cpus", "memory_mb", "config", "network", "linked_clone"})
-    config_path = nd.get("config", str)
-    net = nd.section("network")
-    net.reject_unknown({"mode", "addresses", "gateway", "dns"})
-    network = parse_network(net)
+    net = nd.network
+    network = NetworkSettings(
+        mode=net.mode,
+        addresses=tuple(a for item in net.addresses for a in parse_addresses(item)),
+        gateway=ipaddress.IPv4Address(net.gateway) if net.gateway else None,
+        dns=tuple(ipaddress.IPv4Address(d) for d in net.dns),
+    )
     node = NodeSettings(
-        cpus=nd.get("cpus", int, 2),
-        memory_mb=nd.get("memory_mb", int, 2048),
-        config=_resolve(base_dir, config_path) if config_path else None,
+        cpus=nd.cpus,
+        memory_mb=nd.memory_mb,
+        config=resolve(base_dir, nd.config) if nd.config else None,
         network=network,
-        linked_clone=nd.get("linked_clone", bool, False),
+        linked_clone=nd.linked_clone,
     )
-    if node.cpus < 1 or node.memory_mb < 256:
-        raise ConfigError("node.cpus must be at least 1 and node.memory_mb at least 256")
-
-    et = top.section("etcd")
-    et.reject_unknown({"bootstrap", "discovery", "client_port", "peer_port", "image", "scheme", "ca_file"})
-    etcd_image = et.get("image", str)
-    etcd_ca = et.get("ca_file", str)
     etcd = EtcdSettings(
-        bootstrap=et.get("bootstrap", str, "static"),
-        discovery=et.get("discovery", str),
-        client_port=et.get("client_port", int, 2379),
-        peer_port=et.get("peer_port", int, 2380),
-        image=check_image(etcd_image) if etcd_image is not None else None,
-        scheme=et.get("scheme", str, "https" if etcd_ca else "http"),
-        ca_file=_resolve(base_dir, etcd_ca) if etcd_ca else None,
+        bootstrap=et.bootstrap,
+        discovery=et.discovery,
+        client_port=et.client_port,
+        peer_port=et.peer_port,
+        image=et.image,
+        scheme=et.scheme or ("https" if et.ca_file else "http"),
+        ca_file=resolve(base_dir, et.ca_file) if et.ca_file else None,
     )
-    if etcd.bootstrap not in ("static", "discovery"):
-        raise ConfigError(f"etcd.bootstrap {etcd.bootstrap!r} must be 'static' or 'discovery'")
-    if etcd.scheme not in ("http", "https"):
-        raise ConfigError(f"etcd.scheme {etcd.scheme!r} must be 'http' or 'https'")
-    if etcd.ca_file is not None and etcd.scheme != "https":
-        raise ConfigError("etcd.ca_file is set but etcd.scheme is http; set etcd.scheme: https or drop ca_file")
-    if etcd.ca_file is not None and not etcd.ca_file.is_file():
-        raise ConfigError(f"etcd.ca_file {etcd.ca_file} does not exist; fix the path in the cluster file")
-
-    wt = top.section("wait")
-    wt.reject_unknown({"timeout"})
     return ClusterSettings(
-        name=name,
-        count=count,
-        vsphere=target,
-        image=image,
-        node=node,
-        etcd=etcd,
-        wait_timeout=wt.get("timeout", float, 600.0),
-        source=source,
+        name=model.cluster, count=model.count, vsphere=target, image=image, node=node, etcd=etcd,
+        wait_timeout=model.wait.timeout, source=source,
     )
-
-
-def parse_network(net: _Reader) -> NetworkSettings:
-    mode = net.get("mode", str, "dhcp")
-    if mode not in ("static", "dhcp"):
-        raise ConfigError(f"node.network.mode {mode!r} must be 'static' or 'dhcp'")
-    raw = net.data.get("addresses") or []
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list):
-        raise ConfigError("node.network.addresses must be a list of CIDR addresses or a range like 10.0.0.20-10.0.0.29/24")
-    addresses: list[ipaddress.IPv4Interface] = []
-    for item in raw:
-        addresses.extend(parse_addresses(str(item)))
-    seen: set = set()
-    for a in addresses:
-        if a.ip in seen:
-            raise ConfigError(f"node.network.addresses lists {a.ip} twice; every node needs its own address")
-        seen.add(a.ip)
-    if mode == "static" and not addresses:
-        raise ConfigError("node.network.mode is static but node.network.addresses is empty; list one address per node")
-    gateway = _ip(net.get("gateway", str), "node.network.gateway")
-    dns = tuple(_ip(str(d), "node.network.dns") for d in (net.data.get("dns") or []))
-    return NetworkSettings(mode=mode, addresses=tuple(addresses), gateway=gateway, dns=dns)
-
-
-def parse_addresses(text: str) -> list[ipaddress.IPv4Interface]:
-    """'10.0.0.20/24' or the range '10.0.0.20-10.0.0.29/24' (prefix required: the guest needs CIDR)."""
-    if "/" not in text:
-        raise ConfigError(f"address {text!r} has no prefix length; write it in CIDR form, e.g. {text}/24")
-    span, prefix = text.rsplit("/", 1)
-    first, _, last = span.partition("-")
-    try:
-        start = ipaddress.IPv4Interface(f"{first}/{prefix}")
-        end = ipaddress.IPv4Interface(f"{last}/{prefix}") if last else start
-    except ValueError:
-        raise ConfigError(f"address {text!r} is not a CIDR address or range like 10.0.0.20-10.0.0.29/24") from None
-    if int(end.ip) < int(start.ip):
-        raise ConfigError(f"address range {text!r} ends before it starts")
-    if end.network != start.network:
-        raise ConfigError(f"address range {text!r} leaves its /{prefix} network")
-    return [ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(i)}/{prefix}") for i in range(int(start.ip), int(end.ip) + 1)]
-
-
-def _ip(text: str | None, where: str) -> ipaddress.IPv4Address | None:
-    if text is None:
-        return None
-    try:
-        return ipaddress.IPv4Address(text)
-    except ValueError:
-        raise ConfigError(f"{where}: {text!r} is not an IPv4 address") from None
-
-
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(os.path.expanduser(value))
-    return path if path.is_absolute() else (base / path)
 
 
 def _resolve_source(base: Path, value: str | None) -> str | None:
     if value is None or "://" in value:
         return value
-    return str(_resolve(base, value))
+    return str(resolve(base, value))

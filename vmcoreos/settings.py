@@ -11,9 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError
@@ -30,6 +30,13 @@ ENV_GPGV = "VMCOREOS_GPGV"  # absolute path of gpgv, when it is not in /usr/bin
 ENV_RETRY_MAX_DELAY = "VMCOREOS_RETRY_MAX_DELAY"  # seconds; the cap of the doubling delay between download retries
 ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
 ENV_DEBUG = "VMCOREOS_DEBUG"  # set: an unexpected error shows its traceback
+# govc's inventory defaults, read for vsphere.* keys the cluster file leaves out (the file wins). No VMCOREOS_*
+# twins: the cluster file is our place for a cluster's placement; these only spare govc users retyping it.
+ENV_DATACENTER = "GOVC_DATACENTER"
+ENV_DATASTORE = "GOVC_DATASTORE"
+ENV_NETWORK = "GOVC_NETWORK"
+ENV_RESOURCE_POOL = "GOVC_RESOURCE_POOL"  # fills vsphere.cluster: we place VMs in a compute cluster's root pool
+ENV_FOLDER = "GOVC_FOLDER"
 
 DISTROS = ("flatcar", "coreos", "fedora-coreos")
 CHANNELS = {
@@ -46,6 +53,53 @@ class VSphereTarget:
     datastore: str | None = None
     network: str | None = None
     folder: str | None = None
+    # (key, variable) for each value a GOVC_* variable supplied, so a lookup error names what to fix.
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def origin(self, key: str) -> str:
+        """Where vsphere.<key>'s value came from: the cluster file's key or a GOVC_* variable."""
+        return dict(self.origins).get(key, f"vsphere.{key}")
+
+
+def with_govc_defaults(target: VSphereTarget, environ: Mapping[str, str]) -> VSphereTarget:
+    """`target` with its unset keys taken from the GOVC_* inventory variables; govc's absolute paths
+    (/DC/datastore/DS) are cut to our names. A variable is read only for a key it would fill."""
+
+    def under(name: str, kind: str) -> str | None:
+        value = environ.get(name) or None
+        if value and value.startswith("/"):
+            parts = value.strip("/").split("/")
+            if len(parts) < 3 or parts[1] != kind:
+                raise ConfigError(f"{name}={value!r} is not an inventory path like /<datacenter>/{kind}/<name>;"
+                                  f" fix or unset {name}, or set it in the cluster file's vsphere section")
+            return "/".join(parts[2:])
+        return value
+
+    read = {
+        "datacenter": (ENV_DATACENTER, lambda: environ.get(ENV_DATACENTER) or None),
+        "cluster": (ENV_RESOURCE_POOL, lambda: _cluster_of_pool(under(ENV_RESOURCE_POOL, "host"))),
+        "datastore": (ENV_DATASTORE, lambda: under(ENV_DATASTORE, "datastore")),
+        "network": (ENV_NETWORK, lambda: under(ENV_NETWORK, "network")),
+        "folder": (ENV_FOLDER, lambda: under(ENV_FOLDER, "vm")),
+    }
+    filled = {key: (name, get()) for key, (name, get) in read.items() if getattr(target, key) is None}
+    filled = {key: (name, value) for key, (name, value) in filled.items() if value is not None}
+    return replace(target, **{key: value for key, (_, value) in filled.items()},
+                   origins=tuple((key, name) for key, (name, _) in filled.items()))
+
+
+def _cluster_of_pool(pool: str | None) -> str | None:
+    # govc's pool paths are CLUSTER[/Resources[/CHILD…]] under the datacenter's host folder; "*/Resources" is any.
+    if pool is None:
+        return None
+    parts = [p for p in pool.split("/") if p]
+    if not parts:
+        return None
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] != "Resources"):
+        raise ConfigError(f"{ENV_RESOURCE_POOL}={pool!r} names a child resource pool; vmcoreos places nodes in a"
+                          f" compute cluster's root pool: set vsphere.cluster in the cluster file or unset"
+                          f" {ENV_RESOURCE_POOL}")
+    return None if parts[0] == "*" else parts[0]
 
 
 @dataclass(frozen=True)
@@ -200,7 +254,7 @@ class Overrides:
 
 # The parser and the connection live in their own modules, loaded on first use (they import this one).
 _MOVED = {
-    "load_cluster_file": "clusterfile", "parse_cluster": "clusterfile", "parse_network": "clusterfile",
+    "load_cluster_file": "clusterfile", "parse_cluster": "clusterfile",
     "parse_addresses": "clusterfile", "Connection": "connection", "Secret": "connection",
     "connection_from": "connection", "read_password_file": "connection",
 }

@@ -28,15 +28,15 @@ class Placement:
     folder_path: str = ""  # vsphere.folder as given; "" for the datacenter's VM folder
 
 
-def _pick(kind: str, key: str, wanted: str | None, found: dict[str, Any]) -> Any:
+def _pick(kind: str, where: str, wanted: str | None, found: dict[str, Any]) -> Any:
     if wanted is None:
         if len(found) == 1:
             return next(iter(found.values()))
         listing = ", ".join(sorted(found)) or "none"
-        raise VSphereError(f"more than one {kind} (or none) and vsphere.{key} is not set; pick one of: {listing}")
+        raise VSphereError(f"more than one {kind} (or none) and {where} is not set; pick one of: {listing}")
     if wanted not in found:
         listing = ", ".join(sorted(found)) or "none"
-        raise VSphereError(f"{kind} {wanted!r} (vsphere.{key}) does not exist; found: {listing}")
+        raise VSphereError(f"{kind} {wanted!r} ({where}) does not exist; found: {listing}")
     return found[wanted]
 
 
@@ -45,7 +45,7 @@ def _names(session: Session, root, kind) -> dict[str, Any]:
 
 
 def find_datacenter(session: Session, target: VSphereTarget):
-    return _pick("datacenter", "datacenter", target.datacenter, _names(session, session.content.rootFolder, vim.Datacenter))
+    return _pick("datacenter", target.origin("datacenter"), target.datacenter, _names(session, session.content.rootFolder, vim.Datacenter))
 
 
 def locate(session: Session, target: VSphereTarget) -> Placement:
@@ -53,20 +53,20 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     props = session.retrieve([dc], ["vmFolder", "hostFolder", "datastoreFolder", "networkFolder"], vim.Datacenter)[dc]
 
     clusters = _names(session, props["hostFolder"], vim.ComputeResource)
-    compute = _pick("cluster", "cluster", target.cluster, clusters)
+    compute = _pick("cluster", target.origin("cluster"), target.cluster, clusters)
     pool = session.retrieve([compute], ["resourcePool"], vim.ComputeResource)[compute]["resourcePool"]
 
-    datastore = _pick("datastore", "datastore", target.datastore, _names(session, props["datastoreFolder"], vim.Datastore))
+    datastore = _pick("datastore", target.origin("datastore"), target.datastore, _names(session, props["datastoreFolder"], vim.Datastore))
     networks = _names(session, props["networkFolder"], vim.Network)
     network_name = target.network or ("VM Network" if "VM Network" in networks else None)
-    network = _pick("network", "network", network_name, networks)
-    folder = _find_folder(session, props["vmFolder"], target.folder)
+    network = _pick("network", target.origin("network"), network_name, networks)
+    folder = _find_folder(session, props["vmFolder"], target.folder, target.origin("folder"))
     name = next(n for n, o in clusters.items() if o == compute)
     folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
     return Placement(dc, pool, datastore, network, network_name or "", folder, name, folder_path)
 
 
-def _find_folder(session: Session, vm_folder, path: str | None):
+def _find_folder(session: Session, vm_folder, path: str | None, origin: str = "vsphere.folder"):
     if not path:
         return vm_folder
     folder = vm_folder
@@ -81,7 +81,7 @@ def _find_folder(session: Session, vm_folder, path: str | None):
             listing = ", ".join(sorted(subfolders)) or "none"
             where = "/".join(walked) or "the datacenter's VM folder"
             raise VSphereError(
-                f"folder {path!r} (vsphere.folder) does not exist: no {part!r} in {where}; found: {listing}"
+                f"folder {path!r} ({origin}) does not exist: no {part!r} in {where}; found: {listing}"
             )
         folder = subfolders[part]
         walked.append(part)

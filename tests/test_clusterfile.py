@@ -1,0 +1,221 @@
+"""The cluster file as a user writes it: every finding at once with its line, the editor schema, govc's defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmcoreos.errors import ConfigError, ExitCode
+from vmcoreos.settings import VSphereTarget, load_cluster_file, parse_cluster
+
+STATIC = "node:\n  network:\n    mode: static\n    addresses: [10.0.0.21-10.0.0.23/24]\n"
+
+
+def _refused(tmp_path: Path, text: str) -> ConfigError:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_cluster_file(path, environ={})
+    assert refused.value.exit_code == ExitCode.USAGE
+    return refused.value
+
+
+def test_two_typos_show_two_findings_with_lines_and_suggestions(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\ncuont: 3\nnode:\n  cpus: 2\n  memroy_mb: 4096\n")
+    assert err.message == f"cluster file {tmp_path / 'cluster.yaml'} has 2 problems; fix them and run again"
+    where = tmp_path / "cluster.yaml"
+    assert err.findings == [
+        f"{where}:2: cuont: unknown key; did you mean 'count'?",
+        f"{where}:5: node.memroy_mb: unknown key; did you mean 'memory_mb'?",
+    ]
+
+
+def test_every_kind_of_problem_is_found_in_one_pass(tmp_path):
+    err = _refused(tmp_path, (
+        "cluster: Lab_1\n"           # 1
+        "vsphere:\n"                 # 2
+        "  datastor: DS0\n"          # 3
+        "node:\n"                    # 4
+        "  cpus: two\n"              # 5
+        "  memory_mb: 100\n"         # 6
+        "  network:\n"               # 7
+        "    mode: fixed\n"          # 8
+        "    dns: [10.0.0.300]\n"    # 9
+        "image:\n"                   # 10
+        "  distro: ubuntu\n"         # 11
+        "wait: 5\n"                  # 12
+    ))
+    where = tmp_path / "cluster.yaml"
+    assert err.findings == [
+        f"{where}:1: cluster: must be lower-case letters, digits and '-' (it becomes host names); pick another",
+        f"{where}:3: vsphere.datastor: unknown key; did you mean 'datastore'?",
+        f"{where}:5: node.cpus: must be a whole number, not 'two'",
+        f"{where}:6: node.memory_mb: must be at least 256",
+        f"{where}:8: node.network.mode: must be 'static' or 'dhcp', not 'fixed'",
+        f"{where}:9: node.network.dns[0]: '10.0.0.300' is not an IPv4 address",
+        f"{where}:11: image.distro: must be 'flatcar', 'coreos' or 'fedora-coreos', not 'ubuntu'",
+        f"{where}:12: wait: must be a mapping of keys; see configs/cluster.yaml for the layout",
+    ]
+
+
+def test_one_problem_is_one_line_naming_file_line_and_key(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\nnode:\n  memory_mb: 128\n")
+    assert (err.message, err.findings) == (f"{tmp_path / 'cluster.yaml'}:3: node.memory_mb: must be at least 256", [])
+
+
+def test_duplicate_keys_are_refused_not_silently_the_last(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\ncount: 3\nnode:\n  cpus: 2\n  cpus: 4\ncount: 5\n")
+    where = tmp_path / "cluster.yaml"
+    assert err.findings == [
+        f"{where}:5: node.cpus: duplicate key (first at line 4); keep one",
+        f"{where}:6: count: duplicate key (first at line 2); keep one",
+    ]
+
+
+def test_static_network_without_addresses_points_at_the_network_section(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\nnode:\n  network:\n    mode: static\n")
+    assert err.message == (f"{tmp_path / 'cluster.yaml'}:3: node.network.addresses: empty, but node.network.mode"
+                           " is static; list one address per node")
+
+
+def test_unknown_key_with_no_near_name_lists_the_known_ones(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\nwait:\n  zzz: 1\n")
+    assert err.message == f"{tmp_path / 'cluster.yaml'}:3: wait.zzz: unknown key; known keys here: timeout"
+
+
+def test_empty_cluster_file_is_named(tmp_path):
+    err = _refused(tmp_path, "# nothing yet\n")
+    assert err.message == f"cluster file {tmp_path / 'cluster.yaml'} is empty; start from the example `vmcoreos init` writes"
+
+
+def test_a_list_as_a_key_is_a_yaml_error_with_its_line(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\nnode:\n  ? [a, b]\n  : 1\n")
+    assert err.message.startswith(f"{tmp_path / 'cluster.yaml'}:3: YAML: found unhashable key")
+
+
+@pytest.mark.parametrize("make,why", [
+    (lambda p: p.mkdir(), "Is a directory"),
+    (lambda p: p.write_bytes(b"cluster: \xff\xfe\n"), "not UTF-8 text"),
+])
+def test_unreadable_cluster_file_is_a_usage_error_naming_the_option(tmp_path, make, why):
+    path = tmp_path / "cluster.yaml"
+    make(path)
+    with pytest.raises(ConfigError) as refused:
+        load_cluster_file(path, environ={})
+    assert refused.value.message == f"cannot read cluster file {path}: {why}; pass -c with the path of your cluster file"
+
+
+def test_missing_name_says_how_nodes_are_named(tmp_path):
+    err = _refused(tmp_path, "count: 3\n")
+    assert err.message == (f"{tmp_path / 'cluster.yaml'}: cluster: missing; add 'cluster: <name>'"
+                           " (node VMs are named <name>-01, <name>-02, …)")
+
+
+def test_empty_sections_and_numbers_as_text_read_as_before(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("cluster: lab\ncount:\nvsphere:\n  datastore: 42\nimage:\n  version: 3033.2\n" + STATIC + "etcd:\n")
+    s = load_cluster_file(path, environ={})
+    assert (s.count, s.vsphere.datastore, s.image.version, len(s.node.network.addresses)) == (3, "42", "3033.2", 3)
+
+
+def test_cli_prints_each_finding_on_its_own_line(cli, tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("cluster: lab\ncuont: 3\nnode:\n  cpus: 0\n")
+    run = cli(["render", "-c", str(path)])
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        f"vmcoreos: error: cluster file {path} has 2 problems; fix them and run again",
+        f"  {path}:2: cuont: unknown key; did you mean 'count'?",
+        f"  {path}:4: node.cpus: must be at least 1",
+    ]
+
+
+# -- the schema shipped for editors ------------------------------------------------------
+
+
+def test_shipped_schema_is_the_model_s():
+    from vmcoreos import clusterfile_model
+
+    shipped = clusterfile_model.SCHEMA_FILE.read_text()
+    assert shipped == clusterfile_model.json_schema_text(), (
+        "examples/cluster.schema.json is stale; run: python -m vmcoreos.clusterfile_model")
+
+
+def test_schema_forbids_unknown_keys_at_every_level():
+    import json
+
+    from vmcoreos import clusterfile_model
+
+    schema = json.loads(clusterfile_model.json_schema_text())
+    sections = [schema, *schema["$defs"].values()]
+    assert len(sections) == 7 and all(s["additionalProperties"] is False for s in sections)
+    assert schema["required"] == ["cluster"]
+
+
+# -- govc's inventory variables -------------------------------------------------------------
+
+GOVC = {
+    "GOVC_DATACENTER": "DC1",
+    "GOVC_DATASTORE": "/DC1/datastore/SSD 1",
+    "GOVC_NETWORK": "Lab Net",
+    "GOVC_RESOURCE_POOL": "/DC1/host/C1/Resources",
+    "GOVC_FOLDER": "/DC1/vm/labs/etcd",
+}
+
+
+def test_govc_variables_fill_what_the_cluster_file_leaves_out():
+    s = parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ=GOVC)
+    assert s.vsphere == VSphereTarget(datacenter="DC1", cluster="C1", datastore="SSD 1", network="Lab Net",
+                                      folder="labs/etcd")
+    assert s.vsphere.origin("datastore") == "GOVC_DATASTORE"  # what inventory lookup errors name
+
+
+def test_the_cluster_file_wins_over_govc_variables():
+    mine = {"datacenter": "DC0", "cluster": "C0", "datastore": "DS0", "network": "Net0", "folder": "f"}
+    s = parse_cluster({"cluster": "lab", "vsphere": mine}, base_dir=Path("."), environ=GOVC)
+    assert s.vsphere == VSphereTarget(**mine)
+    partial = parse_cluster({"cluster": "lab", "vsphere": {"datastore": "DS0"}}, base_dir=Path("."), environ=GOVC)
+    assert (partial.vsphere.datastore, partial.vsphere.datacenter) == ("DS0", "DC1")
+    assert (partial.vsphere.origin("datastore"), partial.vsphere.origin("datacenter")) == (
+        "vsphere.datastore", "GOVC_DATACENTER")
+
+
+@pytest.mark.parametrize("pool,cluster", [("C1", "C1"), ("C1/Resources", "C1"), ("*/Resources", None)])
+def test_govc_resource_pool_forms(pool, cluster):
+    s = parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ={"GOVC_RESOURCE_POOL": pool})
+    assert s.vsphere.cluster == cluster
+
+
+def test_govc_child_pool_is_refused_unless_the_file_names_the_cluster():
+    env = {"GOVC_RESOURCE_POOL": "C1/Resources/gold"}
+    with pytest.raises(ConfigError, match=r"^GOVC_RESOURCE_POOL='C1/Resources/gold' names a child resource pool;"
+                                          r".*set vsphere\.cluster in the cluster file or unset GOVC_RESOURCE_POOL$"):
+        parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ=env)
+    s = parse_cluster({"cluster": "lab", "vsphere": {"cluster": "C0"}}, base_dir=Path("."), environ=env)
+    assert s.vsphere.cluster == "C0"
+
+
+def test_govc_path_of_the_wrong_kind_names_the_variable():
+    with pytest.raises(ConfigError, match=r"^GOVC_DATASTORE='/DC1/network/x' is not an inventory path like"
+                                          r" /<datacenter>/datastore/<name>"):
+        parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ={"GOVC_DATASTORE": "/DC1/network/x"})
+
+
+@pytest.mark.e2e
+def test_deploy_uses_govc_datastore_and_names_it_when_wrong(cli, vcsim, signed_ova, subnet, tmp_path):
+    # The cluster file leaves the datastore to GOVC_DATASTORE; the simulator's answer shows the variable was used.
+    import yaml
+
+    from tests.e2e.helpers import inventory, write_cluster
+
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, name="govc")
+    data = yaml.safe_load(cluster.read_text())
+    del data["vsphere"]["datastore"]
+    cluster.write_text(yaml.safe_dump(data))
+    env = {**vcsim.env(), "GOVC_DATASTORE": "/DC0/datastore/DS9"}
+    run = cli(["deploy", "-c", str(cluster), "--ova", str(signed_ova["ova"]), "--trusted-key", str(signed_ova["key"])],
+              env=env)
+    assert (run.returncode, run.stderr.splitlines()[-1]) == (
+        1, "vmcoreos: error: datastore 'DS9' (GOVC_DATASTORE) does not exist; found: LocalDS_0")
+    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "govc"]
