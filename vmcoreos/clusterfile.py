@@ -69,12 +69,14 @@ def load_cluster_file(path: Path) -> ClusterSettings:
     except OSError as exc:
         raise ConfigError(f"cannot read cluster file {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError(f"{path}{line}: {problem}; fix the YAML syntax") from None
+    if data is None:
+        raise ConfigError(f"{path}: the cluster file is empty; start from configs/cluster.yaml (`vmcoreos init`)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the cluster file must be a YAML mapping; see configs/cluster.yaml")
     return parse_cluster(data, base_dir=path.parent, source=path)
