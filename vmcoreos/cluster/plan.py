@@ -150,7 +150,9 @@ class RebuildPlan:
         """(node, action): a missing node is created, an older one replaced, one on the target kept."""
         pending = {c.name for c in self.pending}
         nodes = self.inventory.nodes
-        return [(c.name, "keep" if c.name not in pending else "replace" if c.name in nodes else "create")
+        # An OVA not read yet (dry run) may be the build a node already runs.
+        replace = "replace" if self.version is not None else "replace unless on the OVA's build"
+        return [(c.name, "keep" if c.name not in pending else replace if c.name in nodes else "create")
                 for c in self.configs]
 
 

@@ -1,0 +1,102 @@
+"""issue 15 on the bed: plan before change (--dry-run, --yes for a scale-down) and output scripts can read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e import etcdclient
+from tests.e2e.helpers import inventory, write_cluster
+
+
+@pytest.fixture
+def env(vcsim, tmp_path):
+    return {**vcsim.env(), "VMCOREOS_LOCK_DIR": str(tmp_path / "locks"), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def _image_args(ova):
+    return ["--ova", str(ova["ova"]), "--sig", str(ova["sig"]), "--trusted-key", str(ova["key"])]
+
+
+def _deploy(cli, cluster, ova, env, *extra):
+    return cli(["deploy", "-c", str(cluster), *_image_args(ova), *extra], env=env)
+
+
+def _ours(vcsim) -> dict:
+    return {n: (v["power"], v["template"]) for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"}
+
+
+def test_dry_runs_of_deploy_rebuild_and_destroy_show_the_plan_and_change_nothing(
+        cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    first = _deploy(cli, cluster, signed_ova, env, "--count", "3")
+    assert first.returncode == 0, first.output
+    before = _ours(vcsim)
+
+    up = _deploy(cli, cluster, signed_ova, env, "--count", "5", "--dry-run", "--json")
+    assert up.returncode == 0, up.output
+    plan = json.loads(up.stdout)
+    assert plan["schema"] == 1 and plan["command"] == "deploy" and plan["dry_run"] is True
+    assert plan["nodes"] == [{"name": f"lab-0{i}", "action": "keep"} for i in (1, 2, 3)] + [
+        {"name": f"lab-0{i}", "action": "create"} for i in (4, 5)]
+    # A local --ova is not read by a dry run: its version is the OVA's, unknown until it is.
+    assert plan["image"] == {"distro": "flatcar", "version": None, "template": None, "import": None}
+
+    down = _deploy(cli, cluster, signed_ova, env, "--count", "2", "--dry-run")
+    assert down.returncode == 0, down.output
+    assert down.stdout.splitlines()[0] == "deploy plan for cluster 'lab' (dry run: nothing was changed)"
+    rows = [line.split(None, 1) for line in down.stdout.splitlines()[2:4]]
+    assert rows == [["lab-03", "remove"], ["lab-01", "keep"]]
+    assert down.stdout.splitlines()[-1] == "image: none needed (no node is created)"
+
+    rebuild = cli(["rebuild", "-c", str(cluster), *_image_args(signed_ova), "--dry-run", "--json"], env=env)
+    assert rebuild.returncode == 0, rebuild.output
+    assert [n["action"] for n in json.loads(rebuild.stdout)["nodes"]] == ["replace unless on the OVA's build"] * 3
+
+    destroy = cli(["destroy", "-c", str(cluster), "--dry-run", "--json"], env=env)
+    assert destroy.returncode == 0, destroy.output
+    assert json.loads(destroy.stdout)["nodes"] == [{"name": f"lab-0{i}", "action": "remove"} for i in (1, 2, 3)]
+
+    assert _ours(vcsim) == before
+    assert sorted(m["name"] for m in etcdclient.members(f"http://{subnet}.11:2379")) == ["lab-01", "lab-02", "lab-03"]
+
+
+def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
+        cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    first = _deploy(cli, cluster, signed_ova, env, "--count", "3")
+    assert first.returncode == 0, first.output
+    before = _ours(vcsim)
+
+    # It removed lab-03's member and VM without asking (stdin is /dev/null here, not a terminal).
+    refused = _deploy(cli, cluster, signed_ova, env, "--count", "2")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines()[-1] == (
+        "vmcoreos: error: deploy would remove lab-03 (--count 2 is below the cluster's size); refusing without a"
+        " terminal to ask on: pass --yes to confirm, or --dry-run to see the plan")
+    assert sum("error" in line for line in refused.stderr.splitlines()) == 1
+    assert _ours(vcsim) == before
+    ep = f"http://{subnet}.11:2379"
+    members = etcdclient.members(ep)
+    assert sorted(m["name"] for m in members) == ["lab-01", "lab-02", "lab-03"]
+
+    # Piped with COLUMNS=80, the table was cut ("127.40.…", "8e9e05…"): now one whole row per node.
+    status = cli(["status", "-c", str(cluster)], env={**env, "COLUMNS": "80"})
+    assert status.returncode == 0, status.output
+    lines = status.stdout.splitlines()
+    assert len(lines) == 4 and "…" not in status.stdout
+    for line, i in zip(lines[1:], (1, 2, 3)):
+        member = next(m for m in members if m["name"] == f"lab-0{i}")
+        assert f" {subnet}.{10 + i} " in line and f" {int(member['ID']):x} " in f"{line} "
+
+    # -v: SOAP method names and hosts on stderr, never the password.
+    verbose = cli(["-v", "status", "-c", str(cluster), "--json"], env=env)
+    assert verbose.returncode == 0 and json.loads(verbose.stdout)["state"] == "healthy"
+    assert " vmcoreos: SOAP Login on SessionManager:" in verbose.stderr
+    assert " vmcoreos: SOAP RetrievePropertiesEx on PropertyCollector:" in verbose.stderr
+    assert env["VMCOREOS_PASSWORD"] not in verbose.stderr
+
+    done = _deploy(cli, cluster, signed_ova, env, "--count", "2", "--yes", "--json")
+    assert done.returncode == 0, done.output
+    assert json.loads(done.stdout)["removed"] == ["lab-03"]
