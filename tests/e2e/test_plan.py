@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
+from tests.conftest import OUTPUT_LOG, VMCOREOS, _STATE
 from tests.e2e import etcdclient
 from tests.e2e.helpers import inventory, write_cluster
 
@@ -21,6 +24,25 @@ def _image_args(ova):
 
 def _deploy(cli, cluster, ova, env, *extra):
     return cli(["deploy", "-c", str(cluster), *_image_args(ova), *extra], env=env)
+
+
+def _answer_on_a_terminal(args, env, answer: str) -> int:
+    """Run vmcoreos with a pseudo-terminal as stdin, answer its question, return its exit code."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
+    full.update(TMPDIR=str(_STATE / "tmp"), **env)
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen([VMCOREOS, *args], stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=full)
+        os.close(follower)
+        os.write(leader, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(leader)
+    OUTPUT_LOG.append(out + err)
+    assert "remove lab-03 (etcd member, then VM)? [y/N]" in out, out + err
+    assert "--count 2 removes lab-03 from cluster 'lab'" in err
+    return proc.returncode
 
 
 def _ours(vcsim) -> dict:
@@ -77,6 +99,9 @@ def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
         " terminal to ask on: pass --yes to confirm, or --dry-run to see the plan")
     assert sum("error" in line for line in refused.stderr.splitlines()) == 1
     assert _ours(vcsim) == before
+    # On a terminal it asks; a "no" changes nothing either.
+    assert _answer_on_a_terminal(["deploy", "-c", str(cluster), *_image_args(signed_ova), "--count", "2"], env, "n") == 1
+    assert _ours(vcsim) == before
     ep = f"http://{subnet}.11:2379"
     members = etcdclient.members(ep)
     assert sorted(m["name"] for m in members) == ["lab-01", "lab-02", "lab-03"]
@@ -100,3 +125,31 @@ def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
     done = _deploy(cli, cluster, signed_ova, env, "--count", "2", "--yes", "--json")
     assert done.returncode == 0, done.output
     assert json.loads(done.stdout)["removed"] == ["lab-03"]
+
+
+def test_a_dry_run_from_a_channel_reads_the_signed_version_but_not_the_image(cli, vcsim, signer, subnet, tmp_path, env):
+    from tests.harness.release_server import ReleaseServer, ReleaseTree
+
+    tree = ReleaseTree(tmp_path / "srv", signer)
+    tree.publish("4593.2.5", disk_bytes=2 << 20)
+    key = signer.write_public_key(tmp_path / "release-key.asc")
+    with ReleaseServer(tree.root) as server:
+        image = {"distro": "flatcar", "channel": "stable", "version": "current",
+                 "base_url": f"{server.url}/stable/amd64-usr/", "trusted_keys": [str(key)]}
+        cluster = write_cluster(tmp_path / "c.yaml", subnet, extra={"image": image})
+        run = cli(["-v", "deploy", "-c", str(cluster), "--dry-run", "--json", "--retries", "0",
+                   "--cache-dir", str(tmp_path / "own-cache")], env=env)
+        assert run.returncode == 0, run.output
+        plan = json.loads(run.stdout)
+        assert [n["action"] for n in plan["nodes"]] == ["create"] * 3
+        assert plan["image"] == {"distro": "flatcar", "version": "4593.2.5", "template": plan["image"]["template"],
+                                 "import": True}
+        assert plan["image"]["template"].startswith("lab-") and "4593.2.5" in plan["image"]["template"]
+        # version.txt and its signature were read; the OVA, its signature and DIGESTS were not.
+        assert server.gets("/current/version.txt") and server.gets("/current/version.txt.sig")
+        assert not server.gets(".ova") and not server.gets(".ova.sig") and not server.gets(".DIGESTS.asc")
+        # -v: one line per HTTP request, method, host and path; no query, no body.
+        assert f"vmcoreos: HTTP GET {server.url}/stable/amd64-usr/current/version.txt -> 200" in run.stderr
+    assert (tmp_path / "own-cache").is_dir()  # deploy's --cache-dir reached the image code
+    assert _ours(vcsim) == {}
+    assert not (tmp_path / "locks").exists() or not list((tmp_path / "locks").glob("*.lock"))
