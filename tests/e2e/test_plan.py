@@ -49,12 +49,17 @@ def _ours(vcsim) -> dict:
     return {n: (v["power"], v["template"]) for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"}
 
 
+def _three_nodes(cli, vcsim, ova, subnet, tmp_path, env):
+    """A deployed 3-node cluster: its cluster file and what vSphere holds of it."""
+    cluster = write_cluster(tmp_path / "c.yaml", subnet)
+    first = _deploy(cli, cluster, ova, env, "--count", "3")
+    assert first.returncode == 0, first.output
+    return cluster, _ours(vcsim)
+
+
 def test_dry_runs_of_deploy_rebuild_and_destroy_show_the_plan_and_change_nothing(
         cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
-    cluster = write_cluster(tmp_path / "c.yaml", subnet)
-    first = _deploy(cli, cluster, signed_ova, env, "--count", "3")
-    assert first.returncode == 0, first.output
-    before = _ours(vcsim)
+    cluster, before = _three_nodes(cli, vcsim, signed_ova, subnet, tmp_path, env)
 
     up = _deploy(cli, cluster, signed_ova, env, "--count", "5", "--dry-run", "--json")
     assert up.returncode == 0, up.output
@@ -86,10 +91,7 @@ def test_dry_runs_of_deploy_rebuild_and_destroy_show_the_plan_and_change_nothing
 
 def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
         cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
-    cluster = write_cluster(tmp_path / "c.yaml", subnet)
-    first = _deploy(cli, cluster, signed_ova, env, "--count", "3")
-    assert first.returncode == 0, first.output
-    before = _ours(vcsim)
+    cluster, before = _three_nodes(cli, vcsim, signed_ova, subnet, tmp_path, env)
 
     # It removed lab-03's member and VM without asking (stdin is /dev/null here, not a terminal).
     refused = _deploy(cli, cluster, signed_ova, env, "--count", "2")
