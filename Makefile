@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
 VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/build.sh $(wildcard tests/harness/vcsim/*.patch tests/harness/vcsim/overlay/*.go)
 
-.PHONY: all deps apt venv demo test test-unit bench clean check-install
+.PHONY: all deps apt venv demo test test-unit bench bench-peers clean check-install
 
 all: deps
 
@@ -64,8 +64,21 @@ test: deps
 test-unit: venv
 	$(VENV)/bin/pytest -q -m "not e2e"
 
+# e.g. make bench BENCH_ARGS='--repeat 1 --counts 1,3,30'
 bench: deps
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Ansible's community.vmware comes inside the `ansible` package on PyPI; its
+# vmware_deploy_ovf needs pyvmomi and requests in the Python that runs it.
+PEERS_VENV := build/bench-peers-venv
+PEERS_PACKAGES := ansible==12.3.0 pyvmomi requests
+
+$(PEERS_VENV)/bin/ansible-playbook:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet $(PEERS_PACKAGES)
+
+bench-peers: deps $(PEERS_VENV)/bin/ansible-playbook
+	$(PY) -m bench.peers $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -15,7 +15,6 @@ from tests.harness import leaks
 from tests.harness.services import MARKER, PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
-PLANT = "VMCOREOS_TEST_PLANT_LEAK"
 
 
 def test_a_printed_password_or_marker_is_found():
@@ -58,20 +57,11 @@ def test_a_deploy_that_locked_somewhere_else_is_found(tmp_path):
     assert leaks.locks_held([missing], []) == []
 
 
-def test_planted_leak():
-    """Run only by the test below, in a child pytest: prints the password as a run would."""
-    if os.environ.get(PLANT) != "1":
-        pytest.skip(f"only in the child session of test_the_session_fails_when_a_test_leaked ({PLANT}=1)")
-    from tests.conftest import OUTPUT_LOG
-
-    OUTPUT_LOG.append(f"connecting as vmcoreos-admin:{PASSWORD}")
-
-
 def test_the_session_fails_when_a_test_leaked():
     # The planted test itself passes; only the session-finish hook can turn the run red.
-    env = {**os.environ, PLANT: "1"}
+    env = dict(os.environ)
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          f"{Path(__file__).relative_to(ROOT)}::test_planted_leak"],
+                          "tests/harness/planted_leak.py::test_planted_leak"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout + run.stderr
     assert "1 passed" in run.stdout and "left behind by this session" in run.stdout

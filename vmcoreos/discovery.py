@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 
 from vmcoreos.errors import ConfigError, EtcdError
+from vmcoreos.text import origin
 
 PREFIX = "/v2/keys/_etcd/registry"
 TIMEOUT = (3, 10)
@@ -48,8 +49,4 @@ def create(discovery_url: str, size: int) -> None:
         raise EtcdError(f"the discovery etcd at {where} answered HTTP {resp.status_code} to the size key")
 
 
-def _shown(url: str) -> str:
-    # Never echo credentials a URL may carry.
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}"
+_shown = origin  # cli/render.py shows the discovery etcd through this name

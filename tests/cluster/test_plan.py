@@ -1,4 +1,7 @@
-"""The pure planners, table-driven: quorum, scale up/down, roll order, who to rebuild, what destroy takes."""
+"""The pure planners, table-driven: scale up/down, roll order, who to rebuild, what destroy takes.
+
+Quorum, the joined rule and leader choice are etcd's: tests/etcd/test_membership.py.
+"""
 
 from __future__ import annotations
 
@@ -17,50 +20,12 @@ def _vm(name, *, cluster="lab", power="poweredOn", template=False, role="node", 
     return VmInfo(object(), name, template, power, None, None, {**marks, **extra})
 
 
-def _config(i):
-    return NodeConfig(f"lab-{i:02d}", i, None, "", {}, f"digest-{i}", "cloud-config")
-
-
-@pytest.mark.parametrize("size, needed", [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 4)])
-def test_quorum_is_a_strict_majority(size, needed):
-    assert plan.quorum(size) == needed
-
-
-@pytest.mark.parametrize("health, remove, allowed", [
-    # 3 members, all healthy: any one may go (2 of 2 left).
-    ({"1": True, "2": True, "3": True}, "2", True),
-    # One already down: removing a healthy one leaves 1 healthy of 2, below quorum 2.
-    ({"1": True, "2": True, "3": False}, "2", False),
-    # ... but removing the sick one leaves 2 of 2.
-    ({"1": True, "2": True, "3": False}, "3", True),
-    # 5 members, two down: removing a healthy one leaves 2 of 4, below quorum 3.
-    ({"1": True, "2": True, "3": True, "4": False, "5": False}, "1", False),
-    ({"1": True, "2": True, "3": True, "4": False, "5": False}, "5", True),
-    # The last member may always go: nothing is left to lose quorum.
-    ({"1": False}, "1", True),
-])
-def test_a_removal_is_refused_exactly_when_it_breaks_quorum(health, remove, allowed):
-    check = lambda: plan.check_quorum_after_removal(f"lab-0{remove}", remove, len(health), health)  # noqa: E731
-    if allowed:
-        check()
-    else:
-        with pytest.raises(EtcdError, match="below quorum"):
-            check()
-
-
 def _member(i):
     return etcd.Member(str(i), f"lab-0{i}", (f"http://10.0.0.{i}:2380",), (f"http://10.0.0.{i}:2379",))
 
 
-@pytest.mark.parametrize("health, successor", [
-    ({"1": True, "2": True, "3": True}, "2"),
-    ({"1": True, "2": False, "3": True}, "3"),
-    ({"1": True, "2": False, "3": False}, None),
-])
-def test_leadership_goes_to_the_first_healthy_other_member(health, successor):
-    members = [_member(i) for i in (1, 2, 3)]
-    found = plan.leader_successor(members, "1", health)
-    assert (found.id if found else None) == successor
+def _config(i):
+    return NodeConfig(f"lab-{i:02d}", i, None, "", {}, f"digest-{i}", "cloud-config")
 
 
 @pytest.mark.parametrize("existing, wanted, remove, power_on, create", [

@@ -227,7 +227,7 @@ def test_etcd_replies_are_read_with_a_size_limit(mocker):
     resp = mocker.MagicMock()
     resp.__enter__.return_value = resp
     resp.iter_content.return_value = iter([b"x" * (64 << 10)] * 17 + [b"x"] * 10**6)
-    mocker.patch("requests.request", return_value=resp)
+    mocker.patch("requests.Session.request", return_value=resp)
     with pytest.raises(EtcdError, match="reply over 1 MiB"):
         etcd.member_list("http://10.0.0.1:2379")
 
@@ -236,7 +236,7 @@ def test_etcd_error_text_is_quoted_before_it_is_shown(mocker):
     resp = mocker.MagicMock(status_code=500)
     resp.__enter__.return_value = resp
     resp.iter_content.return_value = iter([b'{"error": "bad\\n\\u001b[31mred"}'])
-    mocker.patch("requests.request", return_value=resp)
+    mocker.patch("requests.Session.request", return_value=resp)
     with pytest.raises(EtcdError) as err:
         etcd.member_remove("http://10.0.0.1:2379", "2")
     assert "\n" not in err.value.message and "\x1b" not in err.value.message
@@ -256,6 +256,6 @@ def test_a_v2_only_etcd_gives_its_cluster_id_in_a_header(mocker):
             resp.iter_content.return_value = iter([b"404 page not found"])
         return resp
 
-    mocker.patch("requests.request", side_effect=reply)
+    mocker.patch("requests.Session.request", side_effect=reply)
     view = etcd.member_list("http://10.0.0.1:2379")
     assert view.cluster_id == "6d3e9ab1b2c3d4e5" and view.members[0].name == "lab-01"

@@ -2,6 +2,7 @@ import pytest
 
 from tests.harness.ova_builder import build_ova
 from vmcoreos.errors import UnsafeArchiveError
+from vmcoreos.images import ovf
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.stream import pump
 
@@ -72,14 +73,13 @@ def test_allocation_units(units, factor):
 
 @pytest.mark.parametrize("units", ["byte * 2^100", "byte * 9^999999999", "byte * 10^999", "byte * x", "bit * 2^3"])
 def test_absurd_allocation_units_are_refused_at_once(tmp_path, units):
-    import dataclasses
     import time
 
     ova = build_ova(tmp_path / "a.ova", disk_bytes=1 << 10)
     with OvaArchive(ova) as archive:
         text = archive.descriptor.text.replace('ovf:capacityAllocationUnits="byte"', f'ovf:capacityAllocationUnits="{units}"')
         assert text != archive.descriptor.text
-        archive.descriptor = dataclasses.replace(archive.descriptor, text=text)
+        archive.descriptor = ovf.parse(text, archive.name, "a.ovf")
         started = time.monotonic()
         with pytest.raises(UnsafeArchiveError, match="allocation unit"):
             archive.disk_capacity()
@@ -87,12 +87,11 @@ def test_absurd_allocation_units_are_refused_at_once(tmp_path, units):
 
 
 def test_an_absurd_capacity_is_refused(tmp_path):
-    import dataclasses
     import re
 
     ova = build_ova(tmp_path / "a.ova", disk_bytes=1 << 10)
     with OvaArchive(ova) as archive:
         text = re.sub(r'ovf:capacity="\d+"', 'ovf:capacity="' + "9" * 5000 + '"', archive.descriptor.text)
-        archive.descriptor = dataclasses.replace(archive.descriptor, text=text)
+        archive.descriptor = ovf.parse(text, archive.name, "a.ovf")
         with pytest.raises(UnsafeArchiveError, match="is not a size"):
             archive.disk_capacity()

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import inspect
 import os
-import re
 import signal
 from pathlib import Path
 from typing import Iterator, Optional
@@ -35,13 +34,11 @@ def exit_codes(*codes: int, **meanings: str) -> str:
 EXIT_CODES_HELP = exit_codes(0, 1, 2, 3, 4, 5, 130)
 
 
-# scheme://anything@ within one word: the user:password part of a URL, wherever a message quotes one.
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)\S*@")
-
-
 def redact_urls(text: str) -> str:
-    """text with the credentials of every URL in it replaced by ***."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
+    """text with the credentials of every URL in it replaced by *** (the package's one scrubber, vmcoreos.text)."""
+    from vmcoreos.text import redact
+
+    return redact(text, "***")
 
 
 def _raise_interrupt(signum, frame):

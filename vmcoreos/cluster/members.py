@@ -30,20 +30,14 @@ class Members:
         A list that answers but names members or URLs vmcoreos never made stops
         the run (EtcdError) instead of being skipped: it is never used.
         """
-        for name in sorted(nodes):
-            vm = nodes[name]
-            if name in exclude or vm.power != "poweredOn" or not vm.ip:
-                continue
-            endpoint = self.endpoint(vm)
-            try:
-                view = etcd.member_list(endpoint)
-            except Exception:
-                continue
-            etcd.check_view(view, self.settings.name, endpoint)
-            if self.lock is not None:
-                self.lock.follow([u for m in view.members for u in m.client_urls])
-            return endpoint, view
-        return None
+        endpoints = [
+            self.endpoint(vm) for name, vm in sorted(nodes.items())
+            if name not in exclude and vm.power == "poweredOn" and vm.ip
+        ]
+        live = etcd.first_view(endpoints, self.settings.name)
+        if live is not None and self.lock is not None:
+            self.lock.follow([u for m in live[1].members for u in m.client_urls])
+        return live
 
     def leader_name(self, nodes: dict[str, vms.VmInfo]) -> str | None:
         live = self.live_view(nodes)
@@ -88,5 +82,5 @@ class Members:
 
     @staticmethod
     def health(view: etcd.ClusterView) -> dict[str, bool]:
-        """member id -> healthy, asking each member on its own client URL."""
-        return {m.id: bool(m.client_urls) and any(etcd.healthy(u) for u in m.client_urls) for m in view.members}
+        """member id -> healthy, asking each member on its own client URL (etcd.membership.health)."""
+        return etcd.health(view)

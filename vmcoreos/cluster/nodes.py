@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 
 from vmcoreos import etcd, naming
-from vmcoreos.cluster import plan
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
@@ -142,8 +141,8 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
         if member is not None:
             run.members.before_change(endpoint, view, nodes)
             health = run.members.health(view)
-            plan.check_quorum_after_removal(vm.name, member.id, len(view.members), health)
-            if view.leader == member.id and len(view.members) > 1:
+            etcd.check_removal(view, health, member, vm.name)
+            if etcd.needs_new_leader(view, member):
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
             etcd.member_remove(endpoint, member.id)
@@ -152,8 +151,8 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
 
 
 def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: dict[str, bool]) -> None:
-    target = plan.leader_successor(view.members, leader.id, health)
-    if target is None or not leader.client_urls:
+    target = etcd.next_leader(view, leader, health)
+    if target is None:
         return
     if run.members.lock is not None:
         run.members.lock.check()

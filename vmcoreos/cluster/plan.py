@@ -2,8 +2,9 @@
 
 Nothing here talks to vSphere or etcd: each plan is a value the CLI can
 show or confirm, and the executors (deploy, rebuild, destroy) carry out
-exactly that value. This is where quorum, scale up/down and the roll
-order are decided.
+exactly that value. This is where scale up/down and the roll order are
+decided; quorum, the joined rule and leader choice are etcd's
+(vmcoreos/etcd/membership.py).
 """
 
 from __future__ import annotations
@@ -12,32 +13,11 @@ import re
 from dataclasses import dataclass, field
 
 from vmcoreos import naming
-from vmcoreos.errors import EtcdError
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.vsphere import vms
 from vmcoreos.cluster.inventory import Inventory
 
-# -- quorum ---------------------------------------------------------------------------
-
-
-def quorum(size: int) -> int:
-    return size // 2 + 1
-
-
-def check_quorum_after_removal(name: str, member_id: str, members: int, health: dict[str, bool]) -> None:
-    """Refuse to remove member_id when the members left healthy would fall below quorum of the smaller cluster."""
-    size = members - 1
-    healthy_after = sum(ok for mid, ok in health.items() if mid != member_id)
-    if size and healthy_after < quorum(size):
-        raise EtcdError(
-            f"removing {name} would leave {healthy_after} healthy of {size} members, below quorum"
-            f" ({quorum(size)}); repair the unhealthy members first (`vmcoreos status`)"
-        )
-
-
-def leader_successor(members, leader_id: str, health: dict[str, bool]):
-    """The first healthy member other than the leader, to hand leadership to before the leader goes."""
-    return next((m for m in members if m.id != leader_id and health.get(m.id)), None)
+# -- health before a roll step --------------------------------------------------------
 
 
 def sick_members(view, health: dict[str, bool], skip: str, skip_peer: str | None = None) -> list[str]:

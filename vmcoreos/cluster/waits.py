@@ -82,23 +82,14 @@ def wait_guests(run: Run, names: list[str], deadline: float,
 
 
 def member_ready(endpoint: str, st: NodeStatus) -> bool:
-    """The joined rule: the node's own etcd answers, lists it by name with client URLs, and is healthy."""
-    try:
-        view = etcd.member_list(endpoint)
-    except Exception:  # not up yet: refused, reset, or answering garbage while it starts
-        return False
-    st.stage = "etcd reachable"
-    member = view.by_name(st.name)
-    if member is None or not member.client_urls:
-        return False
-    st.member_id = member.id
-    st.stage = "member listed"
-    if not etcd.healthy(endpoint):
-        return False
-    st.healthy = True
-    st.leader = view.leader == member.id
-    st.stage = "healthy"
-    return True
+    """Ask the node's own etcd how far it has joined; the rule itself is etcd.membership.join_state."""
+    state = etcd.probe_join(endpoint, st.name)
+    if state.stage is not None:
+        st.stage = state.stage
+    st.member_id = state.member_id or st.member_id
+    st.healthy = state.joined
+    st.leader = state.leader
+    return state.joined
 
 
 def not_joined(run: Run, status: dict[str, NodeStatus]) -> None:

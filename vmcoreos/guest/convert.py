@@ -24,6 +24,7 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import validate
+from vmcoreos.guest.schema import CLOUD_CONFIG, ETCD2, Field
 
 MEMBER = "etcd-member.service"
 DROPIN = "20-etcd.conf"
@@ -131,7 +132,7 @@ def to_flatcar(text: str, *, source: str = "the config") -> Conversion:
     if not isinstance(doc, CommentedMap):
         raise ConfigError(f"{source} must be a YAML mapping; see configs/flatcar-etcd-member.yaml")
     changes: list[Change] = []
-    _underscore_keys(doc, validate.CLOUD_CONFIG, (), changes)
+    _underscore_keys(doc, CLOUD_CONFIG, (), changes)
     coreos = doc.get("coreos")
     if isinstance(coreos, CommentedMap):
         _convert_coreos(coreos, changes)
@@ -165,7 +166,7 @@ def _item_line(seq, i: int) -> int:
         return 0
 
 
-def _underscore_keys(node, schema: validate.Field, path: tuple, changes: list[Change]) -> None:
+def _underscore_keys(node, schema: Field, path: tuple, changes: list[Change]) -> None:
     """Upstream coreos-cloudinit read 'advertise-client-urls' as 'advertise_client_urls'; Flatcar's ignores it."""
     if isinstance(node, CommentedMap) and schema.kind == "map":
         for pos, key in enumerate(list(node)):
@@ -270,7 +271,7 @@ def _etcd04_env(section: dict, changes: list[Change]) -> dict[str, str]:
                 env[auth] = "true"
                 var += f" and {auth}=true"
             changes.append(Change(line, MAPPED, path, var))
-        elif key in validate.ETCD2.fields:
+        elif key in ETCD2.fields:
             # 0.4's validator calls these "etcd2 options no longer work for etcd": 0.4 ignored them.
             changes.append(Change(line, DROPPED, path, "an etcd2 option etcd 0.4 ignored; not carried over"))
         else:

@@ -37,7 +37,17 @@ NETWORK_UNIT = f"00-{INTERFACE_MATCH}.network"
 
 def config_keys(data_key: str, payload: bytes, encoding: str) -> dict[str, str]:
     """The config and its encoding; plan() refuses values over MAX_VALUE_BYTES."""
-    return {data_key: encode(payload, encoding), data_key + ".encoding": encoding}
+    return {data_key: encode(payload, encoding), encoding_key(data_key): encoding}
+
+
+def encoding_key(data_key: str) -> str:
+    """The key naming data_key's encoding (guestinfo.<x>.config.data.encoding)."""
+    return data_key + ".encoding"
+
+
+def data_key_of(keys: dict[str, str]) -> str:
+    """Which of DATA_KEYS a node's guestinfo carries its config in."""
+    return next(k for k in DATA_KEYS if k in keys)
 
 
 def cloudinit_network_keys(

@@ -27,6 +27,7 @@ from vmcoreos.images.stream import CHUNK
 from vmcoreos.images.verify import Check
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ENV_RETRY_MAX_DELAY
+from vmcoreos.text import reason, redact
 
 # curl's --retry list: timeouts, rate limits and gateway trouble are worth another try.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -49,15 +50,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-# user:password@ after a scheme, anywhere in a text; found without parsing the rest (a bad port must not stop it).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
-
-
-def redact(text: str) -> str:
-    """The URL (or any text holding URLs) without user:password, for messages and records."""
-    return _USERINFO.sub(r"\1", text)
-
-
 def max_delay_from_env(environ=None) -> float:
     raw = (os.environ if environ is None else environ).get(ENV_RETRY_MAX_DELAY)
     if not raw:
@@ -69,21 +61,6 @@ def max_delay_from_env(environ=None) -> float:
     if not 0 <= value <= 3600:
         raise ConfigError(f"{ENV_RETRY_MAX_DELAY}={raw!r} must be a number of seconds between 0 and 3600")
     return value
-
-
-def _reason(exc: BaseException) -> str:
-    text = redact(str(exc))
-    if "Connection refused" in text:
-        return "connection refused"
-    if "timed out" in text.lower() or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
-        return "timed out"
-    if "Name or service not known" in text or "nodename nor servname" in text or "NameResolution" in text:
-        return "host name not found"
-    if "IncompleteRead" in text or "Connection broken" in text or "RemoteDisconnected" in text:
-        return "connection dropped"
-    if "Connection reset" in text:
-        return "connection reset"
-    return text.split("(")[0].strip(" :") or type(exc).__name__
 
 
 def _retry_after(resp: requests.Response) -> float | None:
@@ -220,7 +197,7 @@ class Http:
                     except _URL_ERRORS as exc:
                         raise _bad_url(url, "the release", exc) from None
                     except _NETWORK_ERRORS as exc:
-                        raise _Transient(_reason(exc)) from None
+                        raise _Transient(reason(exc)) from None
                     if resp.status_code in RETRY_STATUSES:
                         raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
                     return resp.status_code
@@ -234,7 +211,7 @@ class Http:
         except _URL_ERRORS as exc:
             raise _bad_url(url, what, exc) from None
         except _NETWORK_ERRORS as exc:
-            raise _Transient(_reason(exc)) from None
+            raise _Transient(reason(exc)) from None
         with resp:
             if resp.status_code in RETRY_STATUSES:
                 raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
@@ -253,7 +230,7 @@ class Http:
                             f"{what} {redact(url)} did not arrive within {self.small_deadline:g}s; the server is too slow"
                         )
             except _NETWORK_ERRORS as exc:
-                raise _Transient(_reason(exc)) from None
+                raise _Transient(reason(exc)) from None
         if len(data) > limit:
             raise DownloadError(f"{what} {redact(url)} is larger than {limit} bytes; that is not a {what}")
         return data
@@ -325,7 +302,7 @@ class _Transfer:
         except _URL_ERRORS as exc:
             raise _bad_url(self.url, "the image", exc) from None
         except _NETWORK_ERRORS as exc:
-            raise _Transient(_reason(exc)) from None
+            raise _Transient(reason(exc)) from None
         with resp:
             status = resp.status_code
             if status in RETRY_STATUSES:
@@ -368,7 +345,7 @@ class _Transfer:
             try:
                 chunk = resp.raw.read(CHUNK, decode_content=False)
             except _NETWORK_ERRORS as exc:
-                raise _Transient(f"{_reason(exc)} after {self.done / 1048576:.1f} MiB") from None
+                raise _Transient(f"{reason(exc)} after {self.done / 1048576:.1f} MiB") from None
             if not chunk:
                 break
             try:

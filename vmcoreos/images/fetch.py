@@ -17,21 +17,18 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
 
-from vmcoreos.errors import ConfigError, DownloadError, VerificationError
+from vmcoreos.errors import ConfigError, VerificationError
 from vmcoreos.images import cache, keys as keymod, releases
-from vmcoreos.images.download import Http, redact
-from vmcoreos.images.ova import MemberDigestTap, OvaArchive
+from vmcoreos.images.download import Http
+from vmcoreos.images.imagepass import ImagePass, note_expired, read_signature, read_through, warn
+from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.releases import Release
 from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
-from vmcoreos.images.stream import pump
-from vmcoreos.images.verify import (
-    Check, DigestCheck, Sha512Tap, SignatureCheck, Verdict, abbreviate, parse_digests, verify_clearsigned,
-    verify_detached,
-)
+from vmcoreos.images.verify import parse_digests, verify_clearsigned, verify_detached
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
+from vmcoreos.text import redact
 
 FEDORA_KEYS = "https://fedoraproject.org/fedora.gpg"
 
@@ -81,19 +78,6 @@ def _release(image: ImageSettings, signing, http: Http, cache_root: Path, report
     return release
 
 
-def _warn(reporter: Reporter, message: str) -> None:
-    getattr(reporter, "warn", reporter.event)(message)
-
-
-def note_expired(reporter: Reporter, verdict: Verdict | None, label: str) -> None:
-    """One line when a signature is by a subkey that has expired since (gpgv's EXPKEYSIG): valid, but worth knowing."""
-    if verdict is not None and verdict.expired_key:
-        reporter.event(
-            f"note: {label} is signed by subkey {verdict.signing_key}, which has expired since;"
-            " accepted as gpg does for releases signed before the expiry"
-        )
-
-
 def _warn_plain_http(image: ImageSettings, release: Release, reporter: Reporter) -> None:
     # The signatures still cover image and version; over http a man in the middle can only
     # withhold or replay releases, which the floor limits. Said once, not refused: labs use http mirrors.
@@ -101,7 +85,7 @@ def _warn_plain_http(image: ImageSettings, release: Release, reporter: Reporter)
         reporter.event(f"note: {redact(image.base_url)} is plain http: anyone on the path can hold back updates;"
                        " prefer an https mirror")
     elif release.distro == "fedora-coreos" and image.allow_unsigned_version and not releases.stream_url(image).startswith("https://"):
-        _warn(reporter, f"the Fedora CoreOS stream metadata at {redact(releases.stream_url(image))} is unsigned and not https;"
+        warn(reporter, f"the Fedora CoreOS stream metadata at {redact(releases.stream_url(image))} is unsigned and not https;"
                         " its version label is unvouched (--allow-unsigned-version)")
 
 
@@ -118,7 +102,7 @@ def vouch_version(image: ImageSettings, release: Release, signing: list[keymod.P
                 f"{where} has no signature (version.txt.sig), so the version it names cannot be trusted;"
                 " publish the .sig on the mirror, pin --version, or pass --allow-unsigned-version"
             )
-        _warn(reporter, f"{where} is unsigned; trusting its version {release.version} (--allow-unsigned-version)")
+        warn(reporter, f"{where} is unsigned; trusting its version {release.version} (--allow-unsigned-version)")
         return
     verdict = verify_detached(release.version_text, signature, signing, "version.txt.sig")
     note_expired(reporter, verdict, "version.txt")
@@ -166,90 +150,6 @@ def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
     return found
 
 
-class ImagePass(Check):
-    """The checks one read of an image goes through; their verdicts come only from finish()."""
-
-    def __init__(self, label: str, signature: bytes | None, signing: list[keymod.PublicKey], *,
-                 sha256: str | None = None, members: bool = True):
-        self.label = label
-        self.sha512 = Sha512Tap()
-        # The OVA's .mf digests; not needed to re-check a cached file whose SHA-512 is on record.
-        self.members = MemberDigestTap(label) if members else None
-        self.sha256 = DigestCheck("sha256", sha256, f"{label} (stream metadata)") if sha256 else None
-        self.signature = SignatureCheck(signature, signing, label) if signature is not None else None
-        # gpgv first: its thread hands each chunk to gpgv while the hashes here run.
-        self._taps: list[Check] = [c for c in (self.signature, self.sha512, self.sha256, self.members) if c]
-
-    def update(self, chunk: bytes) -> None:
-        for tap in self._taps:
-            tap.update(chunk)
-
-    def abort(self) -> None:
-        for tap in self._taps:
-            tap.abort()
-
-    def finish(self, expected_sha512: str | None = None, digests_name: str = "") -> tuple[Verdict | None, str]:
-        """Every check, explicitly, after the last byte: signature, SHA-256, SHA-512 against DIGESTS."""
-        try:
-            verdict = self.signature.finish() if self.signature is not None else None
-            self.sha512.finish()
-            if self.sha256 is not None:
-                self.sha256.finish()
-            if self.members is not None:
-                self.members.finish()
-            actual = self.sha512.hexdigest
-            if expected_sha512 is not None and not hmac.compare_digest(actual, expected_sha512):
-                want, got = abbreviate(expected_sha512, actual)
-                raise VerificationError(
-                    f"{self.label}: SHA-512 {got} differs from {want} in {digests_name}; the file is corrupt or altered"
-                )
-        except BaseException:
-            self.abort()
-            raise
-        return verdict, actual
-
-
-def read_through(f: BinaryIO, check: Check, reporter: Reporter, label: str) -> int:
-    """One pass over an open image from its start, through check."""
-    total = os.fstat(f.fileno()).st_size
-    done = 0
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        reporter.transfer(label, done, total)
-
-    try:
-        f.seek(0)
-        return pump(f, [check], on_bytes=progress)
-    except BaseException:
-        check.abort()
-        raise
-
-
-def _read_signature(source: str, label: str, http: Http, image_url: str | None = None) -> bytes:
-    if is_url(source):
-        data = http.get_bytes(source, "signature", missing_ok=True)
-        if data is None:
-            if image_url is not None and http.status(image_url) in (404, 410):
-                raise DownloadError(f"cannot download {redact(image_url)}: HTTP 404; check --version, --channel and --base-url")
-            raise VerificationError(
-                f"{label}: no signature at {redact(source)}; pass --sig with the OVA's .sig"
-                " (or --insecure-skip-verify, not advised)"
-            )
-        return data
-    path = Path(source)
-    if not path.is_file():
-        raise VerificationError(
-            f"{label}: signature {source} not found; pass --sig with the OVA's .sig file"
-            " (or --insecure-skip-verify, not advised)"
-        )
-    data = path.read_bytes()
-    if len(data) > 1 << 20:
-        raise VerificationError(f"{label}: signature {source} is {len(data)} bytes, too large to be a signature")
-    return data
-
-
 def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Http, reporter: Reporter) -> VerifiedImage:
     """A local OVA (--ova FILE) checked in place, in one read of one descriptor, against its detached signature."""
     if not image.ova:
@@ -257,7 +157,7 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
     path = Path(image.ova)
     f = open_image(path)
     try:
-        signature = None if image.insecure_skip_verify else _read_signature(image.sig or image.ova + ".sig", path.name, http)
+        signature = None if image.insecure_skip_verify else read_signature(image.sig or image.ova + ".sig", path.name, http)
         reporter.event(f"verifying {path}")
         before = identity(f)
         check = ImagePass(path.name, signature, signing)
@@ -307,7 +207,7 @@ class Fetcher:
             return None
         if release.sig_url is None:
             raise VerificationError(f"{release.file_name}: no signature location; pass --sig")
-        return _read_signature(release.sig_url, release.file_name, self.http, release.url)
+        return read_signature(release.sig_url, release.file_name, self.http, release.url)
 
     def _digests(self, release: Release) -> tuple[str, str] | None:
         """(SHA-512, DIGESTS name) from the first signed DIGESTS published for the release, if any."""

@@ -16,7 +16,7 @@ from typing import Callable
 from urllib.parse import urljoin
 
 from vmcoreos.errors import ConfigError, DownloadError
-from vmcoreos.images.download import redact
+from vmcoreos.text import redact
 from vmcoreos.settings import CHANNELS, DISTROS, ImageSettings
 
 FLATCAR_HOST = "https://{channel}.release.flatcar-linux.net/amd64-usr/"

@@ -2,13 +2,13 @@
 
 One upload per image version: nodes are clones of the template. The NFC
 lease is kept alive by a ticker that reports the same byte counter the
-upload advances; any failure aborts the lease and removes the half-made VM.
+upload advances (vsphere/lease.py); any failure aborts the lease and removes the half-made VM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
-import threading
 import time
 from typing import Callable
 from urllib.parse import urlsplit
@@ -16,14 +16,16 @@ from urllib.parse import urlsplit
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VmcoreosError, VSphereError
-from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.ova import CheckedArchive
 from vmcoreos.images.stream import CHUNK, BackgroundTap, TeeReader
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.vms import option_values
+from vmcoreos.text import reason
+from vmcoreos.vsphere import lease as nfc
+from vmcoreos.vsphere.lease import ByteCounter, LeaseKeepalive
 from vmcoreos.vsphere.waits import Watch
 
-LEASE_TICK = 2.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
 UPLOAD_TIMEOUT = 300
 # NFC uploads cannot resume: a broken one is aborted, cleaned up and started over, this many times in all.
 IMPORT_ATTEMPTS = 3
@@ -33,62 +35,18 @@ class UploadInterrupted(VSphereError):
     """The disk upload broke off: worth one more import from the start."""
 
 
-class ByteCounter:
-    """The one counter both the progress display and the lease keepalive read."""
-
-    def __init__(self, total: int, on_bytes: Callable[[int, int], None] | None = None):
-        self.total = max(total, 1)
-        self.done = 0
-        self._lock = threading.Lock()
-        self.on_bytes = on_bytes
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.done += n
-        if self.on_bytes:
-            self.on_bytes(self.done, self.total)
-
-    @property
-    def percent(self) -> int:
-        return min(99, int(self.done * 100 / self.total))
-
-
-class LeaseKeepalive:
-    def __init__(self, lease, counter: ByteCounter):
-        self.lease = lease
-        self.counter = counter
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nfc-keepalive", daemon=True)
-
-    def __enter__(self) -> "LeaseKeepalive":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(LEASE_TICK):
-            try:
-                # A 0 % report still renews the lease.
-                self.lease.HttpNfcLeaseProgress(self.counter.percent)
-            except Exception:
-                return  # the upload itself will fail and say why
-
-
-def import_spec(session: Session, archive: OvaArchive, placement: Placement, name: str, extra: dict[str, str]):
+def import_spec(session: Session, archive: CheckedArchive, placement: Placement, name: str, extra: dict[str, str]):
     manager = session.content.ovfManager
     params = vim.OvfManager.CreateImportSpecParams(
         entityName=name,
         diskProvisioning="thin",
         networkMapping=[
-            vim.OvfManager.NetworkMapping(name=n, network=placement.network) for n in _ovf_networks(archive)
+            vim.OvfManager.NetworkMapping(name=n, network=placement.network) for n in archive.descriptor.networks
         ],
     )
     result = manager.CreateImportSpec(archive.descriptor.text, placement.resource_pool, placement.datastore, params)
     if result.error:
-        raise VSphereError(f"vCenter cannot import {archive.path.name}: {result.error[0].localizedMessage or result.error[0].fault}")
+        raise VSphereError(f"vCenter cannot import {archive.name}: {result.error[0].localizedMessage or result.error[0].fault}")
     spec = result.importSpec
     config = spec.configSpec
     # The OVA declares guestinfo vApp properties with the com.vmware.guestInfo transport.
@@ -100,18 +58,9 @@ def import_spec(session: Session, archive: OvaArchive, placement: Placement, nam
     return spec, list(result.fileItem or [])
 
 
-def _ovf_networks(archive: OvaArchive) -> list[str]:
-    import xml.etree.ElementTree as ET
-
-    from vmcoreos.images.ova import OVF_NS
-
-    root = ET.fromstring(archive.descriptor.text)
-    return [n.get(f"{{{OVF_NS}}}name") for n in root.iter(f"{{{OVF_NS}}}Network") if n.get(f"{{{OVF_NS}}}name")]
-
-
 def import_ova(
     session: Session,
-    archive: OvaArchive,
+    archive: CheckedArchive,
     placement: Placement,
     name: str,
     extra: dict[str, str],
@@ -134,7 +83,7 @@ def import_ova(
 
 def _import_once(
     session: Session,
-    archive: OvaArchive,
+    archive: CheckedArchive,
     placement: Placement,
     name: str,
     extra: dict[str, str],
@@ -150,12 +99,18 @@ def _import_once(
     try:
         info = _wait_ready(session, lease, timeout)
         entity = info.entity
-        total = sum(archive.size(i.path) for i in items)
-        counter = ByteCounter(total, on_bytes)
-        with LeaseKeepalive(lease, counter):
+        with contextlib.ExitStack() as streams:
+            # Each file is opened once: its size adds to the total, its stream is what goes up.
+            opened = []
             for item in items:
-                url = _device_url(info, item, session)
-                _upload(session, archive, item, url, counter)
+                stream, size = archive.open(item.path)
+                streams.callback(stream.close)
+                opened.append((stream, size))
+            counter = ByteCounter(sum(size for _, size in opened), on_bytes)
+            with LeaseKeepalive(lease, counter):
+                for item, (stream, size) in zip(items, opened):
+                    url = _device_url(info, item, session)
+                    _upload(session, archive, item, stream, size, url, counter)
         # What went up was read from the verified descriptor; it must not have been written to meanwhile.
         archive.check_unchanged()
         lease.HttpNfcLeaseProgress(100)
@@ -166,8 +121,8 @@ def _import_once(
         if isinstance(exc, (VmcoreosError, KeyboardInterrupt, SystemExit)):
             raise
         if isinstance(exc, vmodl.MethodFault):
-            raise VSphereError(f"importing {archive.path.name} failed: {exc.msg}") from None
-        raise VSphereError(f"importing {archive.path.name} failed: {exc}") from None
+            raise VSphereError(f"importing {archive.name} failed: {exc.msg}") from None
+        raise VSphereError(f"importing {archive.name} failed: {exc}") from None
 
 
 def _lease_entity(lease):
@@ -178,10 +133,7 @@ def _lease_entity(lease):
 
 
 def _abandon(session: Session, lease, entity) -> None:
-    try:
-        lease.HttpNfcLeaseAbort()
-    except Exception:
-        pass
+    nfc.abort(lease)
     if entity is not None:
         try:
             from vmcoreos.vsphere.waits import wait_task
@@ -218,8 +170,7 @@ def _device_url(info, item, session: Session) -> str:
     raise VSphereError(f"vCenter gave no upload URL for {item.path}")
 
 
-def _upload(session: Session, archive: OvaArchive, item, url: str, counter: ByteCounter) -> None:
-    stream, size = archive.open(item.path)
+def _upload(session: Session, archive: CheckedArchive, item, stream, size: int, url: str, counter: ByteCounter) -> None:
     check = archive.manifest_check(item.path)
     parts = urlsplit(url)
     if parts.scheme == "https":
@@ -250,20 +201,12 @@ def _upload(session: Session, archive: OvaArchive, item, url: str, counter: Byte
     except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
         sent = counter.done - sent_before
         raise UploadInterrupted(
-            f"uploading {item.path} broke off after {sent} of {size} bytes ({_reason(exc)})"
+            f"uploading {item.path} broke off after {sent} of {size} bytes ({reason(exc)})"
         ) from None
     finally:
         conn.close()
-        stream.close()
         if tap is not None and not sent_all:
             tap.abort()
     if tap is not None:
         tap.finish()  # explicitly, after the last byte: a short read must not skip it
 
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, (TimeoutError,)) or "timed out" in str(exc):
-        return "timed out"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset"
-    return str(exc) or type(exc).__name__

@@ -21,6 +21,7 @@ from pyVmomi import vim, vmodl
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.settings import Connection
+from vmcoreos.text import reason
 
 
 class ConnectionLost(VSphereError):
@@ -208,12 +209,12 @@ def connect(conn: Connection) -> Session:
         raise VSphereError(f"vCenter {where}: {exc.msg}") from None
     except (ConnectionRefusedError, socket.gaierror, socket.timeout, TimeoutError, OSError,
             http.client.HTTPException) as exc:
-        reason = _net_reason(exc)
+        why = reason(exc)
         if "thumbprint" in str(exc).lower():
             raise VSphereError(
                 f"vCenter {where}'s certificate does not match the pinned thumbprint; check --thumbprint"
             ) from None
-        raise VSphereError(f"cannot reach vCenter at {where}: {reason}; check --url and the network") from None
+        raise VSphereError(f"cannot reach vCenter at {where}: {why}; check --url and the network") from None
     except vmodl.MethodFault as exc:
         raise VSphereError(f"vCenter {where} refused the session: {exc.msg}") from None
     except Exception as exc:  # pyvmomi raises plain Exceptions for some protocol failures
@@ -259,10 +260,10 @@ def _guard(session: Session) -> None:
                 ) from None
             except _DROPPED as exc:
                 if name not in IDEMPOTENT:
-                    raise ConnectionLost(name, _net_reason(exc)) from None
+                    raise ConnectionLost(name, reason(exc)) from None
                 if resent >= RESENDS:
                     raise VSphereError(
-                        f"the connection to vCenter kept dropping during {name} ({_net_reason(exc)});"
+                        f"the connection to vCenter kept dropping during {name} ({reason(exc)});"
                         " check the network to vCenter"
                     ) from None
                 resent += 1
@@ -273,12 +274,3 @@ def _guard(session: Session) -> None:
     )
     stub.InvokeAccessor = lambda mo, info: call("Fetch", access, mo, info)
 
-
-def _net_reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return "host name not found"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "timed out"
-    return str(exc) or type(exc).__name__

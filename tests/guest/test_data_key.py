@@ -1,0 +1,41 @@
+"""Each planned node names the guestinfo key its config travels in; the digest leaves out only that key's value."""
+
+from pathlib import Path
+
+import pytest
+
+from vmcoreos.guest import guestinfo, nodeconfig
+from vmcoreos.settings import parse_cluster
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _nodes(tmp_path, config, distro, mode="static"):
+    (tmp_path / config).write_text((CONFIGS / config).read_text())
+    net = {"mode": "static", "addresses": ["10.0.0.21-10.0.0.23/24"]} if mode == "static" else {"mode": "dhcp"}
+    settings = parse_cluster({"cluster": "lab", "count": 2, "image": {"distro": distro},
+                              "node": {"config": config, "network": net}}, base_dir=tmp_path)
+    return nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=2)
+
+
+@pytest.mark.parametrize("config,distro,mode,key", [
+    ("flatcar-etcd-member.yaml", "flatcar", "static", guestinfo.CLOUDINIT_DATA),
+    ("flatcar-etcd-member.yaml", "flatcar", "dhcp", guestinfo.CLOUDINIT_DATA),  # the first boot's config
+    ("flatcar-ignition.json", "flatcar", "static", guestinfo.IGNITION_DATA),
+    ("coreos-etcd2.yaml", "coreos", "static", guestinfo.CLOUDINIT_DATA),
+])
+def test_the_data_key_is_the_one_key_holding_the_config(tmp_path, config, distro, mode, key):
+    for node in _nodes(tmp_path, config, distro, mode):
+        assert node.data_key == key
+        assert [k for k in node.guestinfo if k in guestinfo.DATA_KEYS] == [key]
+        assert node.guestinfo[guestinfo.encoding_key(key)] == "gzip+base64"
+
+
+def test_the_digest_covers_every_key_but_the_encoded_config(tmp_path, mocker):
+    node = _nodes(tmp_path, "flatcar-etcd-member.yaml", "flatcar")[0]
+    from vmcoreos.guest import planning
+
+    same = dict(node.guestinfo, **{node.data_key: "re-encoded", guestinfo.encoding_key(node.data_key): "base64"})
+    assert planning._digest(node.config_text, same) == node.digest
+    moved = dict(node.guestinfo, **{guestinfo.HOSTNAME: "lab-09"})
+    assert planning._digest(node.config_text, moved) != node.digest

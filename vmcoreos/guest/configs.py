@@ -1,0 +1,42 @@
+"""The config values: the user's one config as loaded, and each node's config as planned."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from vmcoreos.guest import guestinfo, validate
+
+DEFAULT_KIND = {"flatcar": "member", "coreos": "etcd2", "fedora-coreos": "member"}
+CLOUD_CONFIG, IGNITION = "cloud-config", "ignition"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    index: int
+    address: ipaddress.IPv4Interface | None
+    config_text: str
+    guestinfo: dict[str, str]
+    digest: str
+    kind: str = CLOUD_CONFIG
+
+    @property
+    def ip(self) -> str | None:
+        return str(self.address.ip) if self.address else None
+
+    @property
+    def data_key(self) -> str:
+        """The guestinfo key that carries this node's config; which one depends on distro and config kind."""
+        return guestinfo.data_key_of(self.guestinfo)
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    text: str
+    source: str
+    doc: dict
+    kind: str = CLOUD_CONFIG
+    # Findings that do not stop a run, as "line N: …"; the CLI prints them as warnings.
+    warnings: tuple[str, ...] = ()
+    located: validate.Located | None = field(default=None, compare=False, repr=False)
