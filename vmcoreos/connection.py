@@ -113,7 +113,9 @@ def connection_from(
     clean = f"{parts.scheme}://{parts.hostname}:{port}{path}"
     ca = ca_file or (Path(v) if (v := _env(ENV_CA_FILE, env)) else None)
     if ca is not None and not ca.is_file():
-        raise ConfigError(f"CA file {ca} does not exist; pass --ca-file with the PEM of your vCenter's CA")
+        where = "--ca-file" if ca_file else " or ".join(ENV_CA_FILE)
+        problem = "is not a file" if ca.exists() else "does not exist"
+        raise ConfigError(f"CA file {ca} ({where}) {problem}; give the PEM of your vCenter's CA")
     pin, skip, notices = _tls_trust(insecure, thumbprint, env)
     return Connection(
         url=clean,

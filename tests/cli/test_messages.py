@@ -166,3 +166,11 @@ def test_a_table_off_a_terminal_is_never_cut(capfd, monkeypatch):
     for line, row in zip(lines[1:], rows):
         assert [c for c in row if c] == line.split()
         assert "…" not in line
+
+
+def test_a_ca_file_that_is_a_directory_is_not_a_file_naming_where_it_came_from(cluster_file, tmp_path):
+    # It said "CA file /tmp does not exist".
+    flag = run_vmcoreos(["status", "-c", str(cluster_file), "--ca-file", str(tmp_path)], env=UNREACHABLE)
+    one_line(flag, 2, f"CA file {tmp_path} (--ca-file) is not a file")
+    env = run_vmcoreos(["status", "-c", str(cluster_file)], env={**UNREACHABLE, "VMCOREOS_CA_FILE": str(tmp_path / "no")})
+    one_line(env, 2, f"CA file {tmp_path / 'no'} (VMCOREOS_CA_FILE or GOVC_TLS_CA_CERTS) does not exist")

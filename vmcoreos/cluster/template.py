@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vmcoreos import naming, state
 from vmcoreos.cluster.run import Run
-from vmcoreos.errors import VSphereError
+from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.images import source
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings
@@ -67,6 +68,8 @@ def plan_image(run: Run, nodes, templates) -> PlannedImage:
     settings = run.settings
     release = resolve_release(settings.image, cache_dir=run.cache_dir, reporter=run.reporter, retries=run.retries,
                               floor=_floor(settings, nodes))
+    if release is None and not Path(settings.image.ova).is_file():  # a stat, not a read
+        raise ConfigError(f"OVA {settings.image.ova} is not a file; check --ova or image.ova")
     if release is None or not release.version:
         return PlannedImage(settings.image.distro, None, None, None)
     name = naming.template_name(settings.name, release.distro, release.version)
