@@ -153,5 +153,8 @@ def test_a_dry_run_from_a_channel_reads_the_signed_version_but_not_the_image(cli
         # -v: one line per HTTP request, method, host and path; no query, no body.
         assert f"vmcoreos: HTTP GET {server.url}/stable/amd64-usr/current/version.txt -> 200" in run.stderr
     assert (tmp_path / "own-cache").is_dir()  # deploy's --cache-dir reached the image code
+    missing = cli(["deploy", "-c", str(cluster), "--ova", str(tmp_path / "no.ova"), "--dry-run"], env=env)
+    assert missing.returncode == 2 and missing.stderr == f"vmcoreos: error: OVA {tmp_path / 'no.ova'} is not a file;" \
+        " check --ova or image.ova\n"
     assert _ours(vcsim) == {}
     assert not (tmp_path / "locks").exists() or not list((tmp_path / "locks").glob("*.lock"))
