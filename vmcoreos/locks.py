@@ -37,12 +37,12 @@ def host_lock(cluster: str) -> Iterator[Path]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         lock.acquire()
-    except OSError as exc:
-        raise _unusable(directory, exc) from None
-    except filelock.Timeout:
+    except filelock.Timeout:  # before OSError: filelock's Timeout is a TimeoutError, an OSError
         raise LockedError(
             f"another vmcoreos run holds the lock for cluster {cluster!r} ({path}); let it finish and try again"
         ) from None
+    except OSError as exc:
+        raise _unusable(directory, exc) from None
     try:
         yield path
     finally:

@@ -174,3 +174,18 @@ def test_a_ca_file_that_is_a_directory_is_not_a_file_naming_where_it_came_from(c
     one_line(flag, 2, f"CA file {tmp_path} (--ca-file) is not a file")
     env = run_vmcoreos(["status", "-c", str(cluster_file)], env={**UNREACHABLE, "VMCOREOS_CA_FILE": str(tmp_path / "no")})
     one_line(env, 2, f"CA file {tmp_path / 'no'} (VMCOREOS_CA_FILE or GOVC_TLS_CA_CERTS) does not exist")
+
+
+def test_a_held_lock_is_still_exit_5_not_an_unusable_lock_dir(tmp_path, monkeypatch):
+    # filelock's Timeout is an OSError: caught as one, a held lock read "cannot hold lock files: None" (exit 2).
+    import filelock
+
+    from vmcoreos import locks
+    from vmcoreos.errors import LockedError
+
+    monkeypatch.setenv("VMCOREOS_LOCK_DIR", str(tmp_path))
+    held = filelock.FileLock(str(tmp_path / "lab.lock"))
+    with held:
+        with pytest.raises(LockedError, match="another vmcoreos run holds the lock for cluster 'lab'"):
+            with locks.host_lock("lab"):
+                pass
