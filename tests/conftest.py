@@ -53,7 +53,8 @@ def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None =
     )
     OUTPUT_LOG.append(proc.stdout + proc.stderr)
     LOCK_DIRS.add(Path(full_env["VMCOREOS_LOCK_DIR"]))
-    if args[:1] == ["deploy"] and proc.returncode == 0 and "--help" not in args:
+    # A dry run takes no lock: it changes nothing, so it may look while another run works.
+    if args[:1] == ["deploy"] and proc.returncode == 0 and not {"--help", "--dry-run"} & set(args):
         LOCKED_IN.add(Path(full_env["VMCOREOS_LOCK_DIR"]))
     return Run(args, proc.returncode, proc.stdout, proc.stderr)
 

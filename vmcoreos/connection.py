@@ -50,14 +50,27 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def read_password_file(path: Path) -> str:
+def read_password_file(path: Path, flag: str = "--password-file") -> str:
+    """The password in path: a private, non-empty UTF-8 file; anything else is the user's to fix (exit 2)."""
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"password file {path} does not exist") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"password file {path} is readable by others; run: chmod 600 {path}")
-    return path.read_text().rstrip("\n")
+        raise ConfigError(f"{flag} {path} does not exist; give the file that holds the vCenter password") from None
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{flag} {path} is not a file; give the file that holds the vCenter password")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{flag} {path} is readable by others; run: chmod 600 {path}")
+    try:
+        password = path.read_bytes().decode("utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag} {path} is not UTF-8 text; write the password into it as UTF-8") from None
+    if not password:
+        raise ConfigError(f"{flag} {path} is empty; write the vCenter password into it")
+    return password
 
 
 def connection_from(
@@ -100,7 +113,9 @@ def connection_from(
     clean = f"{parts.scheme}://{parts.hostname}:{port}{path}"
     ca = ca_file or (Path(v) if (v := _env(ENV_CA_FILE, env)) else None)
     if ca is not None and not ca.is_file():
-        raise ConfigError(f"CA file {ca} does not exist; pass --ca-file with the PEM of your vCenter's CA")
+        where = "--ca-file" if ca_file else " or ".join(ENV_CA_FILE)
+        problem = "is not a file" if ca.exists() else "does not exist"
+        raise ConfigError(f"CA file {ca} ({where}) {problem}; give the PEM of your vCenter's CA")
     pin, skip, notices = _tls_trust(insecure, thumbprint, env)
     return Connection(
         url=clean,

@@ -14,6 +14,8 @@ class ExitCode:
     VERIFY = 3
     NOT_JOINED = 4
     LOCKED = 5
+    # status only: vCenter or etcd could not be asked, so health is unknown (monitoring's UNKNOWN, not CRITICAL).
+    UNKNOWN = 6
     INTERRUPTED = 130
 
 
@@ -71,6 +73,12 @@ class LockedError(VmcoreosError):
 
 class EtcdError(VmcoreosError):
     """The etcd cluster refused or could not answer a membership call."""
+
+
+class StatusUnknownError(VmcoreosError):
+    """status could not ask vCenter or etcd: the cluster's health is unknown, not bad."""
+
+    exit_code = ExitCode.UNKNOWN
 
 
 class Interrupted(VmcoreosError):

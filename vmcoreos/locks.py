@@ -15,7 +15,7 @@ from typing import Iterator
 import filelock
 from platformdirs import user_state_dir
 
-from vmcoreos.errors import LockedError
+from vmcoreos.errors import ConfigError, LockedError
 from vmcoreos.settings import ENV_LOCK_DIR
 
 
@@ -23,18 +23,26 @@ def lock_dir() -> Path:
     return Path(os.environ.get(ENV_LOCK_DIR) or Path(user_state_dir("vmcoreos")) / "locks")
 
 
+def _unusable(directory: Path, exc: OSError) -> ConfigError:
+    where = f"{ENV_LOCK_DIR}={directory}" if os.environ.get(ENV_LOCK_DIR) else f"the lock directory {directory}"
+    reason = "it is not a directory" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+    return ConfigError(f"{where} cannot hold lock files: {reason}; point {ENV_LOCK_DIR} at a writable directory")
+
+
 @contextlib.contextmanager
 def host_lock(cluster: str) -> Iterator[Path]:
     directory = lock_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{cluster}.lock"
     lock = filelock.FileLock(str(path), timeout=0)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         lock.acquire()
-    except filelock.Timeout:
+    except filelock.Timeout:  # before OSError: filelock's Timeout is a TimeoutError, an OSError
         raise LockedError(
             f"another vmcoreos run holds the lock for cluster {cluster!r} ({path}); let it finish and try again"
         ) from None
+    except OSError as exc:
+        raise _unusable(directory, exc) from None
     try:
         yield path
     finally:

@@ -56,7 +56,7 @@ def test_render_shows_every_node_and_key_and_masks_secrets(cli, tmp_path):
 def test_render_node_shows_its_secrets_and_the_value_the_guest_decodes(cli, tmp_path):
     run = cli(["render", "-c", str(_secret_config(tmp_path)), "--node", "lab-02", "--encoded", "--json"])
     assert run.returncode == 0, run.stderr
-    (node,) = json.loads(run.stdout)
+    (node,) = json.loads(run.stdout)["nodes"]
     assert node["name"] == "lab-02" and node["address"] == "10.0.0.22/24" and node["kind"] == "cloud-config"
     assert SECRET_HASH in node["config"] and "BEGIN PRIVATE KEY" in node["config"]
     keys = node["guestinfo"]
@@ -102,7 +102,7 @@ def test_rendered_ignition_passes_ignition_validate(cli, tmp_path):
     shutil.copy(CONFIGS / "flatcar-ignition.json", tmp_path / "node.json")
     run = cli(["render", "-c", str(_cluster(tmp_path, "node.json")), "--json"])
     assert run.returncode == 0, run.stderr
-    nodes = json.loads(run.stdout)
+    nodes = json.loads(run.stdout)["nodes"]
     assert [n["kind"] for n in nodes] == ["ignition"] * 3
     for node in [{"name": "example", "config": (CONFIGS / "flatcar-ignition.json").read_text()}] + nodes:
         path = tmp_path / f"{node['name']}.ign"

@@ -113,3 +113,25 @@ def test_sick_members_before_a_roll_step(skip, skip_peer, sick):
     view = etcd.ClusterView([_member(i) for i in (1, 2, 3)], leader="1")
     health = {"1": True, "2": False, "3": True}
     assert plan.sick_members(view, health, skip, skip_peer) == sick
+
+
+def test_plan_steps_name_every_node_once_in_apply_order():
+    # issue 15: what --dry-run prints is the plan apply is given, node by node.
+    existing = {"lab-01": "poweredOn", "lab-02": "poweredOff", "lab-03": "poweredOn", "lab-04": "poweredOn"}
+    inventory = Inventory("lab", {n: _vm(n, power=p) for n, p in existing.items()})
+    assert plan.plan_deploy([_config(i) for i in (1, 2)], inventory).steps() == [
+        ("lab-04", "remove"), ("lab-03", "remove"), ("lab-01", "keep"), ("lab-02", "start")]
+    assert plan.plan_deploy([_config(i) for i in range(1, 6)], inventory).steps()[-1] == ("lab-05", "create")
+
+    nodes = {f"lab-0{i}": _vm(f"lab-0{i}", **{MARK_VERSION: v, MARK_DISTRO: "flatcar"}) for i, v in {1: "2.0.0", 2: "1.0.0"}.items()}
+    configs = [_config(i) for i in (1, 2, 3)]
+    assert plan.plan_rebuild(configs, Inventory("lab", nodes), "flatcar", "2.0.0").steps() == [
+        ("lab-01", "keep"), ("lab-02", "replace"), ("lab-03", "create")]
+    # A local --ova in a dry run is not read, so its version is unknown and no node can be called current.
+    unread = plan.plan_rebuild(configs, Inventory("lab", nodes), "flatcar", None)
+    assert [a for _, a in unread.steps()] == ["replace unless on the OVA's build"] * 2 + ["create"]
+
+    found = Inventory("lab", {"lab-01": _vm("lab-01")}, templates=[_vm("lab-template-x", template=True, role="template")],
+                      foreign=[_vm("lab-02", cluster=None)])
+    assert plan.plan_destroy(found, templates=True).steps() == [
+        ("lab-01", "remove"), ("lab-template-x", "remove template"), ("lab-02", "leave (not marked ours)")]

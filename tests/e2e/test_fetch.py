@@ -133,7 +133,7 @@ def test_pinned_version_and_a_newer_current(cli, release):
     assert json.loads(current.stdout)["version"] == VERSION
     listing = cli(["images", "--cache-dir", str(release.cache), "--json"])
     assert listing.returncode == 0, listing.output
-    assert sorted((i["version"], i["state"]) for i in json.loads(listing.stdout)) == [
+    assert sorted((i["version"], i["state"]) for i in json.loads(listing.stdout)["images"]) == [
         ("4459.2.4", "verified"), (VERSION, "verified")
     ]
     table = cli(["images", "--cache-dir", str(release.cache)])
@@ -215,7 +215,7 @@ def test_insecure_skip_verify_warns_and_is_listed_unverified(cli, release):
     assert run.returncode == 0, run.output
     assert "WARNING: signature verification is OFF" in run.stderr
     assert not release.server.gets(".sig") and not release.server.gets(".DIGESTS.asc")
-    listing = json.loads(cli(["images", "--cache-dir", str(release.cache), "--json"]).stdout)
+    listing = json.loads(cli(["images", "--cache-dir", str(release.cache), "--json"]).stdout)["images"]
     assert [i["state"] for i in listing] == ["unverified"]
     # A verifying run does not trust that entry: it has no signature, so it is fetched again.
     secure = fetch(cli, release, "--json")
@@ -455,7 +455,10 @@ def test_mirror_credentials_are_never_printed_or_recorded(cli, release):
 
 def test_images_on_an_empty_cache(cli, tmp_path):
     run = cli(["images", "--cache-dir", str(tmp_path / "none"), "--json"])
-    assert run.returncode == 0 and json.loads(run.stdout) == []
+    assert run.returncode == 0 and json.loads(run.stdout) == {"schema": 1, "cache_dir": str(tmp_path / "none"), "images": []}
+    # issue 15: the empty listing said nothing of where it looked.
+    assert run.stderr.strip() == f"vmcoreos: WARNING: no image cache at {tmp_path / 'none'}; `vmcoreos fetch` fills it" \
+        " (or pass the --cache-dir fetch used)"
 
 
 def test_a_credentialed_base_url_with_a_bad_port_is_one_line_without_the_password(cli, tmp_path):

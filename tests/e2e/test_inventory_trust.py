@@ -97,5 +97,5 @@ def test_nodes_elsewhere_are_ignored_and_duplicates_refused(cli, vcsim, guestsim
     twin = plant_vm(vcsim, "lab-01", node_marks)
     run = cli(["status", "-c", str(cluster)], env=env)
     line = _error(run)
-    assert run.returncode == 1 and "two VMs are named 'lab-01'" in line and twin in line and elsewhere not in line
+    assert run.returncode == 6 and "two VMs are named 'lab-01'" in line and twin in line and elsewhere not in line
     assert "rename or remove" in line

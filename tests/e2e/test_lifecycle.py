@@ -23,8 +23,8 @@ def _image_args(ova):
     return ["--ova", str(ova["ova"]), "--sig", str(ova["sig"]), "--trusted-key", str(ova["key"])]
 
 
-def _deploy(cli, cluster, ova, env, count=3):
-    run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--json", *_image_args(ova)], env=env)
+def _deploy(cli, cluster, ova, env, count=3, *extra):
+    run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--json", *_image_args(ova), *extra], env=env)
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -79,7 +79,7 @@ def test_scale_three_five_three_keeps_membership_and_keys(cli, vcsim, guestsim, 
     assert sorted(m["name"] for m in etcdclient.members(ep)) == [f"lab-0{i}" for i in range(1, 6)]
     assert etcdclient.get_prefix(f"http://{subnet}.15:2379", "/data/") == written
 
-    down = _deploy(cli, cluster, signed_ova, env, count=3)
+    down = _deploy(cli, cluster, signed_ova, env, 3, "--yes")  # a scale-down removes nodes: confirmed
     assert sorted(down["removed"]) == ["lab-04", "lab-05"]
     assert sorted(m["name"] for m in etcdclient.members(ep)) == ["lab-01", "lab-02", "lab-03"]
     assert etcdclient.get_prefix(ep, "/data/") == written

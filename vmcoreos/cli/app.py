@@ -22,16 +22,38 @@ app = typer.Typer(
     name="vmcoreos",
     help="Stand up and maintain CoreOS-family (Flatcar, CoreOS, Fedora CoreOS) clusters on VMware vSphere.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    epilog="VMCOREOS_DEBUG=1 shows the traceback of an unexpected error (a bug to report) instead of its one line.",
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"vmcoreos {version('vmcoreos')}")
+        raise typer.Exit(ExitCode.OK)
+
+
 @app.callback()
-def _root(ctx: typer.Context) -> None:
+def _root(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v",
+        help="Log each SOAP call and HTTP request (method and host; never bodies or credentials) on stderr.",
+    ),
+    _show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print vmcoreos's version and exit."
+    ),
+) -> None:
     """Stand up and maintain CoreOS-family clusters on VMware vSphere."""
     ctx.obj = App()
+    if verbose:
+        from vmcoreos.cli import verbose as verbose_log
+
+        verbose_log.enable()
 
 
 for module in (cluster, images, configs):

@@ -31,9 +31,13 @@ class App:
         return root.obj
 
     @contextlib.contextmanager
-    def run(self, *, quiet: bool = False) -> Iterator[Terminal]:
-        """A command body: output settings for it, typed errors mapped to one line and an exit code."""
+    def run(self, *, quiet: bool = False, json_out: bool = False) -> Iterator[Terminal]:
+        """A command body: output settings for it, typed errors mapped to one line and an exit code.
+
+        json_out: stdout carries one JSON document, the result or, on failure, the error.
+        """
         self.term.quiet = quiet
+        self.term.json_errors = json_out
         with reporting(self.term):
             yield self.term
 
@@ -45,14 +49,17 @@ class App:
         for message in messages:
             self.term.warn(message)
 
-    def json(self, data) -> None:
+    def json(self, data: dict) -> None:
         self.term.json(data)
 
     # -- prompts ---------------------------------------------------------------------
-    def confirm(self, question: str, *, refusal: str) -> None:
-        """Ask on the terminal; no terminal to ask on is refusal (ConfigError), a 'no' exits 1."""
+    def confirm(self, question: str, *, refusal: str, preface=()) -> None:
+        """Ask on the terminal (after the preface lines, on stderr); no terminal to ask on is refusal
+        (ConfigError), a 'no' exits 1."""
         if not sys.stdin.isatty():
             raise ConfigError(refusal)
+        for line in preface:
+            self.term.note(line)
         if not typer.confirm(question, default=False):
             raise typer.Exit(ExitCode.FAILED)
 

@@ -13,17 +13,17 @@ import typer
 
 from vmcoreos.cli.application import App
 from vmcoreos.cli.common import (
-    EXIT_CODES_HELP, AdoptTemplateOpt, ConfigOpt, CountOpt, DiscoveryEtcdOpt, JsonOpt, ParallelOpt, QuietOpt,
-    with_connection,
+    EXIT_CODES_HELP, AdoptTemplateOpt, CacheDirOpt, ConfigOpt, CountOpt, DiscoveryEtcdOpt, DryRunOpt, JsonOpt,
+    ParallelOpt, QuietOpt, RetriesOpt, exit_codes, with_connection,
 )
 from vmcoreos.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
     app.command(epilog=EXIT_CODES_HELP)(deploy)
-    app.command(epilog="Exit codes: 0 every node healthy, 1 otherwise, 2 bad config.")(status)
+    app.command(epilog=exit_codes(0, 1, 2, 6, c0="every node healthy", c1="a node is missing, down or unhealthy"))(status)
     app.command(epilog=EXIT_CODES_HELP)(rebuild)
-    app.command(epilog=EXIT_CODES_HELP)(destroy)
+    app.command(epilog=exit_codes(0, 1, 2, 5, 130))(destroy)
 
 
 def _prepared(app: App, config: Path, overrides, *, warn: bool = False):
@@ -43,6 +43,34 @@ def _prepared(app: App, config: Path, overrides, *, warn: bool = False):
     return prepared, conn
 
 
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask before removing nodes; required when not on a terminal.")
+
+
+def _show_plan(app: App, command: str, cluster_name: str, steps, image, *, json_out: bool) -> None:
+    """A dry run's output: the plan's steps per node and, where nodes are made, the image they would get."""
+    if json_out:
+        data = {"command": command, "cluster": cluster_name, "dry_run": True,
+                "nodes": [{"name": name, "action": action} for name, action in steps]}
+        if command != "destroy":
+            data["image"] = image.as_dict() if image is not None else None
+        app.json(data)
+        return
+    term = app.term
+    term.text(f"{command} plan for cluster {cluster_name!r} (dry run: nothing was changed)")
+    term.table(["NODE", "ACTION"], [list(step) for step in steps])
+    if command != "destroy":
+        term.text(f"image: {_image_line(image)}")
+
+
+def _image_line(image) -> str:
+    if image is None:
+        return "none needed (no node is created)"
+    if image.version is None:
+        return f"{image.distro}, version from the OVA (known once it is read; the dry run does not read it)"
+    template = "to import" if image.imported else "already imported"
+    return f"{image.distro} {image.version}, template {image.template} ({template})"
+
+
 @with_connection
 def deploy(
     ctx: typer.Context,
@@ -59,12 +87,20 @@ def deploy(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds to wait for nodes to join (overrides wait.timeout)."),
     discovery_etcd: Optional[str] = DiscoveryEtcdOpt,
     adopt_template: bool = AdoptTemplateOpt,
+    cache_dir: Optional[Path] = CacheDirOpt,
+    retries: int = RetriesOpt,
+    dry_run: bool = DryRunOpt,
+    yes: bool = YesOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Create the cluster's nodes (or converge to --count) and wait until each is a healthy etcd member."""
+    """Create the cluster's nodes (or converge to --count) and wait until each is a healthy etcd member.
+
+    A --count below the current size removes nodes (their etcd members first): that asks on a terminal and
+    needs --yes off one.
+    """
     app = App.of(ctx)
-    with app.run(quiet=quiet) as term:  # --json keeps stdout for the summary; events still go to stderr
+    with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
         from vmcoreos import cluster
         from vmcoreos.settings import Overrides
 
@@ -73,9 +109,22 @@ def deploy(
             insecure_skip_verify=insecure_skip_verify, discovery_etcd=discovery_etcd,
         )
         prepared, conn = _prepared(app, config, overrides, warn=True)
-        cluster.claim_discovery(prepared, term)
-        with cluster.open_run(prepared, conn, reporter=term, parallel=parallel, adopt_template=adopt_template) as run:
+        with cluster.open_run(prepared, conn, reporter=term, parallel=parallel, adopt_template=adopt_template,
+                              lock=not dry_run, cache_dir=cache_dir, retries=retries) as run:
             plan = cluster.deploy.plan(run, prepared)
+            if dry_run:
+                image = cluster.deploy.plan_image(run, plan)
+                _show_plan(app, "deploy", run.name, plan.steps(), image, json_out=json_out)
+                return
+            if plan.remove and not yes:
+                removed = ", ".join(plan.remove)
+                app.confirm(
+                    f"remove {removed} (etcd member, then VM)?",
+                    preface=[f"--count {len(plan.configs)} removes {removed} from cluster {run.name!r}"],
+                    refusal=f"deploy would remove {removed} (--count {len(plan.configs)} is below the cluster's size);"
+                    " refusing without a terminal to ask on: pass --yes to confirm, or --dry-run to see the plan",
+                )
+            cluster.claim_discovery(prepared, term)
             result = cluster.deploy.apply(run, plan, rollback=rollback)
         if json_out:
             app.json(result.as_dict())
@@ -88,22 +137,30 @@ def deploy(
                 ],
             )
             if result.removed:
-                term.out.print(f"removed {', '.join(result.removed)}")
+                term.text(f"removed {', '.join(result.removed)}")
 
 
 @with_connection
 def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOpt) -> None:
-    """One row per node: power, tools, IP, image, etcd member, health, leader, config drift."""
+    """One row per node: power, tools, IP, image, etcd member, health, leader, config drift.
+
+    For monitoring: exit 0 is healthy, 1 critical, 6 unknown (vCenter or etcd could not be asked).
+    """
     app = App.of(ctx)
-    with app.run(quiet=json_out) as term:
+    with app.run(quiet=json_out, json_out=json_out) as term:
         from vmcoreos import cluster
+        from vmcoreos.errors import EtcdError, StatusUnknownError, VSphereError
         from vmcoreos.settings import Overrides
 
         prepared, conn = _prepared(app, config, Overrides())
-        with cluster.open_run(prepared, conn, lock=False) as run:
-            result = cluster.status.apply(run, prepared)
+        try:
+            with cluster.open_run(prepared, conn, lock=False) as run:
+                result = cluster.status.apply(run, prepared)
+        except (VSphereError, EtcdError) as exc:
+            raise StatusUnknownError(f"status unknown: {exc.message}") from None
+        state = cluster.status.verdict(result)
         if json_out:
-            app.json(result.as_dict())
+            app.json({**result.as_dict(), "state": state})
         else:
             term.table(
                 ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD MEMBER", "HEALTH", "LEADER", "CONFIG"],
@@ -115,12 +172,26 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
                     for s in result.nodes
                 ],
             )
-        healthy = result.nodes and all(s.healthy for s in result.nodes)
-        raise typer.Exit(ExitCode.OK if healthy else ExitCode.FAILED)
+        if state == "unknown":
+            term.warn("no etcd member answered though nodes are powered on; health is unknown (exit 6):"
+                      " check the network path to the nodes' client port")
+        raise typer.Exit({"healthy": ExitCode.OK, "critical": ExitCode.FAILED}.get(state, ExitCode.UNKNOWN))
 
 
 def _tools(value: str | None) -> str:
     return {"guestToolsRunning": "running", "guestToolsNotRunning": "not running"}.get(value or "", value or "")
+
+
+def _no_skip_verify(value: bool) -> None:
+    # Without this, click suggests --insecure, which is vCenter TLS: a different trust altogether.
+    if value:
+        from vmcoreos.cli.terminal import Terminal
+
+        Terminal().error(
+            "rebuild has no --insecure-skip-verify: it runs unattended and always verifies the image"
+            " (--insecure is about vCenter's TLS certificate, not images); sign the image or pass --trusted-key"
+        )
+        raise typer.Exit(ExitCode.USAGE)
 
 
 @with_connection
@@ -134,26 +205,35 @@ def rebuild(
     trusted_key: list[Path] = typer.Option([], "--trusted-key", metavar="FILE", help="Extra OpenPGP public key to trust."),
     parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Operations run at once where order allows."),
     adopt_template: bool = AdoptTemplateOpt,
+    cache_dir: Optional[Path] = CacheDirOpt,
+    retries: int = RetriesOpt,
+    dry_run: bool = DryRunOpt,
+    _skip_verify: bool = typer.Option(False, "--insecure-skip-verify", hidden=True, callback=_no_skip_verify),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Roll the cluster onto a newer release, one node at a time, keeping etcd quorum. Safe to run from cron."""
     app = App.of(ctx)
-    with app.run(quiet=quiet) as term:  # --json keeps stdout for the summary; events still go to stderr
+    with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
         from vmcoreos import cluster
         from vmcoreos.settings import Overrides
 
         overrides = Overrides(version=to_version, ova=ova, sig=sig, trusted_keys=tuple(str(k) for k in trusted_key))
         prepared, conn = _prepared(app, config, overrides)
-        with cluster.open_run(prepared, conn, reporter=term, parallel=parallel, adopt_template=adopt_template) as run:
+        with cluster.open_run(prepared, conn, reporter=term, parallel=parallel, adopt_template=adopt_template,
+                              lock=not dry_run, cache_dir=cache_dir, retries=retries) as run:
+            if dry_run:
+                plan, planned_image = cluster.rebuild.dry_plan(run, prepared, force=force)
+                _show_plan(app, "rebuild", run.name, plan.steps(), planned_image, json_out=json_out)
+                return
             plan, image = cluster.rebuild.plan(run, prepared, force=force)
             result = cluster.rebuild.apply(run, plan, image)
         if json_out:
             app.json(result.as_dict())
         elif result.rebuilt:
-            term.out.print(f"rebuilt {', '.join(result.rebuilt)} on {result.image_version}")
+            term.text(f"rebuilt {', '.join(result.rebuilt)} on {result.image_version}")
         elif not quiet:
-            term.out.print(result.message)
+            term.text(result.message)
 
 
 @with_connection
@@ -162,35 +242,39 @@ def destroy(
     config: Path = ConfigOpt,
     templates: bool = typer.Option(False, "--templates", help="Also delete the cluster's imported templates."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; required when not on a terminal."),
+    dry_run: bool = DryRunOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Power off and delete every VM of the cluster (and with --templates its templates). Others are never touched."""
     app = App.of(ctx)
-    with app.run(quiet=quiet) as term:  # --json keeps stdout for the summary; events still go to stderr
+    with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
         from vmcoreos import cluster
         from vmcoreos.settings import load_cluster_file
 
         settings = load_cluster_file(config)
         conn = app.connection()
-        with cluster.session_for(settings, conn) as session:
+        with cluster.session_for(settings, conn, lock=not dry_run) as session:
             plan = cluster.destroy.plan(settings, session, templates=templates)
+            if dry_run:
+                _show_plan(app, "destroy", settings.name, plan.steps(), None, json_out=json_out)
+                return
             for name in plan.skipped:
                 term.event(f"leaving {name} alone: it does not carry cluster {settings.name!r}'s mark")
             if not plan.names:
                 if json_out:
                     app.json({"cluster": settings.name, "deleted": []})
                 elif not quiet:
-                    term.out.print(f"cluster {settings.name!r} has no VMs; nothing to delete")
+                    term.text(f"cluster {settings.name!r} has no VMs; nothing to delete")
                 return
             if not json_out:
-                term.out.print(f"will power off and delete {len(plan.names)} VMs of cluster {settings.name!r}:")
+                term.text(f"will power off and delete {len(plan.names)} VMs of cluster {settings.name!r}:")
                 for name in plan.names:
-                    term.out.print(f"  {name}")
+                    term.text(f"  {name}")
             if not yes:
                 app.confirm("delete them?", refusal="refusing to delete without a terminal to ask on; pass --yes to confirm")
             deleted = cluster.destroy.apply(session, plan, reporter=term)
         if json_out:
             app.json({"cluster": settings.name, "deleted": deleted})
         elif not quiet:
-            term.out.print(f"deleted {len(deleted)} VMs")
+            term.text(f"deleted {len(deleted)} VMs")

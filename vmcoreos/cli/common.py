@@ -18,10 +18,20 @@ from vmcoreos.settings import (
     ENV_CA_FILE, ENV_CACHE_DIR, ENV_DEBUG, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME,
 )
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 done, 1 failed, 2 bad usage or config, 3 image verification failed, "
-    "4 nodes did not join in time, 5 another run holds the lock, 130 interrupted."
-)
+_EXIT_MEANINGS = {
+    0: "done", 1: "failed", 2: "bad usage or config", 3: "image verification failed", 4: "nodes did not join in time",
+    5: "another run holds the lock", 6: "status unknown (vCenter or etcd could not be asked)", 130: "interrupted",
+}
+
+
+def exit_codes(*codes: int, **meanings: str) -> str:
+    """A command's epilog: only the exit codes it can return; meanings as c1="..." override the usual words."""
+    words = {**_EXIT_MEANINGS, **{int(k[1:]): v for k, v in meanings.items()}}
+    return "Exit codes: " + ", ".join(f"{c} {words[c]}" for c in codes) + "."
+
+
+# The cluster commands that change VMs can end in any of the usual ways.
+EXIT_CODES_HELP = exit_codes(0, 1, 2, 3, 4, 5, 130)
 
 
 def redact_urls(text: str) -> str:
@@ -42,10 +52,10 @@ def reporting(term: Terminal) -> Iterator[None]:
     try:
         yield
     except VmcoreosError as exc:
-        term.error(redact_urls(exc.message), exc.findings)
+        term.failure(redact_urls(exc.message), exc.exit_code, exc.findings)
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt:
-        term.error("interrupted; work in progress was rolled back where it could be")
+        term.failure("interrupted; work in progress was rolled back where it could be", ExitCode.INTERRUPTED)
         raise typer.Exit(ExitCode.INTERRUPTED)
     except (typer.Exit, typer.Abort):
         raise
@@ -54,8 +64,9 @@ def reporting(term: Terminal) -> Iterator[None]:
             raise
         # A bug of ours, not the user's: still one line, with a way to get the details.
         # Library exceptions quote URLs as given, credentials included (requests' InvalidURL does).
-        term.error(
-            redact_urls(f"unexpected {type(exc).__name__}: {exc}; rerun with {ENV_DEBUG}=1 and report the traceback")
+        term.failure(
+            redact_urls(f"unexpected {type(exc).__name__}: {exc}; rerun with {ENV_DEBUG}=1 and report the traceback"),
+            ExitCode.FAILED,
         )
         raise typer.Exit(ExitCode.FAILED)
     finally:
@@ -70,7 +81,11 @@ AdoptTemplateOpt = typer.Option(
     help="Trust the cluster's existing template for this image though this host did not import it (from an older"
     " vmcoreos or another host), and record it. Check it first: its marks can be forged.",
 )
-JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout.")
+JsonOpt = typer.Option(
+    False, "--json", help='Print the result on stdout as JSON ("schema": 1); on failure an "error" object instead.'
+)
+DryRunOpt = typer.Option(False, "--dry-run", help="Print the plan (per node: create, keep, remove, replace) and change nothing.")
+RetriesOpt = typer.Option(5, "--retries", min=0, max=100, help="Retries per image request after a network error or 408/429/5xx.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the result.")
 CountOpt = typer.Option(None, "--count", "-n", help="Number of nodes (overrides 'count').")
 ParallelOpt = typer.Option(4, "--parallel", min=1, max=32, help="Node operations run at once.")

@@ -8,17 +8,17 @@ from typing import Optional
 import typer
 
 from vmcoreos.cli.application import App
-from vmcoreos.cli.common import EXIT_CODES_HELP, ConfigOpt, CountOpt, DiscoveryEtcdOpt, JsonOpt
+from vmcoreos.cli.common import ConfigOpt, CountOpt, DiscoveryEtcdOpt, JsonOpt, exit_codes
 
 # Shipped inside the package (vmcoreos/examples), so they exist wherever vmcoreos is installed.
 FILES = ("cluster.yaml", "node.yaml")
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog=EXIT_CODES_HELP)(render)
-    app.command(epilog=EXIT_CODES_HELP)(encode)
-    app.command(epilog=EXIT_CODES_HELP)(convert)
-    app.command(epilog=EXIT_CODES_HELP)(init)
+    app.command(epilog=exit_codes(0, 1, 2, c1="--discovery-etcd could not mint a token"))(render)
+    app.command(epilog=exit_codes(0, 2))(encode)
+    app.command(epilog=exit_codes(0, 2))(convert)
+    app.command(epilog=exit_codes(0, 2))(init)
 
 
 def render(
@@ -32,7 +32,7 @@ def render(
 ) -> None:
     """Print each node's final config and every guestinfo key it gets; checks the config, never contacts vCenter."""
     app = App.of(ctx)
-    with app.run(quiet=json_out) as term:
+    with app.run(quiet=json_out, json_out=json_out) as term:
         from vmcoreos.cluster.prepare import claim_discovery, prepare
         from vmcoreos.errors import ConfigError
         from vmcoreos.guest import redact
@@ -63,7 +63,7 @@ def render(
             out.append({"name": c.name, "index": c.index, "address": str(c.address) if c.address else None,
                         "kind": c.kind, "digest": c.digest, "config": text, "guestinfo": keys})
         if json_out:
-            term.json(out)
+            term.json({"nodes": out})
             return
         for i, item in enumerate(out):
             head = f"=== {item['name']}" + (f" {item['address']}" if item["address"] else "")
@@ -75,11 +75,15 @@ def render(
 
 def encode(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., dir_okay=False, help="Config file to encode (cloud-config or Ignition JSON)."),
+    file: Path = typer.Argument(
+        ..., dir_okay=False, allow_dash=True, help="Config file to encode (cloud-config or Ignition JSON); '-' reads stdin."
+    ),
     encoding: str = typer.Option("gzip+base64", "--encoding", help="gzip+base64 or base64."),
 ) -> None:
     """Print FILE encoded for guestinfo.*.config.data (replaces `gzip -c FILE | base64 -w0`)."""
     with App.of(ctx).run() as term:
+        import sys
+
         from vmcoreos.errors import ConfigError
         from vmcoreos.guest import guestinfo
         from vmcoreos.guest.encoding import ENCODINGS
@@ -88,7 +92,7 @@ def encode(
         if encoding not in ENCODINGS:
             raise ConfigError(f"--encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
         try:
-            data = file.read_bytes()
+            data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
         value = encode_bytes(data, encoding)
@@ -108,7 +112,7 @@ def convert(
     json_out: bool = typer.Option(False, "--json", help="Print the report (and the config, without -o) as JSON."),
 ) -> None:
     """Rewrite a CoreOS-era cloud-config (coreos.etcd2 / coreos.etcd, fleet) for Flatcar; one report line per change on stderr."""
-    with App.of(ctx).run(quiet=json_out) as term:
+    with App.of(ctx).run(quiet=json_out, json_out=json_out) as term:
         import os
         import tempfile
 

@@ -8,12 +8,12 @@ from typing import Optional
 import typer
 
 from vmcoreos.cli.application import App
-from vmcoreos.cli.common import EXIT_CODES_HELP, CacheDirOpt, JsonOpt, QuietOpt
+from vmcoreos.cli.common import CacheDirOpt, JsonOpt, QuietOpt, RetriesOpt, exit_codes
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog=EXIT_CODES_HELP)(fetch)
-    app.command(epilog="Exit codes: 0 listed, 2 bad usage.")(images)
+    app.command(epilog=exit_codes(0, 1, 2, 3, 130))(fetch)
+    app.command(epilog=exit_codes(0, 2, c0="listed (an empty or missing cache lists nothing)"))(images)
 
 
 def fetch(
@@ -43,13 +43,13 @@ def fetch(
         False, "--insecure-skip-verify", help="Do not verify signatures or DIGESTS (dangerous; never the default)."
     ),
     cache_dir: Optional[Path] = CacheDirOpt,
-    retries: int = typer.Option(5, "--retries", min=0, max=100, help="Retries per request after a network error or 408/429/5xx."),
+    retries: int = RetriesOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Download (or reuse from the cache) a release OVA, verified against its signature and DIGESTS in one pass."""
     app = App.of(ctx)
-    with app.run(quiet=quiet) as term:  # --json keeps stdout for the summary; events still go to stderr
+    with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
         from vmcoreos.images import cache
         from vmcoreos.images.fetch import obtain
         from vmcoreos.settings import ImageSettings, Overrides, load_cluster_file
@@ -101,12 +101,17 @@ def images(
     json_out: bool = JsonOpt,
 ) -> None:
     """List the cached images: distro, channel, version, size and verification state."""
-    with App.of(ctx).run(quiet=json_out) as term:
+    with App.of(ctx).run(quiet=json_out, json_out=json_out) as term:
         from vmcoreos.images import cache
 
-        found = cache.list_cached(cache_dir or cache.default_cache_dir())
+        root = cache_dir or cache.default_cache_dir()
+        if not root.is_dir():
+            # Not an error: nothing was fetched yet, or fetch used another --cache-dir. The line says which
+            # directory was looked at; scripts still get a (empty) listing and exit 0.
+            term.warn(f"no image cache at {root}; `vmcoreos fetch` fills it (or pass the --cache-dir fetch used)")
+        found = cache.list_cached(root)
         if json_out:
-            term.json([c.as_dict() for c in found])
+            term.json({"cache_dir": str(root), "images": [c.as_dict() for c in found]})
             return
         term.table(
             ["DISTRO", "CHANNEL", "VERSION", "SIZE", "STATE", "VERIFIED (UTC)"],

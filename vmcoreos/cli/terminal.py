@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+
+# The version of every --json document; it grows only by adding fields, and changes when one changes meaning.
+JSON_SCHEMA = 1
 import threading
 import time
 
@@ -24,6 +27,7 @@ class Terminal:
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.out = Console(highlight=False, soft_wrap=True)
         self.interactive = sys.stderr.isatty()
+        self.json_errors = False  # --json: a failure is also an error object on stdout
         self._progress: Progress | None = None
         self._task = None
         self._label = None
@@ -83,6 +87,15 @@ class Terminal:
         for line in findings or []:
             print(f"  {line}", file=sys.stderr, flush=True)
 
+    def failure(self, message: str, exit_code: int, findings: list[str] | None = None) -> None:
+        """A command failed: the one line on stderr, and with --json the same as an object on stdout."""
+        self.error(message, findings)
+        if self.json_errors:
+            error = {"message": message, "exit_code": exit_code}
+            if findings:
+                error["findings"] = list(findings)
+            self.json({"error": error})
+
     def note(self, message: str) -> None:
         """One plain line on stderr, no timestamp: a report meant to be read or grepped whole."""
         if not self.quiet:
@@ -91,8 +104,9 @@ class Terminal:
     def warn(self, message: str) -> None:
         print(f"vmcoreos: WARNING: {message}", file=sys.stderr, flush=True)
 
-    def json(self, data) -> None:
-        print(json.dumps(data, indent=2, sort_keys=False, default=str))
+    def json(self, data: dict) -> None:
+        """One JSON document on stdout, schema first."""
+        print(json.dumps({"schema": JSON_SCHEMA, **data}, indent=2, sort_keys=False, default=str), flush=True)
 
     def text(self, data: str) -> None:
         """Verbatim text on stdout (configs, encoded values): no markup, no wrapping."""
@@ -106,7 +120,16 @@ class Terminal:
             print(f"{key:<{width}}  {'' if value is None else value}", flush=True)
 
     def table(self, columns: list[str], rows: list[list[str]]) -> None:
-        table = Table(*columns, box=None, pad_edge=False, header_style="bold")
-        for row in rows:
-            table.add_row(*[("" if c is None else str(c)) for c in row])
+        """Columns on a terminal; anywhere else (a pipe, cron, CI) plain aligned lines, one row per line, never cut."""
+        cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+        if not self.out.is_terminal:
+            widths = [max(len(x) for x in column) for column in zip(columns, *cells)]
+            for row in [columns, *cells]:
+                print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), flush=True)
+            return
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for name in columns:
+            table.add_column(name, overflow="fold")  # wrapped within its cell, never cut off with an ellipsis
+        for row in cells:
+            table.add_row(*row)
         self.out.print(table)

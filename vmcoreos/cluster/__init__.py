@@ -14,6 +14,7 @@ The order of steps is the point of this package:
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Iterator
 
 from vmcoreos.cluster import deploy, destroy, rebuild, status
@@ -33,7 +34,9 @@ __all__ = [
 
 @contextlib.contextmanager
 def open_run(prepared: Prepared, conn: Connection, *, reporter: Reporter = QuietReporter(), lock: bool = True,
-             parallel: int = 4, adopt_template: bool = False) -> Iterator[Run]:
+             parallel: int = 4, adopt_template: bool = False, cache_dir: Path | None = None,
+             retries: int = 5) -> Iterator[Run]:
     """A Run on a fresh vSphere session, under this host's lock for the cluster unless lock=False."""
     with session_for(prepared.settings, conn, lock=lock) as session:
-        yield Run(prepared.settings, session, reporter, prepared.user, parallel=parallel, adopt_template=adopt_template)
+        yield Run(prepared.settings, session, reporter, prepared.user, parallel=parallel, adopt_template=adopt_template,
+                  cache_dir=cache_dir, retries=retries)

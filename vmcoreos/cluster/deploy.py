@@ -11,7 +11,8 @@ from vmcoreos.cluster.plan import DeployPlan, plan_deploy, removal_order
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
-from vmcoreos.cluster.template import check_room, ensure_template, resolve_image
+from vmcoreos.cluster import template
+from vmcoreos.cluster.template import PlannedImage
 from vmcoreos.cluster.waits import KEPT, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.vsphere import vms
@@ -19,6 +20,13 @@ from vmcoreos.vsphere import vms
 
 def plan(run: Run, prepared: Prepared) -> DeployPlan:
     return plan_deploy(list(prepared.configs), run.inventory())
+
+
+def plan_image(run: Run, planned: DeployPlan) -> PlannedImage | None:
+    """For a dry run: the image new nodes would get (release metadata only); None when nothing is created."""
+    if not planned.create:
+        return None
+    return template.plan_image(run, planned.inventory.nodes.values(), planned.inventory.templates)
 
 
 def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult:
@@ -59,17 +67,17 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
 
 def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: float) -> None:
     missing = list(planned.create)
-    image = resolve_image(run.settings, run.reporter, nodes.values())
+    image = template.resolve_image(run, nodes.values())
     result.image_version = image.version
     # The run's one opening of the verified OVA: the room check and the import read the same archive.
     with image.archive() as archive:
-        check_room(run, image, archive, planned.inventory.templates, len(missing))
-        template = ensure_template(run, image, planned.inventory.templates, archive)
-    result.uploaded, result.template = template.uploaded, template.name
+        template.check_room(run, image, archive, planned.inventory.templates, len(missing))
+        made = template.ensure_template(run, image, planned.inventory.templates, archive)
+    result.uploaded, result.template = made.uploaded, made.name
     live = run.members.live_view(nodes)
     result.created = [c.name for c in missing]
     if live is None and not nodes:
-        node_ops.bootstrap(run, template, image, missing, deadline)
+        node_ops.bootstrap(run, made, image, missing, deadline)
     elif live is None:
         raise EtcdError(
             f"nodes {', '.join(sorted(nodes))} exist but none answers etcd, so new nodes cannot join;"
@@ -77,7 +85,7 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: f
         )
     else:
         for config in missing:
-            node_ops.join(run, template, image, config, live[0], deadline)
+            node_ops.join(run, made, image, config, live[0], deadline)
             live = run.members.live_view(run.inventory().nodes) or live
 
 

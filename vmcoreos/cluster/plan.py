@@ -54,6 +54,13 @@ class DeployPlan:
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
 
+    def steps(self) -> list[tuple[str, str]]:
+        """(node, action) in the order apply takes them: remove first, then start, create or keep."""
+        create = {c.name for c in self.create}
+        return [(n, "remove") for n in self.remove] + [
+            (n, "create" if n in create else "start" if n in self.power_on else "keep") for n in self.names
+        ]
+
 
 def plan_deploy(configs: list[NodeConfig], inventory: Inventory) -> DeployPlan:
     """Scale decisions: which nodes go, which start, which are made. A foreign VM under a wanted name stops it."""
@@ -110,7 +117,7 @@ class RebuildPlan:
     configs: tuple[NodeConfig, ...]
     inventory: Inventory
     distro: str
-    version: str
+    version: str | None  # None: a local --ova not read yet (dry run): every node may need replacing
     force: bool = False
     pending: tuple[NodeConfig, ...] = ()  # to replace, in roll order once ordered by the leader
     done: tuple[NodeConfig, ...] = ()  # already on the target (an interrupted run's work)
@@ -119,11 +126,21 @@ class RebuildPlan:
     def message(self) -> str:
         return "" if self.pending else f"all nodes run {self.version}; nothing to do"
 
+    def steps(self) -> list[tuple[str, str]]:
+        """(node, action): a missing node is created, an older one replaced, one on the target kept."""
+        pending = {c.name for c in self.pending}
+        nodes = self.inventory.nodes
+        # An OVA not read yet (dry run) may be the build a node already runs.
+        replace = "replace" if self.version is not None else "replace unless on the OVA's build"
+        return [(c.name, "keep" if c.name not in pending else replace if c.name in nodes else "create")
+                for c in self.configs]
 
-def plan_rebuild(configs: list[NodeConfig], inventory: Inventory, distro: str, version: str, *,
+
+def plan_rebuild(configs: list[NodeConfig], inventory: Inventory, distro: str, version: str | None, *,
                  force: bool = False) -> RebuildPlan:
     nodes = inventory.nodes
-    pending = [c for c in configs if c.name not in nodes or force or runs_older(nodes[c.name], distro, version)]
+    pending = [c for c in configs
+               if c.name not in nodes or force or version is None or runs_older(nodes[c.name], distro, version)]
     if force and not pending:
         pending = list(configs)
     done = [c for c in configs if c.name in nodes and c not in pending]
@@ -143,6 +160,10 @@ class DestroyPlan:
     @property
     def names(self) -> list[str]:
         return [v.name for v in self.nodes + self.templates]
+
+    def steps(self) -> list[tuple[str, str]]:
+        return ([(v.name, "remove") for v in self.nodes] + [(v.name, "remove template") for v in self.templates]
+                + [(n, "leave (not marked ours)") for n in self.skipped])
 
 
 def plan_destroy(inventory: Inventory, *, templates: bool) -> DestroyPlan:

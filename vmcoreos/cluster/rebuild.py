@@ -10,7 +10,7 @@ from vmcoreos.cluster.plan import RebuildPlan, plan_rebuild, roll_order, runs_ol
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
-from vmcoreos.cluster.template import ensure_template, resolve_image
+from vmcoreos.cluster import template
 from vmcoreos.cluster.waits import wait_joined
 from vmcoreos.errors import EtcdError, VSphereError
 from vmcoreos.images import source
@@ -18,12 +18,25 @@ from vmcoreos.images import source
 
 def plan(run: Run, prepared: Prepared, *, force: bool = False) -> tuple[RebuildPlan, source.VerifiedImage]:
     """What to replace, for the image the channel (or --to-version, --ova) names now."""
+    inventory = _inventory(run)
+    image = template.resolve_image(run, inventory.nodes.values())
+    planned = plan_rebuild(list(prepared.configs), inventory, image.distro, image.version, force=force)
+    return planned, image
+
+
+def dry_plan(run: Run, prepared: Prepared, *, force: bool = False) -> tuple[RebuildPlan, template.PlannedImage]:
+    """The same plan from release metadata alone (--dry-run): nothing downloaded, a local --ova not read."""
+    inventory = _inventory(run)
+    image = template.plan_image(run, inventory.nodes.values(), inventory.templates)
+    planned = plan_rebuild(list(prepared.configs), inventory, image.distro, image.version, force=force)
+    return planned, image
+
+
+def _inventory(run: Run):
     inventory = run.inventory()
     if not inventory.nodes:
         raise VSphereError(f"cluster {run.name!r} has no nodes to rebuild; run `vmcoreos deploy` first")
-    image = resolve_image(run.settings, run.reporter, inventory.nodes.values())
-    planned = plan_rebuild(list(prepared.configs), inventory, image.distro, image.version, force=force)
-    return planned, image
+    return inventory
 
 
 def apply(run: Run, planned: RebuildPlan, image: source.VerifiedImage) -> RunResult:
@@ -35,8 +48,8 @@ def apply(run: Run, planned: RebuildPlan, image: source.VerifiedImage) -> RunRes
     nodes = dict(planned.inventory.nodes)
     per_node = settings.wait_timeout
     with etcd_lock(run, nodes):
-        template = ensure_template(run, image, planned.inventory.templates)
-        result.uploaded, result.template = template.uploaded, template.name
+        made = template.ensure_template(run, image, planned.inventory.templates)
+        result.uploaded, result.template = made.uploaded, made.name
         # Resuming: nodes an interrupted run already replaced must be healthy before the roll goes on.
         if planned.done:
             wait_joined(run, list(planned.done), time.monotonic() + per_node)
@@ -54,7 +67,7 @@ def apply(run: Run, planned: RebuildPlan, image: source.VerifiedImage) -> RunRes
             if live is None:
                 raise EtcdError(f"no etcd member answers after removing {config.name}; the roll stopped here")
             run.reporter.event(f"{config.name}: creating on {image.version}")
-            node_ops.join(run, template, image, config, live[0], time.monotonic() + per_node)
+            node_ops.join(run, made, image, config, live[0], time.monotonic() + per_node)
             result.rebuilt.append(config.name)
         configs = list(planned.configs)
         status = wait_joined(run, configs, time.monotonic() + settings.wait_timeout)

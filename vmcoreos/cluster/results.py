@@ -34,6 +34,7 @@ class RunResult:
     removed: list[str] = field(default_factory=list)
     rebuilt: list[str] = field(default_factory=list)
     message: str = ""
+    etcd_answered: bool | None = None  # status: whether any etcd member answered (None: not asked)
 
     def as_dict(self) -> dict:
         data = dict(self.__dict__)

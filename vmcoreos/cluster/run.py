@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vmcoreos import etcd
 from vmcoreos.cluster import inventory as inv
@@ -29,11 +30,17 @@ class Run:
     user: UserConfig | None = None  # parsed once by prepare(); re-plans (DHCP leases, joins) reuse it
     parallel: int = 4
     adopt_template: bool = False  # --adopt-template: the operator vouches for an unrecorded template
+    cache_dir: Path | None = None  # --cache-dir; None: the user cache dir
+    retries: int = 5  # --retries, per image request
     placement: Placement | None = None
     members: Members = field(init=False)
 
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)
+        if self.cache_dir is None:
+            from vmcoreos.images.cache import default_cache_dir
+
+            self.cache_dir = default_cache_dir()
         if self.placement is None:
             self.placement = placement_of.locate(self.session, self.settings.vsphere)
         self.members = Members(self.settings)

@@ -17,6 +17,7 @@ def apply(run: Run, prepared: Prepared) -> RunResult:
     view = live[1] if live else etcd.ClusterView([])
     health = run.members.health(view) if live else {}
     result = RunResult(settings.name, [])
+    result.etcd_answered = live is not None
     for name in sorted(set(configs) | set(nodes), key=lambda n: naming.node_index(settings.name, n) or 0):
         vm = nodes.get(name)
         st = NodeStatus(name)
@@ -37,3 +38,17 @@ def apply(run: Run, prepared: Prepared) -> RunResult:
                 st.stage = "not a member" if vm.power == "poweredOn" else vm.power
         result.nodes.append(st)
     return result
+
+
+def verdict(result: RunResult) -> str:
+    """healthy, critical (a node missing, down or unhealthy) or unknown (no etcd member answered though a node runs).
+
+    A cluster whose VMs vCenter reports powered off is known to be down; silence from running ones may be
+    the network between here and them, so monitoring should call that unknown, not critical.
+    """
+    nodes = result.nodes
+    if nodes and all(s.healthy for s in nodes):
+        return "healthy"
+    if not result.etcd_answered and any(s.power == "poweredOn" for s in nodes):
+        return "unknown"
+    return "critical"

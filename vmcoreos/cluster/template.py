@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vmcoreos import naming, state
 from vmcoreos.cluster.run import Run
-from vmcoreos.errors import VSphereError
+from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.images import source
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings
@@ -31,15 +32,48 @@ def template_name(settings: ClusterSettings, image: source.VerifiedImage) -> str
     return naming.template_name(settings.name, image.distro, image.version)
 
 
-def resolve_image(settings: ClusterSettings, reporter: Reporter, nodes=()) -> source.VerifiedImage:
-    """The verified image; a channel's "current" may not be older than what `nodes` (VmInfo) already run."""
-    from vmcoreos.images.cache import default_cache_dir
-    from vmcoreos.images.fetch import obtain
+def _floor(settings: ClusterSettings, nodes) -> str | None:
+    """The highest release the nodes (VmInfo) of this distro already run: a channel's "current" may not be older."""
     from vmcoreos.images.releases import version_key
 
     deployed = [vm.extra.get(vms.MARK_VERSION) for vm in nodes if vm.extra.get(vms.MARK_DISTRO) == settings.image.distro]
-    floor = max((v for v in deployed if version_key(v) is not None), key=version_key, default=None)
-    return obtain(settings.image, cache_dir=default_cache_dir(), reporter=reporter, floor=floor)
+    return max((v for v in deployed if version_key(v) is not None), key=version_key, default=None)
+
+
+def resolve_image(run: Run, nodes=()) -> source.VerifiedImage:
+    """The verified image, in the run's cache (--cache-dir) with its retries."""
+    from vmcoreos.images.fetch import obtain
+
+    return obtain(run.settings.image, cache_dir=run.cache_dir, reporter=run.reporter, retries=run.retries,
+                  floor=_floor(run.settings, nodes))
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """What a dry run can say about the image without reading it: release metadata only."""
+
+    distro: str
+    version: str | None  # None: a local --ova, whose version is known only by reading it
+    template: str | None  # the template nodes would be cloned from, when the version is known
+    imported: bool | None  # whether that template would be imported (None: unknown without reading the OVA)
+
+    def as_dict(self) -> dict:
+        return {"distro": self.distro, "version": self.version, "template": self.template, "import": self.imported}
+
+
+def plan_image(run: Run, nodes, templates) -> PlannedImage:
+    """The image a run would use, from the signed release metadata; the OVA itself is neither downloaded nor read."""
+    from vmcoreos.images.fetch import resolve_release
+
+    settings = run.settings
+    release = resolve_release(settings.image, cache_dir=run.cache_dir, reporter=run.reporter, retries=run.retries,
+                              floor=_floor(settings, nodes))
+    if release is None and not Path(settings.image.ova).is_file():  # a stat, not a read
+        raise ConfigError(f"OVA {settings.image.ova} is not a file; check --ova or image.ova")
+    if release is None or not release.version:
+        return PlannedImage(settings.image.distro, None, None, None)
+    name = naming.template_name(settings.name, release.distro, release.version)
+    return PlannedImage(release.distro, release.version, name, not any(t.name == name for t in templates))
 
 
 def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_nodes: int) -> None:

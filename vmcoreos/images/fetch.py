@@ -40,22 +40,42 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
     floor: the highest release already deployed (the cluster's nodes); a channel's "current" below
     it, or below the highest version cached from the same source, is held at that version instead.
     """
+    releases.check_distro(image.distro)  # an unknown distro is the first thing to say, before any key
     signing = signing_keys(image)
     with Http(reporter, retries=retries) as http:
         if image.ova and not is_url(image.ova):
             return verify_local(image, signing, http, reporter)
         cache_root = cache.check_root(Path(cache_dir))
-        if image.ova:
-            release = releases.from_url(image, image.ova)
-        else:
-            release = releases.resolve(image, lambda url, what: http.get_bytes(url, what))
-            _warn_plain_http(image, release, reporter)
-            if not image.insecure_skip_verify:
-                vouch_version(image, release, signing, http, reporter)
-            if (image.version or "current") == "current":
-                release = _hold_floor(release, floor, cache_root, reporter)
-                reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
+        release = _release(image, signing, http, cache_root, reporter, floor)
         return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
+
+
+def resolve_release(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5,
+                    floor: str | None = None) -> Release | None:
+    """The release obtain() would fetch, its signed version.txt checked, without reading the image (dry runs).
+
+    None for a local --ova: its version is known only by reading it.
+    """
+    releases.check_distro(image.distro)
+    if image.ova and not is_url(image.ova):
+        return None
+    signing = signing_keys(image)
+    with Http(reporter, retries=retries) as http:
+        return _release(image, signing, http, cache.check_root(Path(cache_dir)), reporter, floor)
+
+
+def _release(image: ImageSettings, signing, http: Http, cache_root: Path, reporter: Reporter,
+             floor: str | None) -> Release:
+    if image.ova:
+        return releases.from_url(image, image.ova)
+    release = releases.resolve(image, lambda url, what: http.get_bytes(url, what))
+    _warn_plain_http(image, release, reporter)
+    if not image.insecure_skip_verify:
+        vouch_version(image, release, signing, http, reporter)
+    if (image.version or "current") == "current":
+        release = _hold_floor(release, floor, cache_root, reporter)
+        reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
+    return release
 
 
 def _warn_plain_http(image: ImageSettings, release: Release, reporter: Reporter) -> None:

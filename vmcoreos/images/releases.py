@@ -157,10 +157,14 @@ def from_url(image: ImageSettings, url: str) -> Release:
     return Release(image.distro, "url", "", url, None if image.insecure_skip_verify else (image.sig or url + ".sig"))
 
 
+def check_distro(distro: str) -> None:
+    if distro not in DISTROS:
+        raise ConfigError(f"distro {distro!r} is not one of {', '.join(DISTROS)}")
+
+
 def resolve(image: ImageSettings, get_text: Callable[[str, str], bytes]) -> Release:
     """The release image settings name, reading version.txt or the stream metadata with get_text(url, what)."""
-    if image.distro not in DISTROS:
-        raise ConfigError(f"distro {image.distro!r} is not one of {', '.join(DISTROS)}")
+    check_distro(image.distro)
     if image.channel not in CHANNELS[image.distro]:
         raise ConfigError(
             f"{image.channel!r} is not a {image.distro} channel; use one of {', '.join(CHANNELS[image.distro])}"
