@@ -92,7 +92,7 @@ def test_fetch_says_an_unknown_distro_before_asking_for_a_key(tmp_path):
 def test_an_empty_cluster_file_is_named(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
-    one_line(run_vmcoreos(["render", "-c", str(path)]), 2, f"{path}: the cluster file is empty")
+    one_line(run_vmcoreos(["render", "-c", str(path)]), 2, f"cluster file {path} is empty")
 
 
 def test_encode_dash_reads_stdin():
@@ -143,8 +143,8 @@ def test_a_json_failure_is_an_error_object_and_nothing_else_on_stdout(tmp_path):
     path.write_text("")
     run = run_vmcoreos(["render", "-c", str(path), "--json"])
     assert run.returncode == 2
-    assert json.loads(run.stdout) == {"schema": 1, "error": {"message": f"{path}: the cluster file is empty;"
-                                                                        " start from configs/cluster.yaml (`vmcoreos init`)",
+    assert json.loads(run.stdout) == {"schema": 1, "error": {"message": f"cluster file {path} is empty;"
+                                                                        " start from the example `vmcoreos init` writes",
                                                              "exit_code": 2}}
 
 

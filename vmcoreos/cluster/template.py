@@ -11,7 +11,6 @@ from vmcoreos import naming, state
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.images import source
-from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import importer, inventory, vms
 from vmcoreos.vsphere.waits import wait_task
