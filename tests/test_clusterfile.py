@@ -55,7 +55,7 @@ def test_every_kind_of_problem_is_found_in_one_pass(tmp_path):
         f"{where}:8: node.network.mode: must be 'static' or 'dhcp', not 'fixed'",
         f"{where}:9: node.network.dns[0]: '10.0.0.300' is not an IPv4 address",
         f"{where}:11: image.distro: must be 'flatcar', 'coreos' or 'fedora-coreos', not 'ubuntu'",
-        f"{where}:12: wait: must be a mapping of keys; see configs/cluster.yaml for the layout",
+        f"{where}:12: wait: must be a mapping of keys; see the example `vmcoreos init` writes for the layout",
     ]
 
 

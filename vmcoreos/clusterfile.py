@@ -42,7 +42,7 @@ def load_cluster_file(path: Path, environ: Mapping[str, str] | None = None) -> C
         if located.root is None:
             raise ConfigError(f"cluster file {path} is empty; start from the example `vmcoreos init` writes")
         if not isinstance(located.root, yaml.MappingNode):
-            raise ConfigError(f"{path}: the cluster file must be a YAML mapping; see configs/cluster.yaml")
+            raise ConfigError(f"{path}: the cluster file must be a YAML mapping; start from the example `vmcoreos init` writes")
         # Built from the composed nodes, so the lines and the values come from one parse.
         data = yaml.SafeLoader("").construct_document(located.root)
     except yaml.YAMLError as exc:  # syntax, or a construct such as a list used as a key
@@ -94,7 +94,7 @@ def _message(error: dict) -> str:
     if kind in _KINDS:
         return f"must be {_KINDS[kind]}, not {_shown(value)}"
     if kind in ("model_type", "dict_type"):
-        return "must be a mapping of keys; see configs/cluster.yaml for the layout"
+        return "must be a mapping of keys; see the example `vmcoreos init` writes for the layout"
     if kind == "extra_forbidden":
         return _unknown_key(tuple(error["loc"]))
     if kind == "missing":

@@ -130,7 +130,7 @@ def to_flatcar(text: str, *, source: str = "the config") -> Conversion:
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):
-        raise ConfigError(f"{source} must be a YAML mapping; see configs/flatcar-etcd-member.yaml")
+        raise ConfigError(f"{source} must be a YAML mapping; see the node.yaml `vmcoreos init` writes")
     changes: list[Change] = []
     _underscore_keys(doc, CLOUD_CONFIG, (), changes)
     coreos = doc.get("coreos")

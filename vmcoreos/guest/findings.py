@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from vmcoreos import examples
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, guestinfo, ignition, validate
 from vmcoreos.guest.configs import CLOUD_CONFIG, DEFAULT_KIND, IGNITION, UserConfig
@@ -124,7 +125,7 @@ def settings_findings(settings, kind, text, doc, located, source="node.yaml") ->
                                             static=net.mode == "static")
     elif distro == "fedora-coreos":
         out.append(Finding(1, ERROR, "Fedora CoreOS reads only Ignition configs (no coreos-cloudinit); write an"
-                           " Ignition config (see configs/flatcar-ignition.json) or use image.distro flatcar"))
+                           f" Ignition config (start from the example at {examples.path('flatcar-ignition.json')}) or use image.distro flatcar"))
     etcd_kind = _config_kind(settings, user)
     refused = kind == CLOUD_CONFIG and _legacy_findings(doc, located, distro, etcd_kind, source, out)
     if net.mode == "dhcp" and kind == IGNITION:
