@@ -95,8 +95,9 @@ def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> 
         raise ConfigError("count must be at least 1")
 
     vs = top.section("vsphere")
-    vs.reject_unknown({"datacenter", "cluster", "datastore", "network", "folder"})
-    target = VSphereTarget(**{k: vs.get(k, str) for k in ("datacenter", "cluster", "datastore", "network", "folder")})
+    keys = ("datacenter", "cluster", "datastore", "network", "folder", "resource_pool", "host")
+    vs.reject_unknown(set(keys))
+    target = VSphereTarget(**{k: vs.get(k, str) for k in keys})
 
     im = top.section("image")
     im.reject_unknown({"distro", "channel", "version", "base_url", "ova", "sig", "trusted_keys", "allow_unsigned_version"})

@@ -11,7 +11,7 @@ from vmcoreos.cluster.plan import DeployPlan, plan_deploy, removal_order
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
-from vmcoreos.cluster.template import check_room, ensure_template, resolve_image
+from vmcoreos.cluster.template import check_privileges, check_room, ensure_template, resolve_image
 from vmcoreos.cluster.waits import KEPT, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.vsphere import vms
@@ -59,6 +59,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
 
 def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: float) -> None:
     missing = list(planned.create)
+    check_privileges(run)
     image = resolve_image(run.settings, run.reporter, nodes.values())
     result.image_version = image.version
     # The run's one opening of the verified OVA: the room check and the import read the same archive.

@@ -10,7 +10,7 @@ from vmcoreos.cluster.plan import RebuildPlan, plan_rebuild, roll_order, runs_ol
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
-from vmcoreos.cluster.template import ensure_template, resolve_image
+from vmcoreos.cluster.template import check_privileges, ensure_template, resolve_image
 from vmcoreos.cluster.waits import wait_joined
 from vmcoreos.errors import EtcdError, VSphereError
 from vmcoreos.images import source
@@ -21,6 +21,7 @@ def plan(run: Run, prepared: Prepared, *, force: bool = False) -> tuple[RebuildP
     inventory = run.inventory()
     if not inventory.nodes:
         raise VSphereError(f"cluster {run.name!r} has no nodes to rebuild; run `vmcoreos deploy` first")
+    check_privileges(run)
     image = resolve_image(run.settings, run.reporter, inventory.nodes.values())
     planned = plan_rebuild(list(prepared.configs), inventory, image.distro, image.version, force=force)
     return planned, image

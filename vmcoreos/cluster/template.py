@@ -42,6 +42,13 @@ def resolve_image(settings: ClusterSettings, reporter: Reporter, nodes=()) -> so
     return obtain(settings.image, cache_dir=default_cache_dir(), reporter=reporter, floor=floor)
 
 
+def check_privileges(run: Run) -> None:
+    """Before any download or upload: the user may do everything the run will do, on the objects it touches."""
+    from vmcoreos.vsphere import privileges
+
+    privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone)
+
+
 def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_nodes: int) -> None:
     """Refuse before the first upload when the datastore cannot hold the disks.
 
