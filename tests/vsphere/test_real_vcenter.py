@@ -249,3 +249,39 @@ def test_the_url_path_is_where_the_sdk_is_asked_for(strict_vcsim):
 def test_an_ipv6_literal_stays_bracketed_in_the_url():
     conn = connection_from(url="https://[fd00::5]:8443/sdk", environ={"VMCOREOS_USERNAME": "u", "VMCOREOS_PASSWORD": "p"})
     assert conn.url == "https://[fd00::5]:8443/sdk" and conn.host == "fd00::5"
+
+
+# -- The CLI: both refusals come before any upload, as one line with exit 2 ------------------
+
+def _deploy(cli, sim, tmp_path, ova):
+    from tests.e2e.helpers import write_cluster
+
+    cluster = write_cluster(tmp_path / "c.yaml", "127.0.0", name="rv")
+    return cli(["deploy", "-c", str(cluster), "--ova", str(ova["ova"]), "--trusted-key", str(ova["key"])], env=sim.env())
+
+
+def _refused_before_upload(run, sim) -> str:
+    from tests.e2e.helpers import inventory as vms_in
+
+    assert run.returncode == ExitCode.USAGE, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("vmcoreos: error:") and "Traceback" not in run.stderr
+    assert "importing" not in run.stderr and "uploading" not in run.stderr
+    assert not [n for n, v in vms_in(sim).items() if v["extra"].get("vmcoreos.cluster") == "rv"]
+    return lines[-1]
+
+
+def test_deploy_to_a_standalone_esxi_exits_2_before_any_upload(cli, tmp_path, signed_ova):
+    sim = Vcsim(tmp_path / "esx", esx=True)
+    try:
+        sim.start()
+        line = _refused_before_upload(_deploy(cli, sim, tmp_path, signed_ova), sim)
+    finally:
+        sim.stop()
+    assert "is a standalone ESXi host, not a vCenter" in line and "point --url at the vCenter" in line
+
+
+def test_deploy_without_a_privilege_exits_2_naming_it_before_any_upload(cli, tmp_path, signed_ova):
+    with _sim(tmp_path / "deny", deny=("VirtualMachine.Provisioning.DeployTemplate",)) as sim:
+        line = _refused_before_upload(_deploy(cli, sim, tmp_path, signed_ova), sim)
+    assert "lacks the privilege VirtualMachine.Provisioning.DeployTemplate on folder" in line
