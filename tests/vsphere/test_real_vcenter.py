@@ -5,6 +5,7 @@ name exists on two switches, and a standalone ESXi cannot clone.
 """
 
 import contextlib
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -138,6 +139,15 @@ def test_without_drs_a_usable_host_is_chosen_for_import_and_clone(strict_vcsim, 
         wait_task(session, clone.Destroy_Task())
     finally:
         wait_task(session, template.Destroy_Task())
+
+
+def test_an_import_vcenter_refuses_is_one_line_not_an_unexpected_fault(session, signed_ova):
+    # As the old code did: no host on a cluster without DRS; vCenter's fault must read as a refusal.
+    placement = dataclasses.replace(inventory.locate(session, target()), host=None)
+    with OvaArchive(signed_ova["ova"]) as archive:
+        with pytest.raises(VSphereError) as raised:
+            importer.import_ova(session, archive, placement, "rv-nohost", {})
+    assert raised.value.message.startswith("vCenter refused to import flatcar_production_vmware_ova.ova as rv-nohost:")
 
 
 def test_vsphere_host_chooses_the_host_and_a_wrong_one_lists_the_cluster_hosts(session):
