@@ -185,42 +185,36 @@ def _choose_host(session: Session, compute, cprops, datastore, network, target: 
 
 def _find_pool(session: Session, root_pool, path: str | None):
     """vsphere.resource_pool: a path of child pools below the cluster's root pool (the default)."""
-    pool = root_pool
-    walked = []
-    for part in [p for p in (path or "").strip("/").split("/") if p]:
-        children = session.retrieve([pool], ["resourcePool"], vim.ResourcePool)[pool].get("resourcePool") or []
-        named = {p.get("name"): o for o, p in session.retrieve(children, ["name"], vim.ResourcePool).items()}
-        if part not in named:
-            listing = ", ".join(sorted(n for n in named if n)) or "none"
-            where = "/".join(walked) or "the cluster's root pool"
-            raise VSphereError(
-                f"resource pool {path!r} (vsphere.resource_pool) does not exist: no {part!r} in {where}; found: {listing}"
-            )
-        pool = named[part]
-        walked.append(part)
-    return pool
+
+    def children(pool):
+        kids = session.retrieve([pool], ["resourcePool"], vim.ResourcePool)[pool].get("resourcePool") or []
+        return {p.get("name"): o for o, p in session.retrieve(kids, ["name"], vim.ResourcePool).items()}
+
+    return _walk(root_pool, path, children, "resource pool", "resource_pool", "the cluster's root pool")
 
 
 def _find_folder(session: Session, vm_folder, path: str | None):
-    if not path:
-        return vm_folder
-    folder = vm_folder
+    def children(folder):
+        kids = session.retrieve([folder], ["childEntity"], vim.Folder)[folder].get("childEntity") or []
+        subfolders = [c for c in kids if isinstance(c, vim.Folder)]
+        return {p.get("name"): o for o, p in session.retrieve(subfolders, ["name"], vim.Folder).items()}
+
+    return _walk(vm_folder, path, children, "folder", "folder", "the datacenter's VM folder")
+
+
+def _walk(root, path: str | None, children, kind: str, key: str, top: str):
+    """The object path names below root, one children(obj) -> {name: obj} step per part."""
+    obj = root
     walked = []
-    for part in [p for p in path.strip("/").split("/") if p]:
-        children = session.retrieve([folder], ["childEntity"], vim.Folder)[folder].get("childEntity") or []
-        subfolders = {
-            p.get("name"): o
-            for o, p in session.retrieve([c for c in children if isinstance(c, vim.Folder)], ["name"], vim.Folder).items()
-        }
-        if part not in subfolders:
-            listing = ", ".join(sorted(subfolders)) or "none"
-            where = "/".join(walked) or "the datacenter's VM folder"
-            raise VSphereError(
-                f"folder {path!r} (vsphere.folder) does not exist: no {part!r} in {where}; found: {listing}"
-            )
-        folder = subfolders[part]
+    for part in [p for p in (path or "").strip("/").split("/") if p]:
+        named = children(obj)
+        if part not in named:
+            listing = ", ".join(sorted(n for n in named if n)) or "none"
+            where = "/".join(walked) or top
+            raise VSphereError(f"{kind} {path!r} (vsphere.{key}) does not exist: no {part!r} in {where}; found: {listing}")
+        obj = named[part]
         walked.append(part)
-    return folder
+    return obj
 
 
 def free_space(session: Session, datastore) -> int:
