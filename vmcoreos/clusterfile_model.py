@@ -111,6 +111,10 @@ class VSphere(Section):
     datastore: Text | None = Field(None, description="datastore name (default GOVC_DATASTORE)")
     network: Text | None = Field(None, description="port group name (default GOVC_NETWORK, else 'VM Network')")
     folder: Text | None = Field(None, description="VM folder path under the datacenter (default GOVC_FOLDER)")
+    resource_pool: Text | None = Field(None, description="resource pool path below the cluster's root pool"
+                                       " (default: the root pool)")
+    host: Text | None = Field(None, description="ESXi host for clones and imports (default: DRS places them,"
+                              " or the first usable host of a cluster without DRS)")
 
 
 class Image(Section):

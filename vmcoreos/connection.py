@@ -110,7 +110,9 @@ def connection_from(
         )
     port = parts.port or (443 if parts.scheme == "https" else 80)
     path = parts.path or "/sdk"
-    clean = f"{parts.scheme}://{parts.hostname}:{port}{path}"
+    # An IPv6 literal keeps its brackets in every URL built from it.
+    netloc = f"[{parts.hostname}]:{port}" if ":" in parts.hostname else f"{parts.hostname}:{port}"
+    clean = f"{parts.scheme}://{netloc}{path}"
     ca = ca_file or (Path(v) if (v := _env(ENV_CA_FILE, env)) else None)
     if ca is not None and not ca.is_file():
         where = "--ca-file" if ca_file else " or ".join(ENV_CA_FILE)

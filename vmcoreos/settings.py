@@ -53,6 +53,8 @@ class VSphereTarget:
     datastore: str | None = None
     network: str | None = None
     folder: str | None = None
+    resource_pool: str | None = None  # a path below the cluster's root pool
+    host: str | None = None  # the ESXi host clones and imports go to (else DRS, or the first usable)
     # (key, variable) for each value a GOVC_* variable supplied, so a lookup error names what to fix.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -71,7 +71,8 @@ class Vcsim:
     progress call for that many seconds fails; nfc_advertise: the host:port leases name
     for NFC instead of the NFC listener's (nfc_listen), so a FaultProxy listening there
     and relaying to nfc_listen sees every upload.
-    session_idle: sessions idle that many seconds expire (0: never)."""
+    session_idle: sessions idle that many seconds expire (0: never).
+    deny: privileges HasPrivilegeOnEntities reports as not granted (a user whose role lacks them)."""
 
     workdir: Path
     strict: bool = False
@@ -81,6 +82,7 @@ class Vcsim:
     lease_timeout: float = 0.0
     session_idle: float = 0.0
     nfc_advertise: str = ""
+    deny: tuple[str, ...] = ()  # privilege IDs HasPrivilegeOnEntities says are not granted
     proc: subprocess.Popen | None = None
     url: str = ""
     thumbprint: str = ""
@@ -122,6 +124,8 @@ class Vcsim:
             args.append("-esx")
         if self.session_idle:
             args += ["-session-idle", f"{self.session_idle}s"]
+        if self.deny:
+            args += ["-deny-privilege", ",".join(self.deny)]
         self.proc = subprocess.Popen(
             args,
             stdout=log,

@@ -16,7 +16,7 @@ def test_one_parse_serves_the_archive_the_fetch_check_the_room_check_and_the_imp
     parses = mocker.spy(ET, "fromstring")
     from pyVmomi import vim
 
-    session, placement = mocker.MagicMock(), mocker.MagicMock(network=vim.Network("network-7"))
+    session, placement = mocker.MagicMock(), mocker.MagicMock(network=vim.Network("network-7"), host=None)
     session.content.ovfManager.CreateImportSpec.return_value.error = None
     with OvaArchive(ova) as archive:
         assert archive.product_version() == "41.1"

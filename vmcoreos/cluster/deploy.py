@@ -67,6 +67,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
 
 def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: float) -> None:
     missing = list(planned.create)
+    template.check_privileges(run)
     image = template.resolve_image(run, nodes.values())
     result.image_version = image.version
     # The run's one opening of the verified OVA: the room check and the import read the same archive.

@@ -75,6 +75,13 @@ def plan_image(run: Run, nodes, templates) -> PlannedImage:
     return PlannedImage(release.distro, release.version, name, not any(t.name == name for t in templates))
 
 
+def check_privileges(run: Run) -> None:
+    """Before any download or upload: the user may do everything the run will do, on the objects it touches."""
+    from vmcoreos.vsphere import privileges
+
+    privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone)
+
+
 def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_nodes: int) -> None:
     """Refuse before the first upload when the datastore cannot hold the disks.
 

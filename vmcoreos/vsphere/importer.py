@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import socket
+import ssl
 import time
 from typing import Callable
 from urllib.parse import urlsplit
@@ -19,7 +21,9 @@ from vmcoreos.errors import VmcoreosError, VSphereError
 from vmcoreos.images.ova import CheckedArchive
 from vmcoreos.images.stream import CHUNK, BackgroundTap, TeeReader
 from vmcoreos.vsphere.inventory import Placement
-from vmcoreos.vsphere.session import Session
+from vmcoreos.vsphere.session import (
+    Session, ThumbprintMismatch, ca_context, host_port, pinned_context, unverified_context,
+)
 from vmcoreos.vsphere.vms import option_values
 from vmcoreos.text import reason
 from vmcoreos.vsphere import lease as nfc
@@ -40,6 +44,7 @@ def import_spec(session: Session, archive: CheckedArchive, placement: Placement,
     params = vim.OvfManager.CreateImportSpecParams(
         entityName=name,
         diskProvisioning="thin",
+        hostSystem=placement.host,
         networkMapping=[
             vim.OvfManager.NetworkMapping(name=n, network=placement.network) for n in archive.descriptor.networks
         ],
@@ -94,7 +99,11 @@ def _import_once(
     """Import and return the new VM (not yet a template). Nothing is left behind on failure."""
     archive.verify_descriptor_against_manifest()
     spec, items = import_spec(session, archive, placement, name, extra)
-    lease = placement.resource_pool.ImportVApp(spec, folder=placement.folder)
+    try:
+        # Without DRS vCenter needs the host here (InvalidArgument "host" otherwise).
+        lease = placement.resource_pool.ImportVApp(spec, folder=placement.folder, host=placement.host)
+    except vmodl.MethodFault as exc:
+        raise VSphereError(f"vCenter refused to import {archive.name} as {name}: {exc.msg or type(exc).__name__}") from None
     entity = None
     try:
         info = _wait_ready(session, lease, timeout)
@@ -109,8 +118,8 @@ def _import_once(
             counter = ByteCounter(sum(size for _, size in opened), on_bytes)
             with LeaseKeepalive(lease, counter):
                 for item, (stream, size) in zip(items, opened):
-                    url = _device_url(info, item, session)
-                    _upload(session, archive, item, stream, size, url, counter)
+                    url, pin = _device_url(info, item, session)
+                    _upload(session, archive, item, stream, size, url, pin, counter)
         # What went up was read from the verified descriptor; it must not have been written to meanwhile.
         archive.check_unchanged()
         lease.HttpNfcLeaseProgress(100)
@@ -157,28 +166,84 @@ def _wait_ready(session: Session, lease, timeout: float):
     return lease.info
 
 
-def _device_url(info, item, session: Session) -> str:
+def _device_url(info, item, session: Session) -> tuple[str, str | None]:
+    """The upload URL for item and the SHA-1 thumbprint vCenter gave for its host (None if it gave none)."""
     for dev in info.deviceUrl or []:
         if dev.importKey == item.deviceId:
             # vCenter may answer with host '*': it means "the host you are talking to".
             # Keep its port too (govc does; pyvmomi's sample drops it and breaks on non-443).
             parts = urlsplit(dev.url)
             if parts.hostname == "*":
-                netloc = f"{session.conn.host}:{session.conn.port}"
-                return parts._replace(netloc=netloc).geturl()
-            return dev.url
+                netloc = host_port(session.conn.host, session.conn.port)
+                return parts._replace(netloc=netloc).geturl(), None
+            return dev.url, dev.sslThumbprint or None
     raise VSphereError(f"vCenter gave no upload URL for {item.path}")
 
 
-def _upload(session: Session, archive: CheckedArchive, item, stream, size: int, url: str, counter: ByteCounter) -> None:
+def _open_host(session: Session, parts, pin: str | None) -> http.client.HTTPConnection:
+    """A connection to the ESXi host an NFC URL names, trusted as govc does.
+
+    The host has its own certificate, not vCenter's: it is verified with the CA
+    (--ca-file, else the system's) when that validates it, otherwise pinned to the
+    thumbprint the lease carries, which came over the verified vCenter session.
+    --insecure skips both; the --thumbprint pin is vCenter's and never applies here.
+    """
+    host, port = parts.hostname, parts.port
+    if parts.scheme != "https":
+        conn = http.client.HTTPConnection(host, port or 80, timeout=UPLOAD_TIMEOUT, blocksize=CHUNK)
+        _connect_host(conn, host)
+        return conn
+    where = host_port(host, port or 443)
+    first = unverified_context() if session.conn.insecure else ca_context(session.conn)
+    try:
+        return _connect_host(_https(host, port, first), where)
+    except ssl.SSLCertVerificationError as exc:
+        if not pin:
+            raise VSphereError(
+                f"ESXi host {where}'s TLS certificate is not trusted ({exc.verify_message}) and vCenter gave no"
+                " thumbprint for it; add the hosts' CA (VMCA) to --ca-file, or use --insecure in a lab"
+            ) from None
+    try:
+        return _connect_host(_https(host, port, pinned_context(pin, "the lease's sslThumbprint")), where)
+    except ThumbprintMismatch:
+        raise VSphereError(
+            f"ESXi host {where}'s TLS certificate is not the one vCenter vouches for (its lease thumbprint);"
+            " something between here and the host answered in its place"
+        ) from None
+
+
+def _https(host: str, port: int | None, context: ssl.SSLContext) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection(host, port or 443, context=context, timeout=UPLOAD_TIMEOUT, blocksize=CHUNK)
+
+
+def _connect_host(conn, where: str):
+    """conn connected; a host that cannot be resolved or spoken TLS with is one final error, not a retry."""
+    try:
+        conn.connect()
+        return conn
+    except (ssl.SSLCertVerificationError, ThumbprintMismatch):
+        conn.close()
+        raise
+    except socket.gaierror as exc:
+        conn.close()
+        raise VSphereError(
+            f"cannot resolve ESXi host {where}, where vCenter sends the upload ({reason(exc)});"
+            " make the hosts' names resolvable from this machine (DNS or /etc/hosts)"
+        ) from None
+    except ssl.SSLError as exc:
+        conn.close()
+        raise VSphereError(f"TLS with ESXi host {where} failed ({reason(exc)}); check the host's certificate setup") from None
+    except OSError as exc:
+        conn.close()
+        raise UploadInterrupted(f"cannot connect to ESXi host {where} for the upload ({reason(exc)})") from None
+
+
+def _upload(
+    session: Session, archive: CheckedArchive, item, stream, size: int, url: str, pin: str | None, counter: ByteCounter
+) -> None:
     check = archive.manifest_check(item.path)
     parts = urlsplit(url)
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(
-            parts.hostname, parts.port or 443, context=session.ssl, timeout=UPLOAD_TIMEOUT, blocksize=CHUNK
-        )
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=UPLOAD_TIMEOUT, blocksize=CHUNK)
+    conn = _open_host(session, parts, pin)
     tap = BackgroundTap(check) if check else None
     body = TeeReader(stream, [tap] if tap else [], counter.add)
     path = parts.path + (f"?{parts.query}" if parts.query else "")

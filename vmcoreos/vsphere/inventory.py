@@ -11,7 +11,7 @@ from typing import Any
 
 from pyVmomi import vim
 
-from vmcoreos.errors import VSphereError
+from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.settings import VSphereTarget
 from vmcoreos.vsphere.session import Session
 
@@ -26,6 +26,9 @@ class Placement:
     folder: Any
     cluster_name: str
     folder_path: str = ""  # vsphere.folder as given; "" for the datacenter's VM folder
+    # The host clones and imports go to: vsphere.host, or one chosen on a cluster without DRS.
+    # None lets DRS (or a standalone host's own resource) place them.
+    host: Any = None
 
 
 def _pick(kind: str, where: str, wanted: str | None, found: dict[str, Any]) -> Any:
@@ -44,48 +47,179 @@ def _names(session: Session, root, kind) -> dict[str, Any]:
     return {props["name"]: obj for obj, props in session.retrieve_all(root, kind, ["name"]).items() if "name" in props}
 
 
+def _path(session: Session, obj, stop) -> str:
+    """obj's inventory path below stop (a datacenter's folder), e.g. "lab/DC0_DVPG0"."""
+    parts = []
+    while obj is not None and obj != stop:
+        props = session.retrieve([obj], ["name", "parent"], vim.ManagedEntity).get(obj) or {}
+        parts.append(props.get("name", "?"))
+        obj = props.get("parent")
+    return "/".join(reversed(parts))
+
+
+def _labels(session: Session, obj, root) -> list[str]:
+    """The names a user may give obj by: its inventory path, and for a port group also switch/portgroup."""
+    labels = [_path(session, obj, root)]
+    if isinstance(obj, vim.dvs.DistributedVirtualPortgroup):
+        props = session.retrieve([obj], ["name", "config.distributedVirtualSwitch"], vim.dvs.DistributedVirtualPortgroup)[obj]
+        switch = props.get("config.distributedVirtualSwitch")
+        if switch is not None:
+            switch_name = session.retrieve([switch], ["name"], vim.ManagedEntity)[switch].get("name")
+            labels.append(f"{switch_name}/{props.get('name')}")
+    return labels
+
+
+def _choose(session: Session, kind: str, key: str, wanted: str | None, root, vim_kind, default: str | None = None,
+            origin: str | None = None):
+    """The one object of vim_kind below root that wanted names (a name or a path); ambiguity lists paths."""
+    # By moref: the same object can be listed twice (vcsim lists datacenter.network's first twice).
+    found = {obj: props.get("name") for obj, props in session.retrieve_all(root, vim_kind, ["name"]).items()}
+    where = origin or f"vsphere.{key}"  # a GOVC_* variable, when it supplied the value
+    name = wanted if wanted is not None else default
+    if name is None:
+        if len(found) == 1:
+            return next(iter(found))
+        listing = ", ".join(sorted(_path(session, o, root) for o in found)) or "none"
+        raise VSphereError(f"more than one {kind} (or none) and vsphere.{key} is not set; pick one of: {listing}")
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    same = [o for o, n in found.items() if n == base]
+    if "/" in name.strip("/"):
+        same = [o for o in same if name.strip("/") in _labels(session, o, root)]
+    if len(same) == 1:
+        return same[0]
+    if not same:
+        listing = ", ".join(sorted({n for n in found.values() if n})) or "none"
+        raise VSphereError(f"{kind} {name!r} ({where}) does not exist; found: {listing}")
+    listing = "; ".join(sorted(" or ".join(_labels(session, o, root)) for o in same))
+    raise VSphereError(
+        f"{kind} {name!r} ({where}) resolves to {len(same)} objects: {listing};"
+        f" set vsphere.{key} to one of these paths"
+    )
+
+
 def find_datacenter(session: Session, target: VSphereTarget):
     return _pick("datacenter", target.origin("datacenter"), target.datacenter, _names(session, session.content.rootFolder, vim.Datacenter))
 
 
+def refuse_standalone_esxi(session: Session) -> None:
+    """A host agent (ESXi without vCenter) cannot clone, and the tool clones every node from a template."""
+    if getattr(session.content.about, "apiType", None) == "HostAgent":
+        raise ConfigError(
+            f"{session.conn.host} is a standalone ESXi host, not a vCenter: ESXi alone cannot clone VMs"
+            " or keep templates, and every node is cloned from one; point --url at the vCenter that manages it"
+        )
+
+
+HOST_PROPS = ["name", "runtime.connectionState", "runtime.inMaintenanceMode", "datastore", "network"]
+
+
 def locate(session: Session, target: VSphereTarget) -> Placement:
+    refuse_standalone_esxi(session)
     dc = find_datacenter(session, target)
     props = session.retrieve([dc], ["vmFolder", "hostFolder", "datastoreFolder", "networkFolder"], vim.Datacenter)[dc]
 
-    clusters = _names(session, props["hostFolder"], vim.ComputeResource)
-    compute = _pick("cluster", target.origin("cluster"), target.cluster, clusters)
-    pool = session.retrieve([compute], ["resourcePool"], vim.ComputeResource)[compute]["resourcePool"]
+    compute = _choose(session, "cluster", "cluster", target.cluster, props["hostFolder"], vim.ComputeResource,
+                      origin=target.origin("cluster"))
+    cprops = session.retrieve([compute], ["name", "resourcePool", "host"], vim.ComputeResource)[compute]
+    pool = _find_pool(session, cprops["resourcePool"], target.resource_pool)
 
-    datastore = _pick("datastore", target.origin("datastore"), target.datastore, _names(session, props["datastoreFolder"], vim.Datastore))
+    datastore = _choose(session, "datastore", "datastore", target.datastore, props["datastoreFolder"], vim.Datastore,
+                        origin=target.origin("datastore"))
     networks = _names(session, props["networkFolder"], vim.Network)
-    network_name = target.network or ("VM Network" if "VM Network" in networks else None)
-    network = _pick("network", target.origin("network"), network_name, networks)
+    default_net = None if target.network else ("VM Network" if "VM Network" in networks else None)
+    network = _choose(session, "network", "network", target.network, props["networkFolder"], vim.Network, default_net,
+                      origin=target.origin("network"))
+    network_name = session.retrieve([network], ["name"], vim.Network)[network]["name"]
     folder = _find_folder(session, props["vmFolder"], target.folder, target.origin("folder"))
-    name = next(n for n, o in clusters.items() if o == compute)
     folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
-    return Placement(dc, pool, datastore, network, network_name or "", folder, name, folder_path)
+    host = _choose_host(session, compute, cprops, datastore, network, target)
+    return Placement(dc, pool, datastore, network, network_name, folder, cprops["name"], folder_path, host)
+
+
+def _drs_enabled(session: Session, compute) -> bool:
+    if not isinstance(compute, vim.ClusterComputeResource):
+        return True  # a standalone host's compute resource places on its one host
+    got = session.retrieve([compute], ["configurationEx"], vim.ClusterComputeResource)[compute]
+    drs = getattr(got.get("configurationEx"), "drsConfig", None)
+    return bool(getattr(drs, "enabled", False))
+
+
+def _choose_host(session: Session, compute, cprops, datastore, network, target: VSphereTarget):
+    """vsphere.host if set; on a cluster without DRS the first usable host by name; else None (DRS places).
+
+    vCenter refuses CloneVM_Task and ImportVApp without a host on a cluster without DRS.
+    Usable: connected, not in maintenance mode, and it mounts the datastore and the network.
+    """
+    hosts = session.retrieve(cprops.get("host") or [], HOST_PROPS, vim.HostSystem)
+    names = {o: p.get("name", o._moId) for o, p in hosts.items()}
+    ds_name = session.retrieve([datastore], ["name"], vim.Datastore)[datastore].get("name")
+    net_name = session.retrieve([network], ["name"], vim.Network)[network].get("name")
+
+    def unusable(obj) -> str | None:
+        p = hosts[obj]
+        if p.get("runtime.connectionState") != "connected":
+            return f"is {p.get('runtime.connectionState')}"
+        if p.get("runtime.inMaintenanceMode"):
+            return "is in maintenance mode"
+        if datastore not in (p.get("datastore") or []):
+            return f"does not mount datastore {ds_name!r}"
+        if network not in (p.get("network") or []):
+            return f"is not on network {net_name!r}"
+        return None
+
+    if target.host:
+        chosen = [o for o, n in names.items() if n == target.host]
+        if not chosen:
+            listing = ", ".join(sorted(names.values())) or "none"
+            raise VSphereError(f"host {target.host!r} (vsphere.host) is not in cluster {cprops['name']!r}; found: {listing}")
+        why = unusable(chosen[0])
+        if why:
+            raise VSphereError(f"host {target.host!r} (vsphere.host) {why}; pick another host in vsphere.host")
+        return chosen[0]
+    usable = sorted((o for o in hosts if unusable(o) is None), key=lambda o: names[o])
+    if not usable:
+        detail = "; ".join(f"{names[o]} {unusable(o)}" for o in sorted(hosts, key=lambda o: names[o])) or "it has none"
+        raise VSphereError(
+            f"no host in cluster {cprops['name']!r} can run the nodes ({detail});"
+            " pick a datastore and network its hosts share, or bring a host out of maintenance"
+        )
+    if _drs_enabled(session, compute):
+        return None
+    return usable[0]
+
+
+def _find_pool(session: Session, root_pool, path: str | None):
+    """vsphere.resource_pool: a path of child pools below the cluster's root pool (the default)."""
+
+    def children(pool):
+        kids = session.retrieve([pool], ["resourcePool"], vim.ResourcePool)[pool].get("resourcePool") or []
+        return {p.get("name"): o for o, p in session.retrieve(kids, ["name"], vim.ResourcePool).items()}
+
+    return _walk(root_pool, path, children, "resource pool", "vsphere.resource_pool", "the cluster's root pool")
 
 
 def _find_folder(session: Session, vm_folder, path: str | None, origin: str = "vsphere.folder"):
-    if not path:
-        return vm_folder
-    folder = vm_folder
+    def children(folder):
+        kids = session.retrieve([folder], ["childEntity"], vim.Folder)[folder].get("childEntity") or []
+        subfolders = [c for c in kids if isinstance(c, vim.Folder)]
+        return {p.get("name"): o for o, p in session.retrieve(subfolders, ["name"], vim.Folder).items()}
+
+    return _walk(vm_folder, path, children, "folder", origin, "the datacenter's VM folder")
+
+
+def _walk(root, path: str | None, children, kind: str, where: str, top: str):
+    """The object path names below root, one children(obj) -> {name: obj} step per part."""
+    obj = root
     walked = []
-    for part in [p for p in path.strip("/").split("/") if p]:
-        children = session.retrieve([folder], ["childEntity"], vim.Folder)[folder].get("childEntity") or []
-        subfolders = {
-            p.get("name"): o
-            for o, p in session.retrieve([c for c in children if isinstance(c, vim.Folder)], ["name"], vim.Folder).items()
-        }
-        if part not in subfolders:
-            listing = ", ".join(sorted(subfolders)) or "none"
-            where = "/".join(walked) or "the datacenter's VM folder"
-            raise VSphereError(
-                f"folder {path!r} ({origin}) does not exist: no {part!r} in {where}; found: {listing}"
-            )
-        folder = subfolders[part]
+    for part in [p for p in (path or "").strip("/").split("/") if p]:
+        named = children(obj)
+        if part not in named:
+            listing = ", ".join(sorted(n for n in named if n)) or "none"
+            inside = "/".join(walked) or top
+            raise VSphereError(f"{kind} {path!r} ({where}) does not exist: no {part!r} in {inside}; found: {listing}")
+        obj = named[part]
         walked.append(part)
-    return folder
+    return obj
 
 
 def free_space(session: Session, datastore) -> int:

@@ -14,6 +14,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
@@ -78,29 +79,48 @@ class _PinnedSocket(ssl.SSLSocket):
             raise ThumbprintMismatch(f"certificate {algo} thumbprint {_colons(seen)} is not the pinned one")
 
 
+def host_port(host: str, port: int) -> str:
+    """host:port for a URL or a message, an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _colons(hexdigest: str) -> str:
     return ":".join(hexdigest[i : i + 2] for i in range(0, len(hexdigest), 2)).upper()
 
 
 def ssl_context(conn: Connection) -> ssl.SSLContext:
-    if conn.insecure or conn.thumbprint:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        if conn.thumbprint:
-            # A pinned thumbprint replaces CA trust, as govc's known-hosts does. pyvmomi's own
-            # pin is checked only when CA verification fails, so we check every handshake ourselves.
-            pin = conn.thumbprint.replace(":", "").lower()
-            if len(pin) not in (40, 64, 128) or any(c not in "0123456789abcdef" for c in pin):
-                raise ConfigError(
-                    f"--thumbprint {conn.thumbprint!r} is not a SHA-1/256/512 thumbprint (hex, colons allowed)"
-                )
-            ctx.sslsocket_class = type("PinnedSocket", (_PinnedSocket,), {"pin": pin})
-        return ctx
+    if conn.thumbprint:
+        return pinned_context(conn.thumbprint, "--thumbprint")
+    if conn.insecure:
+        return unverified_context()
+    return ca_context(conn)
+
+
+def unverified_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def ca_context(conn: Connection) -> ssl.SSLContext:
+    """Trust --ca-file's bundle, or the system's."""
     try:
         return ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"cannot load CA file {conn.ca_file}: {exc}; pass a PEM certificate with --ca-file") from None
+
+
+def pinned_context(thumbprint: str, source: str) -> ssl.SSLContext:
+    """Trust exactly the certificate with this SHA-1/256/512 thumbprint (source names where it came from)."""
+    # A pinned thumbprint replaces CA trust, as govc's known-hosts does. pyvmomi's own
+    # pin is checked only when CA verification fails, so we check every handshake ourselves.
+    pin = thumbprint.replace(":", "").lower()
+    if len(pin) not in (40, 64, 128) or any(c not in "0123456789abcdef" for c in pin):
+        raise ConfigError(f"{source} {thumbprint!r} is not a SHA-1/256/512 thumbprint (hex, colons allowed)")
+    ctx = unverified_context()
+    ctx.sslsocket_class = type("PinnedSocket", (_PinnedSocket,), {"pin": pin})
+    return ctx
 
 
 @dataclass
@@ -182,6 +202,8 @@ def connect(conn: Connection) -> Session:
     kwargs: dict[str, Any] = dict(
         host=conn.host,
         port=conn.port,
+        # --url's path: a vCenter behind a reverse proxy may serve its SDK somewhere other than /sdk.
+        path=urlsplit(conn.url).path or "/sdk",
         user=conn.username,
         pwd=str(conn.password),
         sslContext=ctx,
@@ -189,7 +211,7 @@ def connect(conn: Connection) -> Session:
         # Lets vCenter's logs (and the benchmark's request counts) tell our calls apart.
         customHeaders={"User-Agent": USER_AGENT},
     )
-    where = f"{conn.host}:{conn.port}"
+    where = host_port(conn.host, conn.port)
     try:
         si = SmartConnect(**kwargs)
     except vim.fault.InvalidLogin:

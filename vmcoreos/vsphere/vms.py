@@ -151,7 +151,7 @@ def option_values(values: dict[str, str]) -> list:
 
 def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None):
     """Everything a node needs in the clone itself: one task per node, no reconfigure after."""
-    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore)
+    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
     config = vim.vm.ConfigSpec(

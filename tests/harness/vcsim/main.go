@@ -213,7 +213,14 @@ func main() {
 	leaseTimeout := flag.Duration("lease-timeout", 0,
 		"with -strict: an NFC lease without HttpNfcLeaseProgress for this long fails (vCenter: 300s; 0: never)")
 	sessionIdle := flag.Duration("session-idle", 0, "sessions idle longer than this become NotAuthenticated (0: never)")
+	deny := flag.String("deny-privilege", "",
+		"comma-separated privilege IDs HasPrivilegeOnEntities reports as not granted, e.g. VirtualMachine.Config.AdvancedConfig")
 	flag.Parse()
+	for _, id := range strings.Split(*deny, ",") {
+		if id != "" {
+			simulator.DeniedPrivileges[id] = true
+		}
+	}
 
 	host, _, err := net.SplitHostPort(*listen)
 	if err != nil {
