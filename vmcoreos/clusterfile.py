@@ -131,8 +131,7 @@ def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> 
         network=network,
         linked_clone=nd.get("linked_clone", bool, False),
     )
-    if node.cpus < 1 or node.memory_mb < 256:
-        raise ConfigError("node.cpus must be at least 1 and node.memory_mb at least 256")
+    check_node_hardware(node)
 
     et = top.section("etcd")
     et.reject_unknown({"bootstrap", "discovery", "client_port", "peer_port", "image", "scheme", "ca_file"})
@@ -168,6 +167,24 @@ def parse_cluster(data: dict, *, base_dir: Path, source: Path | None = None) -> 
         wait_timeout=wt.get("timeout", float, 600.0),
         source=source,
     )
+
+
+# What ESXi accepts for one VM, checked here because vSphere says no only at clone time, after the upload:
+# vSphere 8 allows 768 vCPUs and 24 TiB per VM; memory goes in 4 MB steps.
+MAX_CPUS = 768
+MAX_MEMORY_MB = 24 << 20
+
+
+def check_node_hardware(node: NodeSettings) -> None:
+    if not 1 <= node.cpus <= MAX_CPUS:
+        raise ConfigError(f"node.cpus is {node.cpus}; a VM has 1 to {MAX_CPUS} virtual CPUs, so pick a number in that range")
+    if not 256 <= node.memory_mb <= MAX_MEMORY_MB:
+        raise ConfigError(f"node.memory_mb is {node.memory_mb}; give at least 256 and at most {MAX_MEMORY_MB} (24 TiB)")
+    if node.memory_mb % 4:
+        fit = node.memory_mb - node.memory_mb % 4
+        raise ConfigError(
+            f"node.memory_mb is {node.memory_mb}, not a multiple of 4, which ESXi refuses; use {fit} or {fit + 4}"
+        )
 
 
 def parse_network(net: _Reader) -> NetworkSettings:

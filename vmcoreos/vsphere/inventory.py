@@ -56,7 +56,10 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     compute = _pick("cluster", "cluster", target.cluster, clusters)
     pool = session.retrieve([compute], ["resourcePool"], vim.ComputeResource)[compute]["resourcePool"]
 
-    datastore = _pick("datastore", "datastore", target.datastore, _names(session, props["datastoreFolder"], vim.Datastore))
+    datastores = _names(session, props["datastoreFolder"], vim.Datastore)
+    if target.datastore is not None and target.datastore not in datastores:
+        _refuse_storage_pod(session, props["datastoreFolder"], target.datastore)
+    datastore = _pick("datastore", "datastore", target.datastore, datastores)
     networks = _names(session, props["networkFolder"], vim.Network)
     network_name = target.network or ("VM Network" if "VM Network" in networks else None)
     network = _pick("network", "network", network_name, networks)
@@ -64,6 +67,17 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     name = next(n for n, o in clusters.items() if o == compute)
     folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
     return Placement(dc, pool, datastore, network, network_name or "", folder, name, folder_path)
+
+
+def _refuse_storage_pod(session: Session, root, name: str) -> None:
+    """A datastore cluster's name is refused by name: placing into one takes Storage DRS recommendations."""
+    pods = _names(session, root, vim.StoragePod)
+    if name in pods:
+        listing = ", ".join(sorted(_names(session, pods[name], vim.Datastore))) or "none"
+        raise VSphereError(
+            f"vsphere.datastore {name!r} is a datastore cluster (StoragePod), which vmcoreos does not place into;"
+            f" name one of its datastores instead: {listing}"
+        )
 
 
 def _find_folder(session: Session, vm_folder, path: str | None):
@@ -86,6 +100,12 @@ def _find_folder(session: Session, vm_folder, path: str | None):
         folder = subfolders[part]
         walked.append(part)
     return folder
+
+
+def committed_bytes(session: Session, vm) -> int:
+    """What a VM's files take on its datastores now: a thin disk's written blocks, not its capacity."""
+    props = session.retrieve([vm], ["summary.storage.committed"], vim.VirtualMachine)[vm]
+    return int(props.get("summary.storage.committed") or 0)
 
 
 def free_space(session: Session, datastore) -> int:
