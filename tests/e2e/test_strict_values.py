@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import requests
 
-from tests.e2e.helpers import write_cluster
+from tests.conftest import signed_image
+from tests.e2e.helpers import inventory, write_cluster
 
 
 def _deploy(cli, cluster, ova, vcsim, *extra):
@@ -43,3 +45,48 @@ def test_dhcp_nodes_use_their_first_nics_lease(cli, strict_vcsim, strict_guestsi
         listing = requests.post(f"http://{leased}:2379/v3/cluster/member/list", json={}, timeout=5).json()
         assert sorted(m["name"] for m in listing["members"]) == ["lab-01", "lab-02", "lab-03"]
         assert all(u.startswith(f"http://{subnet}.1") for m in listing["members"] for u in m["peerURLs"])
+
+
+GiB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def roomy_ova(tmp_path_factory, signer):
+    """4 MiB written, 100 GiB provisioned: four such disks are more than the bed's datastore holds."""
+    return signed_image(tmp_path_factory.mktemp("roomy-ova"), signer, disk_bytes=4 << 20, capacity_bytes=100 * GiB)
+
+
+def _free(vcsim) -> int:
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    si = vcsim.connect()
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.Datastore], True)
+        free = next(d.summary.freeSpace for d in view.view if d.name == "LocalDS_0")
+        view.Destroy()
+        return free
+    finally:
+        Disconnect(si)
+
+
+def test_thin_disks_count_what_they_hold_not_what_they_may_grow_to(cli, strict_vcsim, strict_guestsim, roomy_ova,
+                                                                  subnet, tmp_path):
+    assert 4 * 100 * GiB > _free(strict_vcsim)  # counted at capacity, this run would be refused
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"wait": {"timeout": 45}})
+    run = _deploy(cli, cluster, roomy_ova, strict_vcsim)
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "thin disks and swap files may grow to" in warnings[0], run.stderr
+
+
+def test_a_real_shortfall_is_refused_before_the_upload(cli, strict_vcsim, signed_ova, subnet, tmp_path):
+    free = _free(strict_vcsim)
+    memory_mb = (free // 3 >> 20) // 4 * 4 + 4096  # three nodes' swap files alone overflow the datastore
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"node": {"memory_mb": memory_mb}})
+    run = _deploy(cli, cluster, signed_ova, strict_vcsim)
+    assert run.returncode == 1
+    assert "3 swap file(s)" in run.stderr and "lower the count or node.memory_mb" in run.stderr
+    assert "uploading" not in run.stderr
+    assert not [n for n, v in inventory(strict_vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
