@@ -90,3 +90,22 @@ def test_a_real_shortfall_is_refused_before_the_upload(cli, strict_vcsim, signed
     assert "3 swap file(s)" in run.stderr and "lower the count or node.memory_mb" in run.stderr
     assert "uploading" not in run.stderr
     assert not [n for n, v in inventory(strict_vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
+
+
+def test_a_datastore_cluster_is_refused_by_name_with_its_datastores(cli, strict_vcsim, signed_ova, subnet, tmp_path):
+    from pyVim.connect import Disconnect
+    from pyVim.task import WaitForTask
+
+    si = strict_vcsim.connect()
+    try:
+        dc = next(e for e in si.RetrieveContent().rootFolder.childEntity if e.name == "DC0")
+        pod = dc.datastoreFolder.CreateStoragePod("pod0")
+        WaitForTask(pod.MoveIntoFolder_Task([next(d for d in dc.datastore if d.name == "LocalDS_0")]))
+    finally:
+        Disconnect(si)
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"vsphere": {"datastore": "pod0"}})
+    run = _deploy(cli, cluster, signed_ova, strict_vcsim)
+    assert run.returncode == 1
+    assert ("vsphere.datastore 'pod0' is a datastore cluster (StoragePod), which vmcoreos does not place into;"
+            " name one of its datastores instead: LocalDS_0") in run.stderr
+    assert "verifying" not in run.stderr  # refused before the image is even read

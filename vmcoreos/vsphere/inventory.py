@@ -73,7 +73,9 @@ def _refuse_storage_pod(session: Session, root, name: str) -> None:
     """A datastore cluster's name is refused by name: placing into one takes Storage DRS recommendations."""
     pods = _names(session, root, vim.StoragePod)
     if name in pods:
-        listing = ", ".join(sorted(_names(session, pods[name], vim.Datastore))) or "none"
+        members = session.retrieve([pods[name]], ["childEntity"], vim.StoragePod)[pods[name]].get("childEntity") or []
+        names = [p.get("name") for p in session.retrieve(members, ["name"], vim.Datastore).values()]
+        listing = ", ".join(sorted(n for n in names if n)) or "none"
         raise VSphereError(
             f"vsphere.datastore {name!r} is a datastore cluster (StoragePod), which vmcoreos does not place into;"
             f" name one of its datastores instead: {listing}"
