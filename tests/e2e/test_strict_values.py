@@ -109,3 +109,24 @@ def test_a_datastore_cluster_is_refused_by_name_with_its_datastores(cli, strict_
     assert ("vsphere.datastore 'pod0' is a datastore cluster (StoragePod), which vmcoreos does not place into;"
             " name one of its datastores instead: LocalDS_0") in run.stderr
     assert "verifying" not in run.stderr  # refused before the image is even read
+
+
+def test_the_longest_cluster_name_gets_a_template_name_vcenter_accepts(cli, strict_vcsim, strict_guestsim, signed_ova,
+                                                                      subnet, tmp_path):
+    name = "a" * 40 + "-lab-staging"  # 52 characters, the most the cluster file allows
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, name=name, extra={"wait": {"timeout": 45}})
+    run = cli(["deploy", "-c", str(cluster), "--count", "1", "--ova", str(signed_ova["ova"]),
+               "--trusted-key", str(signed_ova["key"]), "--json"], env=strict_vcsim.env())
+    assert run.returncode == 0, run.stderr
+    template = json.loads(run.stdout)["template"]
+    assert len(template) < 80 and template.startswith(f"{name}-template-")
+    assert inventory(strict_vcsim)[template]["template"]
+
+
+def test_memory_esxi_would_refuse_stops_the_deploy_before_the_image_is_read(cli, strict_vcsim, signed_ova, subnet,
+                                                                           tmp_path):
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"node": {"memory_mb": 1001}})
+    run = _deploy(cli, cluster, signed_ova, strict_vcsim)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "vmcoreos: error: node.memory_mb is 1001, not a multiple of 4, which ESXi refuses; use 1000 or 1004"]
