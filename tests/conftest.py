@@ -61,7 +61,7 @@ def run_vmcoreos(args: list[str], *, env: dict | None = None, cwd: Path | None =
 
 # The bed's fixtures: a test that uses one needs build/vcsim, the guest simulator, real etcd or
 # Debian's gnupg/gpgv, so it is e2e and `make test-unit` (venv only) leaves it out.
-E2E_FIXTURES = {"vcsim", "shared_vcsim", "guestsim", "signer", "signed_ova", "big_ova"}
+E2E_FIXTURES = {"vcsim", "shared_vcsim", "guestsim", "strict_vcsim", "strict_guestsim", "signer", "signed_ova", "big_ova"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -88,6 +88,31 @@ def _running_vcsim(workdir: Path):
 @pytest.fixture
 def vcsim(tmp_path):
     yield from _running_vcsim(tmp_path / "vcsim")
+
+
+@pytest.fixture
+def strict_vcsim(tmp_path):
+    """The strict bed whatever VMCOREOS_TEST_PROFILE says, DRS on (host choice is issue 12's other half).
+    Its env() trusts a bundle of the vCenter's and the NFC host's certificates, as a user whose CA signed both."""
+    sim = Vcsim(tmp_path / "strict-vcsim", strict=True, drs=True)
+    try:
+        sim.start()
+        bundle = sim.workdir / "ca-bundle.pem"
+        bundle.write_text(sim.cert.read_text() + sim.nfc_cert.read_text())
+        sim.env = lambda: {**Vcsim.env(sim), "VMCOREOS_CA_FILE": str(bundle)}
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def strict_guestsim(strict_vcsim, tmp_path, subnet):
+    """Guest tools as real VMware Tools report them: fe80:: first, docker0 and flannel in guest.net."""
+    sim = GuestSim(strict_vcsim, tmp_path / "strict-guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
 
 
 @pytest.fixture(scope="module")

@@ -95,3 +95,20 @@ def test_password_file_must_be_private(tmp_path):
 def test_missing_credentials_say_which_variables():
     with pytest.raises(ConfigError, match="VMCOREOS_USERNAME"):
         connection_from(url="https://vc/sdk", environ={})
+
+
+@pytest.mark.parametrize("node, message", [
+    ({"memory_mb": 1001}, r"node.memory_mb: 1001 is not a multiple of 4, which ESXi refuses; use 1000 or 1004"),
+    ({"memory_mb": 128}, r"node.memory_mb: must be at least 256"),
+    ({"memory_mb": 25 << 20}, r"node.memory_mb: must be at most 25165824"),
+    ({"cpus": 0}, r"node.cpus: must be at least 1"),
+    ({"cpus": 1000}, r"node.cpus: must be at most 768"),
+])
+def test_node_hardware_vsphere_would_refuse_at_clone_time_is_refused_up_front(node, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_cluster({"cluster": "a", "node": node}, base_dir=Path("."))
+
+
+def test_node_hardware_vsphere_accepts_is_kept():
+    node = parse_cluster({"cluster": "a", "node": {"memory_mb": 1028, "cpus": 768}}, base_dir=Path(".")).node
+    assert (node.memory_mb, node.cpus) == (1028, 768)

@@ -165,12 +165,26 @@ class Network(Section):
         return self
 
 
+# What ESXi accepts for one VM, checked here because vSphere says no only at clone time, after the upload:
+# vSphere 8 allows 768 vCPUs and 24 TiB per VM; memory goes in 4 MB steps.
+MAX_CPUS = 768
+MAX_MEMORY_MB = 24 << 20
+
+
 class Node(Section):
-    cpus: int = Field(2, ge=1)
-    memory_mb: int = Field(2048, ge=256)
+    cpus: int = Field(2, ge=1, le=MAX_CPUS, description=f"virtual CPUs per node, 1 to {MAX_CPUS}")
+    memory_mb: int = Field(2048, ge=256, le=MAX_MEMORY_MB, description="memory per node in MB, a multiple of 4")
     config: Text | None = Field(None, description="the node config: a cloud-config or an Ignition config (JSON)")
     network: Network = Field(default_factory=Network)
     linked_clone: bool = False
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _in_4_mb_steps(cls, value: int) -> int:
+        if value % 4:
+            fit = value - value % 4
+            raise ValueError(f"{value} is not a multiple of 4, which ESXi refuses; use {fit} or {fit + 4}")
+        return value
 
 
 class Etcd(Section):

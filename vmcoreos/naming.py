@@ -7,7 +7,15 @@ name given at clone time and the pattern an inventory listing matches.
 
 from __future__ import annotations
 
+import hashlib
 import re
+
+from vmcoreos.errors import ConfigError
+
+# vCenter refuses entity names of 80 characters or more (InvalidName), and only at clone or import time.
+MAX_ENTITY_NAME = 79
+# A node's name is its hostname: one DNS label (RFC 1035) of at most 63 characters.
+MAX_HOSTNAME = 63
 
 
 def node_name(cluster: str, index: int) -> str:
@@ -25,7 +33,27 @@ def node_index(cluster: str, name: str) -> int | None:
 
 
 def template_name(cluster: str, distro: str, version: str) -> str:
-    return f"{cluster}-template-{distro}-{version}"
+    """`<cluster>-template-<distro>-<version>`, or, when that is too long for vCenter, its first
+    70 characters and a hash of the whole: the same inputs give the same name on every run and host.
+
+    A name that fits is left as it always was, so templates imported before this rule are still found.
+    """
+    full = f"{cluster}-template-{distro}-{version}"
+    if len(full) <= MAX_ENTITY_NAME:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return full[: MAX_ENTITY_NAME - len(digest) - 1].rstrip("-.") + "-" + digest
+
+
+def check_node_names(cluster: str, count: int) -> None:
+    """Refuse, before any download, node names vCenter or the guest's hostname would refuse later."""
+    longest = node_name(cluster, count)
+    limit = min(MAX_ENTITY_NAME, MAX_HOSTNAME)
+    if len(longest) > limit:
+        raise ConfigError(
+            f"node name {longest!r} is {len(longest)} characters; node names are hostnames (at most {limit}),"
+            " so shorten the cluster name or lower the count"
+        )
 
 
 def named_like_ours(cluster: str, name: str) -> bool:

@@ -14,10 +14,15 @@ class Reporter(Protocol):
 
     def transfer(self, label: str, done: int, total: int) -> None: ...
 
+    def warn(self, message: str) -> None: ...
+
 
 class QuietReporter:
     def event(self, message: str) -> None:
         pass
 
     def transfer(self, label: str, done: int, total: int) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
         pass

@@ -24,3 +24,31 @@ def test_a_template_name_is_ours_but_not_a_node():
     assert name == "lab-template-flatcar-4593.2.5"
     assert naming.named_like_ours("lab", name) and naming.node_index("lab", name) is None
     assert not naming.named_like_ours("la", name)
+
+
+CLUSTER_52 = "a" * 40 + "-lab-staging"  # the longest cluster name the cluster file allows
+
+
+def test_a_template_name_too_long_for_vcenter_is_shortened_the_same_way_every_time():
+    full = f"{CLUSTER_52}-template-fedora-coreos-41.20241027.3.0"
+    assert len(full) >= 80  # what vCenter refuses (InvalidName), after the download
+    name = naming.template_name(CLUSTER_52, "fedora-coreos", "41.20241027.3.0")
+    assert len(name) < 80
+    assert name == naming.template_name(CLUSTER_52, "fedora-coreos", "41.20241027.3.0")
+    assert name.startswith(f"{CLUSTER_52}-template-")
+    assert naming.named_like_ours(CLUSTER_52, name) and naming.node_index(CLUSTER_52, name) is None
+    # Another release gets another name, though both are cut at the same place.
+    assert name != naming.template_name(CLUSTER_52, "fedora-coreos", "41.20241027.3.1")
+
+
+def test_a_template_name_that_fits_is_the_one_older_runs_imported_under():
+    name = naming.template_name("a" * 40, "flatcar", "4593.2.5")
+    assert name == "a" * 40 + "-template-flatcar-4593.2.5"
+
+
+def test_node_names_longer_than_a_hostname_are_refused():
+    from vmcoreos.errors import ConfigError
+
+    naming.check_node_names(CLUSTER_52, 99)
+    with pytest.raises(ConfigError, match="hostnames .at most 63.*shorten the cluster name or lower the count"):
+        naming.check_node_names(CLUSTER_52, 10 ** 10)

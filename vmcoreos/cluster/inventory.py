@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vmcoreos import naming
 from vmcoreos.vsphere import vms
@@ -30,6 +30,11 @@ class Inventory:
             elif naming.node_index(cluster, vm.name) is not None:
                 nodes[vm.name] = vm
         return cls(cluster, nodes, tuple(templates), tuple(foreign))
+
+    def with_addresses(self, address_of) -> "Inventory":
+        """The same VMs with each node's ip replaced by address_of(name) where that gives one."""
+        nodes = {n: replace(v, ip=address_of(n) or v.ip) for n, v in self.nodes.items()}
+        return Inventory(self.cluster, nodes, self.templates, self.foreign)
 
     def without(self, name: str) -> "Inventory":
         return Inventory(self.cluster, {n: v for n, v in self.nodes.items() if n != name}, self.templates, self.foreign)

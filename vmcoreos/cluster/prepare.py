@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from vmcoreos import naming
 from vmcoreos.guest import nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig, UserConfig
 from vmcoreos.reporting import Reporter
@@ -21,6 +22,8 @@ class Prepared:
 
 def prepare(settings: ClusterSettings, overrides: Overrides = Overrides()) -> Prepared:
     settings, warnings = overrides.apply(settings)
+    # --count may make node names longer than the cluster file alone did.
+    naming.check_node_names(settings.name, settings.count)
     if overrides.discovery_etcd:
         from vmcoreos import discovery
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmcoreos import etcd
+from vmcoreos import etcd, naming
 from vmcoreos.cluster import inventory as inv
 from vmcoreos.cluster.members import Members
 from vmcoreos.guest.nodeconfig import UserConfig
@@ -55,7 +55,18 @@ class Run:
         return self.settings.node.network.mode == "dhcp"
 
     def inventory(self) -> inv.Inventory:
-        return inv.take(self.session, self.placement, self.settings.name)
+        found = inv.take(self.session, self.placement, self.settings.name)
+        # A static node is reached at the address the cluster file gives it, never at what its guest
+        # tools report (link-local or an overlay's while it boots, and untrusted).
+        return found if self.dhcp else found.with_addresses(self.configured_address)
+
+    def configured_address(self, name: str) -> str | None:
+        """A static node's address from node.network.addresses; None under DHCP or past the list."""
+        index = naming.node_index(self.name, name)
+        addresses = self.settings.node.network.addresses
+        if self.dhcp or index is None or not 1 <= index <= len(addresses):
+            return None
+        return str(addresses[index - 1].ip)
 
     def in_parallel(self, fn, calls: list[tuple]) -> None:
         """fn(*args) for each call, at most `parallel` at once; the first failure is raised once all ended."""

@@ -83,25 +83,39 @@ def check_privileges(run: Run) -> None:
 
 
 def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_nodes: int) -> None:
-    """Refuse before the first upload when the datastore cannot hold the disks.
+    """Refuse before the first upload when the datastore cannot hold what the run writes.
 
-    Disks are thin, but a thin disk grows to its capacity, so full clones
-    are counted at capacity; linked clones share the template's disk.
+    Thin disks take what is written, not their capacity: the import writes the
+    OVA's populated bytes, and a full clone copies the template's committed
+    bytes (a linked clone's child disk starts empty). Each node powered on
+    also gets a swap file of its memory (vmcoreos sets no reservation).
+    Provisioned capacity beyond the free space is only a warning: thin disks
+    can grow into it later.
     """
     settings = run.settings
-    per_disk = archive.disk_capacity()
-    have_template = any(
-        t.name == template_name(settings, image) and t.extra.get(vms.MARK_SHA512) == image.sha512 for t in templates
-    )
-    disks = (0 if have_template else 1) + (0 if settings.node.linked_clone else new_nodes)
-    need = disks * per_disk
+    gib = 1 << 30
+    name = template_name(settings, image)
+    have = next((t for t in templates if t.name == name and t.extra.get(vms.MARK_SHA512) == image.sha512), None)
+    populated = archive.disk_populated()
+    per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
+    swap = settings.node.memory_mb << 20
+    copies = 0 if settings.node.linked_clone else new_nodes
+    need = (0 if have is not None else populated) + copies * per_clone + new_nodes * swap
     free = inventory.free_space(run.session, run.placement.datastore)
+    where = f"datastore {settings.vsphere.datastore or 'chosen'}"
     if need > free:
-        gib = 1 << 30
+        parts = [] if have is not None else [f"the template import {populated / gib:.1f} GiB"]
+        parts += [f"{copies} full clone(s) of {per_clone / gib:.1f} GiB", f"{new_nodes} swap file(s) of {swap / gib:.1f} GiB"]
         raise VSphereError(
-            f"datastore {settings.vsphere.datastore or 'chosen'} has {free / gib:.1f} GiB free but {disks}"
-            f" disk(s) of up to {per_disk / gib:.1f} GiB need {need / gib:.1f} GiB; free space, pick another"
-            " datastore (vsphere.datastore), lower the count, or use node.linked_clone: true"
+            f"{where} has {free / gib:.1f} GiB free but this run writes {need / gib:.1f} GiB ({', '.join(parts)});"
+            " free space, pick another datastore (vsphere.datastore), lower the count or node.memory_mb,"
+            " or use node.linked_clone: true"
+        )
+    provisioned = ((0 if have is not None else 1) + copies) * archive.disk_capacity() + new_nodes * swap
+    if provisioned > free:
+        run.reporter.warn(
+            f"{where} has {free / gib:.1f} GiB free, less than the {provisioned / gib:.1f} GiB these thin disks"
+            " and swap files may grow to; the run goes on, but watch the datastore as the nodes write"
         )
 
 

@@ -13,7 +13,7 @@ from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import NotJoinedError
 from vmcoreos.guest.nodeconfig import NodeConfig
-from vmcoreos.vsphere import vms
+from vmcoreos.vsphere import guestnet, vms
 from vmcoreos.vsphere.waits import Watch
 
 KEPT = "the VMs are kept for inspection (see `vmcoreos status`; deploy --rollback removes them instead)"
@@ -48,15 +48,18 @@ def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
 
 def wait_guests(run: Run, names: list[str], deadline: float,
                 nodes: dict[str, vms.VmInfo] | None = None) -> dict[str, NodeStatus]:
-    """Until guest tools run and report an IP on every named node (one PropertyCollector filter).
+    """Until guest tools run and report the node's address on every named node (one PropertyCollector filter).
 
-    `nodes` spares a listing when the caller has a fresh one holding every name.
+    A static node's address is the configured one, awaited until the guest
+    reports it; a DHCP node's is its first NIC's IPv4 (vsphere/guestnet.py),
+    awaited until there is one. `nodes` spares a listing when the caller has
+    a fresh one holding every name.
     """
     status = {n: NodeStatus(n) for n in names}
     if nodes is None or any(n not in nodes for n in names):
         nodes = run.inventory().nodes
     refs = {nodes[n].ref: n for n in names if n in nodes}
-    props = ["runtime.powerState", "guest.toolsRunningStatus", "guest.ipAddress"]
+    props = ["runtime.powerState", "guest.toolsRunningStatus", "guest.ipAddress", "guest.net"]
 
     def ready(values):
         for ref, name in refs.items():
@@ -64,7 +67,7 @@ def wait_guests(run: Run, names: list[str], deadline: float,
             st = status[name]
             st.power = v.get("runtime.powerState", st.power)
             st.tools = v.get("guest.toolsRunningStatus", st.tools)
-            st.ip = v.get("guest.ipAddress") or st.ip
+            st.ip = node_address(run, name, v.get("guest.net"), v.get("guest.ipAddress"))
             st.stage = "tools running" if st.tools == "guestToolsRunning" else (
                 "powered on" if st.power == "poweredOn" else st.stage
             )
@@ -79,6 +82,14 @@ def wait_guests(run: Run, names: list[str], deadline: float,
         except TimeoutError:
             not_joined(run, status)
     return status
+
+
+def node_address(run: Run, name: str, net, primary: str | None) -> str | None:
+    """The address etcd is reached at once the guest shows it: the configured one (static) or the first NIC's."""
+    configured = run.configured_address(name)
+    if configured is None:
+        return guestnet.node_address(net, primary)
+    return configured if configured in guestnet.reported(net, primary) else None
 
 
 def member_ready(endpoint: str, st: NodeStatus) -> bool:

@@ -170,6 +170,10 @@ class OvaArchive:
         """Bytes the OVF's disks can grow to (DiskSection capacity x its allocation units)."""
         return self.descriptor.capacity(self.name)
 
+    def disk_populated(self) -> int:
+        """Bytes the OVF's disks hold once imported thin (see Ovf.populated)."""
+        return self.descriptor.populated(self.name, lambda href: self.size(href) if href in self._members else None)
+
     def _read_manifest(self) -> dict[str, tuple[str, str]]:
         mfs = [n for n in self._members if n.lower().endswith(".mf")]
         if not mfs:

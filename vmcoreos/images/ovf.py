@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from vmcoreos.errors import UnsafeArchiveError
 
@@ -58,6 +59,22 @@ class Ovf:
             total += int(raw) * allocation_units(disk.units)
             if total > MAX_ALLOCATION_UNIT:
                 raise UnsafeArchiveError(f"{label}: its disks claim more than {MAX_ALLOCATION_UNIT} bytes; refusing the OVA")
+        return total
+
+    def populated(self, label: str, file_size: Callable[[str], int | None] | None = None) -> int:
+        """Bytes the disks hold once imported thin: populatedSize, else the disk file's size (a compressed
+        streamOptimized file is smaller than what it fills, so this errs low only without populatedSize),
+        else the capacity; never more than the capacity. file_size(href): a member's size, for files the
+        descriptor gives none."""
+        files = {f.id: f for f in self.files}
+        total = 0
+        for disk in self.disks:
+            capacity = replace(self, disks=(disk,)).capacity(label)
+            held = disk.populated_size
+            if held is None and disk.file_ref in files:
+                file = files[disk.file_ref]
+                held = file.size if file.size is not None or file_size is None else file_size(file.href)
+            total += capacity if held is None else min(capacity, held)
         return total
 
 

@@ -123,6 +123,9 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     cprops = session.retrieve([compute], ["name", "resourcePool", "host"], vim.ComputeResource)[compute]
     pool = _find_pool(session, cprops["resourcePool"], target.resource_pool)
 
+    if target.datastore is not None and "/" not in target.datastore.strip("/"):
+        if target.datastore not in _names(session, props["datastoreFolder"], vim.Datastore):
+            _refuse_storage_pod(session, props["datastoreFolder"], target.datastore)
     datastore = _choose(session, "datastore", "datastore", target.datastore, props["datastoreFolder"], vim.Datastore,
                         origin=target.origin("datastore"))
     networks = _names(session, props["networkFolder"], vim.Network)
@@ -188,6 +191,19 @@ def _choose_host(session: Session, compute, cprops, datastore, network, target: 
     return usable[0]
 
 
+def _refuse_storage_pod(session: Session, root, name: str) -> None:
+    """A datastore cluster's name is refused by name: placing into one takes Storage DRS recommendations."""
+    pods = _names(session, root, vim.StoragePod)
+    if name in pods:
+        members = session.retrieve([pods[name]], ["childEntity"], vim.StoragePod)[pods[name]].get("childEntity") or []
+        names = [p.get("name") for p in session.retrieve(members, ["name"], vim.Datastore).values()]
+        listing = ", ".join(sorted(n for n in names if n)) or "none"
+        raise VSphereError(
+            f"vsphere.datastore {name!r} is a datastore cluster (StoragePod), which vmcoreos does not place into;"
+            f" name one of its datastores instead: {listing}"
+        )
+
+
 def _find_pool(session: Session, root_pool, path: str | None):
     """vsphere.resource_pool: a path of child pools below the cluster's root pool (the default)."""
 
@@ -220,6 +236,12 @@ def _walk(root, path: str | None, children, kind: str, where: str, top: str):
         obj = named[part]
         walked.append(part)
     return obj
+
+
+def committed_bytes(session: Session, vm) -> int:
+    """What a VM's files take on its datastores now: a thin disk's written blocks, not its capacity."""
+    props = session.retrieve([vm], ["summary.storage.committed"], vim.VirtualMachine)[vm]
+    return int(props.get("summary.storage.committed") or 0)
 
 
 def free_space(session: Session, datastore) -> int:

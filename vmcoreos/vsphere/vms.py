@@ -14,6 +14,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import OwnershipError, VSphereError
+from vmcoreos.vsphere import guestnet
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
 from vmcoreos.vsphere.waits import wait_task
@@ -35,6 +36,7 @@ VM_PROPS = [
     "runtime.powerState",
     "guest.toolsRunningStatus",
     "guest.ipAddress",
+    "guest.net",
 ]
 
 
@@ -80,7 +82,8 @@ def _info(ref, props: dict) -> VmInfo:
         template=bool(props.get("config.template")),
         power=str(props.get("runtime.powerState", "")),
         tools=props.get("guest.toolsRunningStatus"),
-        ip=props.get("guest.ipAddress") or None,
+        # Never guest.ipAddress as is: it can be link-local or an overlay's (vsphere/guestnet.py).
+        ip=guestnet.node_address(props.get("guest.net"), props.get("guest.ipAddress")),
         extra=_extra(props.get("config.extraConfig")),
         instance_uuid=props.get("config.instanceUuid") or None,
     )
