@@ -89,6 +89,11 @@ def _path(error: dict) -> tuple:
     return path + (problem.key,) if isinstance(problem, KeyProblem) else path
 
 
+def _num(x) -> str:
+    # Whole numbers as written (25165824, not 2.51658e+07); others briefly.
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _message(error: dict) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind in _KINDS:
@@ -102,11 +107,11 @@ def _message(error: dict) -> str:
             return "missing; add 'cluster: <name>' (node VMs are named <name>-01, <name>-02, …)"
         return "missing"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']:g}"
+        return f"must be at least {_num(ctx['ge'])}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']:g}"
+        return f"must be at most {_num(ctx['le'])}"
     if kind == "greater_than":
-        return f"must be more than {ctx['gt']:g}"
+        return f"must be more than {_num(ctx['gt'])}"
     if kind == "literal_error":
         return f"must be {ctx['expected']}, not {_shown(value)}"
     if kind == "value_error":

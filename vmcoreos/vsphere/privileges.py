@@ -7,7 +7,7 @@ VMs go to: the template and nodes do not exist yet, and they inherit its permiss
 
 from __future__ import annotations
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vmodl
 
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.vsphere.inventory import Placement
