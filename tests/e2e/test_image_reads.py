@@ -1,0 +1,93 @@
+"""How often deploy reads the image: a verified, unchanged image is not read again (issue 16).
+
+Reads are counted on the image file itself, as bench/run.py does: dropped from the page
+cache before a run, its resident bytes counted after (a read of any byte shows as a page).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import signed_image
+from tests.e2e.helpers import write_cluster
+from tests.harness.services import GuestSim, Vcsim
+from vmcoreos.images.known import RACY_NS
+
+# The strict bed's NFC host (own certificate, host-bound leases) needs issue 12's upload fixes
+# (vsphere/importer.py) before any import succeeds there; until they are merged it is expected to fail.
+STRICT_IMPORT = pytest.mark.xfail(reason="strict bed imports need issue 12's upload URL/TLS fixes", strict=False)
+
+
+@pytest.fixture(params=["lenient", pytest.param("strict", marks=STRICT_IMPORT)])
+def bed(request, tmp_path, subnet):
+    """vcsim and the guest simulator on both profiles."""
+    strict = request.param == "strict"
+    vcsim = Vcsim(tmp_path / "vcsim", strict=strict)
+    guests = None
+    try:
+        vcsim.start()
+        guests = GuestSim(vcsim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=strict).start()
+        yield vcsim
+    finally:
+        if guests is not None:
+            guests.stop()
+        vcsim.stop()
+
+
+def evict(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def resident(path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def settle(path) -> None:
+    """Wait until the file's last change is older than the racy window, so its first verification is recorded."""
+    wait = (os.stat(path).st_ctime_ns + RACY_NS) / 1e9 + 0.2 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
+
+def test_unchanged_image_is_not_read_again_and_a_changed_one_is(cli, bed, signer, subnet, tmp_path):
+    (tmp_path / "image").mkdir()
+    image = signed_image(tmp_path / "image", signer, disk_bytes=8 << 20, seed=16)
+    ova, size = image["ova"], image["ova"].stat().st_size
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet)
+    settle(ova)
+
+    def deploy(count: int):
+        evict(ova)
+        run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--ova", str(ova),
+                   "--trusted-key", str(image["key"]), "--json"], env=bed.env())
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout), resident(ova), run.output
+
+    first, read, _ = deploy(1)
+    assert first["uploaded"] is True
+    assert read >= size * 0.9  # verified and uploaded: every byte was read
+
+    # Template kept, a node added: the record vouches for the file, only the OVF header is read.
+    second, read, output = deploy(2)
+    assert second["uploaded"] is False and second["created"] == ["lab-02"]
+    assert read < size / 8, f"{read} of {size} bytes read for an image verified before"
+    assert "not reading it again" in output
+
+    # Touched (mtime and ctime move): verified again in full before it is trusted.
+    os.utime(ova)
+    third, read, output = deploy(3)
+    assert third["created"] == ["lab-03"]
+    assert read >= size * 0.9
+    assert "not reading it again" not in output
