@@ -1,4 +1,4 @@
-"""What this host remembers between runs: the identity of every template it imported.
+"""What this host remembers between runs: the templates it imported and the images it verified.
 
 vCenter inventory is writable by more people than the operator: anyone
 allowed to edit a VM's advanced settings can give it our marks. So a
@@ -6,6 +6,12 @@ template counts as ours only if this host recorded its instance UUID and
 moref when it imported it. The record lives in `<cache root>/state/`,
 beside the image cache it was verified from, as one JSON file written
 atomically under a lock (runs for different clusters share it).
+
+Each verified image is remembered by the identity of its file (device,
+inode, size, mtime and ctime in ns) and the SHA-256 of the signature bytes
+it was checked against, with the keys that were trusted then: a later run
+that finds all of them unchanged knows the file's SHA-512 and version
+without reading it (vmcoreos.images.known decides when that holds).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +29,7 @@ from filelock import FileLock, Timeout
 from vmcoreos.errors import ConfigError, LockedError
 
 TEMPLATES_FILE = "templates.json"
+IMAGES_FILE = "images.json"
 LOCK_WAIT = 30.0  # seconds; a write takes milliseconds, so a longer wait means a stuck run
 
 
@@ -31,6 +38,20 @@ class TemplateRecord:
     instance_uuid: str
     moref: str
     sha512: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    identity: tuple[int, ...]  # vmcoreos.images.source.identity() of the file when it was verified
+    recorded_ns: int  # wall clock just before that identity was taken (racy-file rule, images.known)
+    signature_sha256: str  # of the signature bytes it was verified against
+    signers: tuple[str, ...]  # the primary fingerprints trusted then, sorted
+    sha256: str  # the stream metadata's SHA-256 it was also checked against ("" if none)
+    sha512: str
+    version: str
+    signer: str  # the verdict: primary fingerprint, signing (sub)key, whether that key has expired since
+    signing_key: str
+    expired_key: bool
 
 
 def state_dir(cache_root: Path | None = None) -> Path:
@@ -53,15 +74,19 @@ def _locked(directory: Path) -> Iterator[None]:
         lock.release()
 
 
+FIXES = {
+    TEMPLATES_FILE: "move it away and reimport the templates (`vmcoreos destroy --templates`)",
+    IMAGES_FILE: "move it away; images are then verified again in full on their next use",
+}
+
+
 def _read(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot read {path} ({exc}); move it away and reimport the templates (`vmcoreos destroy --templates`)"
-        ) from None
+        raise ConfigError(f"cannot read {path} ({exc}); {FIXES.get(path.name, 'move it away')}") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -77,13 +102,35 @@ def template_record(vcenter: str, name: str, *, cache_root: Path | None = None) 
 
 
 def remember_template(vcenter: str, name: str, record: TemplateRecord, *, cache_root: Path | None = None) -> None:
+    _update(TEMPLATES_FILE, vcenter, name, asdict(record), cache_root)
+
+
+def image_record(path: Path, *, cache_root: Path | None = None) -> ImageRecord | None:
+    """What this host recorded when it last verified the image file at path (its absolute name)."""
     directory = state_dir(cache_root)
-    path = directory / TEMPLATES_FILE
+    with _locked(directory):
+        entry = _read(directory / IMAGES_FILE).get("images", {}).get(str(path))
+    try:
+        record = ImageRecord(**entry) if isinstance(entry, dict) else None
+    except TypeError:
+        return None
+    if record is None:
+        return None
+    return replace(record, identity=tuple(record.identity), signers=tuple(record.signers))
+
+
+def remember_image(path: Path, record: ImageRecord, *, cache_root: Path | None = None) -> None:
+    _update(IMAGES_FILE, "images", str(path), asdict(record), cache_root)
+
+
+def _update(file: str, group: str, key: str, value: dict, cache_root: Path | None) -> None:
+    directory = state_dir(cache_root)
+    path = directory / file
     with _locked(directory):
         data = _read(path)
-        data.setdefault(vcenter, {})[name] = asdict(record)
+        data.setdefault(group, {})[key] = value
         # Written beside the old one and renamed over it: a crash leaves the old file or the new, never half.
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPLATES_FILE + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=file + ".", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f, indent=2, sort_keys=True)

@@ -59,10 +59,11 @@ def mirror_dir(rel, channel: str = "stable") -> str:
 
 
 def cache_files(cache: Path) -> list[str]:
-    """Every file in the cache except the per-entry lock files."""
+    """Every file in the cache except the per-entry lock files and the host state kept beside it (state/)."""
     if not cache.exists():
         return []
-    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and ".locks" not in p.parts)
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")
+                  if p.is_file() and ".locks" not in p.parts and p.relative_to(cache).parts[0] != "state")
 
 
 def assert_refused(run, code: int, message: str, cache: Path) -> None:

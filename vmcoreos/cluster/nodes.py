@@ -15,25 +15,36 @@ from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 
 
-def clone(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str) -> None:
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str):
     settings = run.settings
     extra = dict(config.guestinfo)
     extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
-    spec = vms.clone_spec(
+    linked = " (linked clone)" if template.linked_snapshot is not None else ""
+    run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
+    return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
         linked_snapshot=template.linked_snapshot,
     )
-    linked = " (linked clone)" if template.linked_snapshot is not None else ""
-    run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
-    ref = vms.clone(run.session, template.vm, config.name, run.placement, spec, cluster=settings.name)
-    vm = vms.refresh(run.session, vms.VmInfo(ref, config.name, False, "", None, None))
-    # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
-    vms.power_on(run.session, vm)
+
+
+def clone(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str) -> None:
+    clone_all(run, template, image, [(config, digest)])
+
+
+def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]]) -> None:
+    """Clone and boot nodes, `parallel` at a time, each batch's tasks awaited together (a few requests a batch)."""
+    for at in range(0, len(jobs), run.parallel):
+        batch = jobs[at : at + run.parallel]
+        specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
+        refs = vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name)
+        made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, (name, _) in zip(refs, specs)])
+        # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
+        vms.power_on_many(run.session, made)
 
 
 def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig], deadline: float) -> None:
     """A new cluster: every node at once, all with initial_cluster_state new."""
-    run.in_parallel(clone, [(run, template, image, c, c.digest) for c in configs])
+    clone_all(run, template, image, [(c, c.digest) for c in configs])
     if run.dhcp:
         # First boot done without etcd; now each node's leased address goes into every config.
         names = [c.name for c in configs]
@@ -114,6 +125,7 @@ def record_joined(run: Run, names: list[str]) -> None:
     """
     nodes = run.inventory().nodes
     cluster_id = run.members.current_cluster_id(nodes)
+    batch = []
     for name in names:
         vm = nodes.get(name)
         if vm is None:
@@ -126,7 +138,9 @@ def record_joined(run: Run, names: list[str]) -> None:
             changes[guestinfo.IGNITION_DATA + ".encoding"] = "base64"
             run.reporter.event(f"{name}: joined; clearing {guestinfo.IGNITION_DATA} (Ignition has applied it)")
         if changes:
-            vms.reconfigure(run.session, vm, changes, run.name)
+            batch.append((vm, changes))
+    if batch:
+        vms.reconfigure_many(run.session, batch, run.name)
 
 
 def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:

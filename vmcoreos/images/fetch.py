@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.images import cache, keys as keymod, releases
+from vmcoreos.images import cache, keys as keymod, known, releases
 from vmcoreos.images.download import Http
 from vmcoreos.images.imagepass import ImagePass, note_expired, read_signature, read_through, warn
 from vmcoreos.images.ova import OvaArchive
@@ -44,7 +44,7 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
     signing = signing_keys(image)
     with Http(reporter, retries=retries) as http:
         if image.ova and not is_url(image.ova):
-            return verify_local(image, signing, http, reporter)
+            return verify_local(image, signing, http, reporter, _state_root(cache_dir))
         cache_root = cache.check_root(Path(cache_dir))
         release = _release(image, signing, http, cache_root, reporter, floor)
         return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
@@ -76,6 +76,14 @@ def _release(image: ImageSettings, signing, http: Http, cache_root: Path, report
         release = _hold_floor(release, floor, cache_root, reporter)
         reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
     return release
+
+
+def _state_root(cache_dir: Path) -> Path | None:
+    """Where the record of verified local images lives; without a usable cache root they are just read in full."""
+    try:
+        return cache.check_root(Path(cache_dir))
+    except ConfigError:
+        return None
 
 
 def _warn_plain_http(image: ImageSettings, release: Release, reporter: Reporter) -> None:
@@ -150,15 +158,26 @@ def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
     return found
 
 
-def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Http, reporter: Reporter) -> VerifiedImage:
-    """A local OVA (--ova FILE) checked in place, in one read of one descriptor, against its detached signature."""
+def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Http, reporter: Reporter,
+                 state_root: Path | None = None) -> VerifiedImage:
+    """A local OVA (--ova FILE) checked in place, in one read of one descriptor, against its detached signature.
+
+    state_root: where verified images are recorded; one whose file and signature are unchanged is not read again.
+    """
     if not image.ova:
         raise ConfigError("no local OVA given; pass --ova FILE")
     path = Path(image.ova)
     f = open_image(path)
     try:
         signature = None if image.insecure_skip_verify else read_signature(image.sig or image.ova + ".sig", path.name, http)
+        record = known.recall(path, f, signature, signing, cache_root=state_root) if state_root else None
+        if record is not None:
+            reporter.event(f"{path} is unchanged since it was verified; not reading it again")
+            before = identity(f)
+            return VerifiedImage(path, image.distro, record.version, record.sha512, before[2], known.verdict(record),
+                                 "local", str(path), file=f, identity=before)
         reporter.event(f"verifying {path}")
+        stamped = known.stamp()
         before = identity(f)
         check = ImagePass(path.name, signature, signing)
         size = read_through(f, check, reporter, f"verifying {path.name}")
@@ -167,6 +186,9 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
         with OvaArchive(path, fileobj=f, identity=before) as archive:
             archive.verify_manifest(check.members)
             archive.check_unchanged()  # written to while we read it: what was verified is unknown
+        if state_root:
+            known.remember(path, before, stamped, signature, signing, verdict, sha512, f"local-{sha512[:12]}",
+                           cache_root=state_root)
     except BaseException:
         f.close()
         raise
@@ -278,15 +300,25 @@ class Fetcher:
                 self.reporter.event(f"the signature at {redact(release.sig_url or '')} changed; downloading again")
                 entry.discard()
                 return None
-        self.reporter.event(f"checking cached {entry.path}")
-        check = ImagePass(entry.file, signature, self.signing, sha256=release.sha256, members=False)
         f = open_image(entry.path, "cached image")
+        version = record.get("version") or release.version
         try:
+            seen = known.recall(entry.path, f, signature, self.signing, sha256=release.sha256, cache_root=self.cache_dir)
+            if seen is not None and seen.sha512 == record.get("sha512"):
+                self.reporter.event(f"cached {entry.path} is unchanged since it was verified; not reading it again")
+                before = identity(f)
+                return VerifiedImage(entry.path, release.distro, version, seen.sha512, before[2], known.verdict(seen),
+                                     release.channel, record.get("source", ""), cached=True, file=f, identity=before)
+            self.reporter.event(f"checking cached {entry.path}")
+            check = ImagePass(entry.file, signature, self.signing, sha256=release.sha256, members=False)
+            stamped = known.stamp()
             before = identity(f)
             size = read_through(f, check, self.reporter, f"checking {entry.file}")
             verdict, sha512 = check.finish(record.get("sha512"), "its cache record")
             if identity(f) != before:
                 raise VerificationError("it changed while it was read")
+            known.remember(entry.path, before, stamped, signature, self.signing, verdict, sha512, version,
+                           sha256=release.sha256, cache_root=self.cache_dir)
         except VerificationError as exc:
             f.close()
             self.reporter.event(f"cached {entry.file} failed verification ({exc.message}); discarding it")
@@ -295,7 +327,6 @@ class Fetcher:
         except BaseException:
             f.close()
             raise
-        version = record.get("version") or release.version
         return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel,
                              record.get("source", ""), cached=True, file=f, identity=before)
 
@@ -325,6 +356,7 @@ class Fetcher:
             if signature is not None:
                 cache.write_file(entry.sig, signature)
             os.replace(entry.part, entry.path)  # the open descriptor stays the verified file
+            stamped = known.stamp()
             before = identity(f)  # a rename changes ctime: the identity to hold is the renamed file's
             entry.write_record({
                 "distro": release.distro,
@@ -341,6 +373,9 @@ class Fetcher:
                 "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if verdict else None,
                 "source": source,
             })
+            # Just renamed, so racy (images.known): the next use reads it once more, then the record settles.
+            known.remember(entry.path, before, stamped, signature, self.signing, verdict, sha512, version,
+                           sha256=release.sha256, cache_root=self.cache_dir)
         except BaseException:
             if f is not None:
                 f.close()

@@ -17,7 +17,7 @@ from vmcoreos.errors import OwnershipError, VSphereError
 from vmcoreos.vsphere import guestnet
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
-from vmcoreos.vsphere.waits import wait_task
+from vmcoreos.vsphere.waits import wait_task, wait_tasks
 
 MARK_CLUSTER = "vmcoreos.cluster"
 MARK_ROLE = "vmcoreos.role"  # "node" or "template"
@@ -212,22 +212,55 @@ def snapshot_linked_base(session: Session, vm: VmInfo, placement: Placement, clu
         raise VSphereError(f"could not snapshot {vm.name} for linked clones: {exc.msg}") from None
 
 
-def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str) -> Any:
+def _start_clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, cluster: str) -> Any:
+    """The clone's task, or the VM itself when a lost connection hid that an earlier request made it."""
     try:
-        task = template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
+        return template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
     except ConnectionLost:
         # The request may or may not have reached vCenter: look before sending it again.
         time.sleep(1)
         made = [v for v in list_vms(session, placement, {name}) if v.owned_by(cluster) and not v.template]
         if made:
             return made[0].ref
-        task = template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
+        return template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
+
+
+def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str) -> Any:
+    task = _start_clone(session, template, name, placement, spec, cluster)
+    if not isinstance(task, vim.Task):
+        return task
     try:
         return wait_task(session, task, what=f"cloning {name} from {template.name}")
     except BaseException:
         # Interrupted or failed: cancel the task and remove whatever it made, if it is ours.
         _remove_half_made(session, task, name, placement, cluster)
         raise
+
+
+def clone_many(session: Session, template: VmInfo, jobs: list[tuple[str, Any]], placement: Placement, *,
+               cluster: str) -> list[Any]:
+    """Clone template once per (name, spec): every task sent, then one wait over them all (not one per VM)."""
+    started: list[Any] = []
+    try:
+        for name, spec in jobs:
+            started.append(_start_clone(session, template, name, placement, spec, cluster))
+        tasks = [t for t in started if isinstance(t, vim.Task)]
+        done = iter(wait_tasks(session, tasks, what=f"cloning {', '.join(n for n, _ in jobs)} from {template.name}"))
+        return [next(done) if isinstance(t, vim.Task) else t for t in started]
+    except BaseException:
+        # Interrupted or one failed: cancel what still runs and remove what it half made, if ours;
+        # the clones that finished are whole nodes, kept as the one-at-a-time path keeps them.
+        for (name, _), task in zip(jobs, started):
+            if isinstance(task, vim.Task) and _unfinished(task):
+                _remove_half_made(session, task, name, placement, cluster)
+        raise
+
+
+def _unfinished(task) -> bool:
+    try:
+        return task.info.state != "success"
+    except Exception:
+        return True
 
 
 def _remove_half_made(session: Session, task, name: str, placement: Placement, cluster: str) -> None:
@@ -244,14 +277,32 @@ def _remove_half_made(session: Session, task, name: str, placement: Placement, c
 
 
 def reconfigure(session: Session, vm: VmInfo, extra: dict[str, str], cluster: str) -> None:
-    require_owned(vm, cluster, "reconfigure")
-    spec = vim.vm.ConfigSpec(extraConfig=option_values(extra))
-    wait_task(session, vm.ref.ReconfigVM_Task(spec=spec), what=f"reconfiguring {vm.name}")
+    reconfigure_many(session, [(vm, extra)], cluster)
+
+
+def reconfigure_many(session: Session, changes: list[tuple[VmInfo, dict[str, str]]], cluster: str) -> None:
+    """Set extraConfig keys on several VMs, with one wait over all their tasks."""
+    for vm, _ in changes:
+        require_owned(vm, cluster, "reconfigure")
+    tasks = [vm.ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(extraConfig=option_values(extra))) for vm, extra in changes]
+    wait_tasks(session, tasks, what=f"reconfiguring {', '.join(vm.name for vm, _ in changes)}")
 
 
 def power_on(session: Session, vm: VmInfo) -> None:
     if vm.power != "poweredOn":
         wait_task(session, vm.ref.PowerOnVM_Task(), what=f"powering on {vm.name}")
+
+
+def power_on_many(session: Session, found: list[VmInfo]) -> None:
+    """Power on every VM that is off, with one wait over all their tasks."""
+    off = [vm for vm in found if vm.power != "poweredOn"]
+    wait_tasks(session, [vm.ref.PowerOnVM_Task() for vm in off], what=f"powering on {', '.join(v.name for v in off)}")
+
+
+def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:
+    """refresh() for several VMs in one request."""
+    props = session.retrieve([vm.ref for vm in found], VM_PROPS, vim.VirtualMachine) if found else {}
+    return [_info(vm.ref, props[vm.ref]) if vm.ref in props else vm for vm in found]
 
 
 def power_off(session: Session, vm: VmInfo, cluster: str) -> None:
