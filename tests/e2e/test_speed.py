@@ -18,12 +18,7 @@ from tests.e2e.helpers import write_cluster
 from tests.harness.services import GuestSim
 from vmcoreos.images.known import RACY_NS
 
-# The strict bed's NFC host (own certificate, host-bound leases) needs issue 12's upload fixes
-# (vsphere/importer.py) before any import succeeds there; until they are merged it is expected to fail.
-STRICT_IMPORT = pytest.mark.xfail(reason="strict bed imports need issue 12's upload URL/TLS fixes", strict=False)
-
-
-@pytest.fixture(params=["lenient", pytest.param("strict", marks=STRICT_IMPORT)])
+@pytest.fixture(params=["lenient", "strict"])
 def bed(request, tmp_path, subnet):
     """vcsim and the guest simulator on both profiles."""
     strict = request.param == "strict"
