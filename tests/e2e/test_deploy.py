@@ -6,7 +6,7 @@ import json
 
 import requests
 
-from tests.e2e.helpers import inventory, write_cluster
+from tests.e2e.helpers import api_vm, inventory, write_cluster
 from vmcoreos.guest import nodeconfig
 from vmcoreos.settings import load_cluster_file
 
@@ -63,20 +63,10 @@ def test_deploy_three_nodes_join_etcd_and_rerun_changes_nothing(cli, vcsim, gues
 
 
 def test_linked_clones_grow_from_a_snapshot_of_the_template(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
-    from pyVim.connect import Disconnect
-    from pyVmomi import vim
-
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"node": {"linked_clone": True}})
     run = _deploy(cli, cluster, signed_ova, vcsim)
     assert run.returncode == 0, run.stderr
     template = json.loads(run.stdout)["template"]
-    si = vcsim.connect()
-    try:
-        content = si.RetrieveContent()
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        tpl = next(v for v in view.view if v.name == template)
-        view.Destroy()
+    with api_vm(vcsim, template) as tpl:
         assert tpl.config.template
         assert [s.name for s in tpl.snapshot.rootSnapshotList] == ["vmcoreos-linked-clone-base"]
-    finally:
-        Disconnect(si)
