@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from pyVim.connect import Disconnect
+from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from tests.e2e.helpers import api_vm
 from tests.harness.faultproxy import FaultProxy
 from vmcoreos.errors import VSphereError
 from vmcoreos.settings import connection_from
 from vmcoreos.vsphere import session as vsession
+from vmcoreos.vsphere.waits import Watch, wait_task
 
 
 def _settled(proxy):
@@ -84,4 +90,129 @@ def test_stalled_vcenter_times_out_naming_the_call(vcsim, monkeypatch):
             assert time.monotonic() - started < 10
         finally:
             proxy.clear()
+            s.close()
+
+
+# -- issue 13: re-login, stale pooled sockets ---------------------------------------------
+
+def _our_sessions(admin) -> list:
+    """The simulator's live sessions vmcoreos opened (its User-Agent), as a vCenter's session list shows them."""
+    return [u for u in admin.content.sessionManager.sessionList if (u.userAgent or "").startswith("vmcoreos/")]
+
+
+def test_parallel_calls_after_expiry_share_one_login(vcsim, monkeypatch):
+    from pyVmomi import SoapAdapter
+
+    invoke = SoapAdapter.SoapStubAdapter.InvokeMethod
+    logins = []
+
+    def slow_login(self, mo, info, args, outerStub=None):
+        # A vCenter that takes its time to log in: every thread whose call failed meanwhile would log in too.
+        if info.wsdlName == "Login":
+            logins.append(threading.current_thread().name)
+            time.sleep(0.3)
+        return invoke(self, mo, info, args, outerStub)
+
+    admin = vcsim.connect()
+    monkeypatch.setattr(SoapAdapter.SoapStubAdapter, "InvokeMethod", slow_login)
+    s = vsession.connect(_conn(vcsim))
+    try:
+        root = s.content.rootFolder
+        assert len(logins) == 1 and len(_our_sessions(admin)) == 1
+        admin.content.sessionManager.TerminateSession([s.content.sessionManager.currentSession.key])
+        threads = 8
+        start = threading.Barrier(threads)
+
+        def read(_):
+            start.wait()
+            # Not a plain RetrievePropertiesEx: the simulator answers that one without a session.
+            return [p["name"] for p in s.retrieve_all(root, vim.Datacenter, ["name"]).values()]
+
+        with ThreadPoolExecutor(threads) as pool:
+            assert list(pool.map(read, range(threads))) == [["DC0"]] * threads
+        assert len(logins) == 2 and s.generation == 1
+        assert len(_our_sessions(admin)) == 1  # nothing left behind for vCenter to hold until it times out
+    finally:
+        s.close()
+        Disconnect(admin)
+
+
+def test_a_wait_outlives_the_session_its_filter_was_made_in(vcsim):
+    s = vsession.connect(_conn(vcsim))
+    admin = vcsim.connect()
+    try:
+        vm = next(ref for ref, p in s.retrieve_all(s.content.rootFolder, vim.VirtualMachine, ["name"]).items()
+                  if p["name"] == "DC0_H0_VM1")
+        note = f"watched {time.monotonic()}"
+        deadline = time.monotonic() + 30
+        with Watch(s, [vm], ["name", "config.annotation"], vim.VirtualMachine) as watch:
+            watch.until(lambda v: "name" in v[vm], deadline, "first update")
+            old_pc = watch.pc
+            admin.content.sessionManager.TerminateSession([s.content.sessionManager.currentSession.key])
+            # The change comes after the session (and the collector with it) is gone.
+            with api_vm(vcsim, "DC0_H0_VM1") as other:
+                WaitForTask(other.ReconfigVM_Task(vim.vm.ConfigSpec(annotation=note)))
+            watch.until(lambda v: v[vm].get("config.annotation") == note, deadline, "the note")
+            assert watch.pc != old_pc and s.generation == 1
+    finally:
+        s.close()
+        Disconnect(admin)
+
+
+def test_a_listing_outlives_a_session_that_ends_between_its_view_and_its_read(vcsim, monkeypatch):
+    s = vsession.connect(_conn(vcsim))
+    admin = vcsim.connect()
+    try:
+        root = s.content.rootFolder
+        key = s.content.sessionManager.currentSession.key
+        stub = s.si._stub
+        guarded = stub.InvokeMethod
+        ended = []
+
+        def end_after_view(mo, info, args, outerStub=None):
+            result = guarded(mo, info, args, outerStub)
+            if info.wsdlName == "CreateContainerView" and not ended:
+                ended.append(admin.content.sessionManager.TerminateSession([key]))
+            return result
+
+        monkeypatch.setattr(stub, "InvokeMethod", end_after_view)
+        dcs = s.retrieve_all(root, vim.Datacenter, ["name"])
+        assert [p["name"] for p in dcs.values()] == ["DC0"] and ended and s.generation == 1
+    finally:
+        s.close()
+        Disconnect(admin)
+
+
+def test_a_pooled_socket_cut_while_idle_is_not_used_for_a_reconfigure(vcsim):
+    note = f"after an idle cut {time.monotonic()}"
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        s = vsession.connect(_conn(vcsim, proxy.url_for(vcsim.url)))
+        try:
+            vm = next(ref for ref, p in s.retrieve_all(s.content.rootFolder, vim.VirtualMachine, ["name"]).items()
+                      if p["name"] == "DC0_H0_VM1")
+            # What a load balancer does to a keep-alive socket while the tool waits on etcd.
+            assert proxy.reset_idle(0) >= 1
+            before = proxy.stats.connections
+            task = vm.ReconfigVM_Task(vim.vm.ConfigSpec(annotation=note))  # not idempotent: never resent
+            wait_task(s, task, timeout=30)
+            assert s.retrieve([vm], ["config.annotation"], vim.VirtualMachine)[vm]["config.annotation"] == note
+            assert proxy.stats.connections > before and proxy.stats.idle_resets >= 1
+        finally:
+            s.close()
+
+
+def test_pooled_sockets_idle_past_the_pool_limit_are_not_reused(vcsim, monkeypatch):
+    # A cut that sends nothing (a silent load balancer) cannot be seen on the socket: age is the only tell.
+    monkeypatch.setattr(vsession, "POOL_IDLE_SECONDS", 1, raising=False)
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        s = vsession.connect(_conn(vcsim, proxy.url_for(vcsim.url)))
+        try:
+            s.si.CurrentTime()
+            before = proxy.stats.connections
+            s.si.CurrentTime()
+            assert proxy.stats.connections == before  # reused while fresh
+            time.sleep(1.5)
+            s.si.CurrentTime()
+            assert proxy.stats.connections == before + 1
+        finally:
             s.close()

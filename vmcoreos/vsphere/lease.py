@@ -4,6 +4,11 @@ Like govc's lease updater: a ticker every LEASE_TICK seconds sends
 HttpNfcLeaseProgress with the percent the one shared counter has reached
 (a 0 still renews the lease); the same counter feeds the progress display.
 On any upload failure the lease is aborted (abort).
+
+A failed progress call does not end the keepalive: a dropped connection, a
+timeout or a passing fault is tried again at the next tick (the lease lasts
+minutes without news). Only a lease that has ended (done, aborted, error,
+gone) stops it before the upload does.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from pyVmomi import vim, vmodl
+
 LEASE_TICK = 2.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
+ENDED = ("done", "aborted", "error")
 
 
 class ByteCounter:
@@ -41,6 +49,7 @@ class LeaseKeepalive:
         self.lease = lease
         self.counter = counter
         self.tick = LEASE_TICK if tick is None else tick
+        self.failures = 0  # progress calls that failed and were tried again at the next tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nfc-keepalive", daemon=True)
 
@@ -57,8 +66,22 @@ class LeaseKeepalive:
             try:
                 # A 0 % report still renews the lease.
                 self.lease.HttpNfcLeaseProgress(self.counter.percent)
+                continue
+            except (vmodl.fault.ManagedObjectNotFound, vim.fault.Timedout):
+                return  # the lease is gone or timed out: the upload itself will fail and say why
             except Exception:
-                return  # the upload itself will fail and say why
+                self.failures += 1
+            if self._ended():
+                return
+
+    def _ended(self) -> bool:
+        """Whether the lease is over, after a failed progress call; unknown counts as not (try again)."""
+        try:
+            return self.lease.state in ENDED
+        except vmodl.fault.ManagedObjectNotFound:
+            return True
+        except Exception:
+            return False
 
 
 def abort(lease) -> None:

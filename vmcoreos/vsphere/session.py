@@ -6,13 +6,16 @@ objects, instead of pyvmomi's one-call-per-attribute access.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
+import select
 import socket
 import ssl
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
@@ -58,6 +61,11 @@ IDEMPOTENT = frozenset({
     "FindByInventoryPath", "CancelTask", "Fetch",
 })
 RESENDS = 2
+# pyvmomi keeps idle sockets for 900 s, as long as vCenter's own idle timeout; load balancers and
+# proxies in front of vCenter cut idle connections much sooner (nginx 75 s, ALB 60 s, HAProxy often
+# less), and a non-idempotent call sent on such a socket is "connection lost, state unknown" even
+# though it never left. Sockets idle this long are closed instead of reused.
+POOL_IDLE_SECONDS = 30
 _DROPPED = (ConnectionError, http.client.HTTPException, ssl.SSLError)
 USER_AGENT = f"vmcoreos/{__version__}"
 
@@ -130,6 +138,9 @@ class Session:
     ssl: ssl.SSLContext
 
     _content: Any = None
+    # Bumped by every re-login: a call that failed under an older session only needs sending again.
+    generation: int = 0
+    _login_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def content(self):
@@ -149,14 +160,25 @@ class Session:
         except Exception:
             pass
 
-    def relogin(self) -> None:
-        """vCenter dropped our session (idle timeout, restart): log in again on the same connection."""
-        try:
-            self.content.sessionManager.Login(self.conn.username, str(self.conn.password))
-        except vim.fault.InvalidLogin:
-            raise VSphereError(
-                f"vCenter ended the session and now rejects the login for {self.conn.username!r}; check the password"
-            ) from None
+    def relogin(self, seen: int | None = None) -> bool:
+        """vCenter dropped our session (idle timeout, restart): log in again on the same connection.
+
+        seen is the generation the failed call was sent under. Threads whose calls all
+        failed with the same session share one login: the first logs in, the others wait
+        for it and find the generation moved on (each login would leave a session behind).
+        Returns whether this call logged in.
+        """
+        with self._login_lock:
+            if seen is not None and seen != self.generation:
+                return False
+            try:
+                self.content.sessionManager.Login(self.conn.username, str(self.conn.password))
+            except vim.fault.InvalidLogin:
+                raise VSphereError(
+                    f"vCenter ended the session and now rejects the login for {self.conn.username!r}; check the password"
+                ) from None
+            self.generation += 1
+            return True
 
     def retrieve(self, objs: Iterable, props: list[str], kind: type) -> dict[Any, dict[str, Any]]:
         """props of every object in objs, in one PropertyCollector call (paged)."""
@@ -171,18 +193,24 @@ class Session:
 
     def retrieve_all(self, root, kind: type, props: list[str], *, recursive: bool = True) -> dict[Any, dict[str, Any]]:
         """props of every object of a kind below root (only its direct children unless recursive), through a container view."""
-        view = self.content.viewManager.CreateContainerView(root, [kind], recursive)
-        try:
-            traversal = vmodl.query.PropertyCollector.TraversalSpec(
-                name="view", path="view", skip=False, type=vim.view.ContainerView
-            )
-            spec = vmodl.query.PropertyCollector.FilterSpec(
-                objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traversal])],
-                propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=props, all=False)],
-            )
-            return self._collect(spec)
-        finally:
-            view.Destroy()
+        for attempt in (1, 2):
+            view = self.content.viewManager.CreateContainerView(root, [kind], recursive)
+            try:
+                traversal = vmodl.query.PropertyCollector.TraversalSpec(
+                    name="view", path="view", skip=False, type=vim.view.ContainerView
+                )
+                spec = vmodl.query.PropertyCollector.FilterSpec(
+                    objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traversal])],
+                    propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=props, all=False)],
+                )
+                return self._collect(spec)
+            except vmodl.fault.ManagedObjectNotFound as exc:
+                # A view belongs to the session that made it: one that ended in between took it along.
+                if attempt == 2 or exc.obj != view:
+                    raise
+            finally:
+                with contextlib.suppress(vmodl.MethodFault):
+                    view.Destroy()
 
     def _collect(self, spec) -> dict[Any, dict[str, Any]]:
         pc = self.content.propertyCollector
@@ -208,6 +236,7 @@ def connect(conn: Connection) -> Session:
         pwd=str(conn.password),
         sslContext=ctx,
         httpConnectionTimeout=api_timeout(),
+        connectionPoolTimeout=POOL_IDLE_SECONDS,
         # Lets vCenter's logs (and the benchmark's request counts) tell our calls apart.
         customHeaders={"User-Agent": USER_AGENT},
     )
@@ -256,25 +285,32 @@ def _guard(session: Session) -> None:
     * a dropped connection during a read-only call is resent (RESENDS times);
       during any other call it becomes ConnectionLost, for the caller to check
       what happened before trying again;
-    * an expired session (NotAuthenticated) is logged in again once, and the
-      call repeated;
+    * no call goes out on a pooled socket the peer has already closed (_live_connections);
+    * an expired session (NotAuthenticated) is logged in again, once for all
+      threads (Session.relogin), and the call repeated;
     * a call that times out names itself, so a stalled vCenter reads as one.
     """
     stub = session.si._stub
     invoke, access = stub.InvokeMethod, stub.InvokeAccessor
     timeout = api_timeout()
+    _live_connections(stub)
 
     def call(name: str, fn, *args):
-        relogged = False
+        logged_in, waited = False, 0
         resent = 0
         while True:
+            generation = session.generation
             try:
                 return fn(*args)
             except vim.fault.NotAuthenticated:
-                if relogged or name in ("Login", "Logout"):
+                # Refused again after this call's own login (or after a few other threads'):
+                # that is a real refusal, not an expired session.
+                if logged_in or waited >= 3 or name in ("Login", "Logout"):
                     raise
-                relogged = True
-                session.relogin()
+                if session.relogin(generation):
+                    logged_in = True
+                else:
+                    waited += 1
             except (TimeoutError, socket.timeout):
                 raise VSphereError(
                     f"vCenter did not answer {name} within {timeout:.0f}s; it is stalled or overloaded"
@@ -296,3 +332,36 @@ def _guard(session: Session) -> None:
     )
     stub.InvokeAccessor = lambda mo, info: call("Fetch", access, mo, info)
 
+
+def _live_connections(stub) -> None:
+    """Make the stub's pool hand out only sockets the peer has not closed.
+
+    An idle keep-alive socket has nothing to read; if it is readable, vCenter or a
+    proxy in between has closed or reset it (urllib3 checks its pool the same way).
+    A cut that sent nothing (a silent load balancer) is what POOL_IDLE_SECONDS is for.
+    """
+    get, give_back = stub.GetConnection, stub.ReturnConnection
+
+    def get_live():
+        while True:
+            conn = get()
+            # Only pooled sockets: a fresh TLS 1.3 one may still be receiving its session tickets.
+            if not getattr(conn, "_vmcoreos_pooled", False) or not _peer_closed(conn):
+                return conn
+            conn.close()
+
+    def returned(conn):
+        conn._vmcoreos_pooled = True
+        give_back(conn)
+
+    stub.GetConnection, stub.ReturnConnection = get_live, returned
+
+
+def _peer_closed(conn) -> bool:
+    sock = getattr(conn, "sock", None)
+    if sock is None:  # not connected yet: http.client connects on the first request
+        return False
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed under us
+        return True

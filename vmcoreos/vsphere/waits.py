@@ -15,22 +15,49 @@ from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere.session import Session, poll_seconds
 
 PC = vmodl.query.PropertyCollector
+REOPENS = 3  # re-made collectors in a row, without an update in between, before a wait gives up
 
 
 class Watch:
-    """Current values of props on objs, kept up to date by WaitForUpdatesEx."""
+    """Current values of props on objs, kept up to date by WaitForUpdatesEx.
+
+    The collector and its filter belong to the session that made them: when vCenter
+    ends the session (the stub guard logs in again), they are gone, and the wait
+    makes them again on the new session and carries on from the values as they are then.
+    """
 
     def __init__(self, session: Session, objs: Iterable, props: list[str], kind: type):
         self.session = session
         self.values: dict[Any, dict[str, Any]] = {o: {} for o in objs}
+        self.props, self.kind = props, kind
+        self.pc = None
+        self._open()
+
+    def _open(self) -> None:
         # A private collector: its filter and version don't interfere with anyone else's.
-        self.pc = session.content.propertyCollector.CreatePropertyCollector()
-        spec = PC.FilterSpec(
-            objectSet=[PC.ObjectSpec(obj=o, skip=False) for o in self.values],
-            propSet=[PC.PropertySpec(type=kind, pathSet=props, all=False)],
-        )
-        self.pc.CreateFilter(spec, partialUpdates=True)
+        self.pc = self.session.content.propertyCollector.CreatePropertyCollector()
+        while True:
+            watched = [o for o, v in self.values.items() if not v.get("_gone")]
+            spec = PC.FilterSpec(
+                objectSet=[PC.ObjectSpec(obj=o, skip=False) for o in watched],
+                propSet=[PC.PropertySpec(type=self.kind, pathSet=self.props, all=False)],
+            )
+            try:
+                self.pc.CreateFilter(spec, partialUpdates=True)
+                break
+            except vmodl.fault.ManagedObjectNotFound as exc:
+                # Gone while the old filter could not tell us (a re-made filter refuses it): as a "leave" would.
+                if exc.obj not in watched:
+                    raise
+                self.values[exc.obj] = {"_gone": True}
         self.version = ""
+
+    def _reopen(self) -> None:
+        self.close()
+        # The new filter's first update holds every value as it is now; what the old one
+        # reported may have been removed since.
+        self.values = {o: v if v.get("_gone") else {} for o, v in self.values.items()}
+        self._open()
 
     def close(self) -> None:
         try:
@@ -45,6 +72,7 @@ class Watch:
         self.close()
 
     def until(self, done: Callable[[dict[Any, dict[str, Any]]], bool], deadline: float, what: str) -> None:
+        reopened = 0
         while True:
             if done(self.values):
                 return
@@ -52,7 +80,18 @@ class Watch:
             if remaining <= 0:
                 raise TimeoutError(what)
             wait = max(1, min(poll_seconds(), int(remaining + 0.999)))
-            update = self.pc.WaitForUpdatesEx(self.version, PC.WaitOptions(maxWaitSeconds=wait))
+            generation = self.session.generation
+            try:
+                update = self.pc.WaitForUpdatesEx(self.version, PC.WaitOptions(maxWaitSeconds=wait))
+            except (vmodl.fault.ManagedObjectNotFound, vim.fault.NotAuthenticated):
+                # The collector went with an expired session. Twice in a row without a re-login
+                # in between means it is not that.
+                if reopened >= REOPENS or (reopened and self.session.generation == generation):
+                    raise
+                reopened += 1
+                self._reopen()
+                continue
+            reopened = 0
             if update is None:
                 continue
             self.version = update.version
