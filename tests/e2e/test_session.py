@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -216,3 +217,45 @@ def test_pooled_sockets_idle_past_the_pool_limit_are_not_reused(vcsim, monkeypat
             assert proxy.stats.connections == before + 1
         finally:
             s.close()
+
+
+def _vmcoreos_logins(sim) -> int:
+    """Logins of vmcoreos (its User-Agent) in the simulator's event log, as vCenter's Events tab lists them."""
+    admin = sim.connect()
+    try:
+        spec = vim.event.EventFilterSpec(eventTypeId=["UserLoginSessionEvent"], maxCount=1000)
+        events = admin.content.eventManager.QueryEvents(spec)
+        return sum(1 for e in events if (e.userAgent or "").startswith("vmcoreos/"))
+    finally:
+        Disconnect(admin)
+
+
+def test_a_session_that_expires_mid_deploy_costs_one_login(cli, signed_ova, subnet, tmp_path):
+    from tests.e2e.helpers import write_cluster
+    from tests.harness.services import GuestSim, Vcsim
+
+    # Sessions idle IDLE s expire. The guests take BOOT s to show their addresses, which the deploy
+    # awaits in one long poll, so its session ends while its wait's filter is open; every other
+    # gap (the guest simulator polls every 5 s, the tool's keepalive every 2 s) is shorter.
+    IDLE, BOOT = 8, 18
+    sim = Vcsim(tmp_path / "vcsim", strict=True, drs=True, session_idle=IDLE).start()
+    guests = None
+    try:
+        bundle = sim.workdir / "ca-bundle.pem"
+        bundle.write_text(sim.cert.read_text() + sim.nfc_cert.read_text())
+        guests = GuestSim(sim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True,
+                          boot_delay=BOOT).start()
+        cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"wait": {"timeout": 90}})
+        started = time.monotonic()
+        run = cli(["deploy", "-c", str(cluster), "--count", "3", "--ova", str(signed_ova["ova"]),
+                   "--trusted-key", str(signed_ova["key"]), "--json"],
+                  env={**sim.env(), "VMCOREOS_CA_FILE": str(bundle)})
+        took = time.monotonic() - started
+        assert run.returncode == 0, run.stderr
+        assert all(n["healthy"] for n in json.loads(run.stdout)["nodes"])
+        assert took > BOOT + IDLE / 2
+        assert _vmcoreos_logins(sim) == 2  # the first login and one re-login
+    finally:
+        if guests is not None:
+            guests.stop()
+        sim.stop()
