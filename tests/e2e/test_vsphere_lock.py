@@ -182,3 +182,18 @@ def test_destroy_leaves_another_runs_lock_folder_alone(cli, vcsim, guestsim, sig
     assert run.returncode == 0, run.stderr
     assert _nodes(vcsim) == []
     assert _lock_folders(vcsim) == [LOCK_FOLDER]
+
+
+def test_a_user_who_may_not_create_the_lock_folder_is_told_before_any_upload(cli, signed_ova, subnet, tmp_path):
+    sim = Vcsim(tmp_path / "deny-vcsim", strict=True, drs=True, deny=("Folder.Create",))
+    try:
+        sim.start()
+        cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
+        run = cli(_args(cluster, signed_ova), env={**sim.env(), "VMCOREOS_CA_FILE": str(sim.cert)})
+        assert run.returncode == 2, run.stderr
+        last = run.stderr.strip().splitlines()[-1]
+        assert "lacks the privilege Folder.Create on folder the datacenter's VM folder" in last
+        assert "uploading" not in run.stderr
+        assert _lock_folders(sim) == [] and not [n for n in inventory(sim) if n.startswith("lab-")]
+    finally:
+        sim.stop()
