@@ -13,34 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LOCK_DIRS, LOCKED_IN, OUTPUT_LOG, VMCOREOS
+from tests.conftest import LOCK_DIRS, LOCKED_IN, OUTPUT_LOG, VMCOREOS, strict_bed
 from tests.e2e.helpers import inventory, write_cluster
-from tests.harness.services import GuestSim, Vcsim
 
 LOCK_FOLDER = "vmcoreos-lock-lab"
 
 
 @pytest.fixture
-def slow_vcsim(tmp_path):
-    """The strict bed (DRS on) whose clones take a while, so two deploys started together overlap."""
-    sim = Vcsim(tmp_path / "slow-vcsim", strict=True, drs=True, task_delay=1.5)
-    try:
-        sim.start()
-        bundle = sim.workdir / "ca-bundle.pem"
-        bundle.write_text(sim.cert.read_text() + sim.nfc_cert.read_text())
-        sim.env = lambda: {**Vcsim.env(sim), "VMCOREOS_CA_FILE": str(bundle)}
+def strict_vcsim(tmp_path):
+    """Here the strict bed's clones and imports take a while (and so strict_guestsim's bed's), so two deploys
+    started together overlap."""
+    with strict_bed(tmp_path / "slow-vcsim", task_delay=1.5) as sim:
         yield sim
-    finally:
-        sim.stop()
-
-
-@pytest.fixture
-def slow_guestsim(slow_vcsim, tmp_path, subnet):
-    sim = GuestSim(slow_vcsim, tmp_path / "slow-guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
-    try:
-        yield sim.start()
-    finally:
-        sim.stop()
 
 
 def _args(cluster, ova, *extra):
@@ -86,11 +70,11 @@ def _nodes(sim, cluster="lab") -> list[str]:
                   if v["extra"].get("vmcoreos.cluster") == cluster and not v["template"])
 
 
-def test_two_deploys_of_one_new_cluster_from_two_hosts_one_runs_one_exits_5(slow_vcsim, slow_guestsim, signed_ova,
+def test_two_deploys_of_one_new_cluster_from_two_hosts_one_runs_one_exits_5(strict_vcsim, strict_guestsim, signed_ova,
                                                                            subnet, tmp_path):
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2)
     dirs = [tmp_path / f"host-{i}" / "locks" for i in (1, 2)]
-    procs = [_start(slow_vcsim, _args(cluster, signed_ova), d) for d in dirs]
+    procs = [_start(strict_vcsim, _args(cluster, signed_ova), d) for d in dirs]
     results = [_finish(p) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 5], results
@@ -101,8 +85,8 @@ def test_two_deploys_of_one_new_cluster_from_two_hosts_one_runs_one_exits_5(slow
     assert loser_err.count("\n") == 0, loser_err
     assert "is locked by another vmcoreos run" in loser_err and f"pid {procs[winner].pid}" in loser_err
     assert " since " in loser_err and " until " in loser_err and f"remove the folder {LOCK_FOLDER!r}" in loser_err
-    assert _nodes(slow_vcsim) == ["lab-01", "lab-02"]
-    assert _lock_folders(slow_vcsim) == []
+    assert _nodes(strict_vcsim) == ["lab-01", "lab-02"]
+    assert _lock_folders(strict_vcsim) == []
 
 
 def test_an_expired_lock_is_broken_with_a_notice_naming_its_old_owner(vcsim, guestsim, signed_ova, subnet, tmp_path):
@@ -153,15 +137,15 @@ def _until(proc: subprocess.Popen, words: tuple[str, ...] | str) -> str:
     return seen
 
 
-def test_the_lock_is_released_on_sigterm(slow_vcsim, signed_ova, subnet, tmp_path):
+def test_the_lock_is_released_on_sigterm(strict_vcsim, signed_ova, subnet, tmp_path):
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
-    proc = _start(slow_vcsim, _args(cluster, signed_ova), tmp_path / "locks")
+    proc = _start(strict_vcsim, _args(cluster, signed_ova), tmp_path / "locks")
     seen = _until(proc, ("importing", "cloning"))  # the lock is held; the slow import or clone has begun
-    assert _lock_folders(slow_vcsim) == [LOCK_FOLDER], seen
+    assert _lock_folders(strict_vcsim) == [LOCK_FOLDER], seen
     proc.send_signal(signal.SIGTERM)
     code, _, rest = _finish(proc, timeout=60)
     assert code == 130, seen + rest
-    assert _lock_folders(slow_vcsim) == []
+    assert _lock_folders(strict_vcsim) == []
 
 
 def test_destroy_leaves_another_runs_lock_folder_alone(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
@@ -185,15 +169,11 @@ def test_destroy_leaves_another_runs_lock_folder_alone(cli, vcsim, guestsim, sig
 
 
 def test_a_user_who_may_not_create_the_lock_folder_is_told_before_any_upload(cli, signed_ova, subnet, tmp_path):
-    sim = Vcsim(tmp_path / "deny-vcsim", strict=True, drs=True, deny=("Folder.Create",))
-    try:
-        sim.start()
+    with strict_bed(tmp_path / "deny-vcsim", deny=("Folder.Create",)) as sim:
         cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
-        run = cli(_args(cluster, signed_ova), env={**sim.env(), "VMCOREOS_CA_FILE": str(sim.cert)})
+        run = cli(_args(cluster, signed_ova), env=sim.env())
         assert run.returncode == 2, run.stderr
         last = run.stderr.strip().splitlines()[-1]
         assert "lacks the privilege Folder.Create on folder the datacenter's VM folder" in last
         assert "uploading" not in run.stderr
         assert _lock_folders(sim) == [] and not [n for n in inventory(sim) if n.startswith("lab-")]
-    finally:
-        sim.stop()

@@ -10,7 +10,7 @@ import time
 import pytest
 from pyVmomi import vim
 
-from tests.harness.services import PASSWORD, USER, Vcsim
+from tests.harness.services import PASSWORD, USER
 from vmcoreos.connection import connection_from
 from vmcoreos.errors import LockedError
 from vmcoreos.vsphere import folderlock
@@ -20,13 +20,9 @@ from vmcoreos.vsphere.session import connect
 pytestmark = pytest.mark.e2e  # every test starts build/vcsim
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    s = Vcsim(tmp_path_factory.mktemp("folderlock-vcsim"))
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+@pytest.fixture
+def sim(shared_vcsim):
+    return shared_vcsim
 
 
 @pytest.fixture
