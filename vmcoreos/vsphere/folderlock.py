@@ -189,8 +189,9 @@ class FolderLock:
         try:
             self._write(self.holder)
         except BaseException:
-            # A lock folder without an owner would block every run until someone removes it by hand.
-            self._destroy(folder)
+            # A lock folder without an owner never expires: it would block every run until removed by hand.
+            with contextlib.suppress(Exception):
+                self._destroy(folder)
             self.folder = None
             raise
         self._thread = threading.Thread(target=self._renew, name="vsphere-lock", daemon=True)
@@ -205,12 +206,15 @@ class FolderLock:
         return found
 
     def _held(self, found: _Found, holder: Holder | None) -> str:
-        who = holder.describe() if holder else (
-            f"a run that recorded {_quoted(found.raw)} as its owner" if found.raw else "a run that recorded no owner")
+        where = f"vSphere folder {self.name!r} in {self.where}"
+        if holder is None:
+            what = f"{_quoted(found.raw)} as its owner" if found.raw else "no owner"
+            return (f"cluster {self.cluster!r} is locked by a run that recorded {what} ({where}), so the lock has"
+                    f" no expiry; if no vmcoreos run is under way, remove the folder {self.name!r} and try again")
         return (
-            f"cluster {self.cluster!r} is locked by another vmcoreos run: {who} (vSphere folder {self.name!r} in"
-            f" {self.where}); let it finish and try again, or, if that run is dead, wait for the lock to expire"
-            f" or remove the folder {self.name!r}"
+            f"cluster {self.cluster!r} is locked by another vmcoreos run: {holder.describe()} ({where}); let it"
+            f" finish and try again, or, if that run is dead, wait for the lock to expire or remove the folder"
+            f" {self.name!r}"
         )
 
     # -- holding it ------------------------------------------------------------------
