@@ -141,7 +141,8 @@ def test_an_owner_read_back_from_vsphere_is_shown_escaped(session):
         folder.Destroy_Task()
 
 
-@pytest.mark.parametrize("value", [None, "not json\n", json.dumps({"host": 1})])
+@pytest.mark.parametrize("value", [None, "not json\n", json.dumps({"host": 1}),
+                                   Holder("h", -1, "u", "v", 0, 1).value()])  # kill(-1, 0) would ask about all
 def test_a_lock_without_a_readable_owner_is_held_not_broken(session, value):
     folder = _plant(session, "noowner", value)
     try:

@@ -88,9 +88,10 @@ class Holder:
         except (ValueError, TypeError, KeyError):
             return None
         strings = all(isinstance(v, str) for v in (holder.host, holder.user, holder.vcenter_user))
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                      for v in (holder.pid, holder.since, holder.until))
-        return holder if strings and numbers else None
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (holder.since, holder.until))
+        # A pid of 0 or below would make dead_here()'s kill(pid, 0) ask about a whole process group.
+        pid = isinstance(holder.pid, int) and not isinstance(holder.pid, bool) and holder.pid > 0
+        return holder if strings and numbers and pid else None
 
     def describe(self) -> str:
         return (f"{_quoted(self.user)} on {_quoted(self.host)} (pid {int(self.pid)}, vCenter user"
