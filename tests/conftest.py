@@ -6,6 +6,7 @@ user would, and everything it prints is kept for the suite-wide secret scan.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -92,9 +93,16 @@ def vcsim(tmp_path):
 
 @pytest.fixture
 def strict_vcsim(tmp_path):
-    """The strict bed whatever VMCOREOS_TEST_PROFILE says, DRS on (host choice is issue 12's other half).
-    Its env() trusts a bundle of the vCenter's and the NFC host's certificates, as a user whose CA signed both."""
-    sim = Vcsim(tmp_path / "strict-vcsim", strict=True, drs=True)
+    """The strict bed whatever VMCOREOS_TEST_PROFILE says, DRS on (host choice is issue 12's other half)."""
+    with strict_bed(tmp_path / "strict-vcsim") as sim:
+        yield sim
+
+
+@contextlib.contextmanager
+def strict_bed(workdir: Path, **options):
+    """A running strict simulator with DRS on (and Vcsim's other options), stopped after. Its env() trusts
+    a bundle of the vCenter's and the NFC host's certificates, as a user whose CA signed both."""
+    sim = Vcsim(workdir, strict=True, drs=True, **options)
     try:
         sim.start()
         bundle = sim.workdir / "ca-bundle.pem"

@@ -1,4 +1,4 @@
-"""How vmcoreos names what it makes: node VMs and templates. Everything else asks here.
+"""How vmcoreos names what it makes: node VMs, templates, the vSphere lock folder. Everything else asks here.
 
 Names are half of how vmcoreos finds its VMs (the other half is the
 vmcoreos.cluster mark), so one rule, in one place, must serve both the
@@ -38,7 +38,17 @@ def template_name(cluster: str, distro: str, version: str) -> str:
 
     A name that fits is left as it always was, so templates imported before this rule are still found.
     """
-    full = f"{cluster}-template-{distro}-{version}"
+    return _fit(f"{cluster}-template-{distro}-{version}")
+
+
+def lock_folder_name(cluster: str) -> str:
+    """The folder whose existence is the cluster's vSphere lock (vsphere/folderlock.py): one fixed name per
+    cluster, so two runs creating it collide; prefixed, so it never reads as one of the cluster's nodes."""
+    return _fit(f"vmcoreos-lock-{cluster}")
+
+
+def _fit(full: str) -> str:
+    """full, or, when vCenter would refuse it as too long, its first characters and a hash of the whole."""
     if len(full) <= MAX_ENTITY_NAME:
         return full
     digest = hashlib.sha256(full.encode()).hexdigest()[:8]

@@ -52,3 +52,11 @@ def test_node_names_longer_than_a_hostname_are_refused():
     naming.check_node_names(CLUSTER_52, 99)
     with pytest.raises(ConfigError, match="hostnames .at most 63.*shorten the cluster name or lower the count"):
         naming.check_node_names(CLUSTER_52, 10 ** 10)
+
+
+def test_the_lock_folder_name_is_fixed_per_cluster_never_a_node_and_fits_vcenter():
+    assert naming.lock_folder_name("lab") == "vmcoreos-lock-lab"
+    assert not naming.named_like_ours("lab", naming.lock_folder_name("lab"))
+    longest = naming.lock_folder_name("a" * 80)
+    assert len(longest) <= naming.MAX_ENTITY_NAME and longest == naming.lock_folder_name("a" * 80)
+    assert longest != naming.lock_folder_name("a" * 79)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vmcoreos.cluster.locking import etcd_lock
+from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.members import Members
 from vmcoreos.cluster.nodes import remove_node
 from vmcoreos.cluster.run import Run
@@ -218,7 +218,7 @@ def test_the_etcd_lock_fails_closed(mocker):
     mocker.patch.object(etcd.EtcdLock, "acquire", side_effect=EtcdError("etcd at x answered HTTP 500: 'boom'"))
     ran = []
     with pytest.raises(EtcdError, match="could not take cluster 'lab'.s etcd lock .*nothing was changed"):
-        with etcd_lock(c, {"lab-01": _vm(1, "10.0.0.1")}):
+        with cluster_lock(c, {"lab-01": _vm(1, "10.0.0.1")}):
             ran.append(True)
     assert ran == []
 

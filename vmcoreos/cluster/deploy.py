@@ -6,7 +6,7 @@ import contextlib
 import time
 
 from vmcoreos.cluster import nodes as node_ops
-from vmcoreos.cluster.locking import etcd_lock
+from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.plan import DeployPlan, plan_deploy, removal_order
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
@@ -35,7 +35,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
     configs = list(planned.configs)
     result = RunResult(settings.name, [])
     deadline = time.monotonic() + settings.wait_timeout
-    with etcd_lock(run, nodes):
+    with cluster_lock(run, nodes):
         for name in planned.remove:
             node_ops.remove_node(run, nodes.pop(name), nodes)
             result.removed.append(name)

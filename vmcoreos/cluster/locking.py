@@ -1,9 +1,12 @@
-"""The lock policy of a run: this host's lock file first, then etcd's lease lock once an etcd answers.
+"""The lock policy of a run: this host's lock file first, then a lock all hosts see.
 
-The host lock (vmcoreos.locks) stops two runs from one machine overlapping;
-the etcd lock (etcd.EtcdLock) stops runs from different hosts doing so, and
-its lease makes a crashed run's lock expire on its own. Which commands take
-which, and what happens when etcd cannot grant one, is decided here.
+The host lock (vmcoreos.locks) stops two runs from one machine overlapping.
+Runs from different hosts are kept apart by etcd's lease lock (etcd.EtcdLock)
+once an etcd answers, and before that, while the cluster has no etcd to hold
+one (its first members are still to be made), by the vSphere lock folder
+(vsphere/folderlock.py). Both expire on their own when their holder dies.
+Which commands take which, and what happens when one cannot be granted, is
+decided here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import requests
 from vmcoreos import etcd, locks
 from vmcoreos.errors import EtcdError, LockedError
 from vmcoreos.settings import ClusterSettings, Connection
-from vmcoreos.vsphere import vms
+from vmcoreos.vsphere import folderlock, privileges, vms
 from vmcoreos.vsphere.session import Session, connect
 
 
@@ -39,17 +42,19 @@ def session_for(settings: ClusterSettings, conn: Connection, *, lock: bool = Tru
 
 
 @contextlib.contextmanager
-def etcd_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
-    """The etcd lease lock, once there is an etcd to hold it (the host lock is taken before).
+def cluster_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
+    """The lock every host sees, for a run that changes the cluster (the host lock is taken before):
+    etcd's lease lock when an etcd answers, else the vSphere lock folder.
 
-    It fails closed: an etcd that answers but cannot grant the lock stops the
-    run. Only an etcd without the v3 lease API at all (v2-only, answering 404)
-    leaves the host lock as the only protection.
+    The etcd lock fails closed: an etcd that answers but cannot grant the lock
+    stops the run. Only an etcd without the v3 lease API at all (v2-only,
+    answering 404) leaves the host lock as the only protection.
     """
     members, name = run.members, run.settings.name
     live = members.live_view(nodes)
     if live is None:
-        yield
+        with vsphere_lock(run, nodes):
+            yield
         return
     endpoints = [live[0]] + [u for m in live[1].members for u in m.client_urls]
     lock = etcd.EtcdLock(endpoints, name, f"{socket.gethostname()}:{os.getpid()}")
@@ -80,3 +85,35 @@ def etcd_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
         members.lock = None
         if got:
             lock.release()
+
+
+@contextlib.contextmanager
+def vsphere_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
+    """The vSphere lock folder, for a cluster no etcd answers for (a new one: its first members are made now).
+
+    Taken before the first download, upload or clone, and given back however
+    the run ends (an error, SIGTERM); `nodes` is what the run planned on, so a
+    cluster another run changed meanwhile stops this one instead of being
+    built twice.
+    """
+    placement = run.placement
+    # Up front, before the lock folder is made: every privilege the deploy needs, the lock's included.
+    privileges.require(run.session, placement, linked_clone=run.settings.node.linked_clone, lock=True)
+    lock = folderlock.FolderLock(run.session, placement.folder, run.name,
+                                 where=placement.folder_path or "the datacenter's VM folder")
+    broken = lock.acquire()
+    if broken is not None:
+        run.reporter.event(f"broke cluster {run.name!r}'s expired vSphere lock, held by {broken.describe()}")
+    try:
+        now = set(run.inventory().nodes)
+        if now != set(nodes):
+            raise LockedError(
+                f"cluster {run.name!r} changed while this run waited for its lock (nodes now: "
+                f"{', '.join(sorted(now)) or 'none'}); another run got there first: run again to plan from what"
+                " is there now"
+            )
+        yield
+    finally:
+        left = lock.release()
+        if left:
+            run.reporter.event(left)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from vmcoreos.cluster import nodes as node_ops
-from vmcoreos.cluster.locking import etcd_lock
+from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.plan import RebuildPlan, plan_rebuild, roll_order, runs_older, sick_members
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
@@ -48,7 +48,7 @@ def apply(run: Run, planned: RebuildPlan, image: source.VerifiedImage) -> RunRes
         return result
     nodes = dict(planned.inventory.nodes)
     per_node = settings.wait_timeout
-    with etcd_lock(run, nodes):
+    with cluster_lock(run, nodes):
         made = template.ensure_template(run, image, planned.inventory.templates)
         result.uploaded, result.template = made.uploaded, made.name
         # Resuming: nodes an interrupted run already replaced must be healthy before the roll goes on.

@@ -24,25 +24,29 @@ FOLDER = (
     "VirtualMachine.Interact.PowerOff",
 )
 LINKED_CLONE = ("VirtualMachine.State.CreateSnapshot",)
+# The vSphere lock of a cluster with no etcd yet (vsphere/folderlock.py): the lock folder is created in,
+# and deleted from, the cluster's folder, and its owner is written as a custom attribute value.
+LOCK = ("Folder.Create", "Folder.Delete", "Global.SetCustomField")
 POOL = ("VApp.Import", "Resource.AssignVMToPool")
 DATASTORE = ("Datastore.AllocateSpace",)
 NETWORK = ("Network.Assign",)
 
 
-def needed(placement: Placement, *, linked_clone: bool) -> list[tuple[object, str, tuple[str, ...]]]:
-    """(entity, what to call it, privilege IDs) for every object a deploy touches."""
+def needed(placement: Placement, *, linked_clone: bool, lock: bool = False) -> list[tuple[object, str, tuple[str, ...]]]:
+    """(entity, what to call it, privilege IDs) for every object a deploy touches (lock: it takes the vSphere lock)."""
     folder = placement.folder_path or "the datacenter's VM folder"
     return [
-        (placement.folder, f"folder {folder}", FOLDER + (LINKED_CLONE if linked_clone else ())),
+        (placement.folder, f"folder {folder}",
+         FOLDER + (LINKED_CLONE if linked_clone else ()) + (LOCK if lock else ())),
         (placement.resource_pool, f"the resource pool of {placement.cluster_name}", POOL),
         (placement.datastore, "the datastore", DATASTORE),
         (placement.network, f"network {placement.network_name}", NETWORK),
     ]
 
 
-def require(session: Session, placement: Placement, *, linked_clone: bool) -> None:
+def require(session: Session, placement: Placement, *, linked_clone: bool, lock: bool = False) -> None:
     """Raise ConfigError (exit 2) naming the first privilege missing and the object it is missing on."""
-    wanted = needed(placement, linked_clone=linked_clone)
+    wanted = needed(placement, linked_clone=linked_clone, lock=lock)
     ids = sorted({p for _, _, privs in wanted for p in privs})
     manager = session.content.authorizationManager
     try:
