@@ -94,7 +94,12 @@ def vcsim(tmp_path):
 def strict_vcsim(tmp_path):
     """The strict bed whatever VMCOREOS_TEST_PROFILE says, DRS on (host choice is issue 12's other half).
     Its env() trusts a bundle of the vCenter's and the NFC host's certificates, as a user whose CA signed both."""
-    sim = Vcsim(tmp_path / "strict-vcsim", strict=True, drs=True)
+    yield from strict_bed(tmp_path / "strict-vcsim")
+
+
+def strict_bed(workdir: Path, **options):
+    """strict_vcsim's simulator with more Vcsim options (task_delay, ...), stopped when the generator ends."""
+    sim = Vcsim(workdir, strict=True, drs=True, **options)
     try:
         sim.start()
         bundle = sim.workdir / "ca-bundle.pem"

@@ -19,6 +19,17 @@ from vmcoreos.vsphere.waits import Watch
 KEPT = "the VMs are kept for inspection (see `vmcoreos status`; deploy --rollback removes them instead)"
 
 
+def join_deadline(run: Run) -> float:
+    """When a join started now must be done: wait.timeout bounds joining only.
+
+    Called once a node is cloned and powered on (the members of a new cluster
+    together, a later join each on its own): the download, upload and clones
+    before it take minutes at real speed and have their own progress-based
+    limits (images/download.py, vsphere/importer.py, vsphere/waits.py).
+    """
+    return time.monotonic() + run.settings.wait_timeout
+
+
 def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
                 nodes: dict[str, vms.VmInfo] | None = None) -> dict[str, NodeStatus]:
     """Guest tools and IP first (one PropertyCollector wait), then each node's etcd, polled in parallel."""

@@ -1,0 +1,63 @@
+"""Issue 13: wait.timeout bounds joining only; the upload and the clones before it have limits of their own.
+
+On the strict bed with slow tasks (import leases initialize and clones run
+DELAY seconds, as full clones on real storage take minutes), a deploy spends
+longer on the template and the clones than wait.timeout allows for a join.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import strict_bed
+from tests.e2e.helpers import write_cluster
+from tests.harness.services import GuestSim
+
+DELAY = 6.0  # seconds every clone task runs, and every import lease stays initializing
+JOIN_TIMEOUT = 5  # wait.timeout: under DELAY, so one clone alone outlasts it
+
+
+@pytest.fixture
+def slow_vcsim(tmp_path):
+    yield from strict_bed(tmp_path / "slow-vcsim", task_delay=DELAY)
+
+
+@pytest.fixture
+def slow_guestsim(slow_vcsim, tmp_path, subnet):
+    sim = GuestSim(slow_vcsim, tmp_path / "slow-guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
+
+
+def _deploy(cli, cluster, ova, vcsim, count: int):
+    return cli(["deploy", "-c", str(cluster), "--count", str(count), "--ova", str(ova["ova"]),
+                "--trusted-key", str(ova["key"]), "--json"], env=vcsim.env())
+
+
+def test_slow_upload_and_clones_do_not_eat_the_join_timeout(cli, slow_vcsim, slow_guestsim, signed_ova, subnet,
+                                                           tmp_path):
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"wait": {"timeout": JOIN_TIMEOUT}})
+    # A new cluster: the import and one batch of clones take 2 x DELAY before either member can join.
+    started = time.monotonic()
+    first = _deploy(cli, cluster, signed_ova, slow_vcsim, 2)
+    took = time.monotonic() - started
+    assert first.returncode == 0, first.stderr
+    assert took > 2 * DELAY > JOIN_TIMEOUT
+    nodes = json.loads(first.stdout)["nodes"]
+    assert [(n["name"], n["healthy"]) for n in nodes] == [("lab-01", True), ("lab-02", True)]
+    # A scale-up: two joins one after the other, each behind its own clone, each with its own deadline.
+    started = time.monotonic()
+    second = _deploy(cli, cluster, signed_ova, slow_vcsim, 4)
+    took = time.monotonic() - started
+    assert second.returncode == 0, second.stderr
+    assert took > 2 * DELAY
+    nodes = json.loads(second.stdout)["nodes"]
+    assert [(n["name"], n["healthy"], n["action"]) for n in nodes] == [
+        ("lab-01", True, "unchanged"), ("lab-02", True, "unchanged"), ("lab-03", True, "created"),
+        ("lab-04", True, "created"),
+    ]
