@@ -170,7 +170,7 @@ def _wait_ready(session: Session, lease, name: str, stall: float):
         except TimeoutError:
             at = watch.values[lease].get("initializeProgress")
             raise VSphereError(
-                f"vCenter made no progress getting the import of {name} ready for {stall:.0f}s"
+                f"vCenter made no progress getting the import of {name} ready for {stall:g}s"
                 f" (lease {watch.values[lease].get('state') or 'not reported'}{f' at {at}%' if at else ''});"
                 " look at the import task in vCenter, or raise wait.task_stall in the cluster file if it is only slow"
             ) from None
@@ -284,7 +284,7 @@ def _upload(
         sent = counter.done - sent_before
         raise UploadInterrupted(
             f"uploading {item.path} to ESXi host {host_port(conn.host, conn.port)} moved no bytes for"
-            f" {stall:.0f}s (stalled after {sent} of {size} bytes; wait.upload_stall)"
+            f" {stall:g}s (stalled after {sent} of {size} bytes; wait.upload_stall)"
         ) from None
     except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
         sent = counter.done - sent_before

@@ -158,7 +158,7 @@ def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, time
             if not clock.stalled():
                 raise VSphereError(f"timed out after {timeout:.0f}s waiting for {what} ({stuck})") from None
             raise VSphereError(
-                f"{what} made no progress for {stall:.0f}s ({stuck}); look at the task in vCenter's Recent Tasks"
+                f"{what} made no progress for {stall:g}s ({stuck}); look at the task in vCenter's Recent Tasks"
                 " (storage or host trouble), or raise wait.task_stall in the cluster file if it is only slow"
             ) from None
         results = []
