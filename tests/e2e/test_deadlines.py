@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import strict_bed
 from tests.e2e.helpers import write_cluster
+from tests.harness.faultproxy import FaultProxy
 from tests.harness.services import GuestSim
 
 DELAY = 6.0  # seconds every clone task runs, and every import lease stays initializing
@@ -61,3 +62,23 @@ def test_slow_upload_and_clones_do_not_eat_the_join_timeout(cli, slow_vcsim, slo
         ("lab-01", True, "unchanged"), ("lab-02", True, "unchanged"), ("lab-03", True, "created"),
         ("lab-04", True, "created"),
     ]
+
+
+def test_an_upload_that_moves_no_bytes_is_cut_after_upload_stall_and_started_over(cli, vcsim, guestsim, big_ova,
+                                                                                   subnet, tmp_path):
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, count=1, extra={"wait": {"upload_stall": 2}})
+    with FaultProxy.for_url(vcsim.url) as proxy:
+        # Only the NFC upload carries megabytes upstream: it stops moving 3 MiB in, held until the tool gives up.
+        fault = proxy.stall(None, after_bytes=3 << 20, direction="up")
+        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url)}
+        started = time.monotonic()
+        run = cli(["deploy", "-c", str(cluster), "--count", "1", "--ova", str(big_ova["ova"]),
+                   "--trusted-key", str(big_ova["key"]), "--json"], env=env, timeout=120)
+        took = time.monotonic() - started
+    assert run.returncode == 0, run.stderr
+    assert fault.fired == 1
+    stalled = [line for line in run.stderr.splitlines() if "moved no bytes" in line]
+    assert len(stalled) == 1 and "uploading flatcar_production_vmware_ova_image.vmdk to ESXi host" in stalled[0], run.stderr
+    assert "moved no bytes for 2s (stalled after" in stalled[0] and "starting over (2/3)" in stalled[0]
+    assert took < 60  # the stall limit, not the 300 s default or a socket's patience
+    assert json.loads(run.stdout)["nodes"][0]["healthy"]
