@@ -12,10 +12,9 @@ import time
 
 import pytest
 
-from tests.conftest import strict_bed
+from tests.conftest import strict_bed, strict_guests
 from tests.e2e.helpers import write_cluster
 from tests.harness.faultproxy import FaultProxy
-from tests.harness.services import GuestSim
 
 DELAY = 6.0  # seconds every clone task runs, and every import lease stays initializing
 JOIN_TIMEOUT = 5  # wait.timeout: under DELAY, so one clone alone outlasts it
@@ -28,11 +27,7 @@ def slow_vcsim(tmp_path):
 
 @pytest.fixture
 def slow_guestsim(slow_vcsim, tmp_path, subnet):
-    sim = GuestSim(slow_vcsim, tmp_path / "slow-guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
-    try:
-        yield sim.start()
-    finally:
-        sim.stop()
+    yield from strict_guests(slow_vcsim, tmp_path / "slow-guestsim", subnet)
 
 
 def _deploy(cli, cluster, ova, vcsim, count: int):
