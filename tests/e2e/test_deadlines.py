@@ -77,3 +77,15 @@ def test_an_upload_that_moves_no_bytes_is_cut_after_upload_stall_and_started_ove
     assert "moved no bytes for 2s (stalled after" in stalled[0] and "starting over (2/3)" in stalled[0]
     assert took < 60  # the stall limit, not the 300 s default or a socket's patience
     assert json.loads(run.stdout)["nodes"][0]["healthy"]
+
+
+def test_a_node_that_never_joins_after_a_slow_clone_is_named_with_the_stage_it_reached(cli, slow_vcsim, signed_ova,
+                                                                                       subnet, tmp_path):
+    # No guest simulator: the VM powers on and nothing boots in it. Its time starts at the power-on, so the
+    # watch sees it powered on instead of timing out before its first look.
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, count=1, extra={"wait": {"timeout": 2}})
+    run = _deploy(cli, cluster, signed_ova, slow_vcsim, 1)
+    assert run.returncode == 4
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("vmcoreos: error: nodes did not join etcd within 2s of being powered on (wait.timeout):")
+    assert "lab-01 reached 'powered on'" in last and "kept for inspection" in last

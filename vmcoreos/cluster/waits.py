@@ -124,4 +124,5 @@ def not_joined(run: Run, status: dict[str, NodeStatus]) -> None:
         image = settings.etcd.image or "quay.io/coreos/etcd (the default)"
         hint = (f" first check that the nodes can pull the etcd image {image}: `journalctl -u etcd-member` on a"
                 " node shows the pull; set etcd.image in the cluster file to a registry mirror if they cannot;")
-    raise NotJoinedError(f"nodes did not join etcd within {settings.wait_timeout:.0f}s: {detail};{hint} {KEPT}")
+    raise NotJoinedError(f"nodes did not join etcd within {settings.wait_timeout:g}s of being powered on"
+                         f" (wait.timeout): {detail};{hint} {KEPT}")
