@@ -44,7 +44,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
             # A new cluster's members share the deadline bootstrap started; every other node has joined
             # already or was only powered on, and gets wait.timeout from here.
             deadline = _create(run, planned, nodes, result) if planned.create else None
-            status = wait_joined(run, configs, deadline or join_deadline(run))
+            status = wait_joined(run, configs, join_deadline(run) if deadline is None else deadline)
             node_ops.record_joined(run, [c.name for c in configs])
         except NotJoinedError as exc:
             if not (rollback and result.created):
