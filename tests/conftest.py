@@ -116,7 +116,12 @@ def strict_bed(workdir: Path, **options):
 @pytest.fixture
 def strict_guestsim(strict_vcsim, tmp_path, subnet):
     """Guest tools as real VMware Tools report them: fe80:: first, docker0 and flannel in guest.net."""
-    sim = GuestSim(strict_vcsim, tmp_path / "strict-guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
+    yield from strict_guests(strict_vcsim, tmp_path / "strict-guestsim", subnet)
+
+
+def strict_guests(vcsim: Vcsim, workdir: Path, subnet: str):
+    """strict_guestsim's guest simulator on any strict Vcsim (one of strict_bed's), stopped when the generator ends."""
+    sim = GuestSim(vcsim, workdir, dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
     try:
         yield sim.start()
     finally:

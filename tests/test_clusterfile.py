@@ -81,7 +81,24 @@ def test_static_network_without_addresses_points_at_the_network_section(tmp_path
 
 def test_unknown_key_with_no_near_name_lists_the_known_ones(tmp_path):
     err = _refused(tmp_path, "cluster: lab\nwait:\n  zzz: 1\n")
-    assert err.message == f"{tmp_path / 'cluster.yaml'}:3: wait.zzz: unknown key; known keys here: timeout"
+    assert err.message == (f"{tmp_path / 'cluster.yaml'}:3: wait.zzz: unknown key;"
+                           " known keys here: task_stall, timeout, upload_stall")
+
+
+def test_the_phase_limits_are_read_from_the_wait_section(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("cluster: lab\nwait:\n  timeout: 90\n  task_stall: 1200\n  upload_stall: 45.5\n")
+    s = load_cluster_file(path, environ={})
+    assert (s.wait_timeout, s.task_stall, s.upload_stall) == (90, 1200, 45.5)
+    path.write_text("cluster: lab\n")
+    s = load_cluster_file(path, environ={})
+    assert (s.wait_timeout, s.task_stall, s.upload_stall) == (600, 600, 300)
+
+
+@pytest.mark.parametrize("key", ["task_stall", "upload_stall"])
+def test_a_phase_limit_of_zero_is_refused_on_its_line(tmp_path, key):
+    err = _refused(tmp_path, f"cluster: lab\nwait:\n  {key}: 0\n")
+    assert err.message == f"{tmp_path / 'cluster.yaml'}:3: wait.{key}: must be more than 0"
 
 
 def test_empty_cluster_file_is_named(tmp_path):

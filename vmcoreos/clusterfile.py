@@ -213,7 +213,8 @@ def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: 
     )
     return ClusterSettings(
         name=model.cluster, count=model.count, vsphere=target, image=image, node=node, etcd=etcd,
-        wait_timeout=model.wait.timeout, source=source,
+        wait_timeout=model.wait.timeout, task_stall=model.wait.task_stall, upload_stall=model.wait.upload_stall,
+        source=source,
     )
 
 

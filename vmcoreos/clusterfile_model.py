@@ -214,7 +214,15 @@ class Etcd(Section):
 
 
 class Wait(Section):
-    timeout: float = Field(600.0, gt=0, description="seconds for every node to become a healthy etcd member")
+    """How long each phase may take. Only joining has a fixed time; the clones and the upload before it
+    are given up only when they stop making progress, since at real speed they take minutes."""
+
+    timeout: float = Field(600.0, gt=0, description="seconds each node has to become a healthy etcd member,"
+                           " counted from when it is cloned and powered on")
+    task_stall: float = Field(600.0, gt=0, description="seconds a clone or import may show no progress in vCenter"
+                              " (info.progress or state) before it is given up; full clones may take much longer")
+    upload_stall: float = Field(300.0, gt=0, description="seconds the OVA upload to the ESXi host may move no"
+                                " bytes before it is cut and started over")
 
 
 class ClusterFile(Section):

@@ -191,7 +191,9 @@ class ClusterSettings:
     image: ImageSettings
     node: NodeSettings
     etcd: EtcdSettings
-    wait_timeout: float = 600.0
+    wait_timeout: float = 600.0  # each node's join, from when it is cloned and powered on
+    task_stall: float = 600.0  # a clone or import that shows no progress this long is given up
+    upload_stall: float = 300.0  # an OVA upload that moves no byte this long is cut (and tried again)
     source: Path | None = None
 
     def node_names(self, count: int | None = None) -> list[str]:

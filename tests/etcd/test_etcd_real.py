@@ -95,7 +95,7 @@ def test_a_hostile_member_name_from_a_real_etcd_never_reaches_a_new_node(real_et
     config_3 = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
     error = None
     try:
-        node_ops.join(c, mocker.Mock(), mocker.Mock(), config_3, real_etcd.endpoint, time.monotonic() + 30)
+        node_ops.join(c, mocker.Mock(), mocker.Mock(), config_3, real_etcd.endpoint)
     except EtcdError as exc:
         error = exc
     injected = [line for text in rendered for line in text.replace("\\n", "\n").splitlines()

@@ -67,7 +67,8 @@ class Vcsim:
     DRS off, vCenter's name and memory limits, thin disks, a twin port group (see
     tests/harness/vcsim/overlay/vmcoreos_strict.go). esx=True: a standalone ESXi instead.
     Strict only: drs=True leaves DRS on; task_delay: clone tasks run that many seconds,
-    cancelable, and import leases initialize that long; lease_timeout: a lease with no
+    cancelable, and import leases initialize that long; task_progress_steps: such a task reports
+    info.progress in that many even steps over the delay (0: none, as a queued task); lease_timeout: a lease with no
     progress call for that many seconds fails; nfc_advertise: the host:port leases name
     for NFC instead of the NFC listener's (nfc_listen), so a FaultProxy listening there
     and relaying to nfc_listen sees every upload.
@@ -79,6 +80,7 @@ class Vcsim:
     esx: bool = False
     drs: bool = False
     task_delay: float = 0.0
+    task_progress_steps: int = 0
     lease_timeout: float = 0.0
     session_idle: float = 0.0
     nfc_advertise: str = ""
@@ -117,6 +119,7 @@ class Vcsim:
                 "-username", USER, "-password", PASSWORD]
         if self.strict:
             args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s",
+                     "-task-progress-steps", str(self.task_progress_steps),
                      "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}"]
             if self.nfc_advertise:
                 args += ["-nfc-advertise", self.nfc_advertise]

@@ -498,3 +498,27 @@ def test_idle_sessions_expire(tmp_path):
                     pass
     finally:
         sim.stop()
+
+
+@pytest.fixture(scope="module")
+def stepping_inv(tmp_path_factory):
+    for _, si in running_vcsim(tmp_path_factory.mktemp("stepping-vcsim"), drs=True, task_delay=DELAY,
+                               task_progress_steps=5):
+        yield Inventory(si)
+
+
+def test_slow_clone_reports_progress_in_steps_as_vcenter_does(stepping_inv, slow_inv):
+    inv = stepping_inv
+    task = inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="stepping-clone", spec=clone_spec(inv))
+    seen = []
+    while task.info.state in ("queued", "running"):
+        if task.info.progress and task.info.progress not in seen:
+            seen.append(task.info.progress)
+        time.sleep(0.05)
+    destroy(wait(task))
+    assert seen == [20, 40, 60, 80]
+    # Without steps a slow task reports none, as one queued on its host does.
+    quiet = slow_inv.vm.CloneVM_Task(folder=slow_inv.dc.vmFolder, name="quiet-clone", spec=clone_spec(slow_inv))
+    progress = {quiet.info.progress for _ in range(5) if not time.sleep(0.2)}
+    destroy(wait(quiet))
+    assert progress <= {0, None}

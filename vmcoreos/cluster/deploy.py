@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.locking import cluster_lock
@@ -13,7 +12,7 @@ from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template
 from vmcoreos.cluster.template import PlannedImage
-from vmcoreos.cluster.waits import KEPT, wait_joined
+from vmcoreos.cluster.waits import KEPT, join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.vsphere import vms
 
@@ -34,7 +33,6 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
     nodes = dict(planned.inventory.nodes)
     configs = list(planned.configs)
     result = RunResult(settings.name, [])
-    deadline = time.monotonic() + settings.wait_timeout
     with cluster_lock(run, nodes):
         for name in planned.remove:
             node_ops.remove_node(run, nodes.pop(name), nodes)
@@ -43,9 +41,10 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
             run.reporter.event(f"{name}: powering on")
             vms.power_on(session, nodes[name])
         try:
-            if planned.create:
-                _create(run, planned, nodes, result, deadline)
-            status = wait_joined(run, configs, deadline)
+            # A new cluster's members share the deadline bootstrap started; every other node has joined
+            # already or was only powered on, and gets wait.timeout from here.
+            deadline = _create(run, planned, nodes, result) if planned.create else None
+            status = wait_joined(run, configs, join_deadline(run) if deadline is None else deadline)
             node_ops.record_joined(run, [c.name for c in configs])
         except NotJoinedError as exc:
             if not (rollback and result.created):
@@ -65,7 +64,8 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
     return result
 
 
-def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: float) -> None:
+def _create(run: Run, planned: DeployPlan, nodes, result: RunResult) -> float | None:
+    """Make the missing nodes; a new cluster's join deadline (its members are awaited together), else None."""
     missing = list(planned.create)
     template.check_privileges(run)
     image = template.resolve_image(run, nodes.values())
@@ -78,7 +78,7 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: f
     live = run.members.live_view(nodes)
     result.created = [c.name for c in missing]
     if live is None and not nodes:
-        node_ops.bootstrap(run, made, image, missing, deadline)
+        return node_ops.bootstrap(run, made, image, missing)
     elif live is None:
         raise EtcdError(
             f"nodes {', '.join(sorted(nodes))} exist but none answers etcd, so new nodes cannot join;"
@@ -86,8 +86,9 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult, deadline: f
         )
     else:
         for config in missing:
-            node_ops.join(run, made, image, config, live[0], deadline)
+            node_ops.join(run, made, image, config, live[0])
             live = run.members.live_view(run.inventory().nodes) or live
+    return None
 
 
 def _roll_back(run: Run, names: list[str]) -> None:

@@ -8,7 +8,7 @@ from vmcoreos import etcd, naming
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
-from vmcoreos.cluster.waits import wait_guests, wait_joined
+from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
 from vmcoreos.guest import guestinfo, nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
@@ -36,15 +36,21 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
         specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
-        refs = vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name)
+        refs = vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
+                              stall=run.settings.task_stall)
         made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, (name, _) in zip(refs, specs)])
         # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
         vms.power_on_many(run.session, made)
 
 
-def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig], deadline: float) -> None:
-    """A new cluster: every node at once, all with initial_cluster_state new."""
+def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) -> float:
+    """A new cluster: every node at once, all with initial_cluster_state new. Returns their join deadline.
+
+    The members' clock starts once all are cloned and powered on: none can
+    form the cluster before the others are up.
+    """
     clone_all(run, template, image, [(c, c.digest) for c in configs])
+    deadline = join_deadline(run)
     if run.dhcp:
         # First boot done without etcd; now each node's leased address goes into every config.
         names = [c.name for c in configs]
@@ -55,6 +61,7 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig], de
         digests = {c.name: c.digest for c in configs}
         nodes = run.inventory().nodes
         run.in_parallel(second_boot, [(run, nodes[f.name], f, digests[f.name]) for f in final])
+    return deadline
 
 
 def second_boot(run: Run, vm: vms.VmInfo, config: NodeConfig, digest: str) -> None:
@@ -71,8 +78,12 @@ def second_boot(run: Run, vm: vms.VmInfo, config: NodeConfig, digest: str) -> No
     vms.power_on(run.session, vms.refresh(run.session, vm))
 
 
-def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str, deadline: float) -> NodeStatus:
-    """Add one node to a running cluster: member add first, then boot it with state existing."""
+def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str) -> NodeStatus:
+    """Add one node to a running cluster: member add first, then boot it with state existing.
+
+    Its wait.timeout starts once its clone is powered on, so joins one after
+    another (a scale-up, a rebuild) each get the whole of it.
+    """
     view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)
     peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
     peers.pop(config.name, None)
@@ -81,6 +92,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str,
     if run.dhcp:
         # First boot without etcd, to learn the address the member must be added with.
         clone(run, template, image, config, config.digest)
+        deadline = join_deadline(run)
         leases = {config.name: wait_guests(run, [config.name], deadline)[config.name].ip}
     # A re-plan with inputs only now known (the live peers, the lease); the user config is the one parsed.
     joined = nodeconfig.plan(
@@ -98,6 +110,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str,
         else:
             # The mark records the config the cluster file renders, not this one-off join variant.
             clone(run, template, image, joined, config.digest)
+            deadline = join_deadline(run)
         return wait_joined(run, [config], deadline)[config.name]
     except (KeyboardInterrupt, SystemExit):
         # Interrupted half way: take back the VM and the member we added, so the next run starts

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.plan import RebuildPlan, plan_rebuild, roll_order, runs_older, sick_members
@@ -11,7 +9,7 @@ from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template
-from vmcoreos.cluster.waits import wait_joined
+from vmcoreos.cluster.waits import join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, VSphereError
 from vmcoreos.images import source
 
@@ -47,13 +45,12 @@ def apply(run: Run, planned: RebuildPlan, image: source.VerifiedImage) -> RunRes
         result.message = planned.message
         return result
     nodes = dict(planned.inventory.nodes)
-    per_node = settings.wait_timeout
     with cluster_lock(run, nodes):
         made = template.ensure_template(run, image, planned.inventory.templates)
         result.uploaded, result.template = made.uploaded, made.name
         # Resuming: nodes an interrupted run already replaced must be healthy before the roll goes on.
         if planned.done:
-            wait_joined(run, list(planned.done), time.monotonic() + per_node)
+            wait_joined(run, list(planned.done), join_deadline(run))
         for config in roll_order(list(planned.pending), nodes, run.members.leader_name(nodes)):
             nodes = run.inventory().nodes
             vm = nodes.get(config.name)
@@ -68,10 +65,10 @@ def apply(run: Run, planned: RebuildPlan, image: source.VerifiedImage) -> RunRes
             if live is None:
                 raise EtcdError(f"no etcd member answers after removing {config.name}; the roll stopped here")
             run.reporter.event(f"{config.name}: creating on {image.version}")
-            node_ops.join(run, made, image, config, live[0], time.monotonic() + per_node)
+            node_ops.join(run, made, image, config, live[0])
             result.rebuilt.append(config.name)
         configs = list(planned.configs)
-        status = wait_joined(run, configs, time.monotonic() + settings.wait_timeout)
+        status = wait_joined(run, configs, join_deadline(run))
         node_ops.record_joined(run, [c.name for c in configs])
     result.nodes = [status[c.name] for c in configs]
     for st in result.nodes:

@@ -148,7 +148,7 @@ def ensure_template(run: Run, image: source.VerifiedImage, templates, archive=No
         ref = importer.import_ova(
             session, opened, run.placement, name, extra,
             on_bytes=lambda done, total: run.reporter.transfer(f"uploading {image.path.name}", done, total),
-            on_retry=run.reporter.event,
+            on_retry=run.reporter.event, stall=settings.task_stall, upload_stall=settings.upload_stall,
         )
     try:
         # Snapshot while it is still a VM: vSphere takes none of a template.

@@ -19,6 +19,17 @@ from vmcoreos.vsphere.waits import Watch
 KEPT = "the VMs are kept for inspection (see `vmcoreos status`; deploy --rollback removes them instead)"
 
 
+def join_deadline(run: Run) -> float:
+    """When a join started now must be done: wait.timeout bounds joining only.
+
+    Called once a node is cloned and powered on (the members of a new cluster
+    together, a later join each on its own): the download, upload and clones
+    before it take minutes at real speed and have their own progress-based
+    limits (images/download.py, vsphere/importer.py, vsphere/waits.py).
+    """
+    return time.monotonic() + run.settings.wait_timeout
+
+
 def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
                 nodes: dict[str, vms.VmInfo] | None = None) -> dict[str, NodeStatus]:
     """Guest tools and IP first (one PropertyCollector wait), then each node's etcd, polled in parallel."""
@@ -113,4 +124,5 @@ def not_joined(run: Run, status: dict[str, NodeStatus]) -> None:
         image = settings.etcd.image or "quay.io/coreos/etcd (the default)"
         hint = (f" first check that the nodes can pull the etcd image {image}: `journalctl -u etcd-member` on a"
                 " node shows the pull; set etcd.image in the cluster file to a registry mirror if they cannot;")
-    raise NotJoinedError(f"nodes did not join etcd within {settings.wait_timeout:.0f}s: {detail};{hint} {KEPT}")
+    raise NotJoinedError(f"nodes did not join etcd within {settings.wait_timeout:g}s of being powered on"
+                         f" (wait.timeout): {detail};{hint} {KEPT}")

@@ -11,7 +11,6 @@ import contextlib
 import http.client
 import socket
 import ssl
-import time
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -28,9 +27,11 @@ from vmcoreos.vsphere.vms import option_values
 from vmcoreos.text import reason
 from vmcoreos.vsphere import lease as nfc
 from vmcoreos.vsphere.lease import ByteCounter, LeaseKeepalive
-from vmcoreos.vsphere.waits import Watch
+from vmcoreos.vsphere.waits import TASK_STALL, Stall, Watch, until_stalled
 
-UPLOAD_TIMEOUT = 300
+# Seconds an upload may move no byte (wait.upload_stall): the ESXi host's socket is cut then, and the
+# import starts over. Never a limit on the whole upload, which takes as long as the image is big.
+UPLOAD_STALL = 300.0
 # NFC uploads cannot resume: a broken one is aborted, cleaned up and started over, this many times in all.
 IMPORT_ATTEMPTS = 3
 
@@ -72,13 +73,19 @@ def import_ova(
     *,
     on_bytes: Callable[[int, int], None] | None = None,
     on_retry: Callable[[str], None] | None = None,
-    timeout: float = 600,
+    stall: float = TASK_STALL,
+    upload_stall: float = UPLOAD_STALL,
     attempts: int = IMPORT_ATTEMPTS,
 ):
-    """Import, retrying from the start after a broken upload; see _import_once."""
+    """Import, retrying from the start after a broken or stalled upload; see _import_once.
+
+    stall: seconds vCenter may spend getting the lease ready without a change
+    (wait.task_stall); upload_stall: seconds the upload may move no byte.
+    """
     for attempt in range(1, attempts + 1):
         try:
-            return _import_once(session, archive, placement, name, extra, on_bytes=on_bytes, timeout=timeout)
+            return _import_once(session, archive, placement, name, extra, on_bytes=on_bytes, stall=stall,
+                                upload_stall=upload_stall)
         except UploadInterrupted as exc:
             if attempt == attempts:
                 raise VSphereError(f"{exc.message}; gave up after {attempts} attempts") from None
@@ -94,7 +101,8 @@ def _import_once(
     extra: dict[str, str],
     *,
     on_bytes: Callable[[int, int], None] | None = None,
-    timeout: float = 600,
+    stall: float = TASK_STALL,
+    upload_stall: float = UPLOAD_STALL,
 ):
     """Import and return the new VM (not yet a template). Nothing is left behind on failure."""
     archive.verify_descriptor_against_manifest()
@@ -106,7 +114,7 @@ def _import_once(
         raise VSphereError(f"vCenter refused to import {archive.name} as {name}: {exc.msg or type(exc).__name__}") from None
     entity = None
     try:
-        info = _wait_ready(session, lease, timeout)
+        info = _wait_ready(session, lease, name, stall)
         entity = info.entity
         with contextlib.ExitStack() as streams:
             # Each file is opened once: its size adds to the total, its stream is what goes up.
@@ -119,7 +127,7 @@ def _import_once(
             with LeaseKeepalive(lease, counter):
                 for item, (stream, size) in zip(items, opened):
                     url, pin = _device_url(info, item, session)
-                    _upload(session, archive, item, stream, size, url, pin, counter)
+                    _upload(session, archive, item, stream, size, url, pin, counter, upload_stall)
         # What went up was read from the verified descriptor; it must not have been written to meanwhile.
         archive.check_unchanged()
         lease.HttpNfcLeaseProgress(100)
@@ -152,13 +160,20 @@ def _abandon(session: Session, lease, entity) -> None:
             pass
 
 
-def _wait_ready(session: Session, lease, timeout: float):
-    deadline = time.monotonic() + timeout
-    with Watch(session, [lease], ["state"], vim.HttpNfcLease) as watch:
+def _wait_ready(session: Session, lease, name: str, stall: float):
+    """Until vCenter has created the VM and its disks; as long as it takes while initializeProgress moves."""
+    props = ["state", "initializeProgress"]
+    with Watch(session, [lease], props, vim.HttpNfcLease) as watch:
         try:
-            watch.until(lambda v: v[lease].get("state") in ("ready", "error"), deadline, "lease")
+            until_stalled(watch, lambda v: v[lease].get("state") in ("ready", "error"),
+                          lambda v: tuple(v[lease].get(p) for p in props), Stall(stall), "lease")
         except TimeoutError:
-            raise VSphereError(f"vCenter did not get the import ready within {timeout:.0f}s") from None
+            at = watch.values[lease].get("initializeProgress")
+            raise VSphereError(
+                f"vCenter made no progress getting the import of {name} ready for {stall:g}s"
+                f" (lease {watch.values[lease].get('state') or 'not reported'}{f' at {at}%' if at else ''});"
+                " look at the import task in vCenter, or raise wait.task_stall in the cluster file if it is only slow"
+            ) from None
         state = watch.values[lease].get("state")
     if state == "error":
         err = lease.error
@@ -180,23 +195,24 @@ def _device_url(info, item, session: Session) -> tuple[str, str | None]:
     raise VSphereError(f"vCenter gave no upload URL for {item.path}")
 
 
-def _open_host(session: Session, parts, pin: str | None) -> http.client.HTTPConnection:
+def _open_host(session: Session, parts, pin: str | None, stall: float) -> http.client.HTTPConnection:
     """A connection to the ESXi host an NFC URL names, trusted as govc does.
 
     The host has its own certificate, not vCenter's: it is verified with the CA
     (--ca-file, else the system's) when that validates it, otherwise pinned to the
     thumbprint the lease carries, which came over the verified vCenter session.
     --insecure skips both; the --thumbprint pin is vCenter's and never applies here.
+    Its socket timeout is the stall limit: no send or receive may wait longer.
     """
     host, port = parts.hostname, parts.port
     if parts.scheme != "https":
-        conn = http.client.HTTPConnection(host, port or 80, timeout=UPLOAD_TIMEOUT, blocksize=CHUNK)
+        conn = http.client.HTTPConnection(host, port or 80, timeout=stall, blocksize=CHUNK)
         _connect_host(conn, host)
         return conn
     where = host_port(host, port or 443)
     first = unverified_context() if session.conn.insecure else ca_context(session.conn)
     try:
-        return _connect_host(_https(host, port, first), where)
+        return _connect_host(_https(host, port, first, stall), where)
     except ssl.SSLCertVerificationError as exc:
         if not pin:
             raise VSphereError(
@@ -204,7 +220,7 @@ def _open_host(session: Session, parts, pin: str | None) -> http.client.HTTPConn
                 " thumbprint for it; add the hosts' CA (VMCA) to --ca-file, or use --insecure in a lab"
             ) from None
     try:
-        return _connect_host(_https(host, port, pinned_context(pin, "the lease's sslThumbprint")), where)
+        return _connect_host(_https(host, port, pinned_context(pin, "the lease's sslThumbprint"), stall), where)
     except ThumbprintMismatch:
         raise VSphereError(
             f"ESXi host {where}'s TLS certificate is not the one vCenter vouches for (its lease thumbprint);"
@@ -212,8 +228,8 @@ def _open_host(session: Session, parts, pin: str | None) -> http.client.HTTPConn
         ) from None
 
 
-def _https(host: str, port: int | None, context: ssl.SSLContext) -> http.client.HTTPSConnection:
-    return http.client.HTTPSConnection(host, port or 443, context=context, timeout=UPLOAD_TIMEOUT, blocksize=CHUNK)
+def _https(host: str, port: int | None, context: ssl.SSLContext, stall: float) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection(host, port or 443, context=context, timeout=stall, blocksize=CHUNK)
 
 
 def _connect_host(conn, where: str):
@@ -239,11 +255,12 @@ def _connect_host(conn, where: str):
 
 
 def _upload(
-    session: Session, archive: CheckedArchive, item, stream, size: int, url: str, pin: str | None, counter: ByteCounter
+    session: Session, archive: CheckedArchive, item, stream, size: int, url: str, pin: str | None, counter: ByteCounter,
+    stall: float = UPLOAD_STALL,
 ) -> None:
     check = archive.manifest_check(item.path)
     parts = urlsplit(url)
-    conn = _open_host(session, parts, pin)
+    conn = _open_host(session, parts, pin, stall)
     tap = BackgroundTap(check) if check else None
     body = TeeReader(stream, [tap] if tap else [], counter.add)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -263,6 +280,12 @@ def _upload(
         if resp.status not in (200, 201):
             raise VSphereError(f"uploading {item.path} failed: HTTP {resp.status} {resp.reason}")
         sent_all = True
+    except TimeoutError:  # socket.timeout: the host took nothing (or said nothing) for `stall` seconds
+        sent = counter.done - sent_before
+        raise UploadInterrupted(
+            f"uploading {item.path} to ESXi host {host_port(conn.host, conn.port)} moved no bytes for"
+            f" {stall:g}s (stalled after {sent} of {size} bytes; wait.upload_stall)"
+        ) from None
     except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
         sent = counter.done - sent_before
         raise UploadInterrupted(

@@ -17,7 +17,7 @@ from vmcoreos.errors import OwnershipError, VSphereError
 from vmcoreos.vsphere import guestnet
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
-from vmcoreos.vsphere.waits import wait_task, wait_tasks
+from vmcoreos.vsphere.waits import TASK_STALL, wait_task, wait_tasks
 
 MARK_CLUSTER = "vmcoreos.cluster"
 MARK_ROLE = "vmcoreos.role"  # "node" or "template"
@@ -225,12 +225,13 @@ def _start_clone(session: Session, template: VmInfo, name: str, placement: Place
         return template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
 
 
-def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str) -> Any:
+def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str,
+          stall: float = TASK_STALL) -> Any:
     task = _start_clone(session, template, name, placement, spec, cluster)
     if not isinstance(task, vim.Task):
         return task
     try:
-        return wait_task(session, task, what=f"cloning {name} from {template.name}")
+        return wait_task(session, task, stall=stall, what=f"cloning {name} from {template.name}", name=name)
     except BaseException:
         # Interrupted or failed: cancel the task and remove whatever it made, if it is ours.
         _remove_half_made(session, task, name, placement, cluster)
@@ -238,14 +239,19 @@ def clone(session: Session, template: VmInfo, name: str, placement: Placement, s
 
 
 def clone_many(session: Session, template: VmInfo, jobs: list[tuple[str, Any]], placement: Placement, *,
-               cluster: str) -> list[Any]:
-    """Clone template once per (name, spec): every task sent, then one wait over them all (not one per VM)."""
+               cluster: str, stall: float = TASK_STALL) -> list[Any]:
+    """Clone template once per (name, spec): every task sent, then one wait over them all (not one per VM).
+
+    The wait has no total limit: full clones take minutes. It gives up when
+    none of the clones made progress for `stall` seconds (wait.task_stall).
+    """
     started: list[Any] = []
     try:
         for name, spec in jobs:
             started.append(_start_clone(session, template, name, placement, spec, cluster))
-        tasks = [t for t in started if isinstance(t, vim.Task)]
-        done = iter(wait_tasks(session, tasks, what=f"cloning {', '.join(n for n, _ in jobs)} from {template.name}"))
+        running = [(name, t) for (name, _), t in zip(jobs, started) if isinstance(t, vim.Task)]
+        done = iter(wait_tasks(session, [t for _, t in running], stall=stall, names=[n for n, _ in running],
+                               what=f"cloning {', '.join(n for n, _ in jobs)} from {template.name}"))
         return [next(done) if isinstance(t, vim.Task) else t for t in started]
     except BaseException:
         # Interrupted or one failed: cancel what still runs and remove what it half made, if ours;

@@ -108,20 +108,98 @@ class Watch:
                             props[change.name] = change.val
 
 
-def wait_tasks(session: Session, tasks: list, *, timeout: float = 3600, what: str = "vSphere task") -> list:
-    """Wait for every task; raise the first failure as a VSphereError. Returns the results."""
+# Defaults for the progress-based limits (cluster file wait.task_stall, wait.upload_stall). A full clone of a
+# big disk on real storage takes many minutes, and vCenter moves info.progress in steps, with pauses of
+# a minute or more between some of them (or none while a task is queued behind others on its host).
+TASK_STALL = 600.0
+TASK_PROPS = ["info.state", "info.error", "info.result", "info.progress"]
+
+
+class Stall:
+    """How long watched values have stayed the same, against a limit; the clock is injectable for tests."""
+
+    def __init__(self, limit: float, clock: Callable[[], float] | None = None):
+        self.limit = limit
+        self.clock = clock or time.monotonic
+        self.seen: Any = object()  # equal to no snapshot: the first look always counts as a change
+        self.since = self.clock()
+
+    def see(self, snapshot: Any) -> bool:
+        """Note what the values are now; True if they changed since the last look (the clock starts again)."""
+        if snapshot == self.seen:
+            return False
+        self.seen, self.since = snapshot, self.clock()
+        return True
+
+    @property
+    def deadline(self) -> float:
+        return self.since + self.limit
+
+    def stalled(self) -> bool:
+        return self.clock() >= self.deadline
+
+
+def until_stalled(watch: Watch, done: Callable[[dict], bool], progress: Callable[[dict], Any], stall: Stall,
+                  what: str, ends: float | None = None) -> None:
+    """watch.until(done) for as long as progress(values) keeps changing; TimeoutError once it has not
+    for stall.limit seconds (or at ends). Watch.until takes a fixed deadline, so every change ends one
+    call and the next starts with the moved deadline (no extra request: done is checked first)."""
+    def done_or_moved(values) -> bool:
+        return done(values) or stall.see(progress(values))
+
+    while not done(watch.values):
+        deadline = stall.deadline if ends is None else min(stall.deadline, ends)
+        watch.until(done_or_moved, deadline, what)
+
+
+def _task_progress(tasks: list) -> Callable[[dict], tuple]:
+    # A batch moves while any of its tasks changes state (queued, running) or progress: a task queued
+    # behind the others on its host shows nothing of its own until they are done.
+    return lambda values: tuple((values[t].get("info.state"), values[t].get("info.progress")) for t in tasks)
+
+
+def _stuck(values: dict, tasks: list, names: list[str] | None) -> str:
+    """Which tasks are unfinished, and how far each got: "lab-02 running at 40%, lab-03 queued"."""
+    out = []
+    for i, task in enumerate(tasks):
+        v = values.get(task, {})
+        state = v.get("info.state") or "not started"
+        if state in ("success", "error"):
+            continue
+        label = names[i] if names else f"task {getattr(task, '_moId', i)}"
+        at = f" at {v['info.progress']}%" if state == "running" and v.get("info.progress") is not None else ""
+        out.append(f"{label} {state}{at}")
+    return ", ".join(out)
+
+
+def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, timeout: float | None = None,
+               what: str = "vSphere task", names: list[str] | None = None) -> list:
+    """Wait for every task; raise the first failure as a VSphereError. Returns the results.
+
+    No limit on the total time: a batch is given up only when none of its
+    tasks changed state or info.progress for `stall` seconds (or, for
+    cleanups that must not hang, after `timeout` in all). names, one per
+    task, say in that message which ones were stuck.
+    """
     if not tasks:
         return []
-    deadline = time.monotonic() + timeout
+    ends = None if timeout is None else time.monotonic() + timeout
+    clock = Stall(stall)
 
     def finished(values):
         return all(v.get("info.state") in ("success", "error") for v in values.values())
 
-    with Watch(session, tasks, ["info.state", "info.error", "info.result"], vim.Task) as watch:
+    with Watch(session, tasks, TASK_PROPS, vim.Task) as watch:
         try:
-            watch.until(finished, deadline, what)
+            until_stalled(watch, finished, _task_progress(tasks), clock, what, ends)
         except TimeoutError:
-            raise VSphereError(f"timed out after {timeout:.0f}s waiting for {what}") from None
+            stuck = _stuck(watch.values, tasks, names)
+            if not clock.stalled():
+                raise VSphereError(f"timed out after {timeout:.0f}s waiting for {what} ({stuck})") from None
+            raise VSphereError(
+                f"{what} made no progress for {stall:g}s ({stuck}); look at the task in vCenter's Recent Tasks"
+                " (storage or host trouble), or raise wait.task_stall in the cluster file if it is only slow"
+            ) from None
         results = []
         for task in tasks:
             values = watch.values[task]
@@ -133,5 +211,6 @@ def wait_tasks(session: Session, tasks: list, *, timeout: float = 3600, what: st
         return results
 
 
-def wait_task(session: Session, task, *, timeout: float = 3600, what: str = "vSphere task"):
-    return wait_tasks(session, [task], timeout=timeout, what=what)[0]
+def wait_task(session: Session, task, *, stall: float = TASK_STALL, timeout: float | None = None,
+              what: str = "vSphere task", name: str | None = None):
+    return wait_tasks(session, [task], stall=stall, timeout=timeout, what=what, names=[name] if name else None)[0]

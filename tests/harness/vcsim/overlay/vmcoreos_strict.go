@@ -31,6 +31,10 @@ var Strict struct {
 	// registering the VM only at the end, as a real full clone does, and
 	// keeps an import's lease "initializing" that long.
 	TaskDelay time.Duration
+	// TaskProgressSteps: a delayed task reports info.progress in this many
+	// even steps over its delay (10, 20, ... for 10), as vCenter reports a
+	// full clone's; 0 reports none, as for a task queued on its host.
+	TaskProgressSteps int
 	// LeaseTimeout: a lease with no HttpNfcLeaseProgress for this long fails
 	// (vCenter: 300 s), and its URLs stop working.
 	LeaseTimeout time.Duration
@@ -442,9 +446,7 @@ func strictRun(task *Task, method, descriptionID string) types.ManagedObjectRefe
 		{Name: "info.cancelable", Val: true},
 	})
 	go func() {
-		select {
-		case <-time.After(Strict.TaskDelay):
-		case <-cancel:
+		if !strictDelay(task, cancel) {
 			Map.Update(task, []types.PropertyChange{
 				{Name: "info.completeTime", Val: time.Now()},
 				{Name: "info.state", Val: types.TaskInfoStateError},
@@ -460,6 +462,34 @@ func strictRun(task *Task, method, descriptionID string) types.ManagedObjectRefe
 		Map.WithLock(*task.Info.Entity, func() { task.Run() })
 	}()
 	return task.Self
+}
+
+// strictDelay waits out Strict.TaskDelay, reporting info.progress in
+// Strict.TaskProgressSteps steps; false if the task was canceled meanwhile.
+func strictDelay(task *Task, cancel chan struct{}) bool {
+	end := time.After(Strict.TaskDelay)
+	var steps <-chan time.Time
+	if n := Strict.TaskProgressSteps; n > 0 {
+		ticker := time.NewTicker(Strict.TaskDelay / time.Duration(n))
+		defer ticker.Stop()
+		steps = ticker.C
+	}
+	step := 0
+	for {
+		select {
+		case <-end:
+			return true
+		case <-cancel:
+			return false
+		case <-steps:
+			step++
+			if percent := step * 100 / Strict.TaskProgressSteps; percent < 100 {
+				Map.WithLock(task, func() {
+					Map.Update(task, []types.PropertyChange{{Name: "info.progress", Val: int32(percent)}})
+				})
+			}
+		}
+	}
 }
 
 // CancelTask cancels a task still in its strict delay; one that has finished
