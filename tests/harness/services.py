@@ -72,6 +72,9 @@ class Vcsim:
     for NFC instead of the NFC listener's (nfc_listen), so a FaultProxy listening there
     and relaying to nfc_listen sees every upload.
     session_idle: sessions idle that many seconds expire (0: never).
+    drop_answer: "METHOD[:N]": the simulator carries out the Nth call of METHOD (default the
+    first) and then resets the connection instead of answering, once (what a client sees when
+    the network breaks after vCenter took a request; a TCP proxy cannot pick a request out of TLS).
     deny: privileges HasPrivilegeOnEntities reports as not granted (a user whose role lacks them)."""
 
     workdir: Path
@@ -82,6 +85,7 @@ class Vcsim:
     lease_timeout: float = 0.0
     session_idle: float = 0.0
     nfc_advertise: str = ""
+    drop_answer: str = ""
     deny: tuple[str, ...] = ()  # privilege IDs HasPrivilegeOnEntities says are not granted
     proc: subprocess.Popen | None = None
     url: str = ""
@@ -124,6 +128,8 @@ class Vcsim:
             args.append("-esx")
         if self.session_idle:
             args += ["-session-idle", f"{self.session_idle}s"]
+        if self.drop_answer:
+            args += ["-drop-answer", self.drop_answer]
         if self.deny:
             args += ["-deny-privilege", ",".join(self.deny)]
         self.proc = subprocess.Popen(

@@ -55,7 +55,7 @@ IDEMPOTENT = frozenset({
     "RetrievePropertiesEx", "ContinueRetrievePropertiesEx", "RetrieveProperties", "WaitForUpdatesEx",
     "CreateContainerView", "CreatePropertyCollector", "CreateFilter", "DestroyView", "DestroyPropertyCollector",
     "DestroyPropertyFilter", "HttpNfcLeaseProgress", "CreateImportSpec", "CurrentTime", "RetrieveServiceContent",
-    "FindByInventoryPath", "CancelTask", "Fetch",
+    "FindByInventoryPath", "CancelTask", "Fetch", "QueryEvents",
 })
 RESENDS = 2
 _DROPPED = (ConnectionError, http.client.HTTPException, ssl.SSLError)

@@ -417,13 +417,16 @@ var cancels sync.Map
 // the task is "running" (and cancelable) for the delay and only then does its
 // work, so a clone's VM appears only when the task ends. Strict tasks carry
 // vCenter's method name and descriptionId (the simulator's "CloneVm" is no
-// method a client knows) and show in their entity's recentTask.
-func strictRun(task *Task, method, descriptionID string) types.ManagedObjectReference {
+// method a client knows), show in their entity's recentTask and name the
+// chain of the events they posted (eventChainId: a clone's VmBeingClonedEvent
+// carries the new VM's name, which the TaskInfo itself never does).
+func strictRun(task *Task, method, descriptionID string, chain int32) types.ManagedObjectReference {
 	if !Strict.Enabled {
 		return task.Run()
 	}
 	task.Info.Name = method
 	task.Info.DescriptionId = descriptionID
+	task.Info.EventChainId = chain
 	if e, ok := Map.Get(*task.Info.Entity).(mo.Entity); ok {
 		task.Info.EntityName = e.Entity().Name
 		Map.Update(e, []types.PropertyChange{

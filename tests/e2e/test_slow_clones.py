@@ -1,0 +1,149 @@
+"""Clones at real speed (issue 13): a connection lost mid-clone, and an interrupt while clones run.
+
+The strict bed with slow tasks behaves as a real vCenter: a clone runs for
+seconds, cancelable, and registers its VM only when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import filelock
+import pytest
+
+from tests.conftest import VMCOREOS
+from tests.e2e.helpers import inventory, write_cluster
+from tests.harness.services import GuestSim, Vcsim
+
+
+def _args(cluster, ova, *extra):
+    return ["deploy", "-c", str(cluster), "--ova", str(ova["ova"]), "--trusted-key", str(ova["key"]), *extra]
+
+
+def _nodes(vcsim, cluster="lab"):
+    """Every VM of the cluster that is not a template, by moref order: (name, moref) pairs, twins kept."""
+    si = vcsim.connect()
+    try:
+        from pyVmomi import vim
+
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        found = []
+        for vm in view.view:
+            extra = {o.key: o.value for o in (vm.config.extraConfig or [])}
+            if extra.get("vmcoreos.cluster") == cluster and not vm.config.template:
+                found.append(vm.name)
+        view.Destroy()
+        return sorted(found)
+    finally:
+        from pyVim.connect import Disconnect
+
+        Disconnect(si)
+
+
+@pytest.fixture
+def cut_vcsim(tmp_path):
+    """Clones take 3 s; the answer to the second CloneVM_Task is lost (the clone itself goes ahead)."""
+    sim = Vcsim(tmp_path / "vcsim", strict=True, task_delay=3, drop_answer="CloneVM_Task:2")
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
+
+
+def test_connection_lost_after_a_clone_was_sent_leaves_one_vm_per_node(cli, cut_vcsim, signed_ova, subnet, tmp_path):
+    guests = GuestSim(cut_vcsim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
+    guests.start()
+    try:
+        cluster = write_cluster(tmp_path / "c.yaml", subnet, count=3)
+        run = cli(_args(cluster, signed_ova, "--count", "3"), env=cut_vcsim.env())
+    finally:
+        guests.stop()
+    assert run.returncode == 0, run.stderr
+    # The clone whose answer was lost was found running and awaited, not sent again.
+    assert _nodes(cut_vcsim) == ["lab-01", "lab-02", "lab-03"]
+    assert "lab-02: the connection dropped while cloning; waiting on the clone vCenter is running" in run.stderr
+
+
+@pytest.fixture
+def slow_vcsim(tmp_path):
+    sim = Vcsim(tmp_path / "vcsim", strict=True, task_delay=12)
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
+
+
+def _tasks_running(vcsim) -> list[str]:
+    """Tasks still queued or running in the simulator, as 'descriptionId entityName'."""
+    from pyVim.connect import Disconnect
+
+    si = vcsim.connect()
+    try:
+        content = si.RetrieveContent()
+        from pyVmomi import vim
+
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        running = []
+        for vm in view.view:
+            for task in vm.recentTask or []:
+                if task.info.state in ("queued", "running"):
+                    running.append(f"{task.info.descriptionId} {task.info.entityName}")
+        view.Destroy()
+        return running
+    finally:
+        Disconnect(si)
+
+
+def _sessions(vcsim) -> list[str]:
+    """User agents of the sessions other than the one asking."""
+    from pyVim.connect import Disconnect
+
+    si = vcsim.connect()
+    try:
+        manager = si.RetrieveContent().sessionManager
+        mine = manager.currentSession.key
+        return [s.userAgent for s in manager.sessionList if s.key != mine]
+    finally:
+        Disconnect(si)
+
+
+def test_sigterm_while_clones_run_cancels_them_and_leaves_nothing_within_10s(slow_vcsim, signed_ova, subnet,
+                                                                            tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=3)
+    locks = tmp_path / "locks"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **slow_vcsim.env(),
+           "VMCOREOS_LOCK_DIR": str(locks), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache"),
+           "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([VMCOREOS, *_args(cluster, signed_ova, "--count", "3")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        for line in proc.stderr:
+            seen += line
+            if "lab-03: cloning" in line:
+                break
+        time.sleep(1)  # every CloneVM_Task sent: the three clones run (12 s each)
+        assert len(_tasks_running(slow_vcsim)) == 3, seen
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        rest = proc.communicate(timeout=60)[1]
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, seen + rest
+    assert took < 10, f"exited {took:.1f}s after SIGTERM"
+    assert "interrupted" in rest.strip().splitlines()[-1]
+    assert _nodes(slow_vcsim) == []  # the template may stay: it is verified and reusable
+    assert [n for n, v in inventory(slow_vcsim).items() if v["template"] and "lab" in n] != []
+    assert _tasks_running(slow_vcsim) == []
+    assert not [a for a in _sessions(slow_vcsim) if a.startswith("vmcoreos/")]
+    for path in locks.glob("*.lock"):
+        lock = filelock.FileLock(str(path), timeout=0)
+        lock.acquire()
+        lock.release()
