@@ -147,3 +147,44 @@ def test_sigterm_while_clones_run_cancels_them_and_leaves_nothing_within_10s(slo
         lock = filelock.FileLock(str(path), timeout=0)
         lock.acquire()
         lock.release()
+
+
+def test_sigterm_while_nodes_are_awaited_stops_the_polling_threads_within_10s(vcsim, guestsim, signed_ova, subnet,
+                                                                              tmp_path):
+    # etcd never starts on the node (its image cannot be pulled): the run polls it from a thread pool
+    # until wait.timeout, 120 s, unless the interrupt stops the pool.
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2,
+                            extra={"wait": {"timeout": 120}, "etcd": {"image": "registry.invalid/coreos/etcd:v3.5.16"}})
+    locks = tmp_path / "locks"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **vcsim.env(),
+           "VMCOREOS_LOCK_DIR": str(locks), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([VMCOREOS, *_args(cluster, signed_ova, "--count", "2")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(_pull_failed(guestsim, n) for n in ("lab-01", "lab-02")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1)  # the guests have their addresses: the run polls etcd now
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        proc.communicate(timeout=180)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert took < 10, f"exited {took:.1f}s after SIGTERM"
+    assert not [a for a in _sessions(vcsim) if a.startswith("vmcoreos/")]
+    for path in locks.glob("*.lock"):
+        lock = filelock.FileLock(str(path), timeout=0)
+        lock.acquire()
+        lock.release()
+
+
+def _pull_failed(guestsim, name: str) -> bool:
+    try:
+        return bool(guestsim.node(name).get("errors"))
+    except (FileNotFoundError, ValueError):
+        return False

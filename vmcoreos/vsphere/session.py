@@ -130,6 +130,7 @@ class Session:
     ssl: ssl.SSLContext
 
     _content: Any = None
+    closed: bool = False
 
     @property
     def content(self):
@@ -144,6 +145,7 @@ class Session:
         return getattr(self.content.about, "instanceUuid", None) or f"{self.conn.host}:{self.conn.port}"
 
     def close(self) -> None:
+        self.closed = True
         try:
             Disconnect(self.si)
         except Exception:
@@ -151,6 +153,9 @@ class Session:
 
     def relogin(self) -> None:
         """vCenter dropped our session (idle timeout, restart): log in again on the same connection."""
+        if self.closed:
+            # A worker thread still calling after an interrupt's logout must not open a session nobody ends.
+            raise VSphereError("the vCenter session was closed; not logging in again")
         try:
             self.content.sessionManager.Login(self.conn.username, str(self.conn.password))
         except vim.fault.InvalidLogin:
