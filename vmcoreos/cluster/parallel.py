@@ -31,7 +31,8 @@ def run_all(fn: Callable, calls: list[tuple], workers: int) -> list[Future]:
         stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         tasks.in_flight.cancel_all()
-        wait(futures, timeout=GRACE)
+        # Only the calls that had started: wait() never counts a future canceled this way as done.
+        wait([f for f in futures if not f.cancelled()], timeout=GRACE)
         raise
     pool.shutdown()
     return futures
