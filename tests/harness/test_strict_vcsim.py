@@ -420,6 +420,8 @@ def test_drs_flag_keeps_drs_on(slow_inv):
 
 
 def test_slow_clone_registers_its_vm_only_at_the_end(slow_inv):
+    from pyVmomi import vim
+
     inv = slow_inv
     start = time.monotonic()
     task = inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="slow-clone", spec=clone_spec(inv))
@@ -428,6 +430,11 @@ def test_slow_clone_registers_its_vm_only_at_the_end(slow_inv):
     # As on vCenter, so a client that lost its connection can find the task it started.
     assert (info.descriptionId, info.entity, info.entityName) == ("VirtualMachine.clone", inv.vm, inv.vm.name)
     assert task in inv.vm.recentTask
+    # The new VM's name is only in the clone's event, which the task names by its chain.
+    spec = vim.event.EventFilterSpec(eventTypeId=["VmBeingClonedEvent"],
+                                     entity=vim.event.EventFilterSpec.ByEntity(entity=inv.vm, recursion="self"))
+    chain = [e for e in inv.content.eventManager.QueryEvents(spec) if e.chainId == info.eventChainId]
+    assert info.eventChainId and [(e.destName, e.destFolder.folder) for e in chain] == [("slow-clone", inv.dc.vmFolder)]
     assert inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-clone") is None
     clone = wait(task)
     try:
