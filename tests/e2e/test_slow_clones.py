@@ -6,10 +6,12 @@ seconds, cancelable, and registers its VM only when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from typing import Iterator
 
 import filelock
 import pytest
@@ -23,25 +25,27 @@ def _args(cluster, ova, *extra):
     return ["deploy", "-c", str(cluster), "--ova", str(ova["ova"]), "--trusted-key", str(ova["key"]), *extra]
 
 
-def _nodes(vcsim, cluster="lab"):
-    """Every VM of the cluster that is not a template, by moref order: (name, moref) pairs, twins kept."""
+@contextlib.contextmanager
+def _all_vms(vcsim) -> Iterator[list]:
+    """Every VM in the simulator, on an API session of the block's own."""
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
     si = vcsim.connect()
     try:
-        from pyVmomi import vim
-
         content = si.RetrieveContent()
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        found = []
-        for vm in view.view:
-            extra = {o.key: o.value for o in (vm.config.extraConfig or [])}
-            if extra.get("vmcoreos.cluster") == cluster and not vm.config.template:
-                found.append(vm.name)
+        yield list(view.view)
         view.Destroy()
-        return sorted(found)
     finally:
-        from pyVim.connect import Disconnect
-
         Disconnect(si)
+
+
+def _nodes(vcsim, cluster="lab") -> list[str]:
+    """Names of the cluster's VMs that are not templates, twins kept (a name listed twice is two VMs)."""
+    with _all_vms(vcsim) as found:
+        return sorted(vm.name for vm in found if not vm.config.template
+                      and {o.key: o.value for o in vm.config.extraConfig or []}.get("vmcoreos.cluster") == cluster)
 
 
 @pytest.fixture
@@ -79,23 +83,9 @@ def slow_vcsim(tmp_path):
 
 def _tasks_running(vcsim) -> list[str]:
     """Tasks still queued or running in the simulator, as 'descriptionId entityName'."""
-    from pyVim.connect import Disconnect
-
-    si = vcsim.connect()
-    try:
-        content = si.RetrieveContent()
-        from pyVmomi import vim
-
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        running = []
-        for vm in view.view:
-            for task in vm.recentTask or []:
-                if task.info.state in ("queued", "running"):
-                    running.append(f"{task.info.descriptionId} {task.info.entityName}")
-        view.Destroy()
-        return running
-    finally:
-        Disconnect(si)
+    with _all_vms(vcsim) as found:
+        return [f"{t.info.descriptionId} {t.info.entityName}" for vm in found for t in vm.recentTask or []
+                if t.info.state in ("queued", "running")]
 
 
 def _sessions(vcsim) -> list[str]:

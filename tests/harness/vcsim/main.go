@@ -141,17 +141,31 @@ func soapMethod(body []byte) string {
 	}
 }
 
+func isSOAP(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk")
+}
+
+// readBody reads the request's body and puts it back for the next handler
+// (false: it could not be read, and the client was told).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := ioutil.ReadAll(r.Body)
+	_ = r.Body.Close()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil, false
+	}
+	r.Body = ioutil.NopCloser(bytes.NewReader(body))
+	return body, true
+}
+
 func (s *requestStats) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		agent := r.Header.Get("User-Agent")
-		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk") {
-			body, err := ioutil.ReadAll(r.Body)
-			_ = r.Body.Close()
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
+		if isSOAP(r) {
+			body, ok := readBody(w, r)
+			if !ok {
 				return
 			}
-			r.Body = ioutil.NopCloser(bytes.NewReader(body))
 			s.add(s.SOAP, agent, soapMethod(body))
 		} else {
 			segment := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)[0]
@@ -454,17 +468,14 @@ func dropAnswerTo(spec string, next http.Handler) http.Handler {
 	var mu sync.Mutex
 	seen := 0
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/sdk") {
+		if !isSOAP(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		body, err := ioutil.ReadAll(r.Body)
-		_ = r.Body.Close()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		body, ok := readBody(w, r)
+		if !ok {
 			return
 		}
-		r.Body = ioutil.NopCloser(bytes.NewReader(body))
 		drop := false
 		if soapMethod(body) == method {
 			mu.Lock()
