@@ -178,3 +178,47 @@ def _pull_failed(guestsim, name: str) -> bool:
         return bool(guestsim.node(name).get("errors"))
     except (FileNotFoundError, ValueError):
         return False
+
+
+def test_sigterm_while_vms_are_deleted_drops_the_queued_deletions_within_10s(cli, tmp_path, signed_ova, subnet):
+    # Deleting takes 8 s and cannot be canceled; six nodes, four at a time: two wait in the queue.
+    sim = Vcsim(tmp_path / "vcsim", strict=True, destroy_delay=8).start()
+    guests = GuestSim(sim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=True)
+    try:
+        guests.start()
+        cluster = write_cluster(tmp_path / "c.yaml", subnet, count=6)
+        assert cli(_args(cluster, signed_ova, "--count", "6"), env=sim.env()).returncode == 0
+        guests.stop()
+        locks = tmp_path / "locks"
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **sim.env(),
+               "VMCOREOS_LOCK_DIR": str(locks), "TMPDIR": str(tmp_path)}
+        proc = subprocess.Popen([VMCOREOS, "destroy", "-c", str(cluster), "--yes"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            seen = ""
+            for line in proc.stderr:
+                seen += line
+                if seen.count("powering off and deleting") == 4:
+                    break
+            time.sleep(1)
+            proc.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            rest = proc.communicate(timeout=60)[1]
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, seen + rest
+        assert took < 10, f"exited {took:.1f}s after SIGTERM"
+        assert seen.count("powering off and deleting") + rest.count("powering off and deleting") == 4
+        time.sleep(8)  # the four deletions vCenter could not cancel end on their own
+        assert len(_nodes(sim)) == 2
+        assert not [a for a in _sessions(sim) if a.startswith("vmcoreos/")]
+        for path in locks.glob("*.lock"):
+            lock = filelock.FileLock(str(path), timeout=0)
+            lock.acquire()
+            lock.release()
+    finally:
+        guests.stop()
+        sim.stop()

@@ -72,6 +72,7 @@ class Vcsim:
     for NFC instead of the NFC listener's (nfc_listen), so a FaultProxy listening there
     and relaying to nfc_listen sees every upload.
     session_idle: sessions idle that many seconds expire (0: never).
+    destroy_delay (strict only): Destroy_Task takes that many seconds, not cancelable.
     drop_answer: "METHOD[:N]": the simulator carries out the Nth call of METHOD (default the
     first) and then resets the connection instead of answering, once (what a client sees when
     the network breaks after vCenter took a request; a TCP proxy cannot pick a request out of TLS).
@@ -82,6 +83,7 @@ class Vcsim:
     esx: bool = False
     drs: bool = False
     task_delay: float = 0.0
+    destroy_delay: float = 0.0
     lease_timeout: float = 0.0
     session_idle: float = 0.0
     nfc_advertise: str = ""
@@ -121,7 +123,8 @@ class Vcsim:
                 "-username", USER, "-password", PASSWORD]
         if self.strict:
             args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s",
-                     "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}"]
+                     "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}",
+                     "-destroy-delay", f"{self.destroy_delay}s"]
             if self.nfc_advertise:
                 args += ["-nfc-advertise", self.nfc_advertise]
         if self.esx:

@@ -225,6 +225,8 @@ func main() {
 	nfcCertOut := flag.String("nfc-cert-out", "", "with -strict: write the NFC host's certificate (PEM) here")
 	taskDelay := flag.Duration("task-delay", 0,
 		"with -strict: clone tasks run this long in the background, cancelable, and register the VM only at the end")
+	destroyDelay := flag.Duration("destroy-delay", 0,
+		"with -strict: Destroy_Task runs this long in the background, not cancelable, before the VM goes")
 	drs := flag.Bool("drs", false, "with -strict: leave DRS on in every cluster (strict turns it off)")
 	leaseTimeout := flag.Duration("lease-timeout", 0,
 		"with -strict: an NFC lease without HttpNfcLeaseProgress for this long fails (vCenter: 300s; 0: never)")
@@ -260,6 +262,7 @@ func main() {
 		simulator.StrictSetup(*drs)
 		simulator.Strict.Enabled = true
 		simulator.Strict.TaskDelay = *taskDelay
+		simulator.Strict.DestroyDelay = *destroyDelay
 		simulator.Strict.LeaseTimeout = *leaseTimeout
 		addr := *nfcListen
 		if addr == "" {

@@ -31,6 +31,9 @@ var Strict struct {
 	// registering the VM only at the end, as a real full clone does, and
 	// keeps an import's lease "initializing" that long.
 	TaskDelay time.Duration
+	// DestroyDelay makes Destroy_Task run this long in the background, not
+	// cancelable, before the VM goes.
+	DestroyDelay time.Duration
 	// LeaseTimeout: a lease with no HttpNfcLeaseProgress for this long fails
 	// (vCenter: 300 s), and its URLs stop working.
 	LeaseTimeout time.Duration
@@ -424,15 +427,8 @@ func strictRun(task *Task, method, descriptionID string, chain int32) types.Mana
 	if !Strict.Enabled {
 		return task.Run()
 	}
-	task.Info.Name = method
-	task.Info.DescriptionId = descriptionID
+	strictNameTask(task, method, descriptionID)
 	task.Info.EventChainId = chain
-	if e, ok := Map.Get(*task.Info.Entity).(mo.Entity); ok {
-		task.Info.EntityName = e.Entity().Name
-		Map.Update(e, []types.PropertyChange{
-			{Name: "recentTask", Val: append(e.Entity().RecentTask, task.Self)},
-		})
-	}
 	if Strict.TaskDelay <= 0 {
 		return task.Run()
 	}
@@ -460,6 +456,38 @@ func strictRun(task *Task, method, descriptionID string, chain int32) types.Mana
 			return // canceled at the last moment
 		}
 		// The work itself runs as it would inside the request: with its entity locked.
+		Map.WithLock(*task.Info.Entity, func() { task.Run() })
+	}()
+	return task.Self
+}
+
+// strictNameTask gives the task vCenter's method name and descriptionId, and
+// shows it in its entity's recentTask.
+func strictNameTask(task *Task, method, descriptionID string) {
+	task.Info.Name = method
+	task.Info.DescriptionId = descriptionID
+	if e, ok := Map.Get(*task.Info.Entity).(mo.Entity); ok {
+		task.Info.EntityName = e.Entity().Name
+		Map.Update(e, []types.PropertyChange{
+			{Name: "recentTask", Val: append(e.Entity().RecentTask, task.Self)},
+		})
+	}
+}
+
+// strictDestroy: with Strict.DestroyDelay, Destroy_Task runs that long in the
+// background before the VM goes, and cannot be canceled (vCenter refuses
+// CancelTask on it), as deleting a VM's files takes a while on real storage.
+func strictDestroy(task *Task) types.ManagedObjectReference {
+	if !Strict.Enabled || Strict.DestroyDelay <= 0 {
+		return task.Run()
+	}
+	strictNameTask(task, "Destroy_Task", "VirtualMachine.destroy")
+	Map.Update(task, []types.PropertyChange{
+		{Name: "info.startTime", Val: time.Now()},
+		{Name: "info.state", Val: types.TaskInfoStateRunning},
+	})
+	go func() {
+		time.Sleep(Strict.DestroyDelay)
 		Map.WithLock(*task.Info.Entity, func() { task.Run() })
 	}()
 	return task.Self
