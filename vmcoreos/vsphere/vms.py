@@ -234,10 +234,9 @@ def _start_clone(session: Session, template: VmInfo, name: str, placement: Place
                 note(f"{name}: the connection dropped while cloning; waiting on the clone vCenter is running")
             return task
         same = [v for v in list_vms(session, placement, {name}) if not v.template]
-        if any(v.owned_by(cluster) for v in same):
-            return next(v for v in same if v.owned_by(cluster)).ref
-        if same:
-            require_owned(same[0], cluster, "clone over")
+        for vm in same:
+            require_owned(vm, cluster, "clone over")  # a VM of ours (the clone ended meanwhile), or refused
+            return vm.ref
         return template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
 
 
@@ -277,8 +276,8 @@ def _remove_half_made(session: Session, started: list, cluster: str) -> None:
 
     Only the VM a task itself made (its result) is deleted, and only if it
     carries our marks: never "the VM of that name", which may be the one an
-    earlier, successful clone made. A failed or canceled clone made nothing:
-    vCenter removes a clone's partial VM itself.
+    earlier, successful clone made. A failed or canceled clone leaves no VM:
+    vCenter rolls back what it had begun.
     """
     for task in started:
         with contextlib.suppress(Exception):
