@@ -10,8 +10,10 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import filelock
 import pytest
@@ -101,42 +103,62 @@ def _sessions(vcsim) -> list[str]:
         Disconnect(si)
 
 
-def test_sigterm_while_clones_run_cancels_them_and_leaves_nothing_within_10s(slow_vcsim, signed_ova, subnet,
-                                                                            tmp_path):
-    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=3)
-    locks = tmp_path / "locks"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **slow_vcsim.env(),
-           "VMCOREOS_LOCK_DIR": str(locks), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache"),
+@dataclass
+class Interrupted:
+    returncode: int
+    took: float  # seconds from SIGTERM to exit
+    stderr: str
+
+
+def _sigterm(vcsim, args: list[str], tmp_path, ready: Callable[[str], bool], settle: float = 1.0) -> Interrupted:
+    """vmcoreos run against vcsim and sent SIGTERM `settle` seconds after ready(its stderr so far) first holds."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **vcsim.env(),
+           "VMCOREOS_LOCK_DIR": str(tmp_path / "locks"), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache"),
            "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([VMCOREOS, *_args(cluster, signed_ova, "--count", "3")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([VMCOREOS, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        seen = ""
-        for line in proc.stderr:
-            seen += line
-            if "lab-03: cloning" in line:
-                break
-        time.sleep(1)  # every CloneVM_Task sent: the three clones run (12 s each)
-        assert len(_tasks_running(slow_vcsim)) == 3, seen
+        deadline = time.monotonic() + 90
+        while not ready("".join(lines)):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        time.sleep(settle)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        rest = proc.communicate(timeout=60)[1]
+        proc.wait(timeout=180)
         took = time.monotonic() - sent
+        reader.join(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, seen + rest
-    assert took < 10, f"exited {took:.1f}s after SIGTERM"
-    assert "interrupted" in rest.strip().splitlines()[-1]
-    assert _nodes(slow_vcsim) == []  # the template may stay: it is verified and reusable
-    assert [n for n, v in inventory(slow_vcsim).items() if v["template"] and "lab" in n] != []
-    assert _tasks_running(slow_vcsim) == []
-    assert not [a for a in _sessions(slow_vcsim) if a.startswith("vmcoreos/")]
-    for path in locks.glob("*.lock"):
+    return Interrupted(proc.returncode, took, "".join(lines))
+
+
+def _nothing_held(vcsim, tmp_path) -> None:
+    """No vmcoreos session is left on vcsim and every lock file the run had is free."""
+    assert not [a for a in _sessions(vcsim) if a.startswith("vmcoreos/")]
+    for path in (tmp_path / "locks").glob("*.lock"):
         lock = filelock.FileLock(str(path), timeout=0)
         lock.acquire()
         lock.release()
+
+
+def test_sigterm_while_clones_run_cancels_them_and_leaves_nothing_within_10s(slow_vcsim, signed_ova, subnet,
+                                                                            tmp_path):
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, count=3)
+    # A second after the last CloneVM_Task was sent the three clones run (12 s each).
+    run = _sigterm(slow_vcsim, _args(cluster, signed_ova, "--count", "3"), tmp_path,
+                   lambda seen: "lab-03: cloning" in seen and len(_tasks_running(slow_vcsim)) == 3)
+    assert run.returncode == 130, run.stderr
+    assert run.took < 10, f"exited {run.took:.1f}s after SIGTERM"
+    assert "interrupted" in run.stderr.strip().splitlines()[-1]
+    assert _nodes(slow_vcsim) == []  # the template may stay: it is verified and reusable
+    assert [n for n, v in inventory(slow_vcsim).items() if v["template"] and "lab" in n] != []
+    assert _tasks_running(slow_vcsim) == []
+    _nothing_held(slow_vcsim, tmp_path)
 
 
 def test_sigterm_while_nodes_are_awaited_stops_the_polling_threads_within_10s(vcsim, guestsim, signed_ova, subnet,
@@ -145,32 +167,12 @@ def test_sigterm_while_nodes_are_awaited_stops_the_polling_threads_within_10s(vc
     # until wait.timeout, 120 s, unless the interrupt stops the pool.
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2,
                             extra={"wait": {"timeout": 120}, "etcd": {"image": "registry.invalid/coreos/etcd:v3.5.16"}})
-    locks = tmp_path / "locks"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **vcsim.env(),
-           "VMCOREOS_LOCK_DIR": str(locks), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([VMCOREOS, *_args(cluster, signed_ova, "--count", "2")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not all(_pull_failed(guestsim, n) for n in ("lab-01", "lab-02")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        time.sleep(1)  # the guests have their addresses: the run polls etcd now
-        proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
-        proc.communicate(timeout=180)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130
-    assert took < 10, f"exited {took:.1f}s after SIGTERM"
-    assert not [a for a in _sessions(vcsim) if a.startswith("vmcoreos/")]
-    for path in locks.glob("*.lock"):
-        lock = filelock.FileLock(str(path), timeout=0)
-        lock.acquire()
-        lock.release()
+    # Once both guests tried to pull the image they have their addresses: the run polls etcd.
+    run = _sigterm(vcsim, _args(cluster, signed_ova, "--count", "2"), tmp_path,
+                   lambda seen: all(_pull_failed(guestsim, n) for n in ("lab-01", "lab-02")))
+    assert run.returncode == 130, run.stderr
+    assert run.took < 10, f"exited {run.took:.1f}s after SIGTERM"
+    _nothing_held(vcsim, tmp_path)
 
 
 def _pull_failed(guestsim, name: str) -> bool:
@@ -189,36 +191,14 @@ def test_sigterm_while_vms_are_deleted_drops_the_queued_deletions_within_10s(cli
         cluster = write_cluster(tmp_path / "c.yaml", subnet, count=6)
         assert cli(_args(cluster, signed_ova, "--count", "6"), env=sim.env()).returncode == 0
         guests.stop()
-        locks = tmp_path / "locks"
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **sim.env(),
-               "VMCOREOS_LOCK_DIR": str(locks), "TMPDIR": str(tmp_path)}
-        proc = subprocess.Popen([VMCOREOS, "destroy", "-c", str(cluster), "--yes"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            seen = ""
-            for line in proc.stderr:
-                seen += line
-                if seen.count("powering off and deleting") == 4:
-                    break
-            time.sleep(1)
-            proc.send_signal(signal.SIGTERM)
-            sent = time.monotonic()
-            rest = proc.communicate(timeout=60)[1]
-            took = time.monotonic() - sent
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 130, seen + rest
-        assert took < 10, f"exited {took:.1f}s after SIGTERM"
-        assert seen.count("powering off and deleting") + rest.count("powering off and deleting") == 4
+        run = _sigterm(sim, ["destroy", "-c", str(cluster), "--yes"], tmp_path,
+                       lambda seen: seen.count("powering off and deleting") == 4)
+        assert run.returncode == 130, run.stderr
+        assert run.took < 10, f"exited {run.took:.1f}s after SIGTERM"
+        assert run.stderr.count("powering off and deleting") == 4
         time.sleep(8)  # the four deletions vCenter could not cancel end on their own
         assert len(_nodes(sim)) == 2
-        assert not [a for a in _sessions(sim) if a.startswith("vmcoreos/")]
-        for path in locks.glob("*.lock"):
-            lock = filelock.FileLock(str(path), timeout=0)
-            lock.acquire()
-            lock.release()
+        _nothing_held(sim, tmp_path)
     finally:
         guests.stop()
         sim.stop()
