@@ -73,6 +73,10 @@ class Vcsim:
     for NFC instead of the NFC listener's (nfc_listen), so a FaultProxy listening there
     and relaying to nfc_listen sees every upload.
     session_idle: sessions idle that many seconds expire (0: never).
+    destroy_delay (strict only): Destroy_Task takes that many seconds, not cancelable.
+    drop_answer: "METHOD[:N]": the simulator carries out the Nth call of METHOD (default the
+    first) and then resets the connection instead of answering, once (what a client sees when
+    the network breaks after vCenter took a request; a TCP proxy cannot pick a request out of TLS).
     deny: privileges HasPrivilegeOnEntities reports as not granted (a user whose role lacks them)."""
 
     workdir: Path
@@ -81,9 +85,11 @@ class Vcsim:
     drs: bool = False
     task_delay: float = 0.0
     task_progress_steps: int = 0
+    destroy_delay: float = 0.0
     lease_timeout: float = 0.0
     session_idle: float = 0.0
     nfc_advertise: str = ""
+    drop_answer: str = ""
     deny: tuple[str, ...] = ()  # privilege IDs HasPrivilegeOnEntities says are not granted
     proc: subprocess.Popen | None = None
     url: str = ""
@@ -120,13 +126,16 @@ class Vcsim:
         if self.strict:
             args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s",
                      "-task-progress-steps", str(self.task_progress_steps),
-                     "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}"]
+                     "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}",
+                     "-destroy-delay", f"{self.destroy_delay}s"]
             if self.nfc_advertise:
                 args += ["-nfc-advertise", self.nfc_advertise]
         if self.esx:
             args.append("-esx")
         if self.session_idle:
             args += ["-session-idle", f"{self.session_idle}s"]
+        if self.drop_answer:
+            args += ["-drop-answer", self.drop_answer]
         if self.deny:
             args += ["-deny-privilege", ",".join(self.deny)]
         self.proc = subprocess.Popen(

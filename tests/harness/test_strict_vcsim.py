@@ -411,7 +411,8 @@ DELAY = 1.5
 
 @pytest.fixture(scope="module")
 def slow_inv(tmp_path_factory):
-    for _, si in running_vcsim(tmp_path_factory.mktemp("slow-vcsim"), drs=True, task_delay=DELAY, lease_timeout=2):
+    for _, si in running_vcsim(tmp_path_factory.mktemp("slow-vcsim"), drs=True, task_delay=DELAY, lease_timeout=2,
+                               destroy_delay=DELAY):
         yield Inventory(si)
 
 
@@ -420,6 +421,8 @@ def test_drs_flag_keeps_drs_on(slow_inv):
 
 
 def test_slow_clone_registers_its_vm_only_at_the_end(slow_inv):
+    from pyVmomi import vim
+
     inv = slow_inv
     start = time.monotonic()
     task = inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="slow-clone", spec=clone_spec(inv))
@@ -428,6 +431,11 @@ def test_slow_clone_registers_its_vm_only_at_the_end(slow_inv):
     # As on vCenter, so a client that lost its connection can find the task it started.
     assert (info.descriptionId, info.entity, info.entityName) == ("VirtualMachine.clone", inv.vm, inv.vm.name)
     assert task in inv.vm.recentTask
+    # The new VM's name is only in the clone's event, which the task names by its chain.
+    spec = vim.event.EventFilterSpec(eventTypeId=["VmBeingClonedEvent"],
+                                     entity=vim.event.EventFilterSpec.ByEntity(entity=inv.vm, recursion="self"))
+    chain = [e for e in inv.content.eventManager.QueryEvents(spec) if e.chainId == info.eventChainId]
+    assert info.eventChainId and [(e.destName, e.destFolder.folder) for e in chain] == [("slow-clone", inv.dc.vmFolder)]
     assert inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-clone") is None
     clone = wait(task)
     try:
@@ -449,6 +457,20 @@ def test_cancel_task_stops_a_running_clone(slow_inv):
     assert inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-canceled") is None
     with pytest.raises(vim.fault.InvalidState):
         task.CancelTask()  # finished tasks cannot be canceled
+
+
+def test_a_slow_destroy_cannot_be_canceled_and_removes_the_vm_at_its_end(slow_inv):
+    from pyVmomi import vmodl
+
+    inv = slow_inv
+    vm = wait(inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="slow-destroyed", spec=clone_spec(inv)))
+    task = vm.Destroy_Task()
+    assert (task.info.state, task.info.descriptionId) == ("running", "VirtualMachine.destroy")
+    with pytest.raises(vmodl.fault.NotSupported):
+        task.CancelTask()  # as on vCenter: a deletion, once started, runs to its end
+    assert inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-destroyed") is not None
+    wait(task)
+    assert inv.content.searchIndex.FindChild(inv.dc.vmFolder, "slow-destroyed") is None
 
 
 def test_import_lease_initializes_for_the_delay(slow_inv):

@@ -37,7 +37,7 @@ def _clone(session, name: str):
     ref = session.content.searchIndex.FindByInventoryPath("DC0/vm/DC0_C0_RP0_VM0")
     source = vms.VmInfo(ref, "DC0_C0_RP0_VM0", False, "poweredOff", None, None)
     spec = vms.clone_spec(placement, cpus=1, memory_mb=256, extra=vms.marks("lab", "node"))
-    return placement, lambda: vms.clone(session, source, name, placement, spec, cluster="lab", stall=STALL)
+    return placement, lambda: vms.clone_many(session, source, [(name, spec)], placement, cluster="lab", stall=STALL)[0]
 
 
 def test_a_clone_reporting_progress_runs_past_the_stall_limit(tmp_path):

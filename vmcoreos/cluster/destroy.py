@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from vmcoreos.cluster import inventory
+from vmcoreos.cluster.parallel import first_failure, run_all
 from vmcoreos.cluster.plan import DestroyPlan, plan_destroy
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings
@@ -26,8 +25,10 @@ def apply(session: Session, planned: DestroyPlan, *, reporter: Reporter, paralle
         vms.destroy(session, fresh, planned.cluster)
         return fresh.name
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [pool.submit(one, vm) for vm in planned.nodes]
-        done = [f.result() for f in futures]
-        done += [f.result() for f in [pool.submit(one, vm) for vm in planned.templates]]
+    # Nodes first, then templates; an interrupt drops what has not started (cluster/parallel.py).
+    done = []
+    for batch in (planned.nodes, planned.templates):
+        futures = run_all(one, [(vm,) for vm in batch], parallel)
+        first_failure(futures)
+        done += [f.result() for f in futures]
     return done

@@ -37,7 +37,7 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
         batch = jobs[at : at + run.parallel]
         specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
         refs = vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
-                              stall=run.settings.task_stall)
+                              stall=run.settings.task_stall, note=run.reporter.event)
         made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, (name, _) in zip(refs, specs)])
         # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
         vms.power_on_many(run.session, made)

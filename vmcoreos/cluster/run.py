@@ -7,12 +7,12 @@ a fresh listing is worth its round trips.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmcoreos import etcd, naming
 from vmcoreos.cluster import inventory as inv
+from vmcoreos.cluster import parallel
 from vmcoreos.cluster.members import Members
 from vmcoreos.guest.nodeconfig import UserConfig
 from vmcoreos.reporting import Reporter
@@ -69,10 +69,7 @@ class Run:
         return str(addresses[index - 1].ip)
 
     def in_parallel(self, fn, calls: list[tuple]) -> None:
-        """fn(*args) for each call, at most `parallel` at once; the first failure is raised once all ended."""
-        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            futures = [pool.submit(fn, *args) for args in calls]
-            errors = [f.exception() for f in futures]
-        failed = [e for e in errors if e is not None]
-        if failed:
-            raise failed[0]
+        """fn(*args) for each call, at most `parallel` at once; the first failure is raised once all ended.
+
+        An interrupt stops them at once (cluster/parallel.py)."""
+        parallel.first_failure(parallel.run_all(fn, calls, self.parallel))

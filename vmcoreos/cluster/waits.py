@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import tenacity
 from pyVmomi import vim
 
 from vmcoreos import etcd
+from vmcoreos.cluster import parallel
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import NotJoinedError
@@ -40,7 +40,8 @@ def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
         # noticed late costs the whole deploy that delay.
         retrying = tenacity.Retrying(
             wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
-            stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+            stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic()))
+            | tenacity.stop_when_event_set(parallel.stopping),
             retry=tenacity.retry_if_result(lambda ok: not ok),
         )
         try:
@@ -50,8 +51,9 @@ def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
         run.reporter.event(f"{st.name}: healthy etcd member {st.member_id}")
         return True
 
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(status)))) as pool:
-        joined = list(pool.map(member, [status[n] for n in sorted(status)]))
+    futures = parallel.run_all(member, [(status[n],) for n in sorted(status)], min(16, len(status)))
+    parallel.first_failure(futures)
+    joined = [f.result() for f in futures]
     if not all(joined):
         not_joined(run, status)
     return status

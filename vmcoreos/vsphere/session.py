@@ -58,7 +58,7 @@ IDEMPOTENT = frozenset({
     "RetrievePropertiesEx", "ContinueRetrievePropertiesEx", "RetrieveProperties", "WaitForUpdatesEx",
     "CreateContainerView", "CreatePropertyCollector", "CreateFilter", "DestroyView", "DestroyPropertyCollector",
     "DestroyPropertyFilter", "HttpNfcLeaseProgress", "CreateImportSpec", "CurrentTime", "RetrieveServiceContent",
-    "FindByInventoryPath", "CancelTask", "Fetch",
+    "FindByInventoryPath", "CancelTask", "Fetch", "QueryEvents",
 })
 RESENDS = 2
 # pyvmomi keeps idle sockets for 900 s, as long as vCenter's own idle timeout; load balancers and
@@ -141,6 +141,7 @@ class Session:
     # Bumped by every re-login: a call that failed under an older session only needs sending again.
     generation: int = 0
     _login_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    closed: bool = False
 
     @property
     def content(self):
@@ -155,6 +156,7 @@ class Session:
         return getattr(self.content.about, "instanceUuid", None) or f"{self.conn.host}:{self.conn.port}"
 
     def close(self) -> None:
+        self.closed = True
         try:
             Disconnect(self.si)
         except Exception:
@@ -168,6 +170,9 @@ class Session:
         for it and find the generation moved on (each login would leave a session behind).
         Returns whether this call logged in.
         """
+        if self.closed:
+            # A worker thread still calling after an interrupt's logout must not open a session nobody ends.
+            raise VSphereError("the vCenter session was closed; not logging in again")
         with self._login_lock:
             if seen is not None and seen != self.generation:
                 return False

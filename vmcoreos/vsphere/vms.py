@@ -7,14 +7,15 @@ that merely shares a name with a node is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import OwnershipError, VSphereError
-from vmcoreos.vsphere import guestnet
+from vmcoreos.vsphere import guestnet, tasks
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
 from vmcoreos.vsphere.waits import TASK_STALL, wait_task, wait_tasks
@@ -212,53 +213,54 @@ def snapshot_linked_base(session: Session, vm: VmInfo, placement: Placement, clu
         raise VSphereError(f"could not snapshot {vm.name} for linked clones: {exc.msg}") from None
 
 
-def _start_clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, cluster: str) -> Any:
-    """The clone's task, or the VM itself when a lost connection hid that an earlier request made it."""
+def _start_clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, cluster: str, *,
+                 known: list = (), note: Callable[[str], None] | None = None) -> Any:
+    """The clone's task, or the VM itself when a lost connection hid that an earlier request made it.
+
+    After a lost connection the request may or may not have reached vCenter.
+    A full clone registers its VM only once the disks are copied, so a VM
+    listing would see nothing while the clone runs, and a second CloneVM_Task
+    would fail on the name; so the running task is looked for first
+    (vsphere/tasks.py tells how), and the clone is sent again only when
+    neither a task nor a VM of that name exists.
+    """
     try:
         return template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
     except ConnectionLost:
-        # The request may or may not have reached vCenter: look before sending it again.
-        time.sleep(1)
-        made = [v for v in list_vms(session, placement, {name}) if v.owned_by(cluster) and not v.template]
-        if made:
-            return made[0].ref
+        time.sleep(1)  # a request vCenter was still reading becomes its task meanwhile
+        task = tasks.find_clone(session, template.ref, name, placement.folder, known=known)
+        if task is not None:
+            if note is not None:
+                note(f"{name}: the connection dropped while cloning; waiting on the clone vCenter is running")
+            return task
+        same = [v for v in list_vms(session, placement, {name}) if not v.template]
+        for vm in same:
+            require_owned(vm, cluster, "clone over")  # a VM of ours (the clone ended meanwhile), or refused
+            return vm.ref
         return template.ref.CloneVM_Task(folder=placement.folder, name=name, spec=spec)
 
 
-def clone(session: Session, template: VmInfo, name: str, placement: Placement, spec, *, cluster: str,
-          stall: float = TASK_STALL) -> Any:
-    task = _start_clone(session, template, name, placement, spec, cluster)
-    if not isinstance(task, vim.Task):
-        return task
-    try:
-        return wait_task(session, task, stall=stall, what=f"cloning {name} from {template.name}", name=name)
-    except BaseException:
-        # Interrupted or failed: cancel the task and remove whatever it made, if it is ours.
-        _remove_half_made(session, task, name, placement, cluster)
-        raise
-
-
 def clone_many(session: Session, template: VmInfo, jobs: list[tuple[str, Any]], placement: Placement, *,
-               cluster: str, stall: float = TASK_STALL) -> list[Any]:
+               cluster: str, stall: float = TASK_STALL, note: Callable[[str], None] | None = None) -> list[Any]:
     """Clone template once per (name, spec): every task sent, then one wait over them all (not one per VM).
 
     The wait has no total limit: full clones take minutes. It gives up when
     none of the clones made progress for `stall` seconds (wait.task_stall).
+    note: told when a lost connection was recovered from (the caller's reporter).
     """
     started: list[Any] = []
     try:
         for name, spec in jobs:
-            started.append(_start_clone(session, template, name, placement, spec, cluster))
+            known = [t for t in started if isinstance(t, vim.Task)]
+            started.append(_start_clone(session, template, name, placement, spec, cluster, known=known, note=note))
         running = [(name, t) for (name, _), t in zip(jobs, started) if isinstance(t, vim.Task)]
-        done = iter(wait_tasks(session, [t for _, t in running], stall=stall, names=[n for n, _ in running],
-                               what=f"cloning {', '.join(n for n, _ in jobs)} from {template.name}"))
+        done = iter(_wait(session, [t for _, t in running], f"cloning {', '.join(n for n, _ in jobs)} from {template.name}",
+                          stall=stall, names=[n for n, _ in running]))
         return [next(done) if isinstance(t, vim.Task) else t for t in started]
     except BaseException:
-        # Interrupted or one failed: cancel what still runs and remove what it half made, if ours;
-        # the clones that finished are whole nodes, kept as the one-at-a-time path keeps them.
-        for (name, _), task in zip(jobs, started):
-            if isinstance(task, vim.Task) and _unfinished(task):
-                _remove_half_made(session, task, name, placement, cluster)
+        # Interrupted or one failed: cancel what still runs and remove what it made, if ours;
+        # the clones that had finished are whole nodes, kept as a run that fails later keeps them.
+        _remove_half_made(session, [t for t in started if isinstance(t, vim.Task) and _unfinished(t)], cluster)
         raise
 
 
@@ -269,17 +271,38 @@ def _unfinished(task) -> bool:
         return True
 
 
-def _remove_half_made(session: Session, task, name: str, placement: Placement, cluster: str) -> None:
+CANCEL_WAIT = 5.0  # how long a canceled clone gets to end before cleanup moves on (an interrupt has 10 s in all)
+
+
+def _remove_half_made(session: Session, started: list, cluster: str) -> None:
+    """Cancel the clones that still run; delete what a clone made anyway (it ended before the cancel).
+
+    Only the VM a task itself made (its result) is deleted, and only if it
+    carries our marks: never "the VM of that name", which may be the one an
+    earlier, successful clone made. A failed or canceled clone leaves no VM:
+    vCenter rolls back what it had begun.
+    """
+    for task in started:
+        with contextlib.suppress(Exception):
+            task.CancelTask()
     try:
-        task.CancelTask()
+        ended = tasks.outcomes(session, started, timeout=CANCEL_WAIT)
     except Exception:
-        pass
-    try:
-        for vm in list_vms(session, placement, {name}):
-            if vm.owned_by(cluster) and not vm.template:
-                destroy(session, vm, cluster)
-    except Exception:
-        pass
+        return
+    for state, result in ended.values():
+        if state != "success" or not isinstance(result, vim.VirtualMachine):
+            continue
+        with contextlib.suppress(Exception):
+            made = refresh(session, VmInfo(result, "", False, "", None, None))
+            if made.owned_by(cluster) and not made.template:
+                destroy(session, made, cluster)
+
+
+def _wait(session: Session, started: list, what: str, *, stall: float = TASK_STALL,
+          names: list[str] | None = None) -> list:
+    """wait_tasks, with the tasks known to an interrupt (which cancels them) meanwhile."""
+    with tasks.in_flight.tracking(started):
+        return wait_tasks(session, started, stall=stall, what=what, names=names)
 
 
 def reconfigure(session: Session, vm: VmInfo, extra: dict[str, str], cluster: str) -> None:
@@ -290,19 +313,19 @@ def reconfigure_many(session: Session, changes: list[tuple[VmInfo, dict[str, str
     """Set extraConfig keys on several VMs, with one wait over all their tasks."""
     for vm, _ in changes:
         require_owned(vm, cluster, "reconfigure")
-    tasks = [vm.ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(extraConfig=option_values(extra))) for vm, extra in changes]
-    wait_tasks(session, tasks, what=f"reconfiguring {', '.join(vm.name for vm, _ in changes)}")
+    started = [vm.ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(extraConfig=option_values(extra))) for vm, extra in changes]
+    _wait(session, started, f"reconfiguring {', '.join(vm.name for vm, _ in changes)}")
 
 
 def power_on(session: Session, vm: VmInfo) -> None:
     if vm.power != "poweredOn":
-        wait_task(session, vm.ref.PowerOnVM_Task(), what=f"powering on {vm.name}")
+        _wait(session, [vm.ref.PowerOnVM_Task()], f"powering on {vm.name}")
 
 
 def power_on_many(session: Session, found: list[VmInfo]) -> None:
     """Power on every VM that is off, with one wait over all their tasks."""
     off = [vm for vm in found if vm.power != "poweredOn"]
-    wait_tasks(session, [vm.ref.PowerOnVM_Task() for vm in off], what=f"powering on {', '.join(v.name for v in off)}")
+    _wait(session, [vm.ref.PowerOnVM_Task() for vm in off], f"powering on {', '.join(v.name for v in off)}")
 
 
 def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:
@@ -314,11 +337,11 @@ def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:
 def power_off(session: Session, vm: VmInfo, cluster: str) -> None:
     require_owned(vm, cluster, "power off")
     if vm.power == "poweredOn":
-        wait_task(session, vm.ref.PowerOffVM_Task(), what=f"powering off {vm.name}")
+        _wait(session, [vm.ref.PowerOffVM_Task()], f"powering off {vm.name}")
 
 
 def destroy(session: Session, vm: VmInfo, cluster: str) -> None:
     require_owned(vm, cluster, "delete")
     if vm.power == "poweredOn" and not vm.template:
-        wait_task(session, vm.ref.PowerOffVM_Task(), what=f"powering off {vm.name}")
-    wait_task(session, vm.ref.Destroy_Task(), what=f"deleting {vm.name}")
+        _wait(session, [vm.ref.PowerOffVM_Task()], f"powering off {vm.name}")
+    _wait(session, [vm.ref.Destroy_Task()], f"deleting {vm.name}")

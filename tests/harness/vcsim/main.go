@@ -24,9 +24,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,17 +141,31 @@ func soapMethod(body []byte) string {
 	}
 }
 
+func isSOAP(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk")
+}
+
+// readBody reads the request's body and puts it back for the next handler
+// (false: it could not be read, and the client was told).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := ioutil.ReadAll(r.Body)
+	_ = r.Body.Close()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil, false
+	}
+	r.Body = ioutil.NopCloser(bytes.NewReader(body))
+	return body, true
+}
+
 func (s *requestStats) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		agent := r.Header.Get("User-Agent")
-		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk") {
-			body, err := ioutil.ReadAll(r.Body)
-			_ = r.Body.Close()
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
+		if isSOAP(r) {
+			body, ok := readBody(w, r)
+			if !ok {
 				return
 			}
-			r.Body = ioutil.NopCloser(bytes.NewReader(body))
 			s.add(s.SOAP, agent, soapMethod(body))
 		} else {
 			segment := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)[0]
@@ -211,10 +227,14 @@ func main() {
 		"with -strict: clone tasks run this long in the background, cancelable, and register the VM only at the end")
 	taskProgressSteps := flag.Int("task-progress-steps", 0,
 		"with -task-delay: a delayed task reports info.progress in this many even steps over the delay (0: none)")
+	destroyDelay := flag.Duration("destroy-delay", 0,
+		"with -strict: Destroy_Task runs this long in the background, not cancelable, before the VM goes")
 	drs := flag.Bool("drs", false, "with -strict: leave DRS on in every cluster (strict turns it off)")
 	leaseTimeout := flag.Duration("lease-timeout", 0,
 		"with -strict: an NFC lease without HttpNfcLeaseProgress for this long fails (vCenter: 300s; 0: never)")
 	sessionIdle := flag.Duration("session-idle", 0, "sessions idle longer than this become NotAuthenticated (0: never)")
+	dropAnswer := flag.String("drop-answer", "",
+		"METHOD[:N]: carry out the Nth (default first) SOAP call of METHOD, then reset the connection instead of answering, once")
 	deny := flag.String("deny-privilege", "",
 		"comma-separated privilege IDs HasPrivilegeOnEntities reports as not granted, e.g. VirtualMachine.Config.AdvancedConfig")
 	flag.Parse()
@@ -245,6 +265,7 @@ func main() {
 		simulator.Strict.Enabled = true
 		simulator.Strict.TaskDelay = *taskDelay
 		simulator.Strict.TaskProgressSteps = *taskProgressSteps
+		simulator.Strict.DestroyDelay = *destroyDelay
 		simulator.Strict.LeaseTimeout = *leaseTimeout
 		addr := *nfcListen
 		if addr == "" {
@@ -272,6 +293,9 @@ func main() {
 		// info file below is written, so swapping the handler here races with no request.
 		stats = newRequestStats()
 		server.Config.Handler = stats.wrap(server.Config.Handler)
+	}
+	if *dropAnswer != "" {
+		server.Config.Handler = dropAnswerTo(*dropAnswer, server.Config.Handler)
 	}
 	if nfc != nil {
 		if stats != nil {
@@ -432,4 +456,57 @@ func addTwinPortgroup(u *url.URL) error {
 		return err
 	}
 	return task.Wait(ctx)
+}
+
+// dropAnswerTo: the Nth SOAP call of one method is carried out, but its
+// answer never arrives: the connection is reset instead (RST, no bytes), once.
+// What a client sees when the network breaks after vCenter took the request;
+// over TLS a proxy cannot tell which request that is, so the server does it.
+func dropAnswerTo(spec string, next http.Handler) http.Handler {
+	method, nth := spec, 1
+	if i := strings.LastIndex(spec, ":"); i >= 0 {
+		n, err := strconv.Atoi(spec[i+1:])
+		if err != nil || n < 1 {
+			log.Fatalf("bad -drop-answer %q: want METHOD[:N], N >= 1", spec)
+		}
+		method, nth = spec[:i], n
+	}
+	var mu sync.Mutex
+	seen := 0
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isSOAP(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, ok := readBody(w, r)
+		if !ok {
+			return
+		}
+		drop := false
+		if soapMethod(body) == method {
+			mu.Lock()
+			seen++
+			drop = seen == nth
+			mu.Unlock()
+		}
+		if !drop {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(httptest.NewRecorder(), r)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			log.Printf("drop-answer: %v", err)
+			return
+		}
+		// The TCP socket itself, reset: closing the TLS layer would send close_notify first.
+		raw := conn
+		if tc, ok := conn.(*tls.Conn); ok {
+			raw = tc.NetConn()
+		}
+		if tcp, ok := raw.(*net.TCPConn); ok {
+			_ = tcp.SetLinger(0)
+		}
+		_ = raw.Close()
+	})
 }

@@ -35,6 +35,9 @@ var Strict struct {
 	// even steps over its delay (10, 20, ... for 10), as vCenter reports a
 	// full clone's; 0 reports none, as for a task queued on its host.
 	TaskProgressSteps int
+	// DestroyDelay makes Destroy_Task run this long in the background, not
+	// cancelable, before the VM goes.
+	DestroyDelay time.Duration
 	// LeaseTimeout: a lease with no HttpNfcLeaseProgress for this long fails
 	// (vCenter: 300 s), and its URLs stop working.
 	LeaseTimeout time.Duration
@@ -421,19 +424,15 @@ var cancels sync.Map
 // the task is "running" (and cancelable) for the delay and only then does its
 // work, so a clone's VM appears only when the task ends. Strict tasks carry
 // vCenter's method name and descriptionId (the simulator's "CloneVm" is no
-// method a client knows) and show in their entity's recentTask.
-func strictRun(task *Task, method, descriptionID string) types.ManagedObjectReference {
+// method a client knows), show in their entity's recentTask and name the
+// chain of the events they posted (eventChainId: a clone's VmBeingClonedEvent
+// carries the new VM's name, which the TaskInfo itself never does).
+func strictRun(task *Task, method, descriptionID string, chain int32) types.ManagedObjectReference {
 	if !Strict.Enabled {
 		return task.Run()
 	}
-	task.Info.Name = method
-	task.Info.DescriptionId = descriptionID
-	if e, ok := Map.Get(*task.Info.Entity).(mo.Entity); ok {
-		task.Info.EntityName = e.Entity().Name
-		Map.Update(e, []types.PropertyChange{
-			{Name: "recentTask", Val: append(e.Entity().RecentTask, task.Self)},
-		})
-	}
+	strictNameTask(task, method, descriptionID)
+	task.Info.EventChainId = chain
 	if Strict.TaskDelay <= 0 {
 		return task.Run()
 	}
@@ -490,6 +489,38 @@ func strictDelay(task *Task, cancel chan struct{}) bool {
 			}
 		}
 	}
+}
+
+// strictNameTask gives the task vCenter's method name and descriptionId, and
+// shows it in its entity's recentTask.
+func strictNameTask(task *Task, method, descriptionID string) {
+	task.Info.Name = method
+	task.Info.DescriptionId = descriptionID
+	if e, ok := Map.Get(*task.Info.Entity).(mo.Entity); ok {
+		task.Info.EntityName = e.Entity().Name
+		Map.Update(e, []types.PropertyChange{
+			{Name: "recentTask", Val: append(e.Entity().RecentTask, task.Self)},
+		})
+	}
+}
+
+// strictDestroy: with Strict.DestroyDelay, Destroy_Task runs that long in the
+// background before the VM goes, and cannot be canceled (vCenter refuses
+// CancelTask on it), as deleting a VM's files takes a while on real storage.
+func strictDestroy(task *Task) types.ManagedObjectReference {
+	if !Strict.Enabled || Strict.DestroyDelay <= 0 {
+		return task.Run()
+	}
+	strictNameTask(task, "Destroy_Task", "VirtualMachine.destroy")
+	Map.Update(task, []types.PropertyChange{
+		{Name: "info.startTime", Val: time.Now()},
+		{Name: "info.state", Val: types.TaskInfoStateRunning},
+	})
+	go func() {
+		time.Sleep(Strict.DestroyDelay)
+		Map.WithLock(*task.Info.Entity, func() { task.Run() })
+	}()
+	return task.Self
 }
 
 // CancelTask cancels a task still in its strict delay; one that has finished
