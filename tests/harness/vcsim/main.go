@@ -313,7 +313,11 @@ func main() {
 			stats.write(*statsOut)
 		}
 		if s != syscall.SIGUSR1 {
-			return
+			// Exit now: the deferred server.Close() would wait for every request in flight, and
+			// a guest simulator stopped mid-WaitForUpdatesEx leaves one running for its maxWait.
+			// The model's temp files are all a dying process owes.
+			model.Remove()
+			os.Exit(0)
 		}
 	}
 }
