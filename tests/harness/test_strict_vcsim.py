@@ -540,3 +540,24 @@ def test_stop_does_not_wait_out_a_long_poll_in_flight(tmp_path, strict):
     poller.join(10)
     assert sim.proc.returncode == 0  # it exited on SIGTERM, not by the kill after _stop's 10 s
     assert took < 2, f"vcsim took {took:.1f}s to stop"
+
+
+def test_each_simulator_is_a_vcenter_of_its_own(tmp_path):
+    # Upstream vcsim draws a random instanceUuid into a copy of the service content, so every simulator
+    # said dbed6e0c-…: what vmcoreos records per vCenter (state/templates.json) carried over from one
+    # test's simulator to the next, whose VMs repeat the same morefs and UUIDs.
+    import uuid
+
+    from pyVim.connect import Disconnect
+
+    ids = []
+    for n, strict in enumerate((True, True, False)):
+        sim = Vcsim(tmp_path / f"vcsim{n}", strict=strict).start()
+        try:
+            si = sim.connect()
+            ids.append(si.RetrieveContent().about.instanceUuid)
+            Disconnect(si)
+        finally:
+            sim.stop()
+    assert len(set(ids)) == 3, ids
+    assert all(str(uuid.UUID(i)) == i for i in ids)

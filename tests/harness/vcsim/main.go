@@ -32,10 +32,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -236,6 +238,13 @@ func main() {
 		log.Fatal(err)
 	}
 	defer model.Remove()
+	if !*esx {
+		// Every vCenter has its own instanceUuid. Upstream draws one into a copy of the service
+		// content (service_instance.go), so every simulator says dbed6e0c-…, and what a client
+		// records per vCenter would carry over from one simulator to the next.
+		si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+		si.Content.About.InstanceUuid = uuid.New().String()
+	}
 	simulator.SessionIdleTimeout = *sessionIdle
 	var nfc *nfcHost
 	if *strict {
