@@ -78,7 +78,7 @@ def cli():
 
 
 def _running_vcsim(workdir: Path):
-    # VMCOREOS_TEST_PROFILE=strict: the bed behaves as a real vCenter (services.Vcsim).
+    # The strict bed (a real vCenter's behaviour, services.Vcsim) unless VMCOREOS_TEST_PROFILE=lenient.
     sim = Vcsim(workdir, strict=strict_profile())
     try:
         yield sim.start()

@@ -7,9 +7,53 @@ checks what the tool said, its exit code, and what it left in vSphere.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+
+import pytest
 
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.services import Vcsim, free_port, strict_profile
+
+
+@dataclass
+class Uploads:
+    vcsim: Vcsim
+    proxy: FaultProxy  # every NFC upload of a run started with env passes it
+    env: dict[str, str]  # what points vmcoreos at the vCenter
+
+
+@pytest.fixture
+def uploads(tmp_path):
+    """The profile's simulator with a FaultProxy on the upload's way (a plain relay until a test arms a fault).
+
+    Lenient: in front of vCenter, whose leases name `*`, the host the tool connected to, so the proxy.
+    Strict: as on a real vCenter the disk goes to the "ESXi host" the lease names, not to vCenter; its
+    leases name the proxy, which relays to the NFC listener, and the tool talks to vCenter directly.
+    """
+    if not strict_profile():
+        sim = Vcsim(tmp_path / "vcsim")
+        try:
+            sim.start()
+            with FaultProxy.for_url(sim.url) as proxy:
+                yield Uploads(sim, proxy, {**sim.env(), "VMCOREOS_URL": proxy.url_for(sim.url)})
+        finally:
+            sim.stop()
+        return
+    sim = Vcsim(tmp_path / "vcsim", strict=True, nfc_advertise=f"127.0.0.1:{free_port()}")
+    try:
+        sim.start()
+        host, port = sim.nfc_host.rsplit(":", 1)
+        upstream, upstream_port = sim.nfc_listen.rsplit(":", 1)
+        with FaultProxy(upstream=(upstream, int(upstream_port)), listen=(host, int(port))) as proxy:
+            yield Uploads(sim, proxy, sim.env())
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def vcsim(uploads):
+    return uploads.vcsim
 
 
 def _args(cluster, ova, *extra):
@@ -20,13 +64,12 @@ def _ours(vcsim, cluster="lab"):
     return {n: v for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == cluster}
 
 
-def test_broken_upload_is_aborted_cleaned_and_retried_from_the_start(cli, vcsim, guestsim, big_ova, subnet, tmp_path):
+def test_broken_upload_is_aborted_cleaned_and_retried_from_the_start(cli, vcsim, uploads, guestsim, big_ova, subnet,
+                                                                     tmp_path):
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
-    with FaultProxy.for_url(vcsim.url) as proxy:
-        # Only the NFC upload carries megabytes upstream: this cuts it 3 MiB in, once.
-        fault = proxy.reset_after(3 << 20, direction="up")
-        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url)}
-        run = cli(_args(cluster, big_ova, "--count", "1", "--json"), env=env)
+    # Only the NFC upload carries megabytes upstream: this cuts it 3 MiB in, once.
+    fault = uploads.proxy.reset_after(3 << 20, direction="up")
+    run = cli(_args(cluster, big_ova, "--count", "1", "--json"), env=uploads.env)
     assert run.returncode == 0, run.stderr
     assert fault.fired == 1
     assert "broke off after" in run.stderr and "starting over (2/3)" in run.stderr
@@ -35,13 +78,12 @@ def test_broken_upload_is_aborted_cleaned_and_retried_from_the_start(cli, vcsim,
     assert sorted(n for n, v in ours.items() if not v["template"]) == ["lab-01"]
 
 
-def test_upload_that_keeps_breaking_gives_up_and_leaves_nothing(cli, vcsim, big_ova, subnet, tmp_path):
+def test_upload_that_keeps_breaking_gives_up_and_leaves_nothing(cli, vcsim, uploads, big_ova, subnet, tmp_path):
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
-    with FaultProxy.for_url(vcsim.url) as proxy:
-        proxy.reset_after(3 << 20, direction="up", times=None)
-        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url)}
-        run = cli(_args(cluster, big_ova, "--count", "1"), env=env)
+    fault = uploads.proxy.reset_after(3 << 20, direction="up", times=None)
+    run = cli(_args(cluster, big_ova, "--count", "1"), env=uploads.env)
     assert run.returncode == 1
+    assert fault.fired == 3
     assert "gave up after 3 attempts" in run.stderr and len(run.stderr.strip().splitlines()) >= 1
     assert run.stderr.strip().splitlines()[-1].startswith("vmcoreos: error:")
     assert _ours(vcsim) == {}
@@ -102,15 +144,14 @@ def test_refused_connections_to_vcenter_say_so(cli, vcsim, signed_ova, subnet, t
     assert _ours(vcsim) == {}
 
 
-def _started_upload(vcsim, proxy, args, **env):
-    """vmcoreos started through the proxy, once it says it is uploading: (process, what it printed so far)."""
+def _started_upload(uploads: Uploads, args, **env):
+    """vmcoreos started with its uploads through the proxy, once it says it is uploading: (process, what it printed so far)."""
     import os
     import subprocess
 
     from tests.conftest import VMCOREOS
 
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **vcsim.env(),
-           "VMCOREOS_URL": proxy.url_for(vcsim.url), **env}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **uploads.env, **env}
     proc = subprocess.Popen([VMCOREOS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = ""
     for line in proc.stderr:
@@ -120,25 +161,27 @@ def _started_upload(vcsim, proxy, args, **env):
     return proc, seen
 
 
-def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_lock(vcsim, big_ova, subnet, tmp_path):
+def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_lock(vcsim, uploads, big_ova, subnet,
+                                                                                   tmp_path):
     import signal
 
     import filelock
 
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
     locks = tmp_path / "locks"
-    with FaultProxy.for_url(vcsim.url) as proxy:
-        proxy.throttle(2 << 20, direction="up")  # 16 MiB at 2 MiB/s: the upload takes a while
-        proc, seen = _started_upload(vcsim, proxy, _args(cluster, big_ova, "--count", "1"), VMCOREOS_LOCK_DIR=str(locks))
-        try:
-            proc.send_signal(signal.SIGTERM)
-            rest = proc.communicate(timeout=60)[1]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        proxy.throttle(None)
+    uploads.proxy.throttle(2 << 20, direction="up")  # 16 MiB at 2 MiB/s: the upload takes a while
+    proc, seen = _started_upload(uploads, _args(cluster, big_ova, "--count", "1"), VMCOREOS_LOCK_DIR=str(locks))
+    try:
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    uploads.proxy.throttle(None)
     assert proc.returncode == 130, seen + rest
+    # The signal came mid-upload: no connection carried the whole 16 MiB disk.
+    assert max((c.bytes_up for c in uploads.proxy.stats.conns), default=0) < 16 << 20
     assert "interrupted" in rest.strip().splitlines()[-1]
     assert _ours(vcsim) == {}  # neither the half-imported VM nor anything else
     for path in locks.glob("*.lock"):
@@ -147,7 +190,7 @@ def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_loc
         lock.release()
 
 
-def test_an_ova_written_to_during_the_upload_is_not_completed(vcsim, big_ova, subnet, tmp_path):
+def test_an_ova_written_to_during_the_upload_is_not_completed(vcsim, uploads, big_ova, subnet, tmp_path):
     # issue 10, item 4: the upload reads the verified descriptor; a write to that file meanwhile
     # (same inode, so the bytes on the wire may be the new ones) stops the import before the lease completes.
     import shutil
@@ -156,19 +199,18 @@ def test_an_ova_written_to_during_the_upload_is_not_completed(vcsim, big_ova, su
     shutil.copyfile(big_ova["ova"], ova)
     image = {"ova": ova, "key": big_ova["key"]}
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=1)
-    with FaultProxy.for_url(vcsim.url) as proxy:
-        proxy.throttle(4 << 20, direction="up")  # 16 MiB at 4 MiB/s: time to write to the file mid-upload
-        proc, seen = _started_upload(vcsim, proxy, _args(cluster, image, "--count", "1", "--sig", str(big_ova["sig"])),
-                                     VMCOREOS_LOCK_DIR=str(tmp_path / "locks"), VMCOREOS_CACHE_DIR=str(tmp_path / "cache"))
-        try:
-            with open(ova, "ab") as f:
-                f.write(bytes(1024))
-            seen += proc.communicate(timeout=120)[1]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        proxy.throttle(None)
+    uploads.proxy.throttle(4 << 20, direction="up")  # 16 MiB at 4 MiB/s: time to write to the file mid-upload
+    proc, seen = _started_upload(uploads, _args(cluster, image, "--count", "1", "--sig", str(big_ova["sig"])),
+                                 VMCOREOS_LOCK_DIR=str(tmp_path / "locks"), VMCOREOS_CACHE_DIR=str(tmp_path / "cache"))
+    try:
+        with open(ova, "ab") as f:
+            f.write(bytes(1024))
+        seen += proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    uploads.proxy.throttle(None)
     assert proc.returncode == 3, seen
     assert "written to, replaced or renamed after it was verified" in seen.strip().splitlines()[-1]
     assert not [n for n, v in _ours(vcsim).items() if v["template"]]

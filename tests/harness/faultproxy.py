@@ -54,9 +54,12 @@ The simulator's certificate names 127.0.0.1 (its SAN), not a port, so
 ``VMCOREOS_CA_FILE=vcsim.cert`` still verifies through the proxy on
 127.0.0.1:<other port>. The simulator hands out NFC upload URLs with host ``*``,
 which the tool replaces with the host:port it is talking to -- the proxy -- so
-uploads go through the proxy too. The strict bed (``Vcsim(strict=True)``) names
-its separate NFC host (``vcsim.nfc_host``) in the URLs instead, as a real vCenter
-names an ESXi host: to cut uploads there, proxy that address. A thumbprint (``vcsim.thumbprint``) pins the
+uploads go through the proxy too. The strict bed (``Vcsim(strict=True)``, the
+fixtures' default) names its separate NFC host (``vcsim.nfc_host``) in the URLs
+instead, as a real vCenter names an ESXi host: to cut uploads there, start the
+simulator with ``nfc_advertise="127.0.0.1:<port>"`` and a proxy listening on that
+port that relays to ``vcsim.nfc_listen`` (tests/e2e/test_faults.py's ``uploads``
+fixture does both). A thumbprint (``vcsim.thumbprint``) pins the
 same certificate, so it works as well. Over TLS a reset or stall lands mid-record:
 clients may report it as ConnectionResetError, ssl.SSLError or a timeout. Pick
 byte offsets above what the SOAP connection carries (``stats.conns`` shows each

@@ -21,14 +21,14 @@ VCSIM_BIN = ROOT / "build" / "vcsim"
 USER, PASSWORD = "vmcoreos-admin", "Vq7-test-Pa55word-3f9c"
 # Planted as a private key in node configs (tests/e2e/test_secrets.py); it must never appear either.
 MARKER = "VMCOREOS-SECRET-MARKER-7f3a9c"
-# "strict" makes the test bed behave as a real vCenter where the simulator is lenient
-# (Vcsim and GuestSim strict=True); the conftest fixtures read it.
+# "strict" (the default) makes the test bed behave as a real vCenter where the simulator is
+# lenient (Vcsim and GuestSim strict=True); "lenient" is upstream vcsim. The conftest fixtures read it.
 PROFILE_ENV = "VMCOREOS_TEST_PROFILE"
 
 
 def strict_profile() -> bool:
-    """Whether fixtures build the strict bed: VMCOREOS_TEST_PROFILE=strict (default: lenient)."""
-    profile = os.environ.get(PROFILE_ENV, "lenient")
+    """Whether fixtures build the strict bed: yes unless VMCOREOS_TEST_PROFILE=lenient (default: strict)."""
+    profile = os.environ.get(PROFILE_ENV) or "strict"
     if profile not in ("strict", "lenient"):
         raise RuntimeError(f"{PROFILE_ENV}={profile!r}: use strict or lenient")
     return profile == "strict"

@@ -922,3 +922,23 @@ def test_guest_simulator_boots_a_node_with_a_real_etcd(guestsim, vcsim):
     assert etcd_health(ip) is None
     WaitForTask(broken.PowerOffVM_Task())
     WaitForTask(broken.Destroy_Task())
+
+
+def test_shutdown_kills_etcd_members_without_waiting_for_a_graceful_stop(tmp_path):
+    # A last etcd member whose peers are gone took about 7 s to act on SIGTERM, at the end of every test
+    # with a cluster; this stand-in ignores SIGTERM altogether (ignored signals stay ignored across exec).
+    stubborn = tmp_path / "etcd"
+    ready = tmp_path / "ready"
+    stubborn.write_text(f"#!/bin/sh\ntrap '' TERM\ntouch {ready}\nexec sleep 60\n")
+    stubborn.chmod(0o755)
+    sim = gs.GuestSimulator(None, tmp_path / "state", "127.0.200.10-127.0.200.20")
+    etcd = gs.EtcdSupervisor(str(stubborn), {}, tmp_path / "etcd.log", "stubborn")
+    etcd.start()
+    wait_for(ready.exists, 5, "the stand-in ignoring SIGTERM")
+    sim._etcds.add(etcd)
+    member = psutil.Process(etcd.pid)
+    started = time.monotonic()
+    sim.shutdown()
+    took = time.monotonic() - started
+    assert not member.is_running() or member.status() == psutil.STATUS_ZOMBIE
+    assert took < 2, f"shutdown took {took:.1f}s"

@@ -544,3 +544,66 @@ def test_slow_clone_reports_progress_in_steps_as_vcenter_does(stepping_inv, slow
     progress = {quiet.info.progress for _ in range(5) if not time.sleep(0.2)}
     destroy(wait(quiet))
     assert progress <= {0, None}
+
+
+# -- the bed itself --------------------------------------------------------------
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict"])
+def test_stop_does_not_wait_out_a_long_poll_in_flight(tmp_path, strict):
+    # A guest simulator stopped mid-WaitForUpdatesEx leaves that request running in vcsim; a stop that
+    # waited for it cost the rest of its maxWait (about 5 s) on every test with a guest simulator.
+    import threading
+
+    from pyVmomi import vim
+
+    sim = Vcsim(tmp_path / "vcsim", strict=strict).start()
+    try:
+        si = sim.connect()
+        content = si.RetrieveContent()
+        pc = content.propertyCollector
+        spec = vim.PropertyFilterSpec(
+            objectSet=[vim.ObjectSpec(obj=content.rootFolder)],
+            propSet=[vim.PropertySpec(type=vim.Folder, pathSet=["name"])])
+        pc.CreateFilter(spec, partialUpdates=False)
+        version = pc.WaitForUpdatesEx("", vim.WaitOptions(maxWaitSeconds=0)).version
+        polling = threading.Event()
+
+        def poll():
+            polling.set()
+            try:
+                pc.WaitForUpdatesEx(version, vim.WaitOptions(maxWaitSeconds=30))
+            except Exception:
+                pass  # the simulator went away under it, as intended
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        polling.wait(5)
+        time.sleep(0.5)  # the request is in vcsim's hands
+    finally:
+        started = time.monotonic()
+        sim.stop()
+        took = time.monotonic() - started
+    poller.join(10)
+    assert sim.proc.returncode == 0  # it exited on SIGTERM, not by the kill after _stop's 10 s
+    assert took < 2, f"vcsim took {took:.1f}s to stop"
+
+
+def test_each_simulator_is_a_vcenter_of_its_own(tmp_path):
+    # Upstream vcsim draws a random instanceUuid into a copy of the service content, so every simulator
+    # said dbed6e0c-…: what vmcoreos records per vCenter (state/templates.json) carried over from one
+    # test's simulator to the next, whose VMs repeat the same morefs and UUIDs.
+    import uuid
+
+    from pyVim.connect import Disconnect
+
+    ids = []
+    for n, strict in enumerate((True, True, False)):
+        sim = Vcsim(tmp_path / f"vcsim{n}", strict=strict).start()
+        try:
+            si = sim.connect()
+            ids.append(si.RetrieveContent().about.instanceUuid)
+            Disconnect(si)
+        finally:
+            sim.stop()
+    assert len(set(ids)) == 3, ids
+    assert all(str(uuid.UUID(i)) == i for i in ids)

@@ -34,10 +34,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -258,6 +260,13 @@ func main() {
 		log.Fatal(err)
 	}
 	defer model.Remove()
+	if !*esx {
+		// Every vCenter has its own instanceUuid. Upstream draws one into a copy of the service
+		// content (service_instance.go), so every simulator says dbed6e0c-…, and what a client
+		// records per vCenter would carry over from one simulator to the next.
+		si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+		si.Content.About.InstanceUuid = uuid.New().String()
+	}
 	simulator.SessionIdleTimeout = *sessionIdle
 	var nfc *nfcHost
 	if *strict {
@@ -340,7 +349,11 @@ func main() {
 			stats.write(*statsOut)
 		}
 		if s != syscall.SIGUSR1 {
-			return
+			// Exit now: the deferred server.Close() would wait for every request in flight, and
+			// a guest simulator stopped mid-WaitForUpdatesEx leaves one running for its maxWait.
+			// The model's temp files are all a dying process owes.
+			model.Remove()
+			os.Exit(0)
 		}
 	}
 }
