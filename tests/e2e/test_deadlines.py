@@ -14,7 +14,6 @@ import pytest
 
 from tests.conftest import strict_bed, strict_guests
 from tests.e2e.helpers import write_cluster
-from tests.harness.faultproxy import FaultProxy
 
 DELAY = 6.0  # seconds every clone task runs, and every import lease stays initializing
 JOIN_TIMEOUT = 5  # wait.timeout: under DELAY, so one clone alone outlasts it
@@ -60,17 +59,20 @@ def test_slow_upload_and_clones_do_not_eat_the_join_timeout(cli, slow_vcsim, slo
     ]
 
 
-def test_an_upload_that_moves_no_bytes_is_cut_after_upload_stall_and_started_over(cli, vcsim, guestsim, big_ova,
+@pytest.fixture
+def vcsim(uploads):
+    return uploads.vcsim
+
+
+def test_an_upload_that_moves_no_bytes_is_cut_after_upload_stall_and_started_over(cli, uploads, guestsim, big_ova,
                                                                                    subnet, tmp_path):
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, count=1, extra={"wait": {"upload_stall": 2}})
-    with FaultProxy.for_url(vcsim.url) as proxy:
-        # Only the NFC upload carries megabytes upstream: it stops moving 3 MiB in, held until the tool gives up.
-        fault = proxy.stall(None, after_bytes=3 << 20, direction="up")
-        env = {**vcsim.env(), "VMCOREOS_URL": proxy.url_for(vcsim.url)}
-        started = time.monotonic()
-        run = cli(["deploy", "-c", str(cluster), "--count", "1", "--ova", str(big_ova["ova"]),
-                   "--trusted-key", str(big_ova["key"]), "--json"], env=env, timeout=120)
-        took = time.monotonic() - started
+    # Only the NFC upload carries megabytes upstream: it stops moving 3 MiB in, held until the tool gives up.
+    fault = uploads.proxy.stall(None, after_bytes=3 << 20, direction="up")
+    started = time.monotonic()
+    run = cli(["deploy", "-c", str(cluster), "--count", "1", "--ova", str(big_ova["ova"]),
+               "--trusted-key", str(big_ova["key"]), "--json"], env=uploads.env, timeout=120)
+    took = time.monotonic() - started
     assert run.returncode == 0, run.stderr
     assert fault.fired == 1
     stalled = [line for line in run.stderr.splitlines() if "moved no bytes" in line]
