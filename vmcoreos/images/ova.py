@@ -44,7 +44,7 @@ class CheckedArchive(Archive, Protocol):
 
     def verify_descriptor_against_manifest(self) -> None: ...
 
-    def check_unchanged(self) -> None: ...
+    def verify_uploaded(self) -> None: ...
 
 
 class OvaArchive:
@@ -106,6 +106,11 @@ class OvaArchive:
                 " touches it must stop, then run again"
             )
 
+    def verify_uploaded(self) -> None:
+        """After the upload, before it is completed: this archive was verified before it was read, so only
+        the file's being unchanged is left to check (a StreamedOva gives its verdicts here)."""
+        self.check_unchanged()
+
     def product_version(self) -> str | None:
         """The OVF ProductSection's Version (FCOS writes its release there; Flatcar and CoreOS leave it out)."""
         return self.descriptor.product_version
@@ -141,6 +146,13 @@ class OvaArchive:
 
     def size(self, name: str) -> int:
         return self._members[name].size
+
+    def member_span(self, name: str) -> tuple[int, int]:
+        """(offset of its data in the file, size) of a member, for a reader of the file itself."""
+        member = self._members.get(name)
+        if member is None:
+            raise UnsafeArchiveError(f"{self.name}: no member {name!r}")
+        return member.offset_data, member.size
 
     def open(self, name: str) -> tuple[BinaryIO, int]:
         member = self._members.get(name)
