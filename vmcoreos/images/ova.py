@@ -49,13 +49,15 @@ class CheckedArchive(Archive, Protocol):
 
 class OvaArchive:
     def __init__(self, path: Path, *, name: str | None = None, fileobj: BinaryIO | None = None,
-                 identity: tuple[int, ...] | None = None):
+                 identity: tuple[int, ...] | None = None, verified: bool = False):
         """name: what messages call the file (a download is checked as <name>.part, before its rename).
 
         fileobj: read this open file (the verified descriptor) instead of opening path; identity: its
-        fstat identity at verification, which check_unchanged() holds it to.
+        fstat identity at verification, which check_unchanged() holds it to. verified: that verification
+        covered the .mf digests too, so an upload need not take them again (see manifest_check).
         """
         self.path = Path(path)
+        self._verified = verified and fileobj is not None and identity is not None
         self.name = name or self.path.name
         self._tar = None
         self._file = fileobj
@@ -158,6 +160,10 @@ class OvaArchive:
         member = self._members.get(name)
         if member is None:
             raise UnsafeArchiveError(f"{self.name}: no member {name!r}")
+        if member.sparse is None:
+            # Read at its offset in the file: tarfile's member stream copies each chunk twice more,
+            # half a second of CPU per GiB in the middle of the upload.
+            return MemberReader(self._tar.fileobj.fileno(), member.offset_data, member.size), member.size
         stream = self._tar.extractfile(member)
         assert stream is not None
         return stream, member.size
@@ -193,7 +199,17 @@ class OvaArchive:
         return parse_manifest(self._read_small(mfs[0]))
 
     def manifest_check(self, name: str) -> Check | None:
-        """A digest check for a member, to run on the bytes as they are uploaded."""
+        """A digest check to run on a member's bytes as they are uploaded; None when nothing is left to check.
+
+        Nothing is for a verified image: its one pass checked every .mf digest, and verify_uploaded()
+        holds the descriptor to the identity it had then, so the upload reads those very bytes. Taking
+        the SHA-1 again cost a core for the whole upload (0.76x curl's speed on 2 cores).
+        """
+        if self._verified:
+            return None
+        return self._digest_check(name)
+
+    def _digest_check(self, name: str) -> Check | None:
         entry = self.manifest.get(name)
         if entry is None:
             return None
@@ -224,8 +240,36 @@ class OvaArchive:
                 )
             check = streamed.check_for(name, algo, digest, member.offset_data, member.size) if streamed else None
             if check is None:
-                check = self.manifest_check(name)
+                check = self._digest_check(name)
                 stream, _ = self.open(name)
                 with stream:
                     pump(stream, [check])
             check.finish()
+
+
+class MemberReader:
+    """A member's bytes read straight from the archive file at their offset (pread: no shared position)."""
+
+    def __init__(self, fd: int, offset: int, size: int):
+        self._fd = fd
+        self._pos = offset
+        self._end = offset + size
+
+    def read(self, size: int = -1) -> bytes:
+        n = self._end - self._pos if size is None or size < 0 else min(size, self._end - self._pos)
+        if n <= 0:
+            return b""
+        chunk = os.pread(self._fd, n, self._pos)
+        if not chunk:
+            raise UnsafeArchiveError("the OVA got shorter while it was read; whatever writes to it must stop")
+        self._pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "MemberReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
