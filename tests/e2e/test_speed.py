@@ -137,3 +137,20 @@ def test_an_image_tampered_past_its_start_is_refused_after_its_upload_and_leaves
     for record in ("templates.json", "images.json"):
         path = tmp_path / "cache" / "state" / record
         assert not path.exists() or "lab-template" not in path.read_text() and image["ova"].name not in path.read_text()
+
+
+def test_power_ons_are_awaited_once_for_every_batch(cli, bed, signed_ova, subnet, tmp_path):
+    # Three batches of two clones: each batch's clones are awaited, its power-ons only sent; one wait
+    # at the end covers all six (a wait per batch's power-ons took 4 requests more per batch).
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, count=6)
+    before = bed.stats()
+    run = cli(["deploy", "-c", str(cluster), "--ova", str(signed_ova["ova"]), "--trusted-key", str(signed_ova["key"]),
+               "--json", "--parallel", "2"], env=bed.env())
+    assert run.returncode == 0, run.stderr
+    soap = bed.stats().since(before).soap
+    assert soap["CloneVM_Task"] == 6 and soap["PowerOnVM_Task"] <= 6
+    vms = inventory(bed)
+    nodes = [n for n, v in vms.items() if v["extra"].get("vmcoreos.role") == "node"]
+    assert len(nodes) == 6 and all(vms[n]["power"] == "poweredOn" for n in nodes)
+    # The import lease's and its naming's, the clones' 3, the power-ons' 1, the guests', the config clean-up's.
+    assert soap["CreateFilter"] <= 8, dict(soap)
