@@ -13,7 +13,6 @@ from vmcoreos.guest import guestinfo, nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
 from vmcoreos.vsphere import vms
-from vmcoreos.vsphere.waits import wait_tasks
 
 
 def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str):
@@ -35,20 +34,19 @@ def clone(run: Run, template: Template, image: source.VerifiedImage, config: Nod
 def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]]) -> None:
     """Clone and boot nodes, `parallel` clones at a time, each batch's clones awaited together.
 
-    The power-ons a batch needs are sent and the next batch's clones started without waiting for
-    them: one wait at the end covers every power-on (4 requests, not 4 per batch).
+    Then one look at all of them, and one wait over the power-ons that are still needed: a look and a
+    wait per batch cost 5 requests a batch, and the last batch boots no later this way.
     """
-    powering: list = []
+    refs: list = []
     names: list[str] = []
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
         specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
-        refs = vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name)
-        made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, (name, _) in zip(refs, specs)])
-        # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
-        powering += vms.start_power_on(made)
-        names += [vm.name for vm in made if vm.power != "poweredOn"]
-    wait_tasks(run.session, powering, what=f"powering on {', '.join(names)}")
+        refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name)
+        names += [name for name, _ in specs]
+    made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
+    # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
+    vms.power_on_many(run.session, made)
 
 
 def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig], deadline: float) -> None:

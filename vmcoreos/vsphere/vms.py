@@ -302,12 +302,8 @@ def power_on(session: Session, vm: VmInfo) -> None:
 
 def power_on_many(session: Session, found: list[VmInfo]) -> None:
     """Power on every VM that is off, with one wait over all their tasks."""
-    wait_tasks(session, start_power_on(found), what=f"powering on {', '.join(v.name for v in found)}")
-
-
-def start_power_on(found: list[VmInfo]) -> list:
-    """The power-on tasks of every VM that is off, sent and not awaited (wait_tasks them later, together)."""
-    return [vm.ref.PowerOnVM_Task() for vm in found if vm.power != "poweredOn"]
+    off = [vm for vm in found if vm.power != "poweredOn"]
+    wait_tasks(session, [vm.ref.PowerOnVM_Task() for vm in off], what=f"powering on {', '.join(v.name for v in off)}")
 
 
 def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:
