@@ -6,6 +6,7 @@ pass), so a wait costs a handful of requests however long it takes.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -16,6 +17,24 @@ from vmcoreos.vsphere.session import Session, poll_seconds
 
 PC = vmodl.query.PropertyCollector
 
+# A private collector per thread and session, reused by the thread's waits one after another: its
+# filter and version interfere with nobody's, and a wait costs a filter, not a collector (one
+# request less each; vCenter removes the collectors when the session logs out).
+_collectors = threading.local()
+
+
+def _collector(session: Session, fresh: bool = False):
+    held = getattr(_collectors, "by_session", None)
+    if held is None:
+        held = _collectors.by_session = {}
+    if fresh or id(session) not in held:
+        held[id(session)] = (session, session.content.propertyCollector.CreatePropertyCollector())
+    return held[id(session)][1]
+
+
+def _forget_collector(session: Session) -> None:
+    getattr(_collectors, "by_session", {}).pop(id(session), None)
+
 
 class Watch:
     """Current values of props on objs, kept up to date by WaitForUpdatesEx."""
@@ -23,20 +42,29 @@ class Watch:
     def __init__(self, session: Session, objs: Iterable, props: list[str], kind: type):
         self.session = session
         self.values: dict[Any, dict[str, Any]] = {o: {} for o in objs}
-        # A private collector: its filter and version don't interfere with anyone else's.
-        self.pc = session.content.propertyCollector.CreatePropertyCollector()
         spec = PC.FilterSpec(
             objectSet=[PC.ObjectSpec(obj=o, skip=False) for o in self.values],
             propSet=[PC.PropertySpec(type=kind, pathSet=props, all=False)],
         )
-        self.pc.CreateFilter(spec, partialUpdates=True)
+        self.pc = _collector(session)
+        try:
+            self.filter = self.pc.CreateFilter(spec, partialUpdates=True)
+        except vmodl.MethodFault:
+            # The thread's collector is gone (a new login, say): a new one, once.
+            self.pc = _collector(session, fresh=True)
+            self.filter = self.pc.CreateFilter(spec, partialUpdates=True)
         self.version = ""
 
     def close(self) -> None:
         try:
-            self.pc.Destroy()
+            self.filter.DestroyPropertyFilter()
         except Exception:
-            pass
+            # A filter left on the collector would keep reporting to the next wait: drop the collector.
+            _forget_collector(self.session)
+            try:
+                self.pc.Destroy()
+            except Exception:
+                pass
 
     def __enter__(self) -> "Watch":
         return self
@@ -57,6 +85,8 @@ class Watch:
                 continue
             self.version = update.version
             for fs in update.filterSet or []:
+                if fs.filter != self.filter:
+                    continue  # only this wait's filter counts
                 for obj in fs.objectSet or []:
                     if obj.kind == "leave":
                         self.values[obj.obj] = {"_gone": True}
