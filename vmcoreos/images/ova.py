@@ -12,7 +12,7 @@ import os
 import posixpath
 import tarfile
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Callable, Protocol
 
 from vmcoreos.errors import UnsafeArchiveError, VerificationError
 from vmcoreos.images import ovf
@@ -163,7 +163,8 @@ class OvaArchive:
         if member.sparse is None:
             # Read at its offset in the file: tarfile's member stream copies each chunk twice more,
             # half a second of CPU per GiB in the middle of the upload.
-            return MemberReader(self._tar.fileobj.fileno(), member.offset_data, member.size), member.size
+            fd = self._tar.fileobj.fileno()
+            return MemberReader(lambda pos, n: os.pread(fd, n, pos), member.offset_data, member.size, self.name), member.size
         stream = self._tar.extractfile(member)
         assert stream is not None
         return stream, member.size
@@ -248,20 +249,22 @@ class OvaArchive:
 
 
 class MemberReader:
-    """A member's bytes read straight from the archive file at their offset (pread: no shared position)."""
+    """A member's bytes read from the archive file at their offset, by read_at(pos, n) (pread: no shared position)."""
 
-    def __init__(self, fd: int, offset: int, size: int):
-        self._fd = fd
+    def __init__(self, read_at: Callable[[int, int], bytes], offset: int, size: int, name: str):
+        self._read_at = read_at
         self._pos = offset
         self._end = offset + size
+        self._name = name
 
     def read(self, size: int = -1) -> bytes:
         n = self._end - self._pos if size is None or size < 0 else min(size, self._end - self._pos)
         if n <= 0:
             return b""
-        chunk = os.pread(self._fd, n, self._pos)
+        chunk = self._read_at(self._pos, n)
         if not chunk:
-            raise UnsafeArchiveError("the OVA got shorter while it was read; whatever writes to it must stop")
+            raise VerificationError(f"{self._name} got shorter while it was read; whatever writes to it must stop,"
+                                    " then run again")
         self._pos += len(chunk)
         return chunk
 

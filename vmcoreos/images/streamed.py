@@ -21,10 +21,9 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from vmcoreos.errors import VerificationError
 from vmcoreos.images import known
 from vmcoreos.images.imagepass import ImagePass, note_expired
-from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.ova import MemberReader, OvaArchive
 from vmcoreos.images.source import VerifiedImage, identity
 from vmcoreos.images.stream import CHUNK
 from vmcoreos.reporting import Reporter
@@ -64,7 +63,7 @@ class StreamedOva:
 
     def open(self, name: str) -> tuple[BinaryIO, int]:
         offset, size = self._archive.member_span(name)
-        return _MemberStream(self, offset, size), size
+        return MemberReader(self._read, offset, size, self.name), size
 
     def manifest_check(self, name: str) -> None:
         return None  # the pass's .mf digests cover the member; it is not hashed a second time
@@ -121,27 +120,3 @@ class StreamedOva:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-class _MemberStream:
-    """One member's bytes, read at its offset in the image (the importer's upload body)."""
-
-    def __init__(self, owner: StreamedOva, offset: int, size: int):
-        self._owner = owner
-        self._pos = offset
-        self._end = offset + size
-
-    def read(self, size: int = CHUNK) -> bytes:
-        if size is None or size < 0:
-            size = self._end - self._pos
-        n = min(size, self._end - self._pos)
-        if n <= 0:
-            return b""
-        chunk = self._owner._read(self._pos, n)
-        if not chunk:
-            raise VerificationError(f"{self._owner.name} got shorter while it was uploaded; whatever writes to it"
-                                    " must stop, then run again")
-        self._pos += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        pass
