@@ -30,3 +30,10 @@ def test_checking_a_node_config_does_not_load_the_converter():
     # ruamel.yaml is `vmcoreos convert`'s (round-trip YAML); a deploy only names that command in a refusal.
     assert not {m for m in loaded if m.startswith("ruamel")}
     assert "vmcoreos.guest.convert" not in loaded
+
+
+def test_the_cli_loads_rich_progress_and_tables_only_to_show_one():
+    code = "import json, sys\nimport vmcoreos.cli.app\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    loaded = set(json.loads(out))
+    assert "rich.progress" not in loaded and "rich.table" not in loaded
