@@ -157,3 +157,21 @@ def test_power_ons_are_awaited_once_for_every_batch(cli, bed, signed_ova, subnet
     assert soap["RetrievePropertiesEx"] <= 23, dict(soap)  # one look at the clones, not one a batch (25)
     # The waits of a thread share its collector, each with its own filter (a collector a wait cost 1 more).
     assert soap["CreatePropertyCollector"] == 1 and soap["DestroyPropertyFilter"] == soap["CreateFilter"], dict(soap)
+
+
+def test_with_the_template_present_and_linked_clones_not_a_byte_of_the_image_is_read(cli, bed, signer, subnet,
+                                                                                      tmp_path):
+    # The space check needs the OVA's sizes only for an import or a full clone: here it opens nothing.
+    (tmp_path / "image").mkdir()
+    image = signed_image(tmp_path / "image", signer, disk_bytes=8 << 20, seed=19)
+    ova = image["ova"]
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"node": {"linked_clone": True}})
+    settle(ova)
+    args = ["deploy", "-c", str(cluster), "--ova", str(ova), "--trusted-key", str(image["key"]), "--json"]
+    first = cli([*args, "--count", "1"], env=bed.env())
+    assert first.returncode == 0, first.stderr
+    evict(ova)
+    second = cli([*args, "--count", "2"], env=bed.env())
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["created"] == ["lab-02"]
+    assert resident(ova) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from vmcoreos import naming, state
 from vmcoreos.cluster.run import Run
@@ -97,7 +97,8 @@ def check_privileges(run: Run) -> None:
     privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone)
 
 
-def check_room(run: Run, image: source.VerifiedImage | None, archive, templates, new_nodes: int) -> None:
+def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[], Any], templates,
+               new_nodes: int) -> None:
     """Refuse before the first upload when the datastore cannot hold what the run writes.
 
     Thin disks take what is written, not their capacity: the import writes the
@@ -105,7 +106,8 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive, templates,
     bytes (a linked clone's child disk starts empty). Each node powered on
     also gets a swap file of its memory (vmcoreos sets no reservation).
     Provisioned capacity beyond the free space is only a warning: thin disks
-    can grow into it later.
+    can grow into it later. archive() opens the OVA, only when its sizes count: with the template
+    present and linked clones nothing of the image is read.
     """
     settings = run.settings
     gib = 1 << 30
@@ -113,7 +115,7 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive, templates,
     if image is not None:  # None: an image verified as it is imported, which no template holds yet
         name = template_name(settings, image)
         have = next((t for t in templates if t.name == name and t.extra.get(vms.MARK_SHA512) == image.sha512), None)
-    populated = archive.disk_populated()
+    populated = archive().disk_populated() if have is None else 0
     per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
     swap = settings.node.memory_mb << 20
     copies = 0 if settings.node.linked_clone else new_nodes
@@ -128,7 +130,8 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive, templates,
             " free space, pick another datastore (vsphere.datastore), lower the count or node.memory_mb,"
             " or use node.linked_clone: true"
         )
-    provisioned = ((0 if have is not None else 1) + copies) * archive.disk_capacity() + new_nodes * swap
+    disks = (0 if have is not None else 1) + copies
+    provisioned = (disks * archive().disk_capacity() if disks else 0) + new_nodes * swap
     if provisioned > free:
         run.reporter.warn(
             f"{where} has {free / gib:.1f} GiB free, less than the {provisioned / gib:.1f} GiB these thin disks"
