@@ -14,10 +14,12 @@ import sys
 JSON_SCHEMA = 1
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
+
+if TYPE_CHECKING:  # loaded when a bar or a table is first shown: a no-op run shows neither
+    from rich.progress import Progress
 
 
 class Terminal:
@@ -50,6 +52,10 @@ class Terminal:
             return
         if self.interactive:
             if self._progress is None or self._label != label:
+                from rich.progress import (
+                    BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+                )
+
                 self.finish_transfer()
                 self._progress = Progress(
                     TextColumn("{task.description}"),
@@ -127,6 +133,8 @@ class Terminal:
             for row in [columns, *cells]:
                 print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), flush=True)
             return
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False, header_style="bold")
         for name in columns:
             table.add_column(name, overflow="fold")  # wrapped within its cell, never cut off with an ellipsis

@@ -68,12 +68,28 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult) -> float | 
     """Make the missing nodes; a new cluster's join deadline (its members are awaited together), else None."""
     missing = list(planned.create)
     template.check_privileges(run)
-    image = template.resolve_image(run, nodes.values())
+    templates = planned.inventory.templates
+    pending = template.begin_streamed(run, templates)
+    if pending is not None:
+        # A fresh local OVA: the upload's read is its verification, and the template is trusted after it.
+        with pending:
+            template.check_room(run, None, lambda: pending, templates, len(missing))
+            image, made = template.stream_template(run, pending)
+    else:
+        image = template.resolve_image(run, nodes.values())
+        # The run's one opening of the verified OVA, if any: the room check and the import read the same
+        # archive, and with the template present (linked clones) neither opens it.
+        with contextlib.ExitStack() as stack:
+            opened = []
+
+            def archive():
+                if not opened:
+                    opened.append(stack.enter_context(image.archive()))
+                return opened[0]
+
+            template.check_room(run, image, archive, templates, len(missing))
+            made = template.ensure_template(run, image, templates, opened[0] if opened else None)
     result.image_version = image.version
-    # The run's one opening of the verified OVA: the room check and the import read the same archive.
-    with image.archive() as archive:
-        template.check_room(run, image, archive, planned.inventory.templates, len(missing))
-        made = template.ensure_template(run, image, planned.inventory.templates, archive)
     result.uploaded, result.template = made.uploaded, made.name
     live = run.members.live_view(nodes)
     result.created = [c.name for c in missing]

@@ -32,15 +32,22 @@ def clone(run: Run, template: Template, image: source.VerifiedImage, config: Nod
 
 
 def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]]) -> None:
-    """Clone and boot nodes, `parallel` at a time, each batch's tasks awaited together (a few requests a batch)."""
+    """Clone and boot nodes, `parallel` clones at a time, each batch's clones awaited together.
+
+    Then one look at all of them, and one wait over the power-ons that are still needed: a look and a
+    wait per batch cost 5 requests a batch, and the last batch boots no later this way.
+    """
+    refs: list = []
+    names: list[str] = []
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
         specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
-        refs = vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
+        refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
-        made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, (name, _) in zip(refs, specs)])
-        # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
-        vms.power_on_many(run.session, made)
+        names += [name for name, _ in specs]
+    made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
+    # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
+    vms.power_on_many(run.session, made)
 
 
 def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) -> float:

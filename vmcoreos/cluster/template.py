@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from vmcoreos import naming, state
 from vmcoreos.cluster.run import Run
@@ -14,6 +14,9 @@ from vmcoreos.images import source
 from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import importer, inventory, vms
 from vmcoreos.vsphere.waits import wait_task
+
+if TYPE_CHECKING:  # imported by the run that streams, not by every start-up
+    from vmcoreos.images.streamed import StreamedOva
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,18 @@ def _floor(settings: ClusterSettings, nodes) -> str | None:
 
     deployed = [vm.extra.get(vms.MARK_VERSION) for vm in nodes if vm.extra.get(vms.MARK_DISTRO) == settings.image.distro]
     return max((v for v in deployed if version_key(v) is not None), key=version_key, default=None)
+
+
+def begin_streamed(run: Run, templates) -> StreamedOva | None:
+    """A fresh local OVA to verify in the read that uploads it, when no template of the cluster could be reused.
+
+    With any template present the image is verified first (resolve_image): its SHA-512 may name one.
+    """
+    if any(t.template for t in templates):
+        return None
+    from vmcoreos.images.fetch import begin_local
+
+    return begin_local(run.settings.image, cache_dir=run.cache_dir, reporter=run.reporter, retries=run.retries)
 
 
 def resolve_image(run: Run, nodes=()) -> source.VerifiedImage:
@@ -82,7 +97,8 @@ def check_privileges(run: Run) -> None:
     privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone)
 
 
-def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_nodes: int) -> None:
+def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[], Any], templates,
+               new_nodes: int) -> None:
     """Refuse before the first upload when the datastore cannot hold what the run writes.
 
     Thin disks take what is written, not their capacity: the import writes the
@@ -90,13 +106,16 @@ def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_no
     bytes (a linked clone's child disk starts empty). Each node powered on
     also gets a swap file of its memory (vmcoreos sets no reservation).
     Provisioned capacity beyond the free space is only a warning: thin disks
-    can grow into it later.
+    can grow into it later. archive() opens the OVA, only when its sizes count: with the template
+    present and linked clones nothing of the image is read.
     """
     settings = run.settings
     gib = 1 << 30
-    name = template_name(settings, image)
-    have = next((t for t in templates if t.name == name and t.extra.get(vms.MARK_SHA512) == image.sha512), None)
-    populated = archive.disk_populated()
+    have = None
+    if image is not None:  # None: an image verified as it is imported, which no template holds yet
+        name = template_name(settings, image)
+        have = next((t for t in templates if t.name == name and t.extra.get(vms.MARK_SHA512) == image.sha512), None)
+    populated = archive().disk_populated() if have is None else 0
     per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
     swap = settings.node.memory_mb << 20
     copies = 0 if settings.node.linked_clone else new_nodes
@@ -111,7 +130,8 @@ def check_room(run: Run, image: source.VerifiedImage, archive, templates, new_no
             " free space, pick another datastore (vsphere.datastore), lower the count or node.memory_mb,"
             " or use node.linked_clone: true"
         )
-    provisioned = ((0 if have is not None else 1) + copies) * archive.disk_capacity() + new_nodes * swap
+    disks = (0 if have is not None else 1) + copies
+    provisioned = (disks * archive().disk_capacity() if disks else 0) + new_nodes * swap
     if provisioned > free:
         run.reporter.warn(
             f"{where} has {free / gib:.1f} GiB free, less than the {provisioned / gib:.1f} GiB these thin disks"
@@ -131,32 +151,79 @@ def ensure_template(run: Run, image: source.VerifiedImage, templates, archive=No
             _check_imported_here(run, vm)
             run.reporter.event(f"template {name} already imported")
             return Template(vm, False, _linked_base(run, vm))
-    for vm in vms.list_vms(session, run.placement, {name}):
-        vms.require_owned(vm, settings.name, "use as template")
+    _clear_unfinished(run, name)
+    run.reporter.event(f"importing {image.path.name} as template {name}")
+    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
+    with (contextlib.nullcontext(archive) if archive is not None else image.archive()) as opened:
+        ref = _import(run, opened, name, extra, image.path.name)
+    return _make_template(run, ref, name, extra, image)
+
+
+def stream_template(run: Run, pending: StreamedOva) -> tuple[source.VerifiedImage, Template]:
+    """A fresh local OVA imported and verified in the same read (images/streamed.py).
+
+    Its name and marks hold the image's SHA-512, known only after the last byte: it is imported under
+    a provisional name without them, and renamed, marked, made a template and recorded only after every
+    check passed. A failed check aborts the import, which leaves nothing behind.
+    """
+    settings = run.settings
+    provisional = naming.template_name(settings.name, settings.image.distro, "importing")
+    _clear_unfinished(run, provisional)
+    run.reporter.event(f"importing {pending.path.name} as {provisional} while verifying it")
+    extra = vms.marks(settings.name, "template", distro=settings.image.distro)
+    ref = _import(run, pending, provisional, extra, pending.path.name)
+    image = pending.image
+    name = template_name(settings, image)
+    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
+    try:
+        _clear_unfinished(run, name)
+        vms.rename_and_mark(run.session, vms.VmInfo(ref, provisional, False, "poweredOff", None, None, extra),
+                            name, extra, settings.name)
+    except BaseException as exc:
+        _remove(run, ref, provisional)
+        if isinstance(exc, Exception) and not isinstance(exc, VSphereError):
+            raise VSphereError(f"could not name the verified import {name}: {getattr(exc, 'msg', exc)}") from None
+        raise
+    return image, _make_template(run, ref, name, extra, image)
+
+
+def _clear_unfinished(run: Run, name: str) -> None:
+    """Remove our VM of that name whose import was cut short; refuse if it is a finished template."""
+    for vm in vms.list_vms(run.session, run.placement, {name}):
+        vms.require_owned(vm, run.settings.name, "use as template")
         if not vm.template:
             # A template whose import was cut short: ours, unfinished, safe to replace.
             run.reporter.event(f"removing unfinished template {name}")
-            vms.destroy(session, vm, settings.name)
+            vms.destroy(run.session, vm, run.settings.name)
         else:
             raise VSphereError(
                 f"template {name!r} exists but holds a different image; delete it with"
                 " `vmcoreos destroy --templates` first"
             )
-    run.reporter.event(f"importing {image.path.name} as template {name}")
-    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
-    with (contextlib.nullcontext(archive) if archive is not None else image.archive()) as opened:
-        ref = importer.import_ova(
-            session, opened, run.placement, name, extra,
-            on_bytes=lambda done, total: run.reporter.transfer(f"uploading {image.path.name}", done, total),
-            on_retry=run.reporter.event, stall=settings.task_stall, upload_stall=settings.upload_stall,
-        )
+
+
+def _import(run: Run, archive, name: str, extra: dict[str, str], file_name: str):
+    return importer.import_ova(
+        run.session, archive, run.placement, name, extra,
+        on_bytes=lambda done, total: run.reporter.transfer(f"uploading {file_name}", done, total),
+        on_retry=run.reporter.event, stall=run.settings.task_stall, upload_stall=run.settings.upload_stall,
+    )
+
+
+def _remove(run: Run, ref, name: str) -> None:
+    with contextlib.suppress(Exception):
+        wait_task(run.session, ref.Destroy_Task(), what=f"removing {name}")
+
+
+def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: source.VerifiedImage) -> Template:
+    """The imported VM made a template (snapshotted first for linked clones), and recorded as imported here."""
+    session = run.session
     try:
         # Snapshot while it is still a VM: vSphere takes none of a template.
         snapshot = _linked_base(run, vms.VmInfo(ref, name, False, "poweredOff", None, None, extra))
         ref.MarkAsTemplate()
     except BaseException as exc:
-        with contextlib.suppress(Exception):
-            wait_task(session, ref.Destroy_Task(), what=f"removing {name}")
+        _remove(run, ref, name)
         if isinstance(exc, VSphereError):
             raise
         if isinstance(exc, Exception):

@@ -161,10 +161,16 @@ _GONE_UNITS = {"etcd2.service": "etcd2", "etcd.service": "etcd 0.4", "fleet.serv
 
 def _legacy_findings(doc, located, distro, etcd_kind, source, out: list[Finding]) -> bool:
     """CoreOS-era etcd and fleet where they cannot run; each error carries the convert command. True if any."""
-    from vmcoreos.guest import convert
-
-    fix = f"convert it: {convert.command(source)}, then point node.config at the new file"
     before = len(out)
+
+    def command() -> str:
+        # Imported only for a refusal: convert loads ruamel.yaml (some 15 ms), which a deploy needs not.
+        from vmcoreos.guest import convert
+
+        return convert.command(source)
+
+    def fix() -> str:
+        return f"convert it: {command()}, then point node.config at the new file"
 
     def line(path) -> int:
         return located.line(path) if located else 0
@@ -174,23 +180,23 @@ def _legacy_findings(doc, located, distro, etcd_kind, source, out: list[Finding]
         for section in ("etcd2", "etcd"):
             if isinstance(coreos.get(section), dict):
                 out.append(Finding(line(("coreos", section)), ERROR, f"Flatcar ships no {section}.service, so"
-                                   f" coreos.{section} never runs there; its etcd is etcd-member.service; {fix}"))
+                                   f" coreos.{section} never runs there; its etcd is etcd-member.service; {fix()}"))
         if "fleet" in coreos:
             out.append(Finding(line(("coreos", "fleet")), ERROR, f"Flatcar ships no fleet, so coreos.fleet never"
-                               f" runs there; its units become plain systemd units; {fix}"))
+                               f" runs there; its units become plain systemd units; {fix()}"))
         for i, unit in enumerate(coreos.get("units") or []):
             name = unit.get("name") if isinstance(unit, dict) else None
             if name in _GONE_UNITS and not unit.get("mask"):
                 out.append(Finding(line(("coreos", "units", i, "name")), ERROR, f"unit {name} does not exist on"
                                    f" Flatcar ({_GONE_UNITS[name]} is not shipped), so deploy would report success"
-                                   f" without it; {fix}"))
+                                   f" without it; {fix()}"))
     elif distro == "coreos" and etcd_kind == "etcd":
         # etcd 0.4 has no initial_cluster and no members API (v2 /members, v3 gateway): vmcoreos could neither
         # bootstrap a fixed set of members nor see them join, and CoreOS dropped etcd 0.4 long before its end.
         out.append(Finding(line(("coreos", "etcd")), ERROR, "coreos.etcd is etcd 0.4, which has no initial cluster"
                            " list and no members API, so vmcoreos can neither bootstrap nor check its members, and"
                            " late CoreOS images no longer ship it; use coreos.etcd2, or move to Flatcar (image.distro"
-                           f" flatcar): {convert.command(source)}"))
+                           f" flatcar): {command()}"))
     return len(out) > before
 
 

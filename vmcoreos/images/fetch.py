@@ -25,6 +25,7 @@ from vmcoreos.images.imagepass import ImagePass, note_expired, read_signature, r
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.releases import Release
 from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
+from vmcoreos.images.streamed import StreamedOva
 from vmcoreos.images.verify import parse_digests, verify_clearsigned, verify_detached
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
@@ -48,6 +49,32 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
         cache_root = cache.check_root(Path(cache_dir))
         release = _release(image, signing, http, cache_root, reporter, floor)
         return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
+
+
+def begin_local(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5) -> StreamedOva | None:
+    """A local --ova to be verified by its own upload (images/streamed.py), opened with its signature.
+
+    None when obtain() is the way: not a local OVA, no signature to check (--insecure-skip-verify), or
+    a file on record as verified and unchanged, which is not read at all.
+    """
+    if not image.ova or is_url(image.ova) or image.insecure_skip_verify:
+        return None
+    releases.check_distro(image.distro)
+    signing = signing_keys(image)
+    state_root = _state_root(cache_dir)
+    path = Path(image.ova)
+    f = open_image(path)
+    try:
+        with Http(reporter, retries=retries) as http:
+            signature = read_signature(image.sig or image.ova + ".sig", path.name, http)
+        if state_root and known.recall(path, f, signature, signing, cache_root=state_root) is not None:
+            f.close()
+            return None
+        reporter.event(f"verifying {path} as it is uploaded")
+        return StreamedOva(path, f, image.distro, signature, signing, reporter, state_root)
+    except BaseException:
+        f.close()
+        raise
 
 
 def resolve_release(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5,

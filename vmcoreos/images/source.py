@@ -40,7 +40,7 @@ class VerifiedImage:
         """The OVA, read through the verified descriptor (by path only for images made without one)."""
         from vmcoreos.images.ova import OvaArchive
 
-        return OvaArchive(self.path, fileobj=self.file, identity=self.identity)
+        return OvaArchive(self.path, fileobj=self.file, identity=self.identity, verified=True)
 
     def close(self) -> None:
         if self.file is not None:

@@ -128,8 +128,9 @@ def _import_once(
                 for item, (stream, size) in zip(items, opened):
                     url, pin = _device_url(info, item, session)
                     _upload(session, archive, item, stream, size, url, pin, counter, upload_stall)
-        # What went up was read from the verified descriptor; it must not have been written to meanwhile.
-        archive.check_unchanged()
+        # What went up must be what was verified: the file unchanged, and for an image verified by the
+        # upload's own read (images/streamed.py) every check's verdict, before the lease completes.
+        archive.verify_uploaded()
         lease.HttpNfcLeaseProgress(100)
         lease.HttpNfcLeaseComplete()
         return entity

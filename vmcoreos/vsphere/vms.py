@@ -317,6 +317,13 @@ def reconfigure_many(session: Session, changes: list[tuple[VmInfo, dict[str, str
     _wait(session, started, f"reconfiguring {', '.join(vm.name for vm, _ in changes)}")
 
 
+def rename_and_mark(session: Session, vm: VmInfo, name: str, extra: dict[str, str], cluster: str) -> None:
+    """A new name and extraConfig keys in one reconfigure task (one wait)."""
+    require_owned(vm, cluster, "rename")
+    task = vm.ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(name=name, extraConfig=option_values(extra)))
+    wait_task(session, task, what=f"renaming {vm.name} to {name}")
+
+
 def power_on(session: Session, vm: VmInfo) -> None:
     if vm.power != "poweredOn":
         _wait(session, [vm.ref.PowerOnVM_Task()], f"powering on {vm.name}")

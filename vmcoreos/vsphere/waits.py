@@ -6,6 +6,7 @@ pass), so a wait costs a handful of requests however long it takes.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -16,6 +17,24 @@ from vmcoreos.vsphere.session import Session, poll_seconds
 
 PC = vmodl.query.PropertyCollector
 REOPENS = 3  # re-made collectors in a row, without an update in between, before a wait gives up
+
+# A private collector per thread and session, reused by the thread's waits one after another: its
+# filter and version interfere with nobody's, and a wait costs a filter, not a collector (one
+# request less each; vCenter removes the collectors when the session logs out).
+_collectors = threading.local()
+
+
+def _collector(session: Session, fresh: bool = False):
+    held = getattr(_collectors, "by_session", None)
+    if held is None:
+        held = _collectors.by_session = {}
+    if fresh or id(session) not in held:
+        held[id(session)] = (session, session.content.propertyCollector.CreatePropertyCollector())
+    return held[id(session)][1]
+
+
+def _forget_collector(session: Session) -> None:
+    getattr(_collectors, "by_session", {}).pop(id(session), None)
 
 
 class Watch:
@@ -30,12 +49,12 @@ class Watch:
         self.session = session
         self.values: dict[Any, dict[str, Any]] = {o: {} for o in objs}
         self.props, self.kind = props, kind
-        self.pc = None
+        self.pc = self.filter = None
         self._open()
 
-    def _open(self) -> None:
-        # A private collector: its filter and version don't interfere with anyone else's.
-        self.pc = self.session.content.propertyCollector.CreatePropertyCollector()
+    def _open(self, fresh: bool = False) -> None:
+        # The thread's private collector (see _collector): a wait costs a filter on it, not a collector.
+        self.pc = _collector(self.session, fresh=fresh)
         while True:
             watched = [o for o, v in self.values.items() if not v.get("_gone")]
             spec = PC.FilterSpec(
@@ -43,13 +62,18 @@ class Watch:
                 propSet=[PC.PropertySpec(type=self.kind, pathSet=self.props, all=False)],
             )
             try:
-                self.pc.CreateFilter(spec, partialUpdates=True)
+                self.filter = self.pc.CreateFilter(spec, partialUpdates=True)
                 break
             except vmodl.fault.ManagedObjectNotFound as exc:
-                # Gone while the old filter could not tell us (a re-made filter refuses it): as a "leave" would.
-                if exc.obj not in watched:
+                if exc.obj in watched:
+                    # Gone while the old filter could not tell us (a re-made filter refuses it): as a "leave" would.
+                    self.values[exc.obj] = {"_gone": True}
+                    continue
+                if fresh:
                     raise
-                self.values[exc.obj] = {"_gone": True}
+                # The thread's collector went with an earlier session (vCenter ended it, the guard logged
+                # in again): a new one, once.
+                self.pc, fresh = _collector(self.session, fresh=True), True
         self.version = ""
 
     def _reopen(self) -> None:
@@ -57,13 +81,18 @@ class Watch:
         # The new filter's first update holds every value as it is now; what the old one
         # reported may have been removed since.
         self.values = {o: v if v.get("_gone") else {} for o, v in self.values.items()}
-        self._open()
+        self._open(fresh=True)
 
     def close(self) -> None:
         try:
-            self.pc.Destroy()
+            self.filter.DestroyPropertyFilter()
         except Exception:
-            pass
+            # A filter left on the collector would keep reporting to the next wait: drop the collector.
+            _forget_collector(self.session)
+            try:
+                self.pc.Destroy()
+            except Exception:
+                pass
 
     def __enter__(self) -> "Watch":
         return self
@@ -96,6 +125,8 @@ class Watch:
                 continue
             self.version = update.version
             for fs in update.filterSet or []:
+                if fs.filter != self.filter:
+                    continue  # only this wait's filter counts
                 for obj in fs.objectSet or []:
                     if obj.kind == "leave":
                         self.values[obj.obj] = {"_gone": True}
