@@ -10,10 +10,18 @@ from pyVmomi import vim, vmodl
 from vmcoreos.vsphere.waits import Watch
 
 
-def _update(version, obj, **props):
+def _update(version, flt, obj, **props):
     changes = [SimpleNamespace(op="assign", name=k, val=v) for k, v in props.items()]
-    return SimpleNamespace(version=version, filterSet=[SimpleNamespace(objectSet=[
+    return SimpleNamespace(version=version, filterSet=[SimpleNamespace(filter=flt, objectSet=[
         SimpleNamespace(obj=obj, kind="enter", changeSet=changes)])])
+
+
+class Filter:
+    def __init__(self):
+        self.destroyed = False
+
+    def DestroyPropertyFilter(self):
+        self.destroyed = True
 
 
 class Collectors:
@@ -31,6 +39,7 @@ class Collectors:
 class Collector:
     def __init__(self, owner, index):
         self.owner, self.index, self.destroyed = owner, index, False
+        self.made: list[Filter] = []
 
     def CreateFilter(self, spec, partialUpdates):
         objs = [o.obj for o in spec.objectSet]
@@ -38,13 +47,15 @@ class Collector:
         for obj in objs:
             if self.index and obj in self.owner.gone:
                 raise vmodl.fault.ManagedObjectNotFound(obj=obj)
+        self.made.append(Filter())
+        return self.made[-1]
 
     def WaitForUpdatesEx(self, version, options):
         if self.index == 0 and version:
             self.owner.session.generation += 1  # the guard logged in again; this collector died with the old session
             raise vmodl.fault.ManagedObjectNotFound(obj=vim.PropertyCollector(f"session[old]pc-{self.index}"))
         a = self.owner.filters[-1][0]
-        return _update(f"{self.index}-{version or 0}", a, name="A", n=self.index)
+        return _update(f"{self.index}-{version or 0}", self.made[-1], a, name="A", n=self.index)
 
     def Destroy(self):
         self.destroyed = True
@@ -63,7 +74,9 @@ def test_a_collector_lost_with_the_session_is_made_again_and_the_wait_goes_on(vm
         watch.until(lambda v: "name" in v[a], time.monotonic() + 10, "first")
         watch.until(lambda v: v[a].get("n") == 1, time.monotonic() + 10, "after the re-login")
     made = session.content.propertyCollector.made
-    assert len(made) == 2 and made[0].destroyed and made[1].destroyed
+    # A new collector for the new session; the wait's filter on it is removed when the wait ends (the
+    # collector stays for the thread's next wait).
+    assert len(made) == 2 and [f.destroyed for f in made[1].made] == [True]
     # b went while no filter watched it: the new filter refused it, and the wait reports it gone.
     assert session.content.propertyCollector.filters == [[a, b], [a, b], [a]]
     assert watch.values[b] == {"_gone": True} and watch.values[a]["name"] == "A"
