@@ -17,7 +17,6 @@ import pytest
 import requests
 
 from tests.e2e.helpers import inventory, write_cluster
-from tests.harness.services import free_port
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -54,16 +53,21 @@ def _guest_ok(guestsim, kind: str):
 
 
 @pytest.fixture
-def discovery_etcd(tmp_path):
-    """A real etcd serving the v2 keys API (Debian's etcd 3.4 needs --enable-v2) as the discovery service."""
-    port, peer = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
+def discovery_etcd(tmp_path, subnet):
+    """A real etcd serving the v2 keys API (Debian's etcd 3.4 needs --enable-v2) as the discovery service.
+
+    On an address of the test's own subnet, as the nodes are: a port free_port() found on 127.0.0.1 can be
+    taken by an outgoing connection's ephemeral port before etcd binds it ("address already in use").
+    """
+    host = f"{subnet}.240"
+    port, peer = 2379, 2380
+    url = f"http://{host}:{port}"
     log = open(tmp_path / "discovery-etcd.log", "wb")
     proc = subprocess.Popen(
         ["/usr/bin/etcd", "--name", "discovery", "--data-dir", str(tmp_path / "discovery.etcd"),
          "--enable-v2=true", "--listen-client-urls", url, "--advertise-client-urls", url,
-         "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
-         f"http://127.0.0.1:{peer}", "--initial-cluster", f"discovery=http://127.0.0.1:{peer}"],
+         "--listen-peer-urls", f"http://{host}:{peer}", "--initial-advertise-peer-urls",
+         f"http://{host}:{peer}", "--initial-cluster", f"discovery=http://{host}:{peer}"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
