@@ -259,3 +259,37 @@ def test_a_session_that_expires_mid_deploy_costs_one_login(cli, signed_ova, subn
         if guests is not None:
             guests.stop()
         sim.stop()
+
+
+def test_a_listing_reuses_its_container_view_and_still_sees_what_changed(vcsim):
+    # A view per listing cost a CreateContainerView and a DestroyView each (20 of a deploy's requests).
+    # vCenter keeps a view's contents current, so the second listing must see a VM made in between.
+    s = vsession.connect(_conn(vcsim))
+    admin = vcsim.connect()
+    made = None
+    try:
+        calls = []
+        stub = s.si._stub
+        guarded = stub.InvokeMethod
+
+        def counting(mo, info, args, outerStub=None):
+            calls.append(info.wsdlName)
+            return guarded(mo, info, args, outerStub)
+
+        stub.InvokeMethod = counting
+        folder = admin.content.rootFolder.childEntity[0].vmFolder
+        before = s.retrieve_all(s.content.rootFolder, vim.VirtualMachine, ["name"])
+        source = next(ref for ref in admin.content.viewManager.CreateContainerView(
+            admin.content.rootFolder, [vim.VirtualMachine], True).view if ref.name == "DC0_H0_VM0")
+        WaitForTask(source.CloneVM_Task(folder=folder, name="view-reuse-probe",
+                                         spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec())))
+        after = s.retrieve_all(s.content.rootFolder, vim.VirtualMachine, ["name"])
+        names = {p["name"] for p in after.values()}
+        made = next(ref for ref, p in after.items() if p["name"] == "view-reuse-probe")
+        assert "view-reuse-probe" in names and len(after) == len(before) + 1
+        assert calls.count("CreateContainerView") == 1 and "DestroyView" not in calls
+    finally:
+        if made is not None:
+            WaitForTask(vim.VirtualMachine(made._moId, admin._stub).Destroy_Task())
+        s.close()
+        Disconnect(admin)

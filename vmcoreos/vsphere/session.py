@@ -6,7 +6,6 @@ objects, instead of pyvmomi's one-call-per-attribute access.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
@@ -142,6 +141,11 @@ class Session:
     generation: int = 0
     _login_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     closed: bool = False
+    # Container views by (root, kind, recursive), kept for the session: vCenter keeps a view's
+    # contents current as the inventory changes, so one view serves every later listing of the same
+    # objects (a view per listing cost a create and a destroy each). They go with the session's logout.
+    _views: dict = field(default_factory=dict, repr=False)
+    _views_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def content(self):
@@ -199,23 +203,33 @@ class Session:
     def retrieve_all(self, root, kind: type, props: list[str], *, recursive: bool = True) -> dict[Any, dict[str, Any]]:
         """props of every object of a kind below root (only its direct children unless recursive), through a container view."""
         for attempt in (1, 2):
-            view = self.content.viewManager.CreateContainerView(root, [kind], recursive)
+            view = self._view(root, kind, recursive)
+            traversal = vmodl.query.PropertyCollector.TraversalSpec(
+                name="view", path="view", skip=False, type=vim.view.ContainerView
+            )
+            spec = vmodl.query.PropertyCollector.FilterSpec(
+                objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traversal])],
+                propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=props, all=False)],
+            )
             try:
-                traversal = vmodl.query.PropertyCollector.TraversalSpec(
-                    name="view", path="view", skip=False, type=vim.view.ContainerView
-                )
-                spec = vmodl.query.PropertyCollector.FilterSpec(
-                    objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traversal])],
-                    propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=props, all=False)],
-                )
                 return self._collect(spec)
             except vmodl.fault.ManagedObjectNotFound as exc:
                 # A view belongs to the session that made it: one that ended in between took it along.
                 if attempt == 2 or exc.obj != view:
                     raise
-            finally:
-                with contextlib.suppress(vmodl.MethodFault):
-                    view.Destroy()
+                self._forget_view(root, kind, recursive, view)
+
+    def _view(self, root, kind: type, recursive: bool):
+        key = (root._moId, kind, recursive)
+        with self._views_lock:
+            if key not in self._views:
+                self._views[key] = self.content.viewManager.CreateContainerView(root, [kind], recursive)
+            return self._views[key]
+
+    def _forget_view(self, root, kind: type, recursive: bool, view) -> None:
+        with self._views_lock:
+            if self._views.get((root._moId, kind, recursive)) is view:
+                del self._views[(root._moId, kind, recursive)]
 
     def _collect(self, spec) -> dict[Any, dict[str, Any]]:
         pc = self.content.propertyCollector
