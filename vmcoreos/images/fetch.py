@@ -15,13 +15,12 @@ import hashlib
 import hmac
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.images import cache, keys as keymod, known, releases
+from vmcoreos.images import cache, current, keys as keymod, known, releases
 from vmcoreos.images.download import Http
-from vmcoreos.images.imagepass import ImagePass, note_expired, read_signature, read_through, warn
+from vmcoreos.images.imagepass import ImagePass, note_expired, read_signature, read_through
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.releases import Release
 from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
@@ -47,7 +46,7 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
         if image.ova and not is_url(image.ova):
             return verify_local(image, signing, http, reporter, _state_root(cache_dir))
         cache_root = cache.check_root(Path(cache_dir))
-        release = _release(image, signing, http, cache_root, reporter, floor)
+        release = current.choose(image, signing, http, cache_root, reporter, floor)
         return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
 
 
@@ -88,21 +87,7 @@ def resolve_release(image: ImageSettings, *, cache_dir: Path, reporter: Reporter
         return None
     signing = signing_keys(image)
     with Http(reporter, retries=retries) as http:
-        return _release(image, signing, http, cache.check_root(Path(cache_dir)), reporter, floor)
-
-
-def _release(image: ImageSettings, signing, http: Http, cache_root: Path, reporter: Reporter,
-             floor: str | None) -> Release:
-    if image.ova:
-        return releases.from_url(image, image.ova)
-    release = releases.resolve(image, lambda url, what: http.get_bytes(url, what))
-    _warn_plain_http(image, release, reporter)
-    if not image.insecure_skip_verify:
-        vouch_version(image, release, signing, http, reporter)
-    if (image.version or "current") == "current":
-        release = _hold_floor(release, floor, cache_root, reporter)
-        reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
-    return release
+        return current.choose(image, signing, http, cache.check_root(Path(cache_dir)), reporter, floor)
 
 
 def _state_root(cache_dir: Path) -> Path | None:
@@ -111,61 +96,6 @@ def _state_root(cache_dir: Path) -> Path | None:
         return cache.check_root(Path(cache_dir))
     except ConfigError:
         return None
-
-
-def _warn_plain_http(image: ImageSettings, release: Release, reporter: Reporter) -> None:
-    # The signatures still cover image and version; over http a man in the middle can only
-    # withhold or replay releases, which the floor limits. Said once, not refused: labs use http mirrors.
-    if image.base_url and image.base_url.startswith("http://") and release.distro != "fedora-coreos":
-        reporter.event(f"note: {redact(image.base_url)} is plain http: anyone on the path can hold back updates;"
-                       " prefer an https mirror")
-    elif release.distro == "fedora-coreos" and image.allow_unsigned_version and not releases.stream_url(image).startswith("https://"):
-        warn(reporter, f"the Fedora CoreOS stream metadata at {redact(releases.stream_url(image))} is unsigned and not https;"
-                        " its version label is unvouched (--allow-unsigned-version)")
-
-
-def vouch_version(image: ImageSettings, release: Release, signing: list[keymod.PublicKey], http: Http,
-                  reporter: Reporter) -> None:
-    """The version.txt that named the release must carry a good signature, unless the user opted out."""
-    if release.version_text is None or release.version_url is None:
-        return  # a pinned version (the user's word) or FCOS metadata (https vouches for it)
-    where = redact(release.version_url)
-    signature = http.get_bytes(release.version_url + ".sig", "version.txt signature", missing_ok=True)
-    if signature is None:
-        if not image.allow_unsigned_version:
-            raise VerificationError(
-                f"{where} has no signature (version.txt.sig), so the version it names cannot be trusted;"
-                " publish the .sig on the mirror, pin --version, or pass --allow-unsigned-version"
-            )
-        warn(reporter, f"{where} is unsigned; trusting its version {release.version} (--allow-unsigned-version)")
-        return
-    verdict = verify_detached(release.version_text, signature, signing, "version.txt.sig")
-    note_expired(reporter, verdict, "version.txt")
-
-
-def _hold_floor(release: Release, floor: str | None, cache_root: Path, reporter: Reporter) -> Release:
-    """Never below what is deployed or cached: a "current" older than that (a mirror replaying an old signed
-    version.txt, or a channel rolled back) is replaced by the highest version known, which stays signed."""
-    key = releases.version_key
-    cached = cache.highest_version(cache_root, release.distro, release.channel, release.source_id, key)
-    known = [(v, where) for v, where in ((floor, "deployed on the cluster's nodes"), (cached, "in the image cache"))
-             if key(v) is not None]
-    if not known or key(release.version) is None:
-        return release
-    highest, where = max(known, key=lambda k: key(k[0]))
-    if key(release.version) >= key(highest):
-        return release
-    if not release.root:
-        raise VerificationError(
-            f"{release.distro} {release.channel}: the current release {release.version} is older than {highest},"
-            f" already {where}; refusing to go back (pin --version to do it on purpose)"
-        )
-    reporter.event(
-        f"note: {release.distro} {release.channel} names {release.version} as current, older than {highest}"
-        f" already {where}; staying on {highest} (pin --version to go back on purpose)"
-    )
-    held = releases.release_files(release.distro, release.channel, release.root, highest)
-    return held if held.source_id == release.source_id else replace(held, source_id=release.source_id)
 
 
 def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
