@@ -18,6 +18,7 @@ from vmcoreos.images.releases import Release
 from vmcoreos.images.verify import verify_detached
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
+from vmcoreos.text import redact
 
 
 def choose(image: ImageSettings, signing, http: Http, cache_root: Path, reporter: Reporter,
