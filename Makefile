@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages: Go and govmomi's source build the vCenter simulator; etcd-server
-# is the real etcd the simulated nodes run; gpgv verifies images (gnupg makes test keys);
+# is the real etcd the simulated nodes run; sqv verifies images, gpgv those sqv cannot judge
+# the way we do (SHA-1, clearsigned DIGESTS); gnupg makes test keys;
 # ignition ships ignition-validate, which tests run on the rendered Ignition configs;
 # systemd ships systemd-analyze, which tests run on the example units (verify, security).
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv gnupg patch ca-certificates curl ignition systemd
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv sqv gnupg patch ca-certificates curl ignition systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
 VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/build.sh $(wildcard tests/harness/vcsim/*.patch tests/harness/vcsim/overlay/*.go)

@@ -27,6 +27,7 @@ ENV_CA_FILE = ("VMCOREOS_CA_FILE", "GOVC_TLS_CA_CERTS")
 ENV_THUMBPRINT = ("VMCOREOS_THUMBPRINT",)
 ENV_CACHE_DIR = "VMCOREOS_CACHE_DIR"
 ENV_GPGV = "VMCOREOS_GPGV"  # absolute path of gpgv, when it is not in /usr/bin
+ENV_SQV = "VMCOREOS_SQV"  # absolute path of sqv, when it is not in /usr/bin; "off": gpgv checks every signature
 ENV_RETRY_MAX_DELAY = "VMCOREOS_RETRY_MAX_DELAY"  # seconds; the cap of the doubling delay between download retries
 ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
 ENV_DEBUG = "VMCOREOS_DEBUG"  # set: an unexpected error shows its traceback

@@ -21,7 +21,7 @@ checked by tests/harness/test_ova_builder.py:
   <PRIMARY FPR>``; the last VALIDSIG field is the primary-key fingerprint
   (the first is the subkey's).
 * Signature made while the subkey was valid, subkey expired since
-  (``sign_detached_expired``): exit 0, ``KEYEXPIRED <expiry epoch>`` lines,
+  (``sign_detached_expired``): exit 0 (sqv: exit 0 and the primary's fingerprint), ``KEYEXPIRED <expiry epoch>`` lines,
   ``EXPKEYSIG <subkey long id> <uid>`` and ``VALIDSIG`` as above; no GOODSIG.
   gpgv's human output on stderr still says "Good signature".
 * Signature whose timestamp is *after* the subkey's expiry (made while the
@@ -348,15 +348,15 @@ class TestSigner:
     def sign_detached_expired(self, file: Path | str, sig_out: Path | str | None = None, *, armor: bool = False) -> str:
         """Sign with a new subkey that has expired since; return that subkey's fingerprint.
 
-        The subkey is created 2 days ago, signs 1 day ago and expires
-        1 hour ago. The current signing subkey is left unchanged.
+        The subkey is created 2 days ago with an expiry 1 hour ago, set in its one binding
+        signature as the vendors do (coreos-facts.md §2: each binding is made with the subkey),
+        and signs 1 day ago. The current signing subkey is left unchanged.
         """
         now = int(time.time())
         current = self.subkey_fingerprint
-        fpr = self.add_signing_subkey(created=now - 2 * DAY)
+        fpr = self.add_signing_subkey(created=now - 2 * DAY, expires=now - 3600)
         self.subkey_fingerprint = current
         self.sign_detached(file, sig_out, armor=armor, subkey=fpr, at=now - DAY)
-        self.expire_subkey(fpr, at=now - 3600)
         return fpr
 
     def sign_detached_revoked(self, file: Path | str, sig_out: Path | str | None = None, *, armor: bool = False) -> str:

@@ -9,7 +9,7 @@ import pytest
 from vmcoreos.images import known
 from vmcoreos.images.keys import PublicKey
 from vmcoreos.images.source import identity, open_image
-from vmcoreos.images.verify import Verdict
+from vmcoreos.images.verifiers import Verdict
 
 KEY = PublicKey("A" * 40, b"key", "test")
 OTHER = PublicKey("B" * 40, b"other", "test")

@@ -15,7 +15,7 @@ from vmcoreos.images import cache, keys as keymod, releases
 from vmcoreos.images.download import Http
 from vmcoreos.images.imagepass import note_expired, warn
 from vmcoreos.images.releases import Release
-from vmcoreos.images.verify import verify_detached
+from vmcoreos.images.signature import verify_detached
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
 from vmcoreos.text import redact

@@ -2,7 +2,7 @@
 
 `obtain()` is the one entry point (`vmcoreos fetch` and deploy call it).
 Every image is read exactly once, and that one read feeds the file on disk,
-SHA-512, gpgv and the OVA's manifest digests together (an ImagePass). The
+SHA-512, the signature verifier and the OVA's manifest digests together (an ImagePass). The
 checks give their verdicts only when asked, explicitly, after the last byte;
 a download becomes the cached file only after every check passed, and on
 any failure nothing of it is left behind. A cached image is reused only if
@@ -25,7 +25,8 @@ from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.releases import Release
 from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
 from vmcoreos.images.streamed import StreamedOva
-from vmcoreos.images.verify import parse_digests, verify_clearsigned, verify_detached
+from vmcoreos.images.signature import verify_clearsigned, verify_detached
+from vmcoreos.images.verify import parse_digests
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
 from vmcoreos.text import redact

@@ -18,7 +18,9 @@ from vmcoreos.images.download import Http
 from vmcoreos.images.manifest import MemberDigestTap
 from vmcoreos.images.source import is_url
 from vmcoreos.images.stream import BackgroundTap, pump
-from vmcoreos.images.verify import Check, DigestCheck, Sha512Tap, SignatureCheck, Verdict, abbreviate
+from vmcoreos.images.signature import SignatureCheck
+from vmcoreos.images.verifiers import Verdict
+from vmcoreos.images.verify import Check, DigestCheck, Sha512Tap, abbreviate
 from vmcoreos.reporting import Reporter
 from vmcoreos.text import redact
 
@@ -28,11 +30,11 @@ def warn(reporter: Reporter, message: str) -> None:
 
 
 def note_expired(reporter: Reporter, verdict: Verdict | None, label: str) -> None:
-    """One line when a signature is by a subkey that has expired since (gpgv's EXPKEYSIG): valid, but worth knowing."""
+    """One line when a signature is by a subkey that has expired since (made before it expired): valid, but worth knowing."""
     if verdict is not None and verdict.expired_key:
         reporter.event(
             f"note: {label} is signed by subkey {verdict.signing_key}, which has expired since;"
-            " accepted as gpg does for releases signed before the expiry"
+            " accepted, as it signed before the expiry"
         )
 
 
@@ -47,8 +49,8 @@ class ImagePass(Check):
         self.members = MemberDigestTap(label) if members else None
         self.sha256 = DigestCheck("sha256", sha256, f"{label} (stream metadata)") if sha256 else None
         self.signature = SignatureCheck(signature, signing, label) if signature is not None else None
-        # Every check on a thread of its own (gpgv's feeder is one): hashlib lets go of the GIL on
-        # large chunks, so the hashes run beside gpgv and the reading or receiving thread instead of
+        # Every check on a thread of its own (the verifier's feeder is one): hashlib lets go of the GIL on
+        # large chunks, so the hashes run beside the verifier and the reading or receiving thread instead of
         # one after another in it: a 1 GiB fetch on 2 busy cores went from 9.7-11.5 s to 7.3-9.8 s.
         self._hashes = [BackgroundTap(c) for c in (self.sha512, self.sha256, self.members) if c]
         self._taps: list[Check] = ([self.signature] if self.signature else []) + self._hashes

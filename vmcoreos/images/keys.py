@@ -1,19 +1,19 @@
 """OpenPGP public keys: the pinned image-signing keys and user-trusted ones.
 
 We parse just enough of the packet format to turn armored keys into a binary
-keyring for gpgv and to compute each primary key's v4 fingerprint, so a
-signature can be pinned to a primary key rather than to "anything gpgv knows".
+keyring for the verifiers and to compute each primary key's v4 fingerprint, so a
+signature can be pinned to a primary key rather than to "anything the verifier knows".
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError
+from vmcoreos.images import openpgp
 
 PINNED = {
     # Flatcar Buildbot (Official Builds); the key has no expiry, subkeys rotate.
@@ -60,43 +60,8 @@ def dearmor(text: str) -> bytes:
     return out
 
 
-def _packets(data: bytes):
-    """(tag, body) for each OpenPGP packet (RFC 4880 §4.2, old and new formats)."""
-    i = 0
-    while i < len(data):
-        ctb = data[i]
-        if not ctb & 0x80:
-            raise ValueError("not an OpenPGP packet")
-        if ctb & 0x40:
-            tag = ctb & 0x3F
-            first = data[i + 1]
-            if first < 192:
-                length, i = first, i + 2
-            elif first < 224:
-                length, i = ((first - 192) << 8) + data[i + 2] + 192, i + 3
-            elif first == 255:
-                length, i = int.from_bytes(data[i + 2 : i + 6], "big"), i + 6
-            else:
-                raise ValueError("partial body lengths are not used in keys")
-        else:
-            tag = (ctb >> 2) & 0x0F
-            kind = ctb & 3
-            size = {0: 1, 1: 2, 2: 4}.get(kind)
-            if size is None:
-                raise ValueError("indeterminate packet length")
-            length, i = int.from_bytes(data[i + 1 : i + 1 + size], "big"), i + 1 + size
-        yield tag, data[i : i + length]
-        i += length
-
-
 def primary_fingerprints(data: bytes) -> list[str]:
-    fprs = []
-    for tag, body in _packets(data):
-        if tag == 6:  # public key (not subkey, tag 14)
-            if body and body[0] != 4:
-                raise ValueError(f"OpenPGP key version {body[0]} is not supported")
-            fprs.append(hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper())
-    return fprs
+    return [openpgp.v4_fingerprint(body) for tag, body in openpgp.packets(data) if tag == 6]  # not subkeys (14)
 
 
 def load_key_bytes(raw: bytes, source: str) -> list[PublicKey]:
@@ -109,7 +74,7 @@ def load_key_bytes(raw: bytes, source: str) -> list[PublicKey]:
         ) from None
     if not fprs:
         raise ConfigError(f"{source} holds no OpenPGP public key; export just that key with gpg --export <FINGERPRINT>")
-    # One PublicKey per file is enough: gpgv gets the whole file, the pins get every primary.
+    # One PublicKey per file is enough: the verifier gets the whole file, the pins get every primary.
     return [PublicKey(f, data, source) for f in fprs]
 
 

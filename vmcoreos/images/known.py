@@ -25,7 +25,7 @@ from typing import BinaryIO
 from vmcoreos import state
 from vmcoreos.images import keys as keymod
 from vmcoreos.images.source import identity
-from vmcoreos.images.verify import Verdict
+from vmcoreos.images.verifiers import Verdict
 
 RACY_NS = 2_000_000_000  # FAT's 2 s timestamps are the coarsest in use
 

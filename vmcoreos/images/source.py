@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.images.verify import Verdict
+from vmcoreos.images.verifiers import Verdict
 
 
 @dataclass(frozen=True)

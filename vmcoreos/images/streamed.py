@@ -2,7 +2,7 @@
 
 A StreamedOva is a CheckedArchive (images/ova.py) for the importer. Each
 member stream it hands out reads the file at the member's offset; the bytes
-it reads at the frontier of the image pass (gpgv, SHA-512, the .mf digests:
+it reads at the frontier of the image pass (the signature verifier, SHA-512, the .mf digests:
 images/imagepass.py) are also fed to that pass, together with the few bytes
 before them (tar headers, the OVF and the .mf), so the pass sees the whole
 file once and in order. A retried upload re-reads what the pass has already
