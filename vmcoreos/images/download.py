@@ -14,7 +14,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -23,6 +23,7 @@ import urllib3
 
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, DownloadError
+from vmcoreos.images.cachefile import CacheFile
 from vmcoreos.images.stream import CHUNK
 from vmcoreos.images.verify import Check
 from vmcoreos.reporting import Reporter
@@ -242,7 +243,7 @@ class Http:
 
         On failure the current check is aborted; deleting dest is the caller's job.
         """
-        with _open_new(dest) as out:
+        with CacheFile(dest) as out:
             transfer = _Transfer(self, url, out, start, label)
             started = time.monotonic()
             try:
@@ -267,7 +268,7 @@ class Http:
 class _Transfer:
     """The state one download carries across its attempts: bytes so far, the Check that saw them."""
 
-    def __init__(self, http: Http, url: str, out: BinaryIO, start: Callable[[], Check], label: str):
+    def __init__(self, http: Http, url: str, out: CacheFile, start: Callable[[], Check], label: str):
         self.http = http
         self.url = url
         self.out = out
@@ -285,8 +286,7 @@ class _Transfer:
     def _restart(self) -> None:
         self.check.abort()
         self.check = self.start()
-        self.out.seek(0)
-        self.out.truncate()
+        self.out.restart()
         self.done = 0
 
     def attempt(self, number: int) -> None:
@@ -369,9 +369,3 @@ class _Transfer:
     def _too_large(self, what: str) -> str:
         return (f"{redact(self.url)} {what}, more than an OS image ({self.http.max_size >> 30} GiB);"
                 " refusing it (check --ova and --base-url)")
-
-
-def _open_new(path: Path) -> BinaryIO:
-    """A new file for writing that never follows a symlink planted where it should be."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    return os.fdopen(fd, "wb")
