@@ -695,10 +695,27 @@ def table(targets: dict, parts: dict) -> str:
         lines.append(f"upload (timed by vcsim): vmcoreos {up['vmcoreos']['mb_per_s']:.0f} MB/s,"
                      f" curl {' and '.join(str(round(c['mb_per_s'])) for c in up['curl'])} MB/s")
     if fetch := parts.get("fetch"):
-        lines.append(f"fetch + verify {fetch['fetch_seconds']} s; sha512sum {fetch['sha512sum_seconds']} s;"
-                     f" gpgv {fetch['gpgv_seconds']} s (from a pipe {fetch['gpgv_pipe_seconds']} s);"
+        lines.append(f"fetch + verify {fetch['fetch_seconds']} s (runs: {', '.join(map(str, fetch['fetch_runs']))});"
+                     f" sha512sum {fetch['sha512sum_seconds']} s; gpgv {fetch['gpgv_seconds']} s"
+                     f" (runs: {', '.join(map(str, fetch['gpgv_runs']))}; from a pipe {fetch['gpgv_pipe_seconds']} s);"
                      f" fetch peak RSS {fetch['fetch_peak_rss_mb']} MB")
+        if bound := fetch_bound(fetch):
+            lines.append(f"  fetch's floor on this machine: {bound['cpu_seconds']} CPU s over {fetch['cpus']} cores"
+                         f" = {bound['spread_seconds']} s, + {fetch['known_fetch_seconds']} s that a fetch reading"
+                         f" nothing takes = {bound['floor_seconds']} s = {bound['floor_vs_gpgv']}x gpgv")
     return "\n".join(lines)
+
+
+def fetch_bound(fetch: dict) -> dict | None:
+    """What the fetch cannot go below here: its CPU (hashes, verifier, receive, write) spread evenly over
+    every core, plus the fixed cost of a fetch that reads nothing (start-up, metadata, DIGESTS)."""
+    if "fetch_cpu_user_seconds" not in fetch or "known_fetch_seconds" not in fetch:
+        return None
+    cpu = fetch["fetch_cpu_user_seconds"] + fetch["fetch_cpu_system_seconds"]
+    spread = cpu / (fetch.get("cpus") or 1)
+    floor = spread + fetch["known_fetch_seconds"]
+    return {"cpu_seconds": round(cpu, 2), "spread_seconds": round(spread, 2), "floor_seconds": round(floor, 2),
+            "floor_vs_gpgv": round(floor / fetch["gpgv_seconds"], 2)}
 
 
 def _runs(summary: dict) -> str:

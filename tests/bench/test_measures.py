@@ -94,3 +94,12 @@ def test_judge_upload_fetch_and_memory():
     assert targets["fetch_verify_vs_gpgv"]["pass"] is False
     assert targets["peak_rss_big_1024mib_mb"]["pass"] is True
     assert targets["peak_rss_growth_mb"] == {"value": 15.0, "target": "<= 10 MB or 15% (flat)", "pass": False}
+
+
+def test_the_fetch_floor_is_its_cpu_over_the_cores_plus_a_fetch_that_reads_nothing():
+    from bench.run import fetch_bound
+
+    fetch = {"fetch_cpu_user_seconds": 3.0, "fetch_cpu_system_seconds": 1.0, "cpus": 2,
+             "known_fetch_seconds": 0.5, "gpgv_seconds": 2.0}
+    assert fetch_bound(fetch) == {"cpu_seconds": 4.0, "spread_seconds": 2.0, "floor_seconds": 2.5, "floor_vs_gpgv": 1.25}
+    assert fetch_bound({"fetch_seconds": 2.5, "gpgv_seconds": 2.0}) is None  # an older run's figures
