@@ -18,7 +18,16 @@ def fresh_stop():
     parallel.stopping.clear()
 
 
-def test_an_interrupt_drops_queued_calls_cancels_tasks_and_returns_within_the_grace(mocker):
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler, whatever the suite was started with: a shell's background job
+    (`make test &`, nohup) inherits SIGINT ignored, and Python then installs no handler at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_drops_queued_calls_cancels_tasks_and_returns_within_the_grace(mocker, sigint_raises):
     cancel = mocker.patch.object(parallel.tasks.in_flight, "cancel_all")
     started = []
 
