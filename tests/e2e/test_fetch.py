@@ -152,6 +152,7 @@ def test_expired_subkey_is_accepted(cli, tmp_path, own_signer):
     assert run.returncode == 0, run.output
     data = json.loads(run.stdout)
     assert data["expired_key"] is True and data["signing_key"] == expired
+    assert data["verifier"] == "sqv"  # an ed25519 key bound with SHA-256: sqv's to judge
     # issue 10, item 2: accepted, but said, in one line.
     notes = [line for line in run.stderr.splitlines() if "has expired since" in line]
     assert len(notes) == 1 and expired in notes[0], run.stderr

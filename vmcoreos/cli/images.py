@@ -77,6 +77,8 @@ def fetch(
             "signer": verdict.primary_fingerprint if verdict else None,
             "signing_key": verdict.signing_key if verdict else None,
             "expired_key": verdict.expired_key if verdict else None,
+            # "sqv" or "gpgv"; null when nothing was checked in this run (unverified, or trusted from its record)
+            "verifier": (verdict.verifier or None) if verdict else None,
             "cached": result.cached,
             "source": result.source,
         }
