@@ -81,3 +81,23 @@ def _length(body):
         n -= 192
         return bytes([(n >> 8) + 192, n & 0xFF])
     return b"\xff" + n.to_bytes(4, "big")
+
+
+def test_hostile_bytes_are_refused_as_value_errors_never_anything_else(signer, tmp_path):
+    # Every byte of a real signature and keyring flipped in turn: the parser answers or says ValueError.
+    import random
+
+    f = tmp_path / "f"
+    f.write_bytes(b"data")
+    sig = signer.sign_detached(f).read_bytes()
+    ring = signer.public_key_bytes()
+    rng = random.Random(16)
+    for data, read in ((sig, openpgp.read_detached_signature), (ring, openpgp.signing_keys)):
+        for i in range(len(data)):
+            bad = bytearray(data)
+            bad[i] ^= rng.randrange(1, 256)
+            for sample in (bytes(bad), bytes(bad[: i + 1])):
+                try:
+                    read(sample)
+                except ValueError:
+                    pass

@@ -26,33 +26,41 @@ _SELF_SIGS = frozenset({0x10, 0x11, 0x12, 0x13, 0x1F})  # user-ID certifications
 
 
 def packets(data: bytes):
-    """(tag, body) for each OpenPGP packet (RFC 4880 §4.2, old and new formats)."""
+    """(tag, body) for each OpenPGP packet (RFC 4880 §4.2, old and new formats); ValueError for anything else."""
     i = 0
     while i < len(data):
-        ctb = data[i]
-        if not ctb & 0x80:
-            raise ValueError("not an OpenPGP packet")
-        if ctb & 0x40:
-            tag = ctb & 0x3F
-            first = data[i + 1]
-            if first < 192:
-                length, i = first, i + 2
-            elif first < 224:
-                length, i = ((first - 192) << 8) + data[i + 2] + 192, i + 3
-            elif first == 255:
-                length, i = int.from_bytes(data[i + 2 : i + 6], "big"), i + 6
-            else:
-                raise ValueError("partial body lengths are not used in keys or signatures")
-        else:
-            tag = (ctb >> 2) & 0x0F
-            size = {0: 1, 1: 2, 2: 4}.get(ctb & 3)
-            if size is None:
-                raise ValueError("indeterminate packet length")
-            length, i = int.from_bytes(data[i + 1 : i + 1 + size], "big"), i + 1 + size
+        try:
+            tag, length, i = _packet_header(data, i)
+        except IndexError:
+            raise ValueError("truncated packet header") from None
         if i + length > len(data):
             raise ValueError("truncated packet")
         yield tag, data[i : i + length]
         i += length
+
+
+def _packet_header(data: bytes, i: int) -> tuple[int, int, int]:
+    """(tag, body length, offset of the body) of the packet at i."""
+    ctb = data[i]
+    if not ctb & 0x80:
+        raise ValueError("not an OpenPGP packet")
+    if ctb & 0x40:
+        first = data[i + 1]
+        if first < 192:
+            return ctb & 0x3F, first, i + 2
+        if first < 224:
+            return ctb & 0x3F, ((first - 192) << 8) + data[i + 2] + 192, i + 3
+        if first == 255:
+            if i + 6 > len(data):
+                raise IndexError
+            return ctb & 0x3F, int.from_bytes(data[i + 2 : i + 6], "big"), i + 6
+        raise ValueError("partial body lengths are not used in keys or signatures")
+    size = {0: 1, 1: 2, 2: 4}.get(ctb & 3)
+    if size is None:
+        raise ValueError("indeterminate packet length")
+    if i + 1 + size > len(data):
+        raise IndexError
+    return (ctb >> 2) & 0x0F, int.from_bytes(data[i + 1 : i + 1 + size], "big"), i + 1 + size
 
 
 def v4_fingerprint(body: bytes) -> str:
@@ -71,8 +79,12 @@ def _subpackets(area: bytes) -> dict[int, bytes]:
         if first < 192:
             length, i = first, i + 1
         elif first < 255:
+            if i + 2 > len(area):
+                raise ValueError("truncated signature subpacket")
             length, i = ((first - 192) << 8) + area[i + 1] + 192, i + 2
         else:
+            if i + 5 > len(area):
+                raise ValueError("truncated signature subpacket")
             length, i = int.from_bytes(area[i + 1 : i + 5], "big"), i + 5
         if length == 0 or i + length > len(area):
             raise ValueError("truncated signature subpacket")
