@@ -238,3 +238,16 @@ def test_what_sqv_says_is_read_strictly(code, out, err, message):
     allowed = {"F88CFEDEFF29A5B4D9523864E25D9AED0593B34A"}
     with pytest.raises(VerificationError, match=message):
         verifiers.judge_sqv(code, out, err, allowed, "x.ova")
+
+
+def test_a_verifier_that_cannot_start_leaves_no_temporary_files(signer, image, tmp_path, monkeypatch, fresh_binaries):
+    import tempfile
+
+    monkeypatch.setenv("VMCOREOS_SQV", "off")
+    monkeypatch.setenv("VMCOREOS_GPGV", str(tmp_path / "missing-gpgv"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    sig = signer.sign_detached(image, tmp_path / "s.sig")
+    with pytest.raises(ConfigError, match="not an executable file"):
+        SignatureCheck(sig.read_bytes(), keys.load_key_bytes(signer.public_key_bytes(), "k"), image.name)
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -78,7 +78,11 @@ class SignatureCheck(Check):
         self._err = open(Path(self._dir, "err"), "w+b")
         self._broken = self._refusal is not None
         if self._refusal is None:
-            self._start(signature, keyring, sqv)
+            try:
+                self._start(signature, keyring, sqv)
+            except BaseException:  # gpgv missing, say: nothing of ours is left behind
+                self._cleanup()
+                raise
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._feeder = threading.Thread(target=self._feed, name="verify-feed", daemon=True)
         self._feeder.start()
