@@ -61,6 +61,14 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, int, str, flo
             usage.ru_utime, usage.ru_stime)
 
 
+def fetched(cmd: list[str], env: dict, what: str) -> tuple[float, float, int, str, float, float]:
+    """run_measured, and the bench stops with the fetch's own message if it failed."""
+    run = run_measured(cmd, env)
+    if run[2] != 0:
+        sys.exit(f"{what} failed ({run[2]}): {run[3].strip()}")
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the OVA's disk member")
@@ -96,22 +104,13 @@ def main() -> None:
                         "--base-url", f"{server.url}/stable/amd64-usr/", "--trusted-key", str(key),
                         "--cache-dir", str(work / f"cache-{turn}"), "--quiet",
                     ]
-                    run = run_measured(cmd, env)
-                    if run[2] != 0:
-                        sys.exit(f"vmcoreos fetch failed ({run[2]}): {run[3].strip()}")
-                    fetches.append(run)
+                    fetches.append(fetched(cmd, env, "vmcoreos fetch"))
                     # A record taken within RACY_NS of the file's last change vouches for nothing (images/known.py):
                     # the re-check below records a settled identity only if it starts that much later.
                     time.sleep(known_images.RACY_NS / 1e9 + 0.1)
-                    again = run_measured(cmd, env)
-                    if again[2] != 0:
-                        sys.exit(f"cached vmcoreos fetch failed ({again[2]}): {again[3].strip()}")
-                    cached.append(again)
+                    cached.append(fetched(cmd, env, "cached vmcoreos fetch"))
                     # Its record has settled now: a fetch that reads nothing, the fixed cost of any fetch.
-                    known = run_measured(cmd, env)
-                    if known[2] != 0:
-                        sys.exit(f"vmcoreos fetch of a known image failed ({known[2]}): {known[3].strip()}")
-                    settled.append(known)
+                    settled.append(fetched(cmd, env, "vmcoreos fetch of a known image"))
                     shutil.rmtree(work / f"cache-{turn}", ignore_errors=True)
 
         middle = sorted(fetches, key=lambda r: r[0])[len(fetches) // 2]

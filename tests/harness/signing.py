@@ -21,8 +21,9 @@ checked by tests/harness/test_ova_builder.py:
   <PRIMARY FPR>``; the last VALIDSIG field is the primary-key fingerprint
   (the first is the subkey's).
 * Signature made while the subkey was valid, subkey expired since
-  (``sign_detached_expired``): exit 0 (sqv: exit 0 and the primary's fingerprint), ``KEYEXPIRED <expiry epoch>`` lines,
+  (``sign_detached_expired``): exit 0, ``KEYEXPIRED <expiry epoch>`` lines,
   ``EXPKEYSIG <subkey long id> <uid>`` and ``VALIDSIG`` as above; no GOODSIG.
+  (sqv 1.1: exit 0, and the primary's fingerprint on stdout.)
   gpgv's human output on stderr still says "Good signature".
 * Signature whose timestamp is *after* the subkey's expiry (made while the
   expiry was still in the future, then the expiry moved back before it):

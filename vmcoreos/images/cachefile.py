@@ -16,6 +16,7 @@ filesystems) gets ordinary buffered writes, with nothing else changed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
@@ -63,7 +64,7 @@ class CacheFile:
             written = os.write(self._fd, block)
         except OSError as exc:
             # EINVAL: the filesystem took the flag but not the write. Anything else is a real error.
-            if not self.direct or exc.errno != 22:
+            if not self.direct or exc.errno != errno.EINVAL:
                 raise
             self.direct = self._set_direct(False)
             written = os.write(self._fd, block)

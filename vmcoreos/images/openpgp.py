@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 # RFC 4880 §9.4: the hash algorithm IDs; SHA-1 (2) and weaker are what Sequoia's policy refuses.
 SHA2 = frozenset({8, 9, 10, 11})  # SHA-256, SHA-384, SHA-512, SHA-224
-HASH_NAMES = {1: "MD5", 2: "SHA-1", 3: "RIPEMD-160", 8: "SHA-256", 9: "SHA-384", 10: "SHA-512", 11: "SHA-224"}
 
 _SIGNATURE, _PUBLIC_KEY, _PUBLIC_SUBKEY = 2, 6, 14
 _SUB_CREATED, _SUB_KEY_EXPIRES, _SUB_ISSUER, _SUB_ISSUER_FPR = 2, 9, 16, 33
@@ -33,7 +32,7 @@ def packets(data: bytes):
             tag, length, i = _packet_header(data, i)
         except IndexError:
             raise ValueError("truncated packet header") from None
-        if i + length > len(data):
+        if i + length > len(data):  # also a length field cut short: its body would start past the end
             raise ValueError("truncated packet")
         yield tag, data[i : i + length]
         i += length
@@ -51,15 +50,11 @@ def _packet_header(data: bytes, i: int) -> tuple[int, int, int]:
         if first < 224:
             return ctb & 0x3F, ((first - 192) << 8) + data[i + 2] + 192, i + 3
         if first == 255:
-            if i + 6 > len(data):
-                raise IndexError
             return ctb & 0x3F, int.from_bytes(data[i + 2 : i + 6], "big"), i + 6
         raise ValueError("partial body lengths are not used in keys or signatures")
     size = {0: 1, 1: 2, 2: 4}.get(ctb & 3)
     if size is None:
         raise ValueError("indeterminate packet length")
-    if i + 1 + size > len(data):
-        raise IndexError
     return (ctb >> 2) & 0x0F, int.from_bytes(data[i + 1 : i + 1 + size], "big"), i + 1 + size
 
 
@@ -79,12 +74,10 @@ def _subpackets(area: bytes) -> dict[int, bytes]:
         if first < 192:
             length, i = first, i + 1
         elif first < 255:
-            if i + 2 > len(area):
+            if i + 1 >= len(area):
                 raise ValueError("truncated signature subpacket")
             length, i = ((first - 192) << 8) + area[i + 1] + 192, i + 2
-        else:
-            if i + 5 > len(area):
-                raise ValueError("truncated signature subpacket")
+        else:  # cut short, i passes the end: the check below refuses it
             length, i = int.from_bytes(area[i + 1 : i + 5], "big"), i + 5
         if length == 0 or i + length > len(area):
             raise ValueError("truncated signature subpacket")
@@ -101,10 +94,6 @@ class SignatureInfo:
     issuer_fingerprint: str | None  # from the hashed area only: covered by the signature itself
     issuer_keyid: str | None
     key_expires_after: int | None  # seconds after the key's creation; 0 or None: never
-
-    @property
-    def hash_name(self) -> str:
-        return HASH_NAMES.get(self.hash_algo, f"hash algorithm {self.hash_algo}")
 
 
 def read_signature_body(body: bytes) -> SignatureInfo:

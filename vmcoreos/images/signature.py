@@ -108,8 +108,8 @@ class SignatureCheck(Check):
             command = verifiers.sqv_command(sqv, ring, sig)
         else:
             command = verifiers.gpgv_command(ring, sig)
-        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "GNUPGHOME": self._dir}
-        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=self._out, stderr=self._err, env=env)
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=self._out, stderr=self._err,
+                                      env=verifiers.environment(self._dir))
         with contextlib.suppress(OSError):  # a bigger pipe: fewer wake-ups for the verifier's small reads
             fcntl.fcntl(self._proc.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)
 

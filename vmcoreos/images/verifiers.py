@@ -81,6 +81,11 @@ def sqv_binary() -> str | None:
     return next((p for p in SQV_PATHS if _executable(p)), None)
 
 
+def environment(home: str) -> dict[str, str]:
+    """All a verifier is given of ours: a fixed PATH and locale, and a private, throwaway GnuPG home."""
+    return {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "GNUPGHOME": home}
+
+
 def gpgv_command(keyring: Path, signature: Path) -> list[str]:
     return [gpgv_binary(), "--status-fd", "1", "--keyring", str(keyring), str(signature), "-"]
 
@@ -181,12 +186,11 @@ def verify_clearsigned(signed: bytes, keyring: bytes, allowed: set[str], label: 
     with tempfile.TemporaryDirectory(prefix="vmcoreos-gpgv-") as tmp:
         Path(tmp, "keyring.gpg").write_bytes(keyring)
         Path(tmp, "signed.asc").write_bytes(signed)
-        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "GNUPGHOME": tmp}
         # cwd=tmp: gpgv looks for a file named like the .asc without its suffix and must find none.
         try:
             proc = subprocess.run(
                 [gpgv_binary(), "--status-fd", "1", "--keyring", "keyring.gpg", "--output", "signed.txt", "signed.asc"],
-                capture_output=True, cwd=tmp, env=env, timeout=60,
+                capture_output=True, cwd=tmp, env=environment(tmp), timeout=60,
             )
         except subprocess.TimeoutExpired:
             raise VerificationError(f"{label}: gpgv did not finish within 60s") from None
