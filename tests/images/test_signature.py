@@ -251,3 +251,10 @@ def test_a_verifier_that_cannot_start_leaves_no_temporary_files(signer, image, t
     with pytest.raises(ConfigError, match="not an executable file"):
         SignatureCheck(sig.read_bytes(), keys.load_key_bytes(signer.public_key_bytes(), "k"), image.name)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_an_armored_signature_is_read_as_its_packets_and_judged_by_sqv(verifier, signer, image, tmp_path):
+    sig = signer.sign_detached(image, tmp_path / "s.asc", armor=True)
+    assert sig.read_bytes().startswith(b"-----BEGIN PGP SIGNATURE")
+    verdict = _verdict(signer, image, sig)
+    assert (verdict.verifier, verdict.signing_key) == (verifier, signer.subkey_fingerprint)

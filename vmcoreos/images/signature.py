@@ -30,7 +30,7 @@ from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
 from vmcoreos.images import openpgp, verifiers
-from vmcoreos.images.keys import PublicKey
+from vmcoreos.images.keys import PublicKey, dearmor
 from vmcoreos.images.verifiers import Verdict
 from vmcoreos.images.verify import Check
 
@@ -50,6 +50,16 @@ def choose_verifier(info: openpgp.SignatureInfo | None, signer: openpgp.SigningK
     return "sqv"
 
 
+def _binary(signature: bytes) -> bytes:
+    """An ASCII-armored signature (.asc) as its packets; both verifiers read either form themselves."""
+    if not signature.lstrip().startswith(b"-----BEGIN PGP SIGNATURE"):
+        return signature
+    try:
+        return dearmor(signature.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):  # binascii.Error is a ValueError
+        raise ValueError("not an armored signature") from None
+
+
 def keyring_of(keys: list[PublicKey]) -> bytes:
     return b"".join(dict.fromkeys(k.data for k in keys))
 
@@ -64,7 +74,7 @@ class SignatureCheck(Check):
         self.allowed = {k.fingerprint for k in keys}
         keyring = keyring_of(keys)
         try:
-            self.info: openpgp.SignatureInfo | None = openpgp.read_detached_signature(signature)
+            self.info: openpgp.SignatureInfo | None = openpgp.read_detached_signature(_binary(signature))
             self.signer = openpgp.signer_of(self.info, keyring)
         except (ValueError, IndexError):
             self.info, self.signer = None, None

@@ -161,7 +161,9 @@ def unknown_key(label: str, keyid: str) -> VerificationError:
 
 
 def not_a_signature(label: str) -> VerificationError:
-    return VerificationError(f"{label}: the signature file is empty, truncated or not a signature")
+    return VerificationError(
+        f"{label}: the signature file is empty, truncated or not a signature; pass the image's own detached .sig with --sig"
+    )
 
 
 def not_pinned(label: str, primary: str) -> VerificationError:
