@@ -30,3 +30,26 @@ def test_reporting_redacts_every_error(exc, capsys):
             raise exc
     err = capsys.readouterr().err
     assert "secret" not in err and "https://***@h/" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["deploy", "--count", "zero"], "Invalid value for '--count'"),
+    (["deploy", "--no-such-flag"], "No such option: --no-such-flag"),
+    (["dploy"], "No such command 'dploy'"),
+])
+def test_a_usage_error_is_one_line_that_says_where_help_is(args, words):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "vmcoreos", *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("vmcoreos: error: "), run.stderr
+    assert words in run.stderr and "--help'" in run.stderr
+
+
+def test_no_command_still_shows_the_help():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "vmcoreos"], capture_output=True, text=True, timeout=60)
+    assert "Commands" in run.stdout + run.stderr and "deploy" in run.stdout + run.stderr

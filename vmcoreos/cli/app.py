@@ -81,8 +81,26 @@ def forbid_core_dumps() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+def one_line_usage_errors() -> None:
+    """A bad flag or value gets one line, like every other refusal, instead of click's usage, hint and error.
+
+    Set by main() only, the process's entry point: a script reading stderr sees one line per problem.
+    `vmcoreos` alone still shows the help (NoArgsIsHelpError shows itself).
+    """
+    from typer._click.exceptions import UsageError
+
+    def show(self, file=None) -> None:
+        command = self.ctx.command_path if self.ctx is not None else "vmcoreos"
+        message = " ".join(self.format_message().split()).rstrip(".")
+        joint = " " if message.endswith("?") else "; "  # "Did you mean 'deploy'? see …"
+        print(f"vmcoreos: error: {message}{joint}see '{command} --help'", file=file or sys.stderr)
+
+    UsageError.show = show
+
+
 def main() -> None:
     forbid_core_dumps()
+    one_line_usage_errors()
     try:
         app()
     except KeyboardInterrupt:
