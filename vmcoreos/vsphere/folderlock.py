@@ -289,8 +289,8 @@ class FolderLock:
         user = self.session.conn.username
         missing = getattr(exc, "privilegeId", None) or privilege
         return (f"{user!r} lacks the privilege {missing} on {on}, which the vSphere lock of a cluster without"
-                f" etcd needs; grant it in a role on that object{also} (see README, \"Running against a real"
-                " vCenter\")")
+                f" etcd needs; grant it in a role on that object{also} (see docs/real-vcenter.md,"
+                " \"Privileges\")")
 
     def _write(self, holder: Holder) -> None:
         try:

@@ -63,5 +63,5 @@ def require(session: Session, placement: Placement, *, linked_clone: bool, lock:
             if not granted.get((entity._moId, priv), False):
                 raise ConfigError(
                     f"{user!r} lacks the privilege {priv} on {what} ({entity._moId}); grant it in a role on that"
-                    " object (see README, \"Running against a real vCenter\") or deploy as a user who has it"
+                    " object (see docs/real-vcenter.md, \"Privileges\") or deploy as a user who has it"
                 )
