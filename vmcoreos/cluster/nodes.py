@@ -46,7 +46,6 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
-    # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
     vms.power_on_many(run.session, made)
 
 

@@ -166,8 +166,10 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         # shadow the extraConfig guestinfo keys for coreos-cloudinit.
         vAppConfigRemoved=True,
     )
+    # powerOn=False: the tool powers nodes on (power_on_many), one owner. vCenter would power the clone
+    # on in a task of its own after the clone task, racing the tool's own PowerOn (InvalidPowerState).
     return vim.vm.CloneSpec(
-        location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
+        location=relocate, config=config, powerOn=False, template=False, snapshot=linked_snapshot
     )
 
 
@@ -325,14 +327,34 @@ def rename_and_mark(session: Session, vm: VmInfo, name: str, extra: dict[str, st
 
 
 def power_on(session: Session, vm: VmInfo) -> None:
-    if vm.power != "poweredOn":
-        _wait(session, [vm.ref.PowerOnVM_Task()], f"powering on {vm.name}")
+    power_on_many(session, [vm])
 
 
 def power_on_many(session: Session, found: list[VmInfo]) -> None:
-    """Power on every VM that is off, with one wait over all their tasks."""
+    """Power on every VM that is off, with one wait over all their tasks.
+
+    The tool alone powers nodes on (clone_spec asks vCenter for no power-on of its own). Yet vCenter
+    can be powering one on meanwhile (an HA restart, someone in the UI): InvalidPowerState is then no
+    failure if a re-read finds the VM on.
+    """
     off = [vm for vm in found if vm.power != "poweredOn"]
-    _wait(session, [vm.ref.PowerOnVM_Task() for vm in off], f"powering on {', '.join(v.name for v in off)}")
+    if not off:
+        return
+    started, raced = [], []
+    for vm in off:
+        try:
+            started.append((vm, vm.ref.PowerOnVM_Task()))
+        except vim.fault.InvalidPowerState:
+            raced.append(vm)
+    with tasks.in_flight.tracking([t for _, t in started]):
+        results = wait_tasks(session, [t for _, t in started], what=f"powering on {', '.join(v.name for v in off)}",
+                             tolerate=(vim.fault.InvalidPowerState,))
+    raced += [vm for (vm, _), r in zip(started, results) if isinstance(r, vim.fault.InvalidPowerState)]
+    still = [vm for vm in refresh_many(session, raced) if vm.power != "poweredOn"]
+    if still:
+        names = ", ".join(vm.name for vm in still)
+        raise VSphereError(f"vCenter refused to power on {names} (InvalidPowerState) and it is {still[0].power};"
+                           " look at its recent tasks in vCenter and run again")
 
 
 def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:

@@ -203,9 +203,19 @@ def _stuck(values: dict, tasks: list, names: list[str] | None) -> str:
     return ", ".join(out)
 
 
+class TaskFailed(VSphereError):
+    """A task ended in error; fault is vCenter's (a NoPermission names the privilege and object)."""
+
+    def __init__(self, message: str, fault):
+        super().__init__(message)
+        self.fault = fault
+
+
 def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, timeout: float | None = None,
-               what: str = "vSphere task", names: list[str] | None = None) -> list:
-    """Wait for every task; raise the first failure as a VSphereError. Returns the results.
+               what: str = "vSphere task", names: list[str] | None = None, tolerate: tuple = ()) -> list:
+    """Wait for every task; raise the first failure as TaskFailed. Returns the results.
+
+    tolerate: fault classes that are no failure here; such a task's result is the fault itself.
 
     No limit on the total time: a batch is given up only when none of its
     tasks changed state or info.progress for `stall` seconds (or, for
@@ -236,8 +246,12 @@ def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, time
             values = watch.values[task]
             if values.get("info.state") == "error":
                 err = values.get("info.error")
-                msg = getattr(err, "localizedMessage", None) or getattr(getattr(err, "fault", None), "msg", None)
-                raise VSphereError(f"{what} failed: {msg or type(getattr(err, 'fault', err)).__name__}")
+                fault = getattr(err, "fault", err)
+                if tolerate and isinstance(fault, tolerate):
+                    results.append(fault)
+                    continue
+                msg = getattr(err, "localizedMessage", None) or getattr(fault, "msg", None)
+                raise TaskFailed(f"{what} failed: {msg or type(fault).__name__}", fault)
             results.append(values.get("info.result"))
         return results
 
