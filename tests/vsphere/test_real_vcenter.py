@@ -243,9 +243,9 @@ def test_with_every_privilege_granted_the_check_passes_and_asks_for_snapshots_on
     privileges.require(session, placement, linked_clone=True)
 
     def asked(linked: bool) -> set[str]:
-        return {p for _, _, privs in privileges.needed(placement, linked_clone=linked) for p in privs}
+        return {n.privilege for _, _, n in privileges.needed(placement, linked_clone=linked)}
 
-    assert asked(True) - asked(False) == {"VirtualMachine.State.CreateSnapshot"}
+    assert asked(True) - asked(False) == {"VirtualMachine.State.CreateSnapshot", "VirtualMachine.Provisioning.MarkAsVM"}
     assert {"Network.Assign", "Datastore.AllocateSpace", "Resource.AssignVMToPool", "VApp.Import"} <= asked(False)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from vmcoreos import naming, state
 from vmcoreos.cluster.run import Run
-from vmcoreos.errors import ConfigError, VSphereError
+from vmcoreos.errors import ConfigError, VmcoreosError, VSphereError
 from vmcoreos.images import source
 from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import importer, inventory, vms
@@ -90,11 +90,15 @@ def plan_image(run: Run, nodes, templates) -> PlannedImage:
     return PlannedImage(release.distro, release.version, name, not any(t.name == name for t in templates))
 
 
-def check_privileges(run: Run) -> None:
-    """Before any download or upload: the user may do everything the run will do, on the objects it touches."""
+def check_privileges(run: Run, templates=()) -> None:
+    """Before any download or upload: the user may do everything the run will do, on the objects it touches.
+
+    templates: the cluster's existing ones, each asked for DeployTemplate itself.
+    """
     from vmcoreos.vsphere import privileges
 
-    privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone)
+    privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone,
+                       templates=[t for t in templates if t.template], warn=run.reporter.warn)
 
 
 def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[], Any], templates,
@@ -181,7 +185,7 @@ def stream_template(run: Run, pending: StreamedOva) -> tuple[source.VerifiedImag
                             name, extra, settings.name)
     except BaseException as exc:
         _remove(run, ref, provisional)
-        if isinstance(exc, Exception) and not isinstance(exc, VSphereError):
+        if isinstance(exc, Exception) and not isinstance(exc, VmcoreosError):
             raise VSphereError(f"could not name the verified import {name}: {getattr(exc, 'msg', exc)}") from None
         raise
     return image, _make_template(run, ref, name, extra, image)
@@ -224,7 +228,7 @@ def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: sourc
         ref.MarkAsTemplate()
     except BaseException as exc:
         _remove(run, ref, name)
-        if isinstance(exc, VSphereError):
+        if isinstance(exc, VmcoreosError):
             raise
         if isinstance(exc, Exception):
             raise VSphereError(f"could not mark {name} as a template: {getattr(exc, 'msg', exc)}") from None

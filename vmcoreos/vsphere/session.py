@@ -330,6 +330,10 @@ def _guard(session: Session) -> None:
                     logged_in = True
                 else:
                     waited += 1
+            except vim.fault.NoPermission as exc:  # after NotAuthenticated, its subclass
+                from vmcoreos.vsphere.denied import permission_denied
+
+                raise permission_denied(session, exc, name) from None
             except (TimeoutError, socket.timeout):
                 raise VSphereError(
                     f"vCenter did not answer {name} within {timeout:.0f}s; it is stalled or overloaded"

@@ -250,6 +250,10 @@ def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, time
                 if tolerate and isinstance(fault, tolerate):
                     results.append(fault)
                     continue
+                if isinstance(fault, vim.fault.NoPermission):
+                    from vmcoreos.vsphere.denied import permission_denied
+
+                    raise permission_denied(session, fault, what)
                 msg = getattr(err, "localizedMessage", None) or getattr(fault, "msg", None)
                 raise TaskFailed(f"{what} failed: {msg or type(fault).__name__}", fault)
             results.append(values.get("info.result"))
