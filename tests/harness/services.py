@@ -96,6 +96,8 @@ class Vcsim:
     deny: tuple[str, ...] = ()  # privilege IDs the user lacks (Priv.Id or Priv.Id@entity-name)
     clone_power_on: str = "spec"
     power_on_delay: float = 0.3
+    datastore_free: int = 0  # strict only: every datastore's free bytes (0: the simulator's)
+    datastore_type: str = ""  # strict only: every datastore's summary.type, e.g. "vsan"
     proc: subprocess.Popen | None = None
     url: str = ""
     thumbprint: str = ""
@@ -133,7 +135,8 @@ class Vcsim:
                      "-task-progress-steps", str(self.task_progress_steps),
                      "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}",
                      "-destroy-delay", f"{self.destroy_delay}s", "-clone-power-on", self.clone_power_on,
-                     "-power-on-delay", f"{self.power_on_delay}s"]
+                     "-power-on-delay", f"{self.power_on_delay}s", "-datastore-free", str(self.datastore_free),
+                     "-datastore-type", self.datastore_type]
             if self.nfc_advertise:
                 args += ["-nfc-advertise", self.nfc_advertise]
         if self.esx:

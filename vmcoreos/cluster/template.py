@@ -106,36 +106,47 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[
     """Refuse before the first upload when the datastore cannot hold what the run writes.
 
     Thin disks take what is written, not their capacity: the import writes the
-    OVA's populated bytes, and a full clone copies the template's committed
-    bytes (a linked clone's child disk starts empty). Each node powered on
-    also gets a swap file of its memory (vmcoreos sets no reservation).
-    Provisioned capacity beyond the free space is only a warning: thin disks
-    can grow into it later. archive() opens the OVA, only when its sizes count: with the template
+    OVA's populated bytes (its disk file's size when the OVF says 0 or nothing,
+    as Flatcar's does), and a full clone copies the template's committed bytes
+    (a linked clone's child disk starts empty). A datastore without thin disks
+    takes every disk's capacity; vSAN writes every byte twice (vsphere/space.py).
+    Each node powered on also gets a swap file of its memory (vmcoreos sets no
+    reservation). Provisioned capacity beyond the free space is only a warning:
+    thin disks can grow into it later. archive() opens the OVA, only when its sizes count: with the template
     present and linked clones nothing of the image is read.
     """
+    from vmcoreos.vsphere import space
+
     settings = run.settings
     gib = 1 << 30
     have = None
     if image is not None:  # None: an image verified as it is imported, which no template holds yet
         name = template_name(settings, image)
         have = next((t for t in templates if t.name == name and t.extra.get(vms.MARK_SHA512) == image.sha512), None)
-    populated = archive().disk_populated() if have is None else 0
+    ds = space.room(run.session, run.placement.datastore)
+    if ds.note:
+        run.reporter.event(f"datastore {settings.vsphere.datastore or 'chosen'}: {ds.note}")
+    if have is None:
+        populated = archive().disk_populated() if ds.thin else archive().disk_capacity()
+    else:
+        populated = 0
     per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
     swap = settings.node.memory_mb << 20
     copies = 0 if settings.node.linked_clone else new_nodes
-    need = (0 if have is not None else populated) + copies * per_clone + new_nodes * swap
-    free = inventory.free_space(run.session, run.placement.datastore)
+    need = ((0 if have is not None else populated) + copies * per_clone + new_nodes * swap) * ds.factor
+    free = ds.free
     where = f"datastore {settings.vsphere.datastore or 'chosen'}"
+    times = f", each byte x{ds.factor} on vSAN" if ds.factor != 1 else ""
     if need > free:
         parts = [] if have is not None else [f"the template import {populated / gib:.1f} GiB"]
         parts += [f"{copies} full clone(s) of {per_clone / gib:.1f} GiB", f"{new_nodes} swap file(s) of {swap / gib:.1f} GiB"]
         raise VSphereError(
-            f"{where} has {free / gib:.1f} GiB free but this run writes {need / gib:.1f} GiB ({', '.join(parts)});"
+            f"{where} has {free / gib:.1f} GiB free but this run writes {need / gib:.1f} GiB ({', '.join(parts)}{times});"
             " free space, pick another datastore (vsphere.datastore), lower the count or node.memory_mb,"
             " or use node.linked_clone: true"
         )
     disks = (0 if have is not None else 1) + copies
-    provisioned = (disks * archive().disk_capacity() if disks else 0) + new_nodes * swap
+    provisioned = ((disks * archive().disk_capacity() if disks else 0) + new_nodes * swap) * ds.factor
     if provisioned > free:
         run.reporter.warn(
             f"{where} has {free / gib:.1f} GiB free, less than the {provisioned / gib:.1f} GiB these thin disks"

@@ -243,7 +243,3 @@ def committed_bytes(session: Session, vm) -> int:
     props = session.retrieve([vm], ["summary.storage.committed"], vim.VirtualMachine)[vm]
     return int(props.get("summary.storage.committed") or 0)
 
-
-def free_space(session: Session, datastore) -> int:
-    summary = session.retrieve([datastore], ["summary.freeSpace"], vim.Datastore)[datastore]
-    return int(summary.get("summary.freeSpace") or 0)

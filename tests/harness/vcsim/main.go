@@ -243,6 +243,8 @@ func main() {
 		"with -strict: \"spec\" powers a clone on when its spec says powerOn, \"always\" powers every clone on, both in a task of its own after the clone task, as vCenter does")
 	powerOnDelay := flag.Duration("power-on-delay", 300*time.Millisecond,
 		"with -strict: how long that power-on task runs; a PowerOnVM_Task meanwhile fails with InvalidPowerState")
+	dsFree := flag.Int64("datastore-free", 0, "with -strict: every datastore has this many bytes free (0: as the simulator says)")
+	dsType := flag.String("datastore-type", "", "with -strict: every datastore's summary.type, e.g. vsan")
 	flag.Parse()
 	if *clonePowerOn != "spec" && *clonePowerOn != "always" {
 		log.Fatalf("bad -clone-power-on %q: want spec or always", *clonePowerOn)
@@ -280,6 +282,7 @@ func main() {
 		simulator.Strict.LeaseTimeout = *leaseTimeout
 		simulator.StrictPower.CloneAlways = *clonePowerOn == "always"
 		simulator.StrictPower.Delay = *powerOnDelay
+		simulator.StrictDatastores(*dsFree, *dsType)
 		addr := *nfcListen
 		if addr == "" {
 			addr = net.JoinHostPort(host, "0")
