@@ -177,3 +177,20 @@ def test_a_linked_clone_shares_its_templates_disk(bed):
         for vm in clones:
             destroy(vm)
         destroy(template)
+
+
+def test_an_object_the_user_may_not_read_answers_with_missing_set(tmp_path):
+    from pyVmomi import vim, vmodl
+
+    for sim, si in running_vcsim(tmp_path / "noread", deny=("System.Read@DC0_C0_RP0_VM0",)):
+        content = si.RetrieveContent()
+        pc = content.propertyCollector
+        vm = content.searchIndex.FindByInventoryPath("DC0/vm/DC0_C0_RP0_VM0")
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=vm)],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])])
+        (obj,) = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions()).objects
+        assert not obj.propSet
+        (missing,) = obj.missingSet
+        assert missing.path == "name" and isinstance(missing.fault, vim.fault.NoPermission)
+        assert missing.fault.privilegeId == "System.Read"

@@ -35,6 +35,26 @@ class ConnectionLost(VSphereError):
         self.method = method
 
 
+class MissingProperty(VSphereError):
+    """vCenter answered a property read with a fault for that property (missingSet), not a value.
+
+    A per-property NoPermission read as "no value" would lead to wrong decisions (govmomi raises these too,
+    vim25/mo/retrieve.go).
+    """
+
+    def __init__(self, obj, missing):
+        fault = getattr(missing, "fault", None)
+        fault = getattr(fault, "fault", fault)
+        kind = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "an unnamed fault"
+        privilege = getattr(fault, "privilegeId", None)
+        why = f"{kind} ({privilege})" if privilege else kind
+        super().__init__(
+            f"vCenter would not give property {missing.path!r} of {type(obj).__name__.rsplit('.', 1)[-1]}"
+            f" {getattr(obj, '_moId', '?')}: {why}; check the user's role on that object"
+        )
+        self.obj, self.path, self.fault = obj, missing.path, fault
+
+
 def api_timeout() -> float:
     try:
         return float(os.environ.get(ENV_API_TIMEOUT) or DEFAULT_API_TIMEOUT)
@@ -237,6 +257,8 @@ class Session:
         result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
         while result is not None:
             for obj in result.objects:
+                if obj.missingSet:
+                    raise MissingProperty(obj.obj, obj.missingSet[0])
                 out[obj.obj] = {p.name: p.val for p in (obj.propSet or [])}
             if not result.token:
                 break

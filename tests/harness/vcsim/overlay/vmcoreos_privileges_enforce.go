@@ -142,3 +142,14 @@ func SetDeniedPrivileges(list string) {
 		}
 	}
 }
+
+// strictReadDenied: a property of an object the user may not read (System.Read
+// denied on it) comes back in missingSet with NoPermission, as vCenter's
+// PropertyCollector answers, not as a value.
+func strictReadDenied(name string, obj types.ManagedObjectReference) *types.MissingProperty {
+	if len(DeniedPrivileges) == 0 || !privilegeDenied(obj, "System.Read") {
+		return nil
+	}
+	return &types.MissingProperty{Path: name, Fault: types.LocalizedMethodFault{
+		Fault: &types.NoPermission{Object: obj, PrivilegeId: "System.Read"}, LocalizedMessage: "Permission to perform this operation was denied."}}
+}
