@@ -27,3 +27,24 @@ def test_a_property_the_user_may_not_read_is_a_typed_error(tmp_path):
     assert err.path == "runtime.powerState" and isinstance(err.fault, vim.fault.NoPermission)
     assert "property 'runtime.powerState' of VirtualMachine vm-" in err.message
     assert "NoPermission (System.Read)" in err.message
+
+
+def test_a_property_read_after_the_session_expired_logs_in_again(tmp_path):
+    import time
+
+    # The strict bed refuses RetrievePropertiesEx without a session (NotAuthenticated), as vCenter does;
+    # the plain simulator would answer it and the re-login would never be needed.
+    sim = Vcsim(tmp_path / "vcsim", strict=True, session_idle=1).start()
+    try:
+        s = session_on(sim)
+        try:
+            root = s.content.rootFolder
+            assert s.retrieve([root], ["name"], vim.Folder)[root]["name"]
+            before = s.generation
+            time.sleep(2.5)
+            assert s.retrieve([root], ["name"], vim.Folder)[root]["name"]
+            assert s.generation == before + 1
+        finally:
+            s.close()
+    finally:
+        sim.stop()
