@@ -7,7 +7,7 @@ from pyVmomi import vim
 
 from tests.harness.services import Vcsim
 from tests.vsphere.test_real_vcenter import session_on
-from vmcoreos.vsphere.session import MissingProperty
+from vmcoreos.vsphere.faults import MissingProperty
 
 pytestmark = pytest.mark.e2e
 

@@ -37,7 +37,7 @@ from vmcoreos import naming
 from vmcoreos.errors import ConfigError, LockedError, VmcoreosError, VSphereError
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.waits import wait_task
-from vmcoreos.vsphere.denied import PermissionDenied
+from vmcoreos.vsphere.faults import PermissionDenied
 
 FIELD = "vmcoreos.lock"
 TTL = 300.0  # seconds a lock outlives its last renewal; the holder renews every TTL/3

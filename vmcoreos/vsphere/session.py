@@ -23,36 +23,9 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, VSphereError
+from vmcoreos.vsphere.faults import ConnectionLost, MissingProperty, permission_denied  # noqa: F401 (re-exported)
 from vmcoreos.settings import Connection
 from vmcoreos.text import reason
-
-
-class ConnectionLost(VSphereError):
-    """The connection dropped during a call that must not be resent blindly."""
-
-    def __init__(self, method: str, reason: str):
-        super().__init__(f"the connection to vCenter dropped during {method} ({reason})")
-        self.method = method
-
-
-class MissingProperty(VSphereError):
-    """vCenter answered a property read with a fault for that property (missingSet), not a value.
-
-    A per-property NoPermission read as "no value" would lead to wrong decisions (govmomi raises these too,
-    vim25/mo/retrieve.go).
-    """
-
-    def __init__(self, obj, missing):
-        fault = getattr(missing, "fault", None)
-        fault = getattr(fault, "fault", fault)
-        kind = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "an unnamed fault"
-        privilege = getattr(fault, "privilegeId", None)
-        why = f"{kind} ({privilege})" if privilege else kind
-        super().__init__(
-            f"vCenter would not give property {missing.path!r} of {type(obj).__name__.rsplit('.', 1)[-1]}"
-            f" {getattr(obj, '_moId', '?')}: {why}; check the user's role on that object"
-        )
-        self.obj, self.path, self.fault = obj, missing.path, fault
 
 
 def api_timeout() -> float:
@@ -252,6 +225,17 @@ class Session:
                 del self._views[(root._moId, kind, recursive)]
 
     def _collect(self, spec) -> dict[Any, dict[str, Any]]:
+        for attempt in (1, 2):
+            generation = self.generation
+            try:
+                return self._collect_once(spec)
+            except MissingProperty as exc:
+                # A NotAuthenticated per property (the simulator's way) is an expired session too.
+                if attempt == 2 or not isinstance(exc.fault, vim.fault.NotAuthenticated):
+                    raise
+                self.relogin(generation)
+
+    def _collect_once(self, spec) -> dict[Any, dict[str, Any]]:
         pc = self.content.propertyCollector
         out: dict[Any, dict[str, Any]] = {}
         result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
@@ -353,8 +337,6 @@ def _guard(session: Session) -> None:
                 else:
                     waited += 1
             except vim.fault.NoPermission as exc:  # after NotAuthenticated, its subclass
-                from vmcoreos.vsphere.denied import permission_denied
-
                 raise permission_denied(session, exc, name) from None
             except (TimeoutError, socket.timeout):
                 raise VSphereError(

@@ -251,7 +251,7 @@ def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, time
                     results.append(fault)
                     continue
                 if isinstance(fault, vim.fault.NoPermission):
-                    from vmcoreos.vsphere.denied import permission_denied
+                    from vmcoreos.vsphere.faults import permission_denied
 
                     raise permission_denied(session, fault, what)
                 msg = getattr(err, "localizedMessage", None) or getattr(fault, "msg", None)

@@ -1,6 +1,7 @@
-"""A privilege vCenter refused on a call: one line naming the privilege and the object, exit 2.
+"""Faults vCenter answers that must not read as "no value" or a traceback: typed errors naming what and where.
 
-The up-front check (vsphere/privileges.py) should leave nothing to refuse; this is for what it cannot
+PermissionDenied: a privilege vCenter refused on a call, one line naming the privilege and the object,
+exit 2. The up-front check (vsphere/privileges.py) should leave nothing to refuse; this is for what it cannot
 see (a permission changed mid-run, a privilege vCenter asks for that the list lacks). Raised by the
 session's call wrapper for a NoPermission fault, and by the task waits for a task that failed with one.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from vmcoreos.errors import ConfigError
+from vmcoreos.errors import ConfigError, VSphereError
 
 DOCS = "see docs/real-vcenter.md, \"Privileges\""
 
@@ -47,3 +48,31 @@ def permission_denied(session, fault, doing: str) -> PermissionDenied:
         f" role on that object or deploy as a user who has it ({DOCS})",
         privilege, obj,
     )
+
+
+class MissingProperty(VSphereError):
+    """vCenter answered a property read with a fault for that property (missingSet), not a value.
+
+    A per-property NoPermission read as "no value" would lead to wrong decisions (govmomi raises these too,
+    vim25/mo/retrieve.go).
+    """
+
+    def __init__(self, obj, missing):
+        fault = getattr(missing, "fault", None)
+        fault = getattr(fault, "fault", fault)
+        kind = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "an unnamed fault"
+        privilege = getattr(fault, "privilegeId", None)
+        why = f"{kind} ({privilege})" if privilege else kind
+        super().__init__(
+            f"vCenter would not give property {missing.path!r} of {type(obj).__name__.rsplit('.', 1)[-1]}"
+            f" {getattr(obj, '_moId', '?')}: {why}; check the user's role on that object"
+        )
+        self.obj, self.path, self.fault = obj, missing.path, fault
+
+
+class ConnectionLost(VSphereError):
+    """The connection dropped during a call that must not be resent blindly."""
+
+    def __init__(self, method: str, reason: str):
+        super().__init__(f"the connection to vCenter dropped during {method} ({reason})")
+        self.method = method
