@@ -38,34 +38,33 @@ def twin_datacenters(tmp_path_factory):
         sim.stop()
 
 
-def test_two_datacenters_of_one_name_are_refused_naming_both_paths(twin_datacenters):
-    s = session_on(twin_datacenters)
+def _refused(sim, kind, **fields) -> str:
+    s = session_on(sim)
     try:
-        with pytest.raises(VSphereError) as raised:
-            inventory.locate(s, target())
+        with pytest.raises(kind) as raised:
+            inventory.locate(s, target(**fields))
     finally:
         s.close()
-    assert "datacenter 'DC0' (vsphere.datacenter) resolves to 2 objects: DC0; lab/DC0" in raised.value.message
-    assert "set vsphere.datacenter to one of these paths" in raised.value.message
+    return raised.value.message
+
+
+def test_two_datacenters_of_one_name_are_refused_naming_both_paths(twin_datacenters):
+    message = _refused(twin_datacenters, VSphereError)
+    assert "datacenter 'DC0' (vsphere.datacenter) resolves to 2 objects: DC0; lab/DC0" in message
+    assert "set vsphere.datacenter to one of these paths" in message
 
 
 def test_a_datacenter_path_picks_one(twin_datacenters):
+    # The empty one in lab has no cluster DC0_C0.
+    assert "cluster 'DC0_C0' (vsphere.cluster) does not exist" in _refused(twin_datacenters, VSphereError,
+                                                                          datacenter="lab/DC0")
     s = session_on(twin_datacenters)
     try:
-        with pytest.raises(VSphereError) as raised:  # the empty one in lab has no cluster DC0_C0
-            inventory.locate(s, target(datacenter="lab/DC0"))
-        assert "cluster 'DC0_C0' (vsphere.cluster) does not exist" in raised.value.message
-        placement = inventory.locate(s, target(datacenter="/DC0"))
-        assert placement.cluster_name == "DC0_C0"
+        assert inventory.locate(s, target(datacenter="/DC0")).cluster_name == "DC0_C0"
     finally:
         s.close()
 
 
 def test_a_vapp_as_the_resource_pool_is_refused(twin_datacenters):
-    s = session_on(twin_datacenters)
-    try:
-        with pytest.raises(ConfigError) as raised:
-            inventory.locate(s, target(datacenter="/DC0", resource_pool="app"))
-    finally:
-        s.close()
-    assert "vsphere.resource_pool 'app' is a vApp" in raised.value.message and "\n" not in raised.value.message
+    message = _refused(twin_datacenters, ConfigError, datacenter="/DC0", resource_pool="app")
+    assert "vsphere.resource_pool 'app' is a vApp" in message and "\n" not in message
