@@ -44,6 +44,15 @@ import (
 )
 
 func selfSigned(host, name string) (tls.Certificate, []byte) {
+	return selfSignedUntil(host, name, time.Now().Add(24*time.Hour))
+}
+
+// selfSignedUntil: a certificate valid from a day before notAfter (or an hour ago) until notAfter.
+func selfSignedUntil(host, name string, notAfter time.Time) (tls.Certificate, []byte) {
+	notBefore := time.Now().Add(-time.Hour)
+	if notAfter.Before(notBefore) {
+		notBefore = notAfter.Add(-24 * time.Hour)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		log.Fatal(err)
@@ -51,8 +60,8 @@ func selfSigned(host, name string) (tls.Certificate, []byte) {
 	tmpl := x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -225,6 +234,7 @@ func main() {
 	nfcAdvertise := flag.String("nfc-advertise", "",
 		"with -strict: the host:port leases name for NFC (default: the NFC listener's), e.g. a fault proxy in front of it")
 	nfcCertOut := flag.String("nfc-cert-out", "", "with -strict: write the NFC host's certificate (PEM) here")
+	nfcCertExpired := flag.Bool("nfc-cert-expired", false, "with -strict: the NFC host's certificate expired an hour ago")
 	taskDelay := flag.Duration("task-delay", 0,
 		"with -strict: clone tasks run this long in the background, cancelable, and register the VM only at the end")
 	taskProgressSteps := flag.Int("task-progress-steps", 0,
@@ -287,7 +297,7 @@ func main() {
 		if addr == "" {
 			addr = net.JoinHostPort(host, "0")
 		}
-		nfc = startNfcHost(addr, *nfcCertOut)
+		nfc = startNfcHost(addr, *nfcCertOut, *nfcCertExpired)
 		defer nfc.server.Close()
 		simulator.Strict.NfcHost = nfc.addr
 		if *nfcAdvertise != "" {
@@ -386,12 +396,16 @@ type nfcHost struct {
 	thumbprint string
 }
 
-func startNfcHost(addr, certOut string) *nfcHost {
+func startNfcHost(addr, certOut string, expired bool) *nfcHost {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		log.Fatalf("bad -nfc-listen %q: %v", addr, err)
 	}
-	pair, certPEM := selfSigned(host, "esxi-host-vmcoreos")
+	notAfter := time.Now().Add(24 * time.Hour)
+	if expired {
+		notAfter = time.Now().Add(-time.Hour) // expired an hour ago
+	}
+	pair, certPEM := selfSignedUntil(host, "esxi-host-vmcoreos", notAfter)
 	if certOut != "" {
 		if err := ioutil.WriteFile(certOut, certPEM, 0o644); err != nil {
 			log.Fatal(err)
