@@ -107,3 +107,28 @@ def test_a_privilege_refused_later_is_one_line_exit_2_and_the_half_made_template
     assert last.startswith("vmcoreos: error:")
     assert re.search(rf"lacks the privilege VirtualMachine\.Config\.Rename on VM '{provisional}' \(vm-\d+\)", last)
     assert left == []
+
+
+@pytest.mark.e2e
+def test_deploy_template_is_asked_on_the_template_itself(tmp_path):
+    from pyVmomi import vim
+
+    from vmcoreos.vsphere import vms
+
+    sim = _start(tmp_path, "VirtualMachine.Provisioning.DeployTemplate@DC0_C0_RP0_VM0")
+    try:
+        s = session_on(sim)
+        try:
+            placement = inventory.locate(s, target())
+            privileges.require(s, placement, linked_clone=False)  # the folder grants it
+            ref = next(o for o, p in s.retrieve_all(s.content.rootFolder, vim.VirtualMachine, ["name"]).items()
+                       if p["name"] == "DC0_C0_RP0_VM0")
+            template = vms.VmInfo(ref, "DC0_C0_RP0_VM0", True, "poweredOff", None, None)
+            with pytest.raises(ConfigError) as raised:
+                privileges.require(s, placement, linked_clone=False, templates=[template])
+        finally:
+            s.close()
+    finally:
+        sim.stop()
+    assert re.search(r"lacks the privilege VirtualMachine\.Provisioning\.DeployTemplate on template DC0_C0_RP0_VM0"
+                     r" \(vm-\d+\): cloning it", raised.value.message)
