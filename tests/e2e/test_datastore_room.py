@@ -67,3 +67,14 @@ def test_vsan_counts_every_byte_twice_and_says_so(cli, tmp_path, subnet, flatcar
     line = _refused(run, made)
     assert "each byte x2 on vSAN" in line
     assert "FTT=1, RAID-1" in run.stderr and "does not read the policy (PBM)" in run.stderr
+
+
+def test_without_thin_provisioning_every_disk_counts_its_capacity(cli, tmp_path, subnet, signer):
+    from tests.conftest import signed_image
+
+    # 8 MiB written, 1 GiB provisioned: thin, four disks fit in 1 GiB and the swaps; thick, they do not.
+    (tmp_path / "ova").mkdir()
+    ova = signed_image(tmp_path / "ova", signer, disk_bytes=DISK, capacity_bytes=1 << 30)
+    run, made = _deploy_on(cli, tmp_path, subnet, ova, datastore_free=SWAPS + (1 << 30), datastore_thick=True)
+    line = _refused(run, made)
+    assert "the template import 1.0 GiB" in line and "3 full clone(s) of 1.0 GiB" in line

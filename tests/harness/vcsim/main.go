@@ -255,6 +255,7 @@ func main() {
 		"with -strict: how long that power-on task runs; a PowerOnVM_Task meanwhile fails with InvalidPowerState")
 	dsFree := flag.Int64("datastore-free", 0, "with -strict: every datastore has this many bytes free (0: as the simulator says)")
 	dsType := flag.String("datastore-type", "", "with -strict: every datastore's summary.type, e.g. vsan")
+	dsThick := flag.Bool("datastore-thick", false, "with -strict: no datastore has thin provisioning")
 	flag.Parse()
 	if *clonePowerOn != "spec" && *clonePowerOn != "always" {
 		log.Fatalf("bad -clone-power-on %q: want spec or always", *clonePowerOn)
@@ -292,7 +293,7 @@ func main() {
 		simulator.Strict.LeaseTimeout = *leaseTimeout
 		simulator.StrictPower.CloneAlways = *clonePowerOn == "always"
 		simulator.StrictPower.Delay = *powerOnDelay
-		simulator.StrictDatastores(*dsFree, *dsType)
+		simulator.StrictDatastores(*dsFree, *dsType, *dsThick)
 		addr := *nfcListen
 		if addr == "" {
 			addr = net.JoinHostPort(host, "0")
