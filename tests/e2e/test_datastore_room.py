@@ -1,7 +1,8 @@
-"""The room check counts a real Flatcar OVA (populatedSize="0": unknown) and vSAN's second copy, before any upload.
+"""The room check counts a real Flatcar OVA (populatedSize="0": unknown) and vSAN's copies, before any upload.
 
-The strict bed's datastores are made as small as each test needs (Vcsim(datastore_free=...)), and vSAN by
-type (datastore_type="vsan"); the OVA builder writes populatedSize="0" like Flatcar's OVF template.
+The strict bed's datastores are made as small as each test needs (Vcsim(datastore_free=...)), vSAN by type
+(datastore_type="vsan") with its default policy's FTT in PBM (vsan_ftt), or without thin provisioning
+(datastore_thick); the OVA builder writes populatedSize="0" like Flatcar's OVF template.
 """
 
 from __future__ import annotations
@@ -61,12 +62,22 @@ def test_a_flatcar_shaped_ova_on_a_datastore_too_small_is_refused_before_the_upl
     assert "this run writes" in line and "the template import" in line and "3 full clone(s)" in line
 
 
-def test_vsan_counts_every_byte_twice_and_says_so(cli, tmp_path, subnet, flatcar_ova):
+def test_vsan_counts_what_its_default_policy_writes_read_through_pbm(cli, tmp_path, subnet, flatcar_ova):
+    # FTT=2 RAID-1 keeps three copies: room for twice the bytes is not enough.
+    run, made = _deploy_on(cli, tmp_path, subnet, flatcar_ova, datastore_free=2 * (SWAPS + 4 * DISK),
+                           datastore_type="vsan", vsan_ftt=2)
+    line = _refused(run, made)
+    assert "each byte x3 on vSAN" in line
+    assert "default storage policy 'vSAN Default Storage Policy' (FTT=2, RAID-1) writes every byte x3" in run.stderr
+
+
+def test_vsan_without_a_policy_from_pbm_assumes_two_copies_and_says_so(cli, tmp_path, subnet, flatcar_ova):
     # Raw, everything fits (4 disks and the swaps); written twice, it does not.
-    run, made = _deploy_on(cli, tmp_path, subnet, flatcar_ova, datastore_free=SWAPS + 6 * DISK, datastore_type="vsan")
+    run, made = _deploy_on(cli, tmp_path, subnet, flatcar_ova, datastore_free=SWAPS + 6 * DISK, datastore_type="vsan",
+                           vsan_ftt=0)
     line = _refused(run, made)
     assert "each byte x2 on vSAN" in line
-    assert "FTT=1, RAID-1" in run.stderr and "does not read the policy (PBM)" in run.stderr
+    assert "PBM names no default storage policy for it" in run.stderr and "(FTT=1, RAID-1)" in run.stderr
 
 
 def test_without_thin_provisioning_every_disk_counts_its_capacity(cli, tmp_path, subnet, signer):

@@ -98,6 +98,7 @@ class Vcsim:
     power_on_delay: float = 0.3
     datastore_free: int = 0  # strict only: every datastore's free bytes (0: the simulator's)
     datastore_type: str = ""  # strict only: every datastore's summary.type, e.g. "vsan"
+    vsan_ftt: int = 1  # strict only: FTT of the vSAN default policy PBM names (0: PBM names none)
     datastore_thick: bool = False  # strict only: no datastore has thin provisioning
     nfc_cert_expired: bool = False  # strict only: the NFC host's certificate expired an hour ago
     proc: subprocess.Popen | None = None
@@ -139,7 +140,7 @@ class Vcsim:
                      "-destroy-delay", f"{self.destroy_delay}s", "-clone-power-on", self.clone_power_on,
                      "-power-on-delay", f"{self.power_on_delay}s", "-datastore-free", str(self.datastore_free),
                      "-datastore-type", self.datastore_type, f"-nfc-cert-expired={str(self.nfc_cert_expired).lower()}",
-                     f"-datastore-thick={str(self.datastore_thick).lower()}"]
+                     f"-datastore-thick={str(self.datastore_thick).lower()}", "-vsan-ftt", str(self.vsan_ftt)]
             if self.nfc_advertise:
                 args += ["-nfc-advertise", self.nfc_advertise]
         if self.esx:

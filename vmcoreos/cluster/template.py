@@ -133,10 +133,10 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[
     per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
     swap = settings.node.memory_mb << 20
     copies = 0 if settings.node.linked_clone else new_nodes
-    need = ((0 if have is not None else populated) + copies * per_clone + new_nodes * swap) * ds.factor
+    need = ds.charge((0 if have is not None else populated) + copies * per_clone + new_nodes * swap)
     free = ds.free
     where = f"datastore {settings.vsphere.datastore or 'chosen'}"
-    times = f", each byte x{ds.factor} on vSAN" if ds.factor != 1 else ""
+    times = f", each byte x{space.factor_text(ds.factor)} on vSAN" if ds.factor != 1 else ""
     if need > free:
         parts = [] if have is not None else [f"the template import {populated / gib:.1f} GiB"]
         parts += [f"{copies} full clone(s) of {per_clone / gib:.1f} GiB", f"{new_nodes} swap file(s) of {swap / gib:.1f} GiB"]
@@ -146,7 +146,7 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[
             " or use node.linked_clone: true"
         )
     disks = (0 if have is not None else 1) + copies
-    provisioned = ((disks * archive().disk_capacity() if disks else 0) + new_nodes * swap) * ds.factor
+    provisioned = ds.charge((disks * archive().disk_capacity() if disks else 0) + new_nodes * swap)
     if provisioned > free:
         run.reporter.warn(
             f"{where} has {free / gib:.1f} GiB free, less than the {provisioned / gib:.1f} GiB these thin disks"

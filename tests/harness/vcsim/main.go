@@ -37,6 +37,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/object"
+	pbmsim "github.com/vmware/govmomi/pbm/simulator"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
@@ -255,8 +256,11 @@ func main() {
 		"with -strict: how long that power-on task runs; a PowerOnVM_Task meanwhile fails with InvalidPowerState")
 	dsFree := flag.Int64("datastore-free", 0, "with -strict: every datastore has this many bytes free (0: as the simulator says)")
 	dsType := flag.String("datastore-type", "", "with -strict: every datastore's summary.type, e.g. vsan")
+	vsanFTT := flag.Int("vsan-ftt", 1,
+		"hostFailuresToTolerate of the vSAN Default Storage Policy PBM names for a vSAN datastore (0: PBM names none)")
 	dsThick := flag.Bool("datastore-thick", false, "with -strict: no datastore has thin provisioning")
 	flag.Parse()
+	pbmsim.VsanFTT = int32(*vsanFTT)
 	if *clonePowerOn != "spec" && *clonePowerOn != "always" {
 		log.Fatalf("bad -clone-power-on %q: want spec or always", *clonePowerOn)
 	}
@@ -309,6 +313,7 @@ func main() {
 
 	pair, certPEM := selfSigned(host, "vcsim-vmcoreos")
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	model.Service.RegisterEndpoints = true // PBM (/pbm/sdk), the one endpoint package imported
 	// Explicit credentials: with the default ones vcsim accepts any non-empty login,
 	// so a wrong password could never be tested.
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
