@@ -12,6 +12,26 @@ from vmcoreos.vsphere.faults import MissingProperty
 pytestmark = pytest.mark.e2e
 
 
+def test_a_property_a_wait_may_not_read_is_a_typed_error(tmp_path):
+    import time
+
+    from vmcoreos.vsphere.waits import Watch
+
+    sim = Vcsim(tmp_path / "vcsim", strict=True, deny=("System.Read@DC0_C0_RP0_VM0",)).start()
+    try:
+        s = session_on(sim)
+        try:
+            vm = s.content.searchIndex.FindByInventoryPath("DC0/vm/DC0_C0_RP0_VM0")
+            with pytest.raises(MissingProperty) as raised:
+                with Watch(s, [vm], ["runtime.powerState"], vim.VirtualMachine) as watch:
+                    watch.until(lambda values: False, time.monotonic() + 5, "the test's wait")
+        finally:
+            s.close()
+    finally:
+        sim.stop()
+    assert raised.value.path == "runtime.powerState" and "NoPermission (System.Read)" in raised.value.message
+
+
 def test_a_property_the_user_may_not_read_is_a_typed_error(tmp_path):
     sim = Vcsim(tmp_path / "vcsim", strict=True, deny=("System.Read@DC0_C0_RP0_VM0",)).start()
     try:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VSphereError
+from vmcoreos.vsphere.faults import MissingProperty, permission_denied
 from vmcoreos.vsphere.session import Session, poll_seconds
 
 PC = vmodl.query.PropertyCollector
@@ -131,6 +132,8 @@ class Watch:
                     if obj.kind == "leave":
                         self.values[obj.obj] = {"_gone": True}
                         continue
+                    if obj.missingSet:  # a property vCenter would not give is an error, never "no value"
+                        raise MissingProperty(obj.obj, obj.missingSet[0])
                     props = self.values.setdefault(obj.obj, {})
                     for change in obj.changeSet or []:
                         if change.op in ("remove", "indirectRemove"):
@@ -251,8 +254,6 @@ def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, time
                     results.append(fault)
                     continue
                 if isinstance(fault, vim.fault.NoPermission):
-                    from vmcoreos.vsphere.faults import permission_denied
-
                     raise permission_denied(session, fault, what)
                 msg = getattr(err, "localizedMessage", None) or getattr(fault, "msg", None)
                 raise TaskFailed(f"{what} failed: {msg or type(fault).__name__}", fault)
