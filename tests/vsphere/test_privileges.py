@@ -93,9 +93,13 @@ def test_without_modify_cluster_the_run_warns_and_goes_on(tmp_path):
 def test_a_privilege_refused_later_is_one_line_exit_2_and_the_half_made_template_is_gone(cli, tmp_path, signed_ova):
     from tests.e2e.helpers import inventory as vms_in
 
-    # Denied on the provisional import only, which the up-front check cannot ask about: it does not exist yet.
-    provisional = naming.template_name("rv", "flatcar", "importing")
-    sim = _start(tmp_path, f"VirtualMachine.Config.Rename@{provisional}")
+    # Denied on the imported VM only, which the up-front check cannot ask about: it does not exist yet. Whether
+    # this run verifies the OVA as it uploads (then renames the import) or not, that VM gets the template's name.
+    import hashlib
+
+    sha512 = hashlib.sha512(signed_ova["ova"].read_bytes()).hexdigest()
+    name = naming.template_name("rv", "flatcar", f"local-{sha512[:12]}")
+    sim = _start(tmp_path, f"VirtualMachine.Provisioning.MarkAsTemplate@{name}")
     try:
         run = _deploy(cli, sim, tmp_path, signed_ova)
         left = [n for n, v in vms_in(sim).items() if v["extra"].get("vmcoreos.cluster") == "rv"]
@@ -105,7 +109,8 @@ def test_a_privilege_refused_later_is_one_line_exit_2_and_the_half_made_template
     assert "Traceback" not in run.stderr and "NoPermission" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("vmcoreos: error:")
-    assert re.search(rf"lacks the privilege VirtualMachine\.Config\.Rename on VM '{provisional}' \(vm-\d+\)", last)
+    assert re.search(rf"lacks the privilege VirtualMachine\.Provisioning\.MarkAsTemplate on VM '{name}' \(vm-\d+\)",
+                     last)
     assert left == []
 
 

@@ -29,6 +29,7 @@ class Placement:
     # The host clones and imports go to: vsphere.host, or one chosen on a cluster without DRS.
     # None lets DRS (or a standalone host's own resource) place them.
     host: Any = None
+    compute: Any = None  # the cluster (or a standalone host's compute resource) vsphere.cluster names
 
 
 def _names(session: Session, root, kind) -> dict[str, Any]:
@@ -126,7 +127,8 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     folder = _find_folder(session, props["vmFolder"], target.folder, target.origin("folder"))
     folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
     host = _choose_host(session, compute, cprops, datastore, network, target)
-    return Placement(dc, pool, datastore, network, network_name, folder, cprops["name"], folder_path, host)
+    return Placement(dc, pool, datastore, network, network_name, folder, cprops["name"], folder_path, host,
+                     compute=compute)
 
 
 def _drs_enabled(session: Session, compute) -> bool:

@@ -100,13 +100,10 @@ def needed(placement: Placement, *, linked_clone: bool, lock: bool = False, temp
     return [(entity, what, need) for need in NEEDS if need.when in wanted for entity, what in objects[need.on]]
 
 
-def _cluster_of(session: Session, placement: Placement):
-    """The cluster the pool belongs to (None for a standalone host's): where DRS rules are made."""
-    try:
-        owner = session.retrieve([placement.resource_pool], ["owner"], vim.ResourcePool)[placement.resource_pool].get("owner")
-    except (KeyError, VSphereError):
-        return None
-    return owner if isinstance(owner, vim.ClusterComputeResource) else None
+def _cluster(placement: Placement):
+    """Where DRS rules are made: the placement's cluster; None for a standalone host's compute resource."""
+    compute = getattr(placement, "compute", None)
+    return compute if isinstance(compute, vim.ClusterComputeResource) else None
 
 
 def require(session: Session, placement: Placement, *, linked_clone: bool, lock: bool = False, templates=(),
@@ -116,7 +113,7 @@ def require(session: Session, placement: Placement, *, linked_clone: bool, lock:
     A missing warn_only privilege is told to warn instead, and the run goes on.
     """
     wanted = needed(placement, linked_clone=linked_clone, lock=lock, templates=templates,
-                    cluster=_cluster_of(session, placement))
+                    cluster=_cluster(placement))
     entities = list({e._moId: e for e, _, _ in wanted}.values())
     ids = sorted({n.privilege for _, _, n in wanted})
     manager = session.content.authorizationManager
