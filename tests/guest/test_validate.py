@@ -317,8 +317,6 @@ def test_ignition_syntax_unknown_keys_butane_and_substitution(tmp_path):
         "line 3: error: not valid JSON: Expecting property name enclosed in double quotes"]
 
 
-def test_ignition_spec_1_and_fcos_without_etcd(tmp_path):
+def test_ignition_spec_1(tmp_path):
     assert _problems(tmp_path, '{"ignitionVersion": 1}', name="c.ign")[0].startswith(
         "line 1: error: Ignition spec 1 (ignitionVersion) cannot be merged per node; use spec 3.3.0")
-    found = _problems(tmp_path, _ign("3.4.0"), distro="fedora-coreos", name="c.ign")
-    assert found[0].startswith("error: Fedora CoreOS ships no etcd; define etcd-member.service with its contents")

@@ -1151,6 +1151,10 @@ def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
     specifiers = {"m": machine_id, "H": hostname, "l": hostname, "n": unit,
                   "N": unit.rsplit(".", 1)[0], "p": unit.rsplit(".", 1)[0], "i": "", "b": machine_id}
     env = unit_environment(state, unit, base_unit_env(kind, hostname), specifiers, files, warnings)
+    command = exec_start(state, unit, env)
+    if command and os.path.basename(command[0]) == "podman":
+        # etcd runs in a container: it gets what podman passes in, not the unit's environment.
+        return EtcdPlan(kind=kind, unit=unit, env=podman_etcd_env(command, env, state, unit, files, warnings))
     env.setdefault("ETCD_NAME", hostname or "localhost")  # also under a replaced unit file
     if kind == "etcd":
         env = etcd04_to_etcd3(env, warnings)
@@ -1160,6 +1164,129 @@ def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
     if kind in ("etcd2", "etcd"):
         warnings.append(f"{unit} is not shipped on current Flatcar (use etcd-member.service)")
     return EtcdPlan(kind=kind, unit=unit, env=env)
+
+
+def service_values(state: SystemdState, unit: str, key: str) -> list[str]:
+    """Every value of one [Service] directive across the unit file and its drop-ins; an empty one resets."""
+    values: list[str] = []
+    texts = [state.contents.get(unit, "")]
+    texts += [content for _, content in sorted(state.drop_ins.get(unit, {}).items())]
+    for text in texts:
+        section = ""
+        for line in _logical_lines(text):
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+                continue
+            name, sep, value = line.partition("=")
+            if sep and section == "Service" and name.strip() == key:
+                values = values + [value.strip()] if value.strip() else []
+    return values
+
+
+def exec_words(line: str, env: Mapping[str, str]) -> list[str]:
+    """One Exec*= line as systemd runs it: a leading -/@/+/! prefix dropped, ${VAR} and $VAR words expanded."""
+    line = line.lstrip("-@+!:")
+    words = shlex.split(line)
+    out = []
+    for word in words:
+        if re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", word):  # $VAR alone: split on whitespace, dropped if empty
+            out += env.get(word[1:], "").split()
+            continue
+        out.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
+    return out
+
+
+def exec_start(state: SystemdState, unit: str, env: Mapping[str, str]) -> list[str] | None:
+    starts = service_values(state, unit, "ExecStart")
+    return exec_words(starts[-1], env) if starts else None
+
+
+# podman run options that take a value (podman-run(1)); the rest used here are flags.
+_PODMAN_VALUED = {"--name", "--network", "--net", "-v", "--volume", "-e", "--env", "--env-file", "--restart",
+                  "-p", "--publish", "--pull", "--user", "-u", "--entrypoint", "--label", "-l", "--log-driver",
+                  "--security-opt", "--cap-add", "--cap-drop", "-w", "--workdir", "--hostname", "-h", "--sdnotify",
+                  "--stop-timeout", "--cgroups"}
+
+
+def podman_etcd_env(command: list[str], unit_env: Mapping[str, str], state: SystemdState, unit: str,
+                    files: Mapping[str, bytes], warnings: list[str]) -> dict[str, str]:
+    """etcd's environment inside `podman run …`: only --env-host, --env-file and --env reach it (podman-run(1)),
+    in that order of precedence; the unit's Environment= stays with podman. What would stop the real
+    container (a missing --env-file or host directory, a data volume SELinux denies, no host network) is
+    a GuestError."""
+    if command[1:2] != ["run"]:
+        raise GuestError(f"Failed to start {unit}: guestsim models only `podman run`")
+    opts: list[tuple[str, str | None]] = []
+    i = 2
+    while i < len(command) and command[i].startswith("-"):
+        name, sep, value = command[i].partition("=")
+        if not sep and name in _PODMAN_VALUED:
+            i += 1
+            value = command[i] if i < len(command) else ""
+        opts.append((name, value if (sep or name in _PODMAN_VALUED) else None))
+        i += 1
+    if i >= len(command):
+        raise GuestError(f"Failed to start {unit}: podman run: requires at least 1 arg (the image)")
+    image, argv = command[i], command[i + 1:]
+    _pull_etcd_image({"ETCD_IMAGE": image})
+    env: dict[str, str] = {}
+    if any(name == "--env-host" for name, _ in opts):
+        env.update(unit_env)
+    for name, value in opts:
+        if name == "--env-file":
+            if value not in files:
+                raise GuestError(f"Failed to start {unit}: podman: open {value}: no such file or directory")
+            env.update(parse_podman_env_file(files[value].decode("utf-8", "replace")))
+    for name, value in opts:
+        if name in ("-e", "--env"):
+            env.update(_podman_env_option(value or "", unit_env))
+    networks = [value for name, value in opts if name in ("--network", "--net")]
+    if networks[-1:] != ["host"]:
+        raise GuestError(f"Failed to start {unit}: etcd's container is not on the host network, so no peer or"
+                         " client reaches its ports (podman run --network host)")
+    pre = [exec_words(line, unit_env) for line in service_values(state, unit, "ExecStartPre")]
+    made = {w for words in pre if words[:1] in (["/usr/bin/mkdir"], ["mkdir"]) for w in words[1:]}
+    data_dir = env.get("ETCD_DATA_DIR", "/default.etcd")
+    on_volume = False
+    for name, value in opts:
+        if name not in ("-v", "--volume"):
+            continue
+        host, _, rest = (value or "").partition(":")
+        target, _, options = rest.partition(":")
+        if host.startswith("/") and host not in made:
+            raise GuestError(f"Failed to start {unit}: podman: statfs {host}: no such file or directory")
+        if data_dir == target or data_dir.startswith(target.rstrip("/") + "/"):
+            on_volume = True
+            if not {"z", "Z"} & set(options.split(",")):
+                raise GuestError(f"{unit}: etcd: open {data_dir}: permission denied (SELinux: a volume without"
+                                 " :z or :Z keeps the host's label, which the container may not write)")
+    if not on_volume:
+        warnings.append(f"{unit}: etcd's data dir {data_dir} is inside the container: it is lost at every restart")
+    if argv and os.path.basename(argv[0]) == "etcd":
+        env = etcd_opts_to_env({**env, "ETCD_OPTS": shlex.join(argv[1:])})
+    return env
+
+
+def _podman_env_option(value: str, unit_env: Mapping[str, str]) -> dict[str, str]:
+    """One --env: NAME=VALUE; NAME (podman's own value, dropped if unset); PREFIX* (every match of podman's)."""
+    name, sep, val = value.partition("=")
+    if sep:
+        return {name: val}
+    if name.endswith("*"):
+        return {k: v for k, v in unit_env.items() if k.startswith(name[:-1])}
+    return {name: unit_env[name]} if name in unit_env else {}
+
+
+def parse_podman_env_file(text: str) -> dict[str, str]:
+    """podman's --env-file: KEY=VALUE lines taken literally (quotes stay part of the value), # comments."""
+    env = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if sep:
+            env[name.strip()] = value
+    return env
 
 
 # The ETCD_* variables etcd 0.4 reads (its config.go env tags) that etcd 3 takes under the same name.
@@ -1484,6 +1611,10 @@ def _apply_ignition_units(result: BootResult, ign: IgnitionConfig, machine_id: s
     # Ignition only enables units; enabled ones start on this very first boot.
     for unit in ign.units:
         if unit.name in ETCD_UNITS and unit.enable and not unit.mask:
+            if unit.name in state.contents and "[Install]" not in state.contents[unit.name]:
+                # systemctl preset/enable: "The unit files have no installation config"; nothing starts it.
+                result.warnings.append(f"{unit.name} is enabled but has no [Install] section: it does not start")
+                continue
             state.start(unit.name)
         elif unit.name in ETCD_UNITS and unit.drop_ins and not unit.enable:
             result.warnings.append(f"{unit.name} is configured but not enabled: it will not start")

@@ -18,6 +18,7 @@ import urllib.parse
 
 import yaml
 
+from vmcoreos.guest import podman
 from vmcoreos.guest.cloudconfig import environment_lines, unit_value
 from vmcoreos.guest.validate import ERROR, WARNING, Finding
 
@@ -28,7 +29,7 @@ NETWORKD_FILE = "/etc/systemd/network/00-vmcoreos.network"
 NM_FILE = "/etc/NetworkManager/system-connections/vmcoreos.nmconnection"
 NETWORKD_UNIT = "00-vmcoreos.network"
 # Paths vmcoreos writes per node; render shows these, and masks every other file's contents.
-OWN_PATHS = (HOSTNAME_PATH, NETWORKD_FILE, NM_FILE)
+OWN_PATHS = (HOSTNAME_PATH, NETWORKD_FILE, NM_FILE, podman.MEMBER_ENV)
 
 # Accepted spec versions (coreos-facts §4.4).
 _V3 = tuple(f"3.{m}.0" for m in range(7)) + ("3.7.0-experimental",)
@@ -220,12 +221,13 @@ def checks_for_settings(doc: dict, text: str, *, distro: str, version: str | Non
                            " newer release or a cloud-config"))
     units = ((doc.get("systemd") or {}).get("units") or []) if isinstance(doc.get("systemd"), dict) else []
     member = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
-    if distro == "fedora-coreos" and not (member and member.get("contents")):
-        idx = units.index(member) if member in units else None
-        line = lines.get(("systemd", "units", idx), 0) if idx is not None else 0
-        out.append(Finding(line, ERROR, f"Fedora CoreOS ships no etcd; define {MEMBER_UNIT} with its contents"
-                           " (e.g. running the etcd container with podman) so vmcoreos' drop-in has a unit to"
-                           " configure"))
+    contents = str(member.get("contents") or "") if member else ""
+    if distro == "fedora-coreos" and "podman" in contents and not podman.passes_membership(contents):
+        line = lines.get(("systemd", "units", units.index(member), "contents"), 0)
+        out.append(Finding(line, ERROR, f"{MEMBER_UNIT} runs podman but hands none of vmcoreos's membership to the"
+                           " container (podman passes a variable in only with --env, --env-file or --env-host, never"
+                           f" the unit's Environment=); add --env-file {podman.MEMBER_ENV} to its podman run, or"
+                           " leave the unit out and vmcoreos supplies one"))
     for i, unit in enumerate(units):
         if isinstance(unit, dict) and unit.get("name") == MEMBER_UNIT and unit.get("mask"):
             out.append(Finding(lines.get(("systemd", "units", i, "mask"), 0), ERROR,
@@ -283,6 +285,7 @@ def merge_node(
     gateway=None,
     dns=(),
     iface: str = "ens192",
+    image: str | None = None,
 ) -> dict:
     """A copy of the user's Ignition config with this node's hostname, network and etcd drop-in."""
     out = copy.deepcopy(doc)
@@ -299,20 +302,41 @@ def merge_node(
             networkd = out.setdefault("networkd", {})
             units = [u for u in networkd.get("units") or [] if not (isinstance(u, dict) and u.get("name") == NETWORKD_UNIT)]
             networkd["units"] = units + [{"name": NETWORKD_UNIT, "contents": networkd_unit(address, gateway, dns)}]
+    if env is not None and distro == "fedora-coreos":
+        files.append(_file(major, podman.MEMBER_ENV, podman.env_file(_container_env(out, env)), 0o644))
     storage["files"] = files
     if env is not None:
-        systemd = out.setdefault("systemd", {})
-        units = systemd.setdefault("units", [])
-        unit = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
-        if unit is None:
-            unit = {"name": MEMBER_UNIT}
-            units.append(unit)
-        enable_key = "enable" if (out.get("ignition") or {}).get("version") == "2.0.0" else "enabled"
-        unit.setdefault(enable_key, True)
-        dropins = [d for d in unit.get("dropins") or [] if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)]
-        contents = "[Service]\n" + environment_lines(env)
-        unit["dropins"] = dropins + [{"name": MEMBER_DROPIN, "contents": contents}]
+        _member_unit(out, distro=distro, env=env, image=image)
     return out
+
+
+def _container_env(doc: dict, env: dict[str, str]) -> dict[str, str]:
+    """What etcd's container gets from the env file: the user's ETCD_* (which a podman unit would not pass) and ours."""
+    merged = {**user_env(doc), **env}
+    merged.pop("ETCD_IMAGE", None)  # the unit's image, not etcd's setting
+    return merged
+
+
+def _member_unit(out: dict, *, distro: str, env: dict[str, str], image: str | None) -> None:
+    """Enable etcd-member.service with our drop-in; on Fedora CoreOS supply the unit unless the user wrote one."""
+    systemd = out.setdefault("systemd", {})
+    units = systemd.setdefault("units", [])
+    unit = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
+    if unit is None:
+        unit = {"name": MEMBER_UNIT}
+        units.append(unit)
+    enable_key = "enable" if (out.get("ignition") or {}).get("version") == "2.0.0" else "enabled"
+    unit.setdefault(enable_key, True)
+    dropins = [d for d in unit.get("dropins") or [] if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)]
+    if distro == "fedora-coreos" and not unit.get("contents"):
+        # Ours passes the env file to the container; a drop-in's Environment= would reach only podman.
+        unit["contents"] = podman.member_unit(image)
+    else:
+        dropins.append({"name": MEMBER_DROPIN, "contents": "[Service]\n" + environment_lines(env)})
+    if dropins:
+        unit["dropins"] = dropins
+    else:
+        unit.pop("dropins", None)
 
 
 def user_env(doc: dict) -> dict[str, str]:

@@ -144,7 +144,7 @@ def _ignition_node(settings, user, name, address, membership) -> tuple[str, dict
         env = cloudconfig.member_env(membership, ignition.user_env(user.doc))
     doc = ignition.merge_node(
         user.doc, distro=distro, hostname=name, env=env, address=address, gateway=net.gateway, dns=net.dns,
-        iface=guestinfo.KARGS_INTERFACE,
+        iface=guestinfo.KARGS_INTERFACE, image=settings.etcd.image,
     )
     text = ignition.render(doc)
     keys: dict[str, str] = {}
