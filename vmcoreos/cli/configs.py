@@ -105,7 +105,7 @@ def encode(
 def convert(
     ctx: typer.Context,
     file: Path = typer.Argument(..., dir_okay=False, help="The cloud-config to convert (never changed)."),
-    to: str = typer.Option(..., "--to", help="Target: flatcar (etcd-member.service, no fleet)."),
+    to: str = typer.Option("flatcar", "--to", help="Target: flatcar (etcd-member.service, no fleet), the only one."),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", metavar="OUT", help="Write the result here; '-' or none prints it on stdout."
     ),
