@@ -1143,13 +1143,19 @@ def base_unit_env(kind: str, hostname: str) -> dict[str, str]:
 
 
 def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
-              files: Mapping[str, bytes], warnings: list[str]) -> EtcdPlan | None:
+              files: dict[str, bytes], warnings: list[str], links: "list[Link] | None" = None) -> EtcdPlan | None:
+    """The etcd the node runs and its environment. ExecStartPre= scripts the config wrote run first, for
+    real (run_pre_script), and what they write joins files: systemd reads EnvironmentFile= when each
+    command starts, so etcd sees a file its own ExecStartPre= made."""
     unit = state.running
     if unit is None:
         return None
     kind = ETCD_UNITS[unit]
     specifiers = {"m": machine_id, "H": hostname, "l": hostname, "n": unit,
                   "N": unit.rsplit(".", 1)[0], "p": unit.rsplit(".", 1)[0], "i": "", "b": machine_id}
+    env = unit_environment(state, unit, base_unit_env(kind, hostname), specifiers, files, warnings)
+    for line in service_values(state, unit, "ExecStartPre"):
+        files.update(run_pre_script(unit, exec_words(line, env), files, links or [], optional=line.startswith("-")))
     env = unit_environment(state, unit, base_unit_env(kind, hostname), specifiers, files, warnings)
     command = exec_start(state, unit, env)
     if command and os.path.basename(command[0]) == "podman":
@@ -1199,6 +1205,78 @@ def exec_words(line: str, env: Mapping[str, str]) -> list[str]:
 def exec_start(state: SystemdState, unit: str, env: Mapping[str, str]) -> list[str] | None:
     starts = service_values(state, unit, "ExecStart")
     return exec_words(starts[-1], env) if starts else None
+
+
+@dataclass
+class Link:
+    """One of the node's network links as `ip` shows it: name, MAC, and its IPv4 address if it has one."""
+    name: str
+    mac: str
+    ip: str | None = None
+    prefix: int = 24
+
+
+_SHELLS = {"/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/bash"}
+_FAKE_IP = """#!{python}
+# guestsim's `ip`: the node's links and addresses, in iproute2's -o (one line) formats.
+import json, os, sys
+links = json.loads(os.environ["GUESTSIM_LINKS"])
+args = " ".join(sys.argv[1:])
+if args == "-o link show":
+    for i, l in enumerate(links, start=2):
+        print(f"{{i}}: {{l['name']}}: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP mode DEFAULT"
+              f" group default qlen 1000\\\\    link/ether {{l['mac'].lower()}} brd ff:ff:ff:ff:ff:ff")
+elif args == "-4 route show default":
+    up = [l for l in links if l["ip"]]
+    if up:
+        print(f"default via {{up[0]['ip'].rsplit('.', 1)[0]}}.1 dev {{up[0]['name']}} proto dhcp src {{up[0]['ip']}}")
+elif args.startswith("-o -4 addr show dev ") and args.endswith(" scope global"):
+    name = args.split()[5]
+    for i, l in enumerate(links, start=2):
+        if l["name"] == name and l["ip"]:
+            print(f"{{i}}: {{name}}    inet {{l['ip']}}/{{l['prefix']}} scope global dynamic {{name}}\\\\"
+                  "       valid_lft 3600sec preferred_lft 3600sec")
+    if not any(l["name"] == name for l in links):
+        sys.exit('Device "' + name + '" does not exist.')
+else:
+    sys.exit("guestsim ip: not modelled: " + args)
+"""
+
+
+def run_pre_script(unit: str, words: list[str], files: Mapping[str, bytes], links: list[Link],
+                   optional: bool = False, timeout: float = 5.0) -> dict[str, bytes]:
+    """Run one ExecStartPre= whose program (or the script its shell runs) is a file the config wrote, as the
+    node would: with /bin/sh, in a scratch root that stands for /, so absolute paths among its arguments
+    land there, and with an `ip` that shows the node's links. Returns the files it wrote, by node path.
+    Programs of the OS itself (mkdir, podman) are not run here; the podman model reads them."""
+    import tempfile
+
+    script, args = (words[1], words[2:]) if words[:1] and words[0] in _SHELLS and len(words) > 1 else \
+        (words[0] if words else "", words[1:])
+    if script not in files:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="guestsim-pre-") as tmp:
+        root, bin_dir = Path(tmp) / "root", Path(tmp) / "bin"
+        bin_dir.mkdir()
+        fake = bin_dir / "ip"
+        fake.write_text(_FAKE_IP.format(python=sys.executable))
+        fake.chmod(0o755)
+        target = root / script.lstrip("/")
+        target.parent.mkdir(parents=True)
+        target.write_bytes(files[script])
+        mapped = [str(root / a.lstrip("/")) if a.startswith("/") else a for a in args]
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin",
+               "GUESTSIM_LINKS": json.dumps([link.__dict__ for link in links])}
+        try:
+            done = subprocess.run(["/bin/sh", str(target), *mapped], env=env, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise GuestError(f"Failed to start {unit}: ExecStartPre {script} did not finish in {timeout:g} s"
+                             " (guestsim's bound; the real node waits as long as the script does)") from None
+        if done.returncode != 0 and not optional:
+            last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
+            raise GuestError(f"Failed to start {unit}: ExecStartPre {script} exited {done.returncode}: {last}")
+        return {"/" + p.relative_to(root).as_posix(): p.read_bytes()
+                for p in root.rglob("*") if p.is_file() and p != target}
 
 
 # podman run options that take a value (podman-run(1)); the rest used here are flags.
@@ -1535,6 +1613,7 @@ class BootResult:
     etcd: EtcdPlan | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     enabled_units: set[str] = field(default_factory=set)
+    links: list = field(default_factory=list)  # the node's links as `ip` shows them (Link)
 
 
 def is_coreos_vm(extra: Mapping[str, str]) -> bool:
@@ -1543,12 +1622,23 @@ def is_coreos_vm(extra: Mapping[str, str]) -> bool:
 
 
 def simulate_boot(extra: Mapping[str, str], nic: Nic, lease: Callable[[], str],
-                  enabled_before: Iterable[str] = (), machine_id: str = "") -> BootResult:
+                  enabled_before: Iterable[str] = (), machine_id: str = "",
+                  provisioned: Mapping[str, object] | None = None) -> BootResult:
     """What a Flatcar node makes of its guestinfo: Ignition runs first in the
     initramfs and only acts on Ignition JSON; anything else is left to
-    coreos-cloudinit (oem-cloudinit.service)."""
+    coreos-cloudinit (oem-cloudinit.service).
+
+    provisioned: what Ignition applied on the first boot (provisioned_by_ignition). Ignition runs on
+    the first boot only: a later boot starts what that boot left on the disk and reads no guestinfo,
+    whatever it says now; Afterburn's kargs too apply to the first boot only (the address stays the
+    one its network file names)."""
     result = BootResult()
     guestinfo = Guestinfo(extra)
+    if provisioned is not None:
+        result.config_kind, result.datasource = "ignition", "disk (Ignition ran on the first boot)"
+        _boot_ignition(result, Guestinfo({}), str(provisioned["config"]), nic, lease, machine_id,
+                       static_ip=provisioned.get("ip"))
+        return result
     raw = fetch_user_data(guestinfo.ignition_reader())
     text = _user_data_text(raw)
     if text is not None and detect_kind(text) == "ignition":
@@ -1576,8 +1666,21 @@ def _record_user_data(result: BootResult, raw: RawUserData, text: str | None) ->
     result.config_kind = detect_kind(text) if text is not None else "undecodable"
 
 
+def provisioned_by_ignition(result: BootResult) -> dict | None:
+    """What a later boot keeps of an Ignition first boot (its config, as applied to the disk; a static address)."""
+    if result.datasource != "ignition" or not result.applied:
+        return None
+    return {"config": result.user_data, "ip": result.ip if result.ip_source == "afterburn-kargs" else None}
+
+
 def _boot_ignition(result: BootResult, guestinfo: Guestinfo, text: str, nic: Nic,
-                   lease: Callable[[], str], machine_id: str) -> None:
+                   lease: Callable[[], str], machine_id: str, static_ip: object = None) -> None:
+    if static_ip is not None or result.datasource.startswith("disk"):
+        result.ip = str(static_ip) if static_ip else lease()
+        result.ip_source = "static" if static_ip else "dhcp"
+        result.links = [Link(nic.name, nic.mac, result.ip)]
+        _apply_ignition(result, text, machine_id, kargs=None)
+        return
     result.datasource = "ignition"
     kargs = None
     try:
@@ -1590,6 +1693,11 @@ def _boot_ignition(result: BootResult, guestinfo: Guestinfo, text: str, nic: Nic
     else:
         result.ip = lease()
         result.network = {"nic": nic.__dict__}
+    result.links = [Link(nic.name, nic.mac, result.ip)]
+    _apply_ignition(result, text, machine_id, kargs)
+
+
+def _apply_ignition(result: BootResult, text: str, machine_id: str, kargs: KargsNetwork | None) -> None:
     try:
         ign = parse_ignition(text)
     except (GuestError, ValueError) as exc:
@@ -1624,8 +1732,10 @@ def _apply_ignition_units(result: BootResult, ign: IgnitionConfig, machine_id: s
 
 
 def _plan(result: BootResult, state: SystemdState, machine_id: str) -> None:
+    files = dict(result.files)
     try:
-        result.etcd = plan_etcd(state, result.hostname, machine_id, result.files, result.warnings)
+        result.etcd = plan_etcd(state, result.hostname, machine_id, files, result.warnings, result.links)
+        result.files = files  # with what ExecStartPre= scripts wrote (/run/…)
     except GuestError as exc:
         result.errors.append(str(exc))
 
@@ -1674,6 +1784,7 @@ def _network(result: BootResult, md: Metadata, netconf: Netconf, nic: Nic,
             result.errors.append(f"interface {iface.index} is static but has no IPv4 address")
     else:
         result.ip = lease()
+    result.links = [Link(nic.name, nic.mac, result.ip)]
 
 
 def _checked_user_data(result: BootResult, raw: RawUserData) -> str:
@@ -2252,8 +2363,10 @@ class GuestSimulator:
         disk_state = _read_json(disk / "state.json") or {"boots": 0, "enabled_units": []}
         result = simulate_boot(facts.extra, Nic(self.nic_name, facts.mac),
                                lease=lambda: self._lease(vm), enabled_before=disk_state["enabled_units"],
-                               machine_id=facts.instance_uuid.replace("-", ""))
-        disk_state = {"boots": disk_state["boots"] + 1, "enabled_units": sorted(result.enabled_units)}
+                               machine_id=facts.instance_uuid.replace("-", ""),
+                               provisioned=disk_state.get("ignition"))
+        disk_state = {"boots": disk_state["boots"] + 1, "enabled_units": sorted(result.enabled_units),
+                      "ignition": disk_state.get("ignition") or provisioned_by_ignition(result)}
         _write_json(disk / "state.json", disk_state)
         _materialize(disk / "root", result.files)
         log.info("%s: booted (%s, %s) ip=%s hostname=%s errors=%d", facts.name, result.config_kind,

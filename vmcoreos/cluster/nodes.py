@@ -58,8 +58,9 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     """
     clone_all(run, template, image, [(c, c.digest) for c in configs])
     deadline = join_deadline(run)
-    if run.dhcp:
+    if run.dhcp and run.user.kind != nodeconfig.IGNITION:
         # First boot done without etcd; now each node's leased address goes into every config.
+        # (Ignition nodes boot once and work out their own address: guest/leased.py.)
         names = [c.name for c in configs]
         guests = wait_guests(run, names, deadline)
         leases = {n: st.ip for n, st in guests.items()}

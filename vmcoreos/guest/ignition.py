@@ -18,7 +18,7 @@ import urllib.parse
 
 import yaml
 
-from vmcoreos.guest import podman
+from vmcoreos.guest import leased, podman
 from vmcoreos.guest.cloudconfig import environment_lines, unit_value
 from vmcoreos.guest.validate import ERROR, WARNING, Finding
 
@@ -29,7 +29,7 @@ NETWORKD_FILE = "/etc/systemd/network/00-vmcoreos.network"
 NM_FILE = "/etc/NetworkManager/system-connections/vmcoreos.nmconnection"
 NETWORKD_UNIT = "00-vmcoreos.network"
 # Paths vmcoreos writes per node; render shows these, and masks every other file's contents.
-OWN_PATHS = (HOSTNAME_PATH, NETWORKD_FILE, NM_FILE, podman.MEMBER_ENV)
+OWN_PATHS = (HOSTNAME_PATH, NETWORKD_FILE, NM_FILE, podman.MEMBER_ENV, *leased.SCRIPT_PATHS.values())
 
 # Accepted spec versions (coreos-facts §4.4).
 _V3 = tuple(f"3.{m}.0" for m in range(7)) + ("3.7.0-experimental",)
@@ -286,6 +286,7 @@ def merge_node(
     dns=(),
     iface: str = "ens192",
     image: str | None = None,
+    lease_step: str | None = None,
 ) -> dict:
     """A copy of the user's Ignition config with this node's hostname, network and etcd drop-in."""
     out = copy.deepcopy(doc)
@@ -302,11 +303,15 @@ def merge_node(
             networkd = out.setdefault("networkd", {})
             units = [u for u in networkd.get("units") or [] if not (isinstance(u, dict) and u.get("name") == NETWORKD_UNIT)]
             networkd["units"] = units + [{"name": NETWORKD_UNIT, "contents": networkd_unit(address, gateway, dns)}]
+    if lease_step is not None:
+        # DHCP: the node writes its advertise URLs when etcd starts (guest/leased.py).
+        env = leased.without_advertise(env or {})
+        files.append(_file(major, leased.SCRIPT_PATHS[distro], leased.SCRIPT, 0o755))
     if env is not None and distro == "fedora-coreos":
         files.append(_file(major, podman.MEMBER_ENV, podman.env_file(_container_env(out, env)), 0o644))
     storage["files"] = files
     if env is not None:
-        _member_unit(out, distro=distro, env=env, image=image)
+        _member_unit(out, distro=distro, env=env, image=image, lease_step=lease_step)
     return out
 
 
@@ -317,7 +322,7 @@ def _container_env(doc: dict, env: dict[str, str]) -> dict[str, str]:
     return merged
 
 
-def _member_unit(out: dict, *, distro: str, env: dict[str, str], image: str | None) -> None:
+def _member_unit(out: dict, *, distro: str, env: dict[str, str], image: str | None, lease_step: str | None) -> None:
     """Enable etcd-member.service with our drop-in; on Fedora CoreOS supply the unit unless the user wrote one."""
     systemd = out.setdefault("systemd", {})
     units = systemd.setdefault("units", [])
@@ -328,11 +333,14 @@ def _member_unit(out: dict, *, distro: str, env: dict[str, str], image: str | No
     enable_key = "enable" if (out.get("ignition") or {}).get("version") == "2.0.0" else "enabled"
     unit.setdefault(enable_key, True)
     dropins = [d for d in unit.get("dropins") or [] if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)]
+    step = f"EnvironmentFile=-{leased.ADDRESS_ENV}\nExecStartPre={lease_step}\n" if lease_step else ""
     if distro == "fedora-coreos" and not unit.get("contents"):
-        # Ours passes the env file to the container; a drop-in's Environment= would reach only podman.
-        unit["contents"] = podman.member_unit(image)
+        # Ours passes the env files to the container; a drop-in's Environment= would reach only podman.
+        leased_files = (leased.ADDRESS_ENV,) if lease_step else ()
+        unit["contents"] = podman.member_unit(image, extra_env_files=leased_files,
+                                              pre=(lease_step,) if lease_step else ())
     else:
-        dropins.append({"name": MEMBER_DROPIN, "contents": "[Service]\n" + environment_lines(env)})
+        dropins.append({"name": MEMBER_DROPIN, "contents": "[Service]\n" + step + environment_lines(env)})
     if dropins:
         unit["dropins"] = dropins
     else:

@@ -2,8 +2,9 @@
 
 Pure: it needs the cluster settings and the user's config, never vSphere,
 so `render` runs offline and before any change. Static nodes get their
-address from the cluster file; DHCP nodes boot twice (first_boot, then
-their membership once the lease is known).
+address from the cluster file. DHCP nodes with a cloud-config boot twice
+(first_boot, then their membership once the lease is known); DHCP nodes with
+Ignition boot once and work out their own address (guest/leased.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import cloudconfig, guestinfo, ignition
+from vmcoreos.guest import cloudconfig, guestinfo, ignition, leased
 from vmcoreos.guest.configs import DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
 from vmcoreos.guest.findings import raise_if_errors, url_findings
 from vmcoreos.guest.validate import ERROR, Finding
@@ -62,7 +63,7 @@ def plan(
     """
     names = settings.node_names(count)
     _bootstrap_checks(settings)
-    if settings.node.network.mode == "dhcp":
+    if settings.node.network.mode == "dhcp" and user.kind != IGNITION:
         missing = [n for n in names if n not in (leases or {}) and (only is None or n in only)]
         if missing:
             return first_boot(settings, user, missing)
@@ -138,13 +139,17 @@ def _cloud_config_node(settings, user, name, address, membership, *, static_netw
 
 
 def _ignition_node(settings, user, name, address, membership) -> tuple[str, dict[str, str]]:
-    distro, net = settings.image.distro, settings.node.network
+    distro, net, etcd = settings.image.distro, settings.node.network, settings.etcd
     env = None
     if membership is not None:
         env = cloudconfig.member_env(membership, ignition.user_env(user.doc))
+    # DHCP: one boot; the node works out its address when etcd starts (guest/leased.py).
+    lease_step = None
+    if net.mode == "dhcp" and leased.supported(distro):
+        lease_step = leased.command(distro, scheme=etcd.scheme, client_port=etcd.client_port, peer_port=etcd.peer_port)
     doc = ignition.merge_node(
         user.doc, distro=distro, hostname=name, env=env, address=address, gateway=net.gateway, dns=net.dns,
-        iface=guestinfo.KARGS_INTERFACE, image=settings.etcd.image,
+        iface=guestinfo.KARGS_INTERFACE, image=etcd.image, lease_step=lease_step,
     )
     text = ignition.render(doc)
     keys: dict[str, str] = {}
