@@ -63,3 +63,27 @@ def test_fcos_on_dhcp_joins_in_one_boot(cli, vcsim, guestsim, fcos_stream, signe
     env3 = guestsim.node("lab-03")["etcd"]["env"]
     assert env3["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{guestsim.node('lab-03')['ip']}:2380"
     assert env3["ETCD_NAME"] == "lab-03"
+
+
+def test_a_dhcp_ignition_node_joins_a_running_cluster_in_its_one_boot(cli, vcsim, guestsim, signed_ova, subnet,
+                                                                      tmp_path, discovery_etcd):
+    (tmp_path / "node.json").write_text((CONFIGS / "flatcar-ignition.json").read_text())
+    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.json",
+                            extra={"etcd": {"bootstrap": "discovery"}})
+    data = yaml.safe_load(cluster.read_text())
+    data["node"]["network"] = DHCP
+    cluster.write_text(yaml.safe_dump(data))
+    assert _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd).returncode == 0
+    run = cli(["deploy", "-c", str(cluster), "--count", "4", "--ova", str(signed_ova["ova"]), "--trusted-key",
+               str(signed_ova["key"]), "--json", "--discovery-etcd", discovery_etcd], env=vcsim.env())
+    assert run.returncode == 0, run.stderr
+    node = guestsim.node("lab-04")
+    assert node["boot_count"] == 1 and node["errors"] == []
+    env4 = node["etcd"]["env"]
+    assert env4["ETCD_INITIAL_CLUSTER_STATE"] == "existing" and "ETCD_DISCOVERY" not in env4
+    assert env4["ETCD_INITIAL_CLUSTER"].endswith(f",lab-04=http://{node['ip']}:2380")
+    assert env4["ETCD_INITIAL_CLUSTER"].count("=http://") == 4
+    ip1 = guestsim.node("lab-01")["ip"]
+    listing = requests.post(f"http://{ip1}:2379/v3/cluster/member/list", json={}, timeout=5).json()
+    assert sorted(m["name"] for m in listing["members"]) == ["lab-01", "lab-02", "lab-03", "lab-04"]
+    assert requests.get(f"http://{node['ip']}:2379/health", timeout=5).json()["health"] == "true"

@@ -96,6 +96,8 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
     peers.pop(config.name, None)
     count = max([config.index] + [naming.node_index(run.name, n) or 0 for n in peers])
+    if run.dhcp and run.user.kind == nodeconfig.IGNITION:
+        return _join_leased(run, template, image, config, endpoint, peers, count)
     leases = None
     if run.dhcp:
         # First boot without etcd, to learn the address the member must be added with.
@@ -123,6 +125,31 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     except (KeyboardInterrupt, SystemExit):
         # Interrupted half way: take back the VM and the member we added, so the next run starts
         # clean. A node that merely failed to join is kept for inspection instead.
+        if added is not None:
+            with contextlib.suppress(Exception):
+                _rollback_join(run, config, endpoint, added)
+        raise
+
+
+def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoint: str, peers: dict[str, str],
+                 count: int) -> NodeStatus:
+    """An Ignition node under DHCP joins in its one boot: it starts with the live peers and works out its own
+    address (guest/leased.py); the member is added as soon as guest tools report the lease. Until then its
+    etcd is refused by the peers and its unit restarts it."""
+    joined = nodeconfig.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
+    clone(run, template, image, joined, config.digest)
+    deadline = join_deadline(run)
+    ip = wait_guests(run, [config.name], deadline)[config.name].ip
+    peer_url = run.members.peer_url(ip)
+    view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
+    added = None
+    try:
+        if not any(peer_url in m.peer_urls for m in view.members):
+            run.members.before_change(endpoint, view, run.inventory().nodes)
+            run.reporter.event(f"{config.name}: leased {ip}; etcd member add {peer_url}")
+            added = etcd.member_add(endpoint, peer_url)
+        return wait_joined(run, [config], deadline)[config.name]
+    except (KeyboardInterrupt, SystemExit):
         if added is not None:
             with contextlib.suppress(Exception):
                 _rollback_join(run, config, endpoint, added)

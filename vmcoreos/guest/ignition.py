@@ -304,8 +304,7 @@ def merge_node(
             units = [u for u in networkd.get("units") or [] if not (isinstance(u, dict) and u.get("name") == NETWORKD_UNIT)]
             networkd["units"] = units + [{"name": NETWORKD_UNIT, "contents": networkd_unit(address, gateway, dns)}]
     if lease_step is not None:
-        # DHCP: the node writes its advertise URLs when etcd starts (guest/leased.py).
-        env = leased.without_advertise(env or {})
+        # DHCP: the node writes its advertise URLs when etcd starts (guest/leased.py); env comes without them.
         files.append(_file(major, leased.SCRIPT_PATHS[distro], leased.SCRIPT, 0o755))
     if env is not None and distro == "fedora-coreos":
         files.append(_file(major, podman.MEMBER_ENV, podman.env_file(_container_env(out, env)), 0o644))

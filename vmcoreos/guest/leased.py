@@ -24,9 +24,10 @@ ADVERTISE_KEYS = ("ETCD_ADVERTISE_CLIENT_URLS", "ETCD_INITIAL_ADVERTISE_PEER_URL
 
 SCRIPT = r"""#!/bin/sh
 # vmcoreos: etcd's advertise URLs for the IPv4 address this node leased, written before etcd starts.
-# usage: vmcoreos-etcd-address OUT SCHEME CLIENT_PORT PEER_PORT [MAC]
+# usage: vmcoreos-etcd-address OUT SCHEME CLIENT_PORT PEER_PORT [MAC [NAME LIVE_PEERS]]
+# With NAME (a node joining a running cluster), also ETCD_INITIAL_CLUSTER: the live peers and this node.
 set -eu
-out=$1 scheme=$2 client=$3 peer=$4 mac=$(printf '%s' "${5:-}" | tr 'A-F' 'a-f')
+out=$1 scheme=$2 client=$3 peer=$4 mac=$(printf '%s' "${5:-}" | tr 'A-F' 'a-f') name=${6:-} live=${7:-}
 tries=0
 while :; do
   if [ -n "$mac" ]; then
@@ -49,6 +50,9 @@ done
 mkdir -p "$(dirname "$out")"
 printf 'ETCD_ADVERTISE_CLIENT_URLS=%s://%s:%s\nETCD_INITIAL_ADVERTISE_PEER_URLS=http://%s:%s\n' \
   "$scheme" "$addr" "$client" "$addr" "$peer" > "$out.tmp"
+if [ -n "$name" ]; then
+  printf 'ETCD_INITIAL_CLUSTER=%s%s=http://%s:%s\n' "${live:+$live,}" "$name" "$addr" "$peer" >> "$out.tmp"
+fi
 mv "$out.tmp" "$out"
 """
 
@@ -57,13 +61,28 @@ def supported(distro: str) -> bool:
     return distro in SCRIPT_PATHS
 
 
-def command(distro: str, *, scheme: str, client_port: int, peer_port: int, mac: str | None = None) -> str:
-    """The ExecStartPre= command line that writes ADDRESS_ENV."""
+def command(distro: str, *, scheme: str, client_port: int, peer_port: int, mac: str | None = None,
+            joining: tuple[str, str] | None = None) -> str:
+    """The ExecStartPre= command line that writes ADDRESS_ENV.
+
+    joining: (this node's name, the live peers as name=URL,…) for a node joining a running cluster; its own
+    entry in ETCD_INITIAL_CLUSTER needs its address, so the script adds it.
+    """
     words = ["/bin/sh", SCRIPT_PATHS[distro], ADDRESS_ENV, scheme, str(client_port), str(peer_port)]
-    if mac:
-        words.append(mac)
+    if mac or joining:
+        words.append(mac or "")
+    if joining:
+        words += list(joining)
     return unit_value("ExecStartPre", shlex.join(words))
 
 
-def without_advertise(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k not in ADVERTISE_KEYS}
+def joining(name: str, initial_cluster: str) -> tuple[str, str]:
+    """(name, the live peers) from a planned initial cluster whose own entry has no address yet."""
+    live = [p for p in initial_cluster.split(",") if p and not p.startswith(name + "=")]
+    return name, ",".join(live)
+
+
+def without_advertise(env: dict[str, str], *, joining: bool = False) -> dict[str, str]:
+    """The planned env without what the script writes (the advertise URLs; a joiner's initial cluster)."""
+    drop = ADVERTISE_KEYS + (("ETCD_INITIAL_CLUSTER",) if joining else ())
+    return {k: v for k, v in env.items() if k not in drop}

@@ -146,7 +146,12 @@ def _ignition_node(settings, user, name, address, membership) -> tuple[str, dict
     # DHCP: one boot; the node works out its address when etcd starts (guest/leased.py).
     lease_step = None
     if net.mode == "dhcp" and leased.supported(distro):
-        lease_step = leased.command(distro, scheme=etcd.scheme, client_port=etcd.client_port, peer_port=etcd.peer_port)
+        joining = None
+        if membership is not None and membership.state == "existing":
+            joining = leased.joining(name, membership.initial_cluster or "")
+        lease_step = leased.command(distro, scheme=etcd.scheme, client_port=etcd.client_port,
+                                    peer_port=etcd.peer_port, joining=joining)
+        env = leased.without_advertise(env or {}, joining=joining is not None)
     doc = ignition.merge_node(
         user.doc, distro=distro, hostname=name, env=env, address=address, gateway=net.gateway, dns=net.dns,
         iface=guestinfo.KARGS_INTERFACE, image=etcd.image, lease_step=lease_step,
