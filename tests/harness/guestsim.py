@@ -1568,11 +1568,32 @@ class KargsNetwork:
     netmask: str = ""
     hostname: str = ""
     interface: str = ""
+    mac: str = ""  # from ifname=<interface>:<mac>, which names the NIC with that MAC <interface>
+
+    def applies_to(self, nic: "Nic") -> bool:
+        """Whether the ip= karg configures this NIC: no interface named, the NIC's own name, or the name
+        ifname= gave the NIC with this MAC (dracut and systemd-network-generator)."""
+        if not self.interface:
+            return True
+        if self.mac:
+            return self.mac == nic.mac.lower()
+        return self.interface == nic.name
 
 
 def parse_network_kargs(kargs: str) -> KargsNetwork | None:
     """The first static dracut ``ip=<ip>:[peer]:<gw>:<netmask>:<hostname>:<iface>:none|off``
-    of guestinfo.afterburn.initrd.network-kargs; None for DHCP forms."""
+    of guestinfo.afterburn.initrd.network-kargs, with the MAC an ``ifname=<iface>:<mac>`` gives
+    that interface; None for DHCP forms."""
+    ifnames = {}
+    for word in kargs.split():
+        if word.startswith("ifname="):
+            name, sep, mac = word[len("ifname="):].partition(":")
+            if not sep:
+                raise GuestError(f"invalid ifname= karg {word!r} (want ifname=<interface>:<MAC>)")
+            try:
+                ifnames[name] = parse_mac(mac).lower()
+            except ValueError:
+                raise GuestError(f"invalid MAC in {word!r}") from None
     for word in kargs.split():
         if not word.startswith("ip="):
             continue
@@ -1586,7 +1607,7 @@ def parse_network_kargs(kargs: str) -> KargsNetwork | None:
         except ValueError:
             raise GuestError(f"invalid client IP in network kargs: {parts[0]!r}") from None
         return KargsNetwork(ip=ip, gateway=parts[2], netmask=parts[3], hostname=parts[4],
-                            interface=parts[5])
+                            interface=parts[5], mac=ifnames.get(parts[5], ""))
     return None
 
 
@@ -1687,7 +1708,7 @@ def _boot_ignition(result: BootResult, guestinfo: Guestinfo, text: str, nic: Nic
         kargs = parse_network_kargs(guestinfo.direct("afterburn.initrd.network-kargs"))
     except GuestError as exc:
         result.errors.append(str(exc))
-    if kargs and (not kargs.interface or kargs.interface == nic.name):
+    if kargs and kargs.applies_to(nic):
         result.ip, result.ip_source = kargs.ip, "afterburn-kargs"
         result.network = {"kargs": kargs.__dict__, "nic": nic.__dict__}
     else:

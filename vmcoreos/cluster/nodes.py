@@ -15,7 +15,7 @@ from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str):
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, nic):
     settings = run.settings
     extra = dict(config.guestinfo)
     extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
@@ -24,6 +24,8 @@ def _spec(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
         linked_snapshot=template.linked_snapshot,
+        # The MAC the node's config names its NIC by (guest/macs.py).
+        devices=(vms.mac_edit(nic, config.mac),) if nic is not None and config.mac else (),
     )
 
 
@@ -39,9 +41,10 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     """
     refs: list = []
     names: list[str] = []
+    nic = vms.first_nic(run.session, template.vm)
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
+        specs = [(config.name, _spec(run, template, image, config, digest, nic)) for config, digest in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]

@@ -260,10 +260,11 @@ def _shadowed_network_units(doc: dict, located, *, static: bool) -> list[Finding
         if not isinstance(unit, dict):
             continue
         name, content = str(unit.get("name") or ""), str(unit.get("content") or "")
-        if name.endswith(".network") and re.search(r"^\s*Address\s*=", content, re.MULTILINE) and name > guestinfo.NETWORK_UNIT:
+        ours = guestinfo.NETWORK_UNIT_PREFIX + "00:50:56"  # 00-<the node's MAC>.network
+        if name.endswith(".network") and re.search(r"^\s*Address\s*=", content, re.MULTILINE) and name > ours:
             path = ("coreos", "units", i, "name")
             out.append(Finding(located.line(path) if located else 0, WARNING,
                                f"unit {name} sets Address=, but vmcoreos gives the node its address through"
-                               f" guestinfo.interface.0 (coreos-cloudinit writes {guestinfo.NETWORK_UNIT}, which"
+                               " guestinfo.interface.0 (coreos-cloudinit writes 00-<the node's MAC>.network, which"
                                " systemd-networkd applies first); this unit only takes effect on another NIC"))
     return out

@@ -256,19 +256,20 @@ def _file(major: int, path: str, text: str, mode: int) -> dict:
     return entry
 
 
-def networkd_unit(address, gateway, dns) -> str:
-    lines = ["[Match]", "Name=e*", "", "[Network]", f"Address={unit_value('Address', address.with_prefixlen)}"]
+def networkd_unit(address, gateway, dns, mac: str) -> str:
+    lines = ["[Match]", f"MACAddress={unit_value('MACAddress', mac)}", "", "[Network]",
+             f"Address={unit_value('Address', address.with_prefixlen)}"]
     if gateway is not None:
         lines.append(f"Gateway={unit_value('Gateway', gateway)}")
     lines += [f"DNS={unit_value('DNS', d)}" for d in dns]
     return "\n".join(lines) + "\n"
 
 
-def nm_keyfile(address, gateway, dns, iface: str) -> str:
+def nm_keyfile(address, gateway, dns, mac: str) -> str:
     addr = address.with_prefixlen + (f",{gateway}" if gateway is not None else "")
     lines = [
-        "[connection]", "id=vmcoreos", "type=ethernet", f"interface-name={unit_value('interface-name', iface)}", "",
-        "[ipv4]", "method=manual", f"address1={unit_value('address1', addr)}",
+        "[connection]", "id=vmcoreos", "type=ethernet", "", "[ethernet]", f"mac-address={unit_value('mac-address', mac)}",
+        "", "[ipv4]", "method=manual", f"address1={unit_value('address1', addr)}",
     ]
     if dns:
         lines.append("dns=" + "".join(f"{unit_value('dns', d)};" for d in dns))
@@ -284,7 +285,7 @@ def merge_node(
     address=None,
     gateway=None,
     dns=(),
-    iface: str = "ens192",
+    mac: str = "",
     image: str | None = None,
     lease_step: str | None = None,
 ) -> dict:
@@ -296,13 +297,13 @@ def merge_node(
     files.append(_file(major, HOSTNAME_PATH, hostname + "\n", 0o644))
     if address is not None:
         if distro == "fedora-coreos":
-            files.append(_file(major, NM_FILE, nm_keyfile(address, gateway, dns, iface), 0o600))
+            files.append(_file(major, NM_FILE, nm_keyfile(address, gateway, dns, mac), 0o600))
         elif major == 3:
-            files.append(_file(major, NETWORKD_FILE, networkd_unit(address, gateway, dns), 0o644))
+            files.append(_file(major, NETWORKD_FILE, networkd_unit(address, gateway, dns, mac), 0o644))
         else:
             networkd = out.setdefault("networkd", {})
             units = [u for u in networkd.get("units") or [] if not (isinstance(u, dict) and u.get("name") == NETWORKD_UNIT)]
-            networkd["units"] = units + [{"name": NETWORKD_UNIT, "contents": networkd_unit(address, gateway, dns)}]
+            networkd["units"] = units + [{"name": NETWORKD_UNIT, "contents": networkd_unit(address, gateway, dns, mac)}]
     if lease_step is not None:
         # DHCP: the node writes its advertise URLs when etcd starts (guest/leased.py); env comes without them.
         files.append(_file(major, leased.SCRIPT_PATHS[distro], leased.SCRIPT, 0o755))
