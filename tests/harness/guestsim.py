@@ -1634,7 +1634,7 @@ class BootResult:
     etcd: EtcdPlan | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     enabled_units: set[str] = field(default_factory=set)
-    links: list = field(default_factory=list)  # the node's links as `ip` shows them (Link)
+    links: list = field(default_factory=list)  # the node's links as `ip` shows them (Link), first NIC first
 
 
 def is_coreos_vm(extra: Mapping[str, str]) -> bool:
@@ -1644,7 +1644,8 @@ def is_coreos_vm(extra: Mapping[str, str]) -> bool:
 
 def simulate_boot(extra: Mapping[str, str], nic: Nic, lease: Callable[[], str],
                   enabled_before: Iterable[str] = (), machine_id: str = "",
-                  provisioned: Mapping[str, object] | None = None) -> BootResult:
+                  provisioned: Mapping[str, object] | None = None,
+                  more_nics: Iterable[Nic] = (), lease_for: Callable[[Nic], str] | None = None) -> BootResult:
     """What a Flatcar node makes of its guestinfo: Ignition runs first in the
     initramfs and only acts on Ignition JSON; anything else is left to
     coreos-cloudinit (oem-cloudinit.service).
@@ -1655,6 +1656,14 @@ def simulate_boot(extra: Mapping[str, str], nic: Nic, lease: Callable[[], str],
     one its network file names)."""
     result = BootResult()
     guestinfo = Guestinfo(extra)
+    more_nics = list(more_nics)
+    try:
+        return _simulate_boot(result, guestinfo, extra, nic, lease, enabled_before, machine_id, provisioned)
+    finally:
+        _other_links(result, guestinfo, more_nics, lease_for)
+
+
+def _simulate_boot(result, guestinfo, extra, nic, lease, enabled_before, machine_id, provisioned) -> BootResult:
     if provisioned is not None:
         result.config_kind, result.datasource = "ignition", "disk (Ignition ran on the first boot)"
         _boot_ignition(result, Guestinfo({}), str(provisioned["config"]), nic, lease, machine_id,
@@ -1670,6 +1679,43 @@ def simulate_boot(extra: Mapping[str, str], nic: Nic, lease: Callable[[], str],
     if result.hostname == "":
         result.hostname = "localhost"
     return result
+
+
+def _other_links(result: BootResult, guestinfo: Guestinfo, nics: list[Nic],
+                 lease_for: Callable[[Nic], str] | None) -> None:
+    """The VM's other NICs: the static address goes wherever the config's match says (networkd applies a
+    .network to every link it matches; dracut's ip= to the interface it names), every other NIC takes
+    Flatcar's default DHCP. One address on two links is the guest's error: neither link works."""
+    if not nics:
+        return
+    kargs = None
+    if result.datasource == "ignition":
+        try:
+            kargs = parse_network_kargs(guestinfo.direct("afterburn.initrd.network-kargs"))
+        except GuestError:
+            kargs = None
+    interfaces = []
+    if result.datasource in ("guestinfo", "ovfenv"):
+        try:
+            interfaces = process_netconf(fetch_metadata(guestinfo.cloudinit_reader()).netconf).interfaces
+        except (OvfEnvError, MetadataError):
+            interfaces = []
+    for nic in nics:
+        iface = select_interface(interfaces, nic)
+        if iface is not None and iface.static:
+            ip = static_ipv4(iface)
+        elif kargs is not None and kargs.applies_to(nic):
+            ip = kargs.ip
+        else:
+            ip = lease_for(nic) if lease_for else None
+        result.links.append(Link(nic.name, nic.mac, ip))
+    seen: dict[str, str] = {}
+    for link in result.links:
+        if link.ip and link.ip in seen:
+            result.errors.append(f"address {link.ip} is on both {seen[link.ip]} and {link.name}: a network config"
+                                 " that matches more than one NIC (e.g. Name=e*) gives each the same address")
+        elif link.ip:
+            seen[link.ip] = link.name
 
 
 def _user_data_text(raw: RawUserData) -> str | None:
@@ -2094,8 +2140,12 @@ class LeasePool:
         raise GuestError("DHCP range exhausted")
 
     def release(self, key: str) -> None:
+        """The VM's lease and its other NICs' (<key>/<MAC>)."""
         with self._lock:
-            if self._leases.pop(key, None) is not None:
+            gone = [k for k in self._leases if k == key or k.startswith(key + "/")]
+            for k in gone:
+                del self._leases[k]
+            if gone:
                 _write_json(self.path, self._leases)
 
 
@@ -2168,6 +2218,9 @@ class SerialWorker:
 # interface's. guest.net lists every NIC; the VM's first NIC has deviceConfigId
 # 4000, interfaces the guest made itself have -1.
 FIRST_NIC_ID = 4000
+# What predictable naming calls a VM's second, third and fourth vmxnet3 NIC (their PCI slots; the first is
+# ens192). The names differ by hardware version, which is why configs match NICs by MAC.
+MORE_NIC_NAMES = ("ens224", "ens256", "ens161")
 DOCKER0 = "172.17.0.1"
 
 
@@ -2201,17 +2254,20 @@ class ToolsReport:
 
 
 def tools_reports(node_ip: str | None, mac: str, network: str, link_local_seconds: float,
-                  overlay_seconds: float) -> list[ToolsReport]:
+                  overlay_seconds: float, more: Iterable[tuple[str, str | None]] = ()) -> list[ToolsReport]:
     """The reports of a booting node, in order, as real VMware Tools give them:
     fe80:: alone while the network comes up; then every interface (the node's own
     address on the first NIC, docker0, flannel.1) with the flannel address as the
-    primary for a while; then the node's own address as the primary."""
+    primary for a while; then the node's own address as the primary.
+    more: the VM's other NICs, (MAC, address), as deviceConfigId 4001, 4002, …"""
     ll = link_local(mac)
     first = _nic(FIRST_NIC_ID, mac, network, [(ll, 64)])
     if node_ip is None:
         return [ToolsReport(ll, [first], 0.0)]
     flannel = flannel_address(node_ip)
-    net = [_nic(FIRST_NIC_ID, mac, network, [(node_ip, 24), (ll, 64)]),
+    others = [_nic(FIRST_NIC_ID + i, m, network, ([(ip, 24)] if ip else []) + [(link_local(m), 64)])
+              for i, (m, ip) in enumerate(more, start=1)]
+    net = [_nic(FIRST_NIC_ID, mac, network, [(node_ip, 24), (ll, 64)]), *others,
            _nic(-1, "02:42:ac:11:00:01", "", [(DOCKER0, 16)]),
            _nic(-1, "7a:1c:00:00:00:01", "", [(flannel, 32)])]
     return [ToolsReport(ll, [first], link_local_seconds), ToolsReport(flannel, net, overlay_seconds),
@@ -2227,6 +2283,7 @@ class VmFacts:
     instance_uuid: str
     mac: str
     network: str = ""
+    more_macs: list = field(default_factory=list)  # the VM's other NICs, by device key
 
 
 @dataclass
@@ -2385,7 +2442,9 @@ class GuestSimulator:
         result = simulate_boot(facts.extra, Nic(self.nic_name, facts.mac),
                                lease=lambda: self._lease(vm), enabled_before=disk_state["enabled_units"],
                                machine_id=facts.instance_uuid.replace("-", ""),
-                               provisioned=disk_state.get("ignition"))
+                               provisioned=disk_state.get("ignition"),
+                               more_nics=[Nic(name, mac) for name, mac in zip(MORE_NIC_NAMES, facts.more_macs)],
+                               lease_for=lambda nic: self._lease(vm, nic.mac))
         disk_state = {"boots": disk_state["boots"] + 1, "enabled_units": sorted(result.enabled_units),
                       "ignition": disk_state.get("ignition") or provisioned_by_ignition(result)}
         _write_json(disk / "state.json", disk_state)
@@ -2394,8 +2453,9 @@ class GuestSimulator:
                  result.datasource, result.ip, result.hostname, len(result.errors))
         for error in result.errors:
             log.info("%s: guest error: %s", facts.name, _one_line(error))
+        more = [(link.mac, link.ip) for link in result.links[1:]]
         reports = (tools_reports(result.ip, facts.mac, facts.network, self.link_local_seconds,
-                                 self.overlay_seconds) if self.strict_tools else [])
+                                 self.overlay_seconds, more) if self.strict_tools else [])
         if reports:
             self._report(vm, running=True, ip=reports[0].ip, hostname=result.hostname, net=reports[0].net)
         else:
@@ -2484,9 +2544,10 @@ class GuestSimulator:
         log.info("%s: stopped etcd (pid %s)", vm.name, vm.etcd.pid)
         vm.etcd = None
 
-    def _lease(self, vm: VmState) -> str:
+    def _lease(self, vm: VmState, mac: str | None = None) -> str:
+        """The VM's lease; a NIC past the first has its own (key <disk>/<MAC>)."""
         in_use = [v.record["ip"] for v in list(self.vms.values()) if v.record and v.record.get("ip")]
-        return self.leases.lease(vm.disk_key, in_use)
+        return self.leases.lease(f"{vm.disk_key}/{mac}" if mac else vm.disk_key, in_use)
 
     def _write_record(self, vm: VmState) -> None:
         path = self.state_dir / "nodes" / (_safe_name(vm.record["name"]) + ".json")
@@ -2520,15 +2581,16 @@ class GuestSimulator:
         if not result or not result.objects:
             return None
         props = {p.name: p.val for p in result.objects[0].propSet}
-        nics = [d for d in props.get("config.hardware.device") or []
-                if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+        nics = sorted((d for d in props.get("config.hardware.device") or []
+                       if isinstance(d, vim.vm.device.VirtualEthernetCard)), key=lambda d: d.key)
         return VmFacts(
             name=props.get("name", moref), power=str(props.get("runtime.powerState", "")),
             template=bool(props.get("config.template")),
             extra=extra_config_dict((o.key, o.value) for o in props.get("config.extraConfig") or []),
             instance_uuid=props.get("config.instanceUuid") or "",
             mac=(nics[0].macAddress or "") if nics else "",
-            network=(getattr(nics[0].backing, "deviceName", None) or "") if nics else "")
+            network=(getattr(nics[0].backing, "deviceName", None) or "") if nics else "",
+            more_macs=[n.macAddress or "" for n in nics[1:]])
 
     def _report(self, vm: VmState, running: bool, ip: str | None = None,
                 hostname: str | None = None, net: list[dict] | None = None) -> None:
@@ -2611,6 +2673,7 @@ def node_record(vm: VmState, facts: VmFacts, result: BootResult, etcd: dict | No
         "booted_at": datetime.now(timezone.utc).isoformat(),
         "ip": result.ip,
         "ip_source": result.ip_source,
+        "links": [link.__dict__ for link in result.links],
         "hostname": result.hostname,
         "datasource": result.datasource,
         "data_key": result.data_key,

@@ -61,7 +61,7 @@ def render(
                         value = f"<redacted: {len(value)} bytes, holds secrets; use --node {c.name} to show>"
                 keys[key] = value
             out.append({"name": c.name, "index": c.index, "address": str(c.address) if c.address else None,
-                        "kind": c.kind, "digest": c.digest, "config": text, "guestinfo": keys})
+                        "mac": c.mac, "kind": c.kind, "digest": c.digest, "config": text, "guestinfo": keys})
         if json_out:
             term.json({"nodes": out})
             return
