@@ -62,6 +62,7 @@ def test_fcos_stream_deploys_three_members_from_a_config_that_only_adds_a_user(
     _assert_three_joined(subnet)
     _guest_ok(guestsim, "ignition")
     node = guestsim.node("lab-02")
+    assert node["distro"] == "fedora-coreos"  # played as FCOS: no coreos-cloudinit, no etcd of its own
     # etcd got its membership from the env file through podman, and nothing podman keeps to itself.
     assert node["etcd"]["unit"] == "etcd-member.service"
     assert node["etcd"]["env"]["ETCD_NAME"] == "lab-02" and "ETCD_IMAGE" not in node["etcd"]["env"]

@@ -70,6 +70,8 @@ import yaml
 
 log = logging.getLogger("guestsim")
 
+FCOS = "fedora-coreos"  # the guest a VM of guestId fedora*Guest plays (the FCOS OVA's vmw:osType)
+
 # ---------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------
@@ -273,10 +275,11 @@ class RawUserData:
     error: str | None = None
 
 
-def fetch_user_data(read: Reader) -> RawUserData:
+def fetch_user_data(read: Reader, keys: tuple[str, ...] = ("ignition.config.data", "coreos.config.data")) -> RawUserData:
     """FCCI FetchUserdata: ignition.config.data first, then coreos.config.data;
-    the encoding key is the one that belongs to the data key."""
-    for key in ("ignition.config.data", "coreos.config.data"):
+    the encoding key is the one that belongs to the data key. Upstream Ignition
+    (Fedora CoreOS) reads ignition.config.data only (coreos-facts §4.1)."""
+    for key in keys:
         data = read(key)
         if not data:
             continue
@@ -1496,15 +1499,16 @@ def decode_data_url(url: str) -> bytes:
     return urllib.parse.unquote_to_bytes(payload)
 
 
-def parse_ignition(text: str) -> IgnitionConfig:
+def parse_ignition(text: str, distro: str = "flatcar") -> IgnitionConfig:
     """Files with data: sources and systemd units (contents, drop-ins,
     enabled/enable, mask) of an Ignition 2.x/3.x config.  A wrongly shaped
-    section makes Ignition reject the whole config."""
+    section makes Ignition reject the whole config. Fedora CoreOS's upstream
+    Ignition takes spec 3 only (coreos-facts §4.4)."""
     cfg = _strict_json(text)
     version = _json_field(_json_field(cfg, "ignition") or {}, "version")
     if version is None:
         raise IgnitionError("Ignition spec 1 (ignitionVersion) is not modelled by guestsim")
-    if not ignition_version_supported(version):
+    if not ignition_version_supported(version) or (distro == FCOS and not version.startswith("3.")):
         raise IgnitionError(f"unsupported config version {_go_quote(version)}")
     ign = IgnitionConfig(version=version)
     storage = _typed(cfg, "storage", dict, {})
@@ -1635,6 +1639,7 @@ class BootResult:
     files: dict[str, bytes] = field(default_factory=dict)
     enabled_units: set[str] = field(default_factory=set)
     links: list = field(default_factory=list)  # the node's links as `ip` shows them (Link), first NIC first
+    distro: str = "flatcar"  # or FCOS: upstream Ignition only, no coreos-cloudinit, no vendor etcd-member
 
 
 def is_coreos_vm(extra: Mapping[str, str]) -> bool:
@@ -1645,7 +1650,8 @@ def is_coreos_vm(extra: Mapping[str, str]) -> bool:
 def simulate_boot(extra: Mapping[str, str], nic: Nic, lease: Callable[[], str],
                   enabled_before: Iterable[str] = (), machine_id: str = "",
                   provisioned: Mapping[str, object] | None = None,
-                  more_nics: Iterable[Nic] = (), lease_for: Callable[[Nic], str] | None = None) -> BootResult:
+                  more_nics: Iterable[Nic] = (), lease_for: Callable[[Nic], str] | None = None,
+                  distro: str = "flatcar") -> BootResult:
     """What a Flatcar node makes of its guestinfo: Ignition runs first in the
     initramfs and only acts on Ignition JSON; anything else is left to
     coreos-cloudinit (oem-cloudinit.service).
@@ -1654,7 +1660,7 @@ def simulate_boot(extra: Mapping[str, str], nic: Nic, lease: Callable[[], str],
     the first boot only: a later boot starts what that boot left on the disk and reads no guestinfo,
     whatever it says now; Afterburn's kargs too apply to the first boot only (the address stays the
     one its network file names)."""
-    result = BootResult()
+    result = BootResult(distro=distro)
     guestinfo = Guestinfo(extra)
     more_nics = list(more_nics)
     try:
@@ -1669,11 +1675,16 @@ def _simulate_boot(result, guestinfo, extra, nic, lease, enabled_before, machine
         _boot_ignition(result, Guestinfo({}), str(provisioned["config"]), nic, lease, machine_id,
                        static_ip=provisioned.get("ip"))
         return result
-    raw = fetch_user_data(guestinfo.ignition_reader())
+    fcos = result.distro == FCOS
+    raw = fetch_user_data(guestinfo.ignition_reader(), ("ignition.config.data",) if fcos else
+                          ("ignition.config.data", "coreos.config.data"))
     text = _user_data_text(raw)
-    if text is not None and detect_kind(text) == "ignition":
+    if text and (detect_kind(text) == "ignition" or fcos):
         _record_user_data(result, raw, text)
         _boot_ignition(result, guestinfo, text, nic, lease, machine_id)
+    elif fcos:  # no config at all: Ignition applies nothing, and there is no coreos-cloudinit to try
+        result.datasource, result.ip = "ignition", lease()
+        result.links = [Link(nic.name, nic.mac, result.ip)]
     else:
         _boot_cloudinit(result, guestinfo, raw, nic, lease, set(enabled_before), machine_id)
     if result.hostname == "":
@@ -1766,7 +1777,7 @@ def _boot_ignition(result: BootResult, guestinfo: Guestinfo, text: str, nic: Nic
 
 def _apply_ignition(result: BootResult, text: str, machine_id: str, kargs: KargsNetwork | None) -> None:
     try:
-        ign = parse_ignition(text)
+        ign = parse_ignition(text, result.distro)
     except (GuestError, ValueError) as exc:
         # Real Ignition stops the boot here; the node is kept up (DHCP, tools)
         # so that the failure is visible in its record.
@@ -1786,6 +1797,10 @@ def _apply_ignition_units(result: BootResult, ign: IgnitionConfig, machine_id: s
     # Ignition only enables units; enabled ones start on this very first boot.
     for unit in ign.units:
         if unit.name in ETCD_UNITS and unit.enable and not unit.mask:
+            if result.distro == FCOS and unit.name not in state.contents:
+                # Fedora CoreOS ships no etcd unit: enabling one that nothing defines fails.
+                result.errors.append(f"Failed to enable unit: Unit file {unit.name} does not exist.")
+                continue
             if unit.name in state.contents and "[Install]" not in state.contents[unit.name]:
                 # systemctl preset/enable: "The unit files have no installation config"; nothing starts it.
                 result.warnings.append(f"{unit.name} is enabled but has no [Install] section: it does not start")
@@ -2284,6 +2299,7 @@ class VmFacts:
     mac: str
     network: str = ""
     more_macs: list = field(default_factory=list)  # the VM's other NICs, by device key
+    distro: str = "flatcar"
 
 
 @dataclass
@@ -2444,7 +2460,7 @@ class GuestSimulator:
                                machine_id=facts.instance_uuid.replace("-", ""),
                                provisioned=disk_state.get("ignition"),
                                more_nics=[Nic(name, mac) for name, mac in zip(MORE_NIC_NAMES, facts.more_macs)],
-                               lease_for=lambda nic: self._lease(vm, nic.mac))
+                               lease_for=lambda nic: self._lease(vm, nic.mac), distro=facts.distro)
         disk_state = {"boots": disk_state["boots"] + 1, "enabled_units": sorted(result.enabled_units),
                       "ignition": disk_state.get("ignition") or provisioned_by_ignition(result)}
         _write_json(disk / "state.json", disk_state)
@@ -2570,7 +2586,7 @@ class GuestSimulator:
 
         pcq = vmodl.query.PropertyCollector
         paths = ["name", "runtime.powerState", "config.template", "config.extraConfig",
-                 "config.instanceUuid", "config.hardware.device"]
+                 "config.instanceUuid", "config.hardware.device", "config.guestId"]
         spec = pcq.FilterSpec(objectSet=[pcq.ObjectSpec(obj=vim.VirtualMachine(moref, self.si._stub))],
                               propSet=[pcq.PropertySpec(type=vim.VirtualMachine, pathSet=paths)])
         try:
@@ -2590,7 +2606,8 @@ class GuestSimulator:
             instance_uuid=props.get("config.instanceUuid") or "",
             mac=(nics[0].macAddress or "") if nics else "",
             network=(getattr(nics[0].backing, "deviceName", None) or "") if nics else "",
-            more_macs=[n.macAddress or "" for n in nics[1:]])
+            more_macs=[n.macAddress or "" for n in nics[1:]],
+            distro=FCOS if str(props.get("config.guestId") or "").startswith("fedora") else "flatcar")
 
     def _report(self, vm: VmState, running: bool, ip: str | None = None,
                 hostname: str | None = None, net: list[dict] | None = None) -> None:
@@ -2674,6 +2691,7 @@ def node_record(vm: VmState, facts: VmFacts, result: BootResult, etcd: dict | No
         "ip": result.ip,
         "ip_source": result.ip_source,
         "links": [link.__dict__ for link in result.links],
+        "distro": result.distro,
         "hostname": result.hostname,
         "datasource": result.datasource,
         "data_key": result.data_key,
