@@ -81,3 +81,18 @@ def test_the_script_finds_the_address_on_the_nic_with_that_mac_or_of_the_default
         ETCD_ADVERTISE_CLIENT_URLS=https://{ip}:4001
         ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{ip}:7001
         """)
+
+
+def test_a_users_fcos_podman_unit_must_take_the_address_file_under_dhcp(tmp_path):
+    from vmcoreos.errors import ConfigError
+
+    mine = ("[Service]\nExecStart=/usr/bin/podman run --network host --env-file /etc/vmcoreos/etcd-member.env"
+            " -v /var/lib/etcd:/var/lib/etcd:Z quay.io/coreos/etcd:v3.5.17\n[Install]\nWantedBy=multi-user.target\n")
+    doc = {"ignition": {"version": "3.4.0"},
+           "systemd": {"units": [{"name": "etcd-member.service", "enabled": True, "contents": mine}]}}
+    with pytest.raises(ConfigError) as err:
+        _plan(tmp_path, "fedora-coreos", doc)
+    assert any(f"add --env-file {leased.ADDRESS_ENV}" in f for f in err.value.findings)
+    ok = mine.replace("--env-file /etc/vmcoreos", f"--env-file {leased.ADDRESS_ENV} --env-file /etc/vmcoreos")
+    doc["systemd"]["units"][0]["contents"] = ok
+    assert _plan(tmp_path, "fedora-coreos", doc)[0].mac

@@ -222,6 +222,11 @@ def checks_for_settings(doc: dict, text: str, *, distro: str, version: str | Non
     units = ((doc.get("systemd") or {}).get("units") or []) if isinstance(doc.get("systemd"), dict) else []
     member = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
     contents = str(member.get("contents") or "") if member else ""
+    if distro == "fedora-coreos" and "podman" in contents and not static and not podman.passes_address(contents):
+        line = lines.get(("systemd", "units", units.index(member), "contents"), 0)
+        out.append(Finding(line, ERROR, f"{MEMBER_UNIT} runs podman but under DHCP hands the container no"
+                           f" address: add --env-file {leased.ADDRESS_ENV} to its podman run (the node writes its"
+                           " advertise URLs there when etcd starts), or leave the unit out and vmcoreos supplies one"))
     if distro == "fedora-coreos" and "podman" in contents and not podman.passes_membership(contents):
         line = lines.get(("systemd", "units", units.index(member), "contents"), 0)
         out.append(Finding(line, ERROR, f"{MEMBER_UNIT} runs podman but hands none of vmcoreos's membership to the"

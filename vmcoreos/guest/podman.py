@@ -62,5 +62,16 @@ def member_unit(image: str | None, *, extra_env_files: tuple[str, ...] = (), pre
 
 def passes_membership(unit_text: str) -> bool:
     """Whether a user's podman unit hands vmcoreos's membership to the container (see the module doc)."""
+    return _passes(unit_text, MEMBER_ENV)
+
+
+def passes_address(unit_text: str) -> bool:
+    """Whether it hands the container the address file a DHCP node writes (guest/leased.py)."""
+    from vmcoreos.guest.leased import ADDRESS_ENV
+
+    return _passes(unit_text, ADDRESS_ENV)
+
+
+def _passes(unit_text: str, env_file: str) -> bool:
     words = unit_text.replace("\\\n", " ").replace("=", " ").split()
-    return MEMBER_ENV in words or "--env-host" in words or any(w.strip("'\"") in ("ETCD_*", "ETCD*") for w in words)
+    return env_file in words or "--env-host" in words or any(w.strip("'\"") in ("ETCD_*", "ETCD*") for w in words)
