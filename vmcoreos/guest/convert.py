@@ -23,7 +23,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import staticnet, validate
+from vmcoreos.guest import ports, staticnet, validate
 from vmcoreos.guest.schema import CLOUD_CONFIG, ETCD2, Field
 
 MEMBER = "etcd-member.service"
@@ -220,38 +220,13 @@ def _convert_coreos(coreos: CommentedMap, changes: list[Change]) -> None:
         env["ETCD_ENABLE_V2"] = "true"
         changes.append(Change(0, ADDED, f"{MEMBER} {DROPIN}", V2_API))
         explicit = {"ETCD_LISTEN_CLIENT_URLS", "ETCD_ADVERTISE_CLIENT_URLS"} & set(env)
-        changes += _port_notes(env) if explicit else _default_port_notes(legacy)
+        changes += ports.port_notes(env) if explicit else ports.default_port_notes(legacy)
         _add_dropin(coreos, env)
     changes.sort(key=lambda c: (c.line == 0, c.line))
 
 
-def _port_notes(env: dict[str, str]) -> list[Change]:
-    """deploy builds member URLs and waits on the cluster file's ports, so they must be the config's."""
-    out = []
-    for var, key, default in (("ETCD_ADVERTISE_CLIENT_URLS", "client_port", 2379),
-                              ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "peer_port", 2380)):
-        m = re.search(r":(\d+)(?:/|,|$)", env.get(var, ""))
-        if m and int(m.group(1)) != default:
-            out.append(Change(0, NOTE, var, f"etcd uses port {m.group(1)}; set etcd.{key}: {m.group(1)} in the"
-                              " cluster file"))
-    return out
-
-
 def _has_unit(units, name: str) -> bool:
     return isinstance(units, list) and any(isinstance(u, dict) and u.get("name") == name for u in units)
-
-
-def _default_port_notes(legacy: bool) -> list[Change]:
-    """Ports the old etcd served without being told, which clients may still use: etcd 0.4 served clients on 4001
-    and peers on 7001, etcd2 clients on 2379 and 4001; Flatcar's etcd serves 2379/2380 only."""
-    if legacy:
-        old = "etcd 0.4 served clients on port 4001 and peers on 7001"
-    else:
-        old = "etcd2 served clients on port 4001 as well as 2379"
-    return [Change(0, NOTE, "etcd ports", f"{old}; etcd now serves 2379/2380. For clients that still use 4001,"
-                   " either add a second client URL in the drop-in (Environment=\"ETCD_LISTEN_CLIENT_URLS="
-                   "http://0.0.0.0:2379,http://0.0.0.0:4001\") or keep the old ports with etcd.client_port: 4001"
-                   " and etcd.peer_port: 7001 in the cluster file")]
 
 
 def _set_fields(section: dict, name: str):
