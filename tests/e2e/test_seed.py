@@ -32,3 +32,4 @@ def test_the_seed_converts_once_its_nameless_user_is_fixed_and_deploys(cli, vcsi
     _assert_three_joined(subnet)
     _guest_ok(guestsim, "cloud-config")
     assert guestsim.node("lab-01")["etcd"]["unit"] == "etcd-member.service"
+    assert guestsim.node("lab-01")["users"] == [{"name": "toor", "groups": ["sudo", "docker"]}]  # what the slip lost

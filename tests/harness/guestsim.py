@@ -872,6 +872,7 @@ class CloudConfig:
     etcd2: dict[str, object] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    users: list[dict] = field(default_factory=list)  # the users it creates: name, groups
 
 
 def parse_cloud_config(text: str) -> CloudConfig:
@@ -889,9 +890,24 @@ def parse_cloud_config(text: str) -> CloudConfig:
     cc.units = [_read_unit(Fields(u, f"coreos.units[{i}]", errors, cc.warnings))
                 for i, u in enumerate(coreos.list("units"))]
     cc.files = _read_write_files(top, errors, cc.warnings)
+    cc.users = _read_users(top, errors, cc.warnings)
     if errors:
         raise CloudConfigError("yaml: unmarshal errors: " + "; ".join(errors))
     return cc
+
+
+def _read_users(top: Fields, errors: list[str], warnings: list[str]) -> list[dict]:
+    """users[]: name and groups (CCI config/user.go). initialize/config.go skips a user with no name, logging
+    "User object has no 'name' field, skipping" (its groups and keys with it; -validate says nothing)."""
+    out = []
+    for i, item in enumerate(top.list("users")):
+        user = Fields(item, f"users[{i}]", errors, warnings)
+        name = user.str("name")
+        if not name:
+            warnings.append("User object has no 'name' field, skipping")
+            continue
+        out.append({"name": name, "groups": [str(g) for g in user.list("groups")]})
+    return out
 
 
 def _read_fields(section: Fields, fields) -> dict[str, object]:
@@ -1640,6 +1656,7 @@ class BootResult:
     enabled_units: set[str] = field(default_factory=set)
     links: list = field(default_factory=list)  # the node's links as `ip` shows them (Link), first NIC first
     distro: str = "flatcar"  # or FCOS: upstream Ignition only, no coreos-cloudinit, no vendor etcd-member
+    users: list = field(default_factory=list)  # the users coreos-cloudinit created (name, groups)
 
 
 def is_coreos_vm(extra: Mapping[str, str]) -> bool:
@@ -1909,6 +1926,7 @@ def _apply_cloud_config(result: BootResult, cc: CloudConfig, enabled_before: set
                         machine_id: str) -> None:
     """Apply(): files first, then units (user units, then the generated
     etcd/etcd2 drop-ins), then the unit commands."""
+    result.users = cc.users
     units = cc.units + [
         Unit("etcd.service", runtime=True,
              drop_ins={"20-cloudinit.conf": service_contents(cc.etcd, ETCD_FIELDS)}),
@@ -2691,6 +2709,7 @@ def node_record(vm: VmState, facts: VmFacts, result: BootResult, etcd: dict | No
         "ip": result.ip,
         "ip_source": result.ip_source,
         "links": [link.__dict__ for link in result.links],
+        "users": result.users,
         "distro": result.distro,
         "hostname": result.hostname,
         "datasource": result.datasource,

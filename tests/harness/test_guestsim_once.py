@@ -43,3 +43,10 @@ def test_a_dhcp_node_keeps_its_lease_source_on_later_boots():
 def test_a_failed_ignition_leaves_nothing_to_boot_from():
     failed = _boot(_extra('{"ignition": {"version": "9.9.9"}}'))
     assert failed.errors and gs.provisioned_by_ignition(failed) is None
+
+
+def test_coreos_cloudinit_skips_a_nameless_user_and_its_groups():
+    # The seed's users (coreos-facts §10): toor gets no groups, and nothing fails.
+    cc = gs.parse_cloud_config("#cloud-config\nusers:\n  - name: toor\n  - groups: [sudo, docker]\n")
+    assert cc.users == [{"name": "toor", "groups": []}]
+    assert "User object has no 'name' field, skipping" in cc.warnings
