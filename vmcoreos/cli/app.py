@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from vmcoreos.cli import cluster, common, configs, images
+from vmcoreos.cli import cluster, common, configs, images, vcenter
 from vmcoreos.cli.application import App
 from vmcoreos.errors import ExitCode
 
@@ -56,7 +56,7 @@ app.callback()(common._inject(
 ))
 
 
-for module in (cluster, images, configs):
+for module in (cluster, images, configs, vcenter):
     module.register(app)
 for info in app.registered_commands:
     info.callback = common.with_globals(info.callback)
