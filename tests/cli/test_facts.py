@@ -108,3 +108,28 @@ def test_ctrl_c_while_connecting_says_nothing_was_changed(tmp_path):
     OUTPUT_LOG.append(out + err)
     assert proc.returncode == 130, err
     assert err.splitlines()[-1] == "vmcoreos: error: interrupted before any change; nothing was changed"
+
+
+@pytest.mark.parametrize("mode, owner, group, accepted", [
+    (0o600, "us", "any", True),
+    (0o640, "root", "ours", True),  # root:vmcoreos 640, as docs/operations.md installs it
+    (0o640, "root", "other", False),  # a group we are not in may read it
+    (0o660, "root", "ours", False),  # the group may change it
+    (0o644, "root", "ours", False),
+    (0o640, "nobody", "ours", False),  # the service user's group, but not root's file
+])
+def test_a_password_file_readable_by_a_group_only_as_a_service_credential(tmp_path, mode, owner, group, accepted):
+    from vmcoreos.connection import connection_from
+    from vmcoreos.errors import ConfigError
+
+    path = tmp_path / "password"
+    path.write_text("pw\n")
+    uid = {"us": os.getuid(), "root": 0, "nobody": 65534}[owner]
+    gid = {"any": os.getgid(), "ours": os.getegid(), "other": 65533}[group]
+    os.chown(path, uid, gid)  # the suite runs as root (CI does)
+    os.chmod(path, mode)
+    if accepted:
+        assert connection_from(url="https://vc/sdk", username="u", password_file=path, environ={}).password == "pw"
+    else:
+        with pytest.raises(ConfigError, match="is readable by others; run: chmod 600 .* chown root:GROUP"):
+            connection_from(url="https://vc/sdk", username="u", password_file=path, environ={})
