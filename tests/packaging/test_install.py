@@ -36,19 +36,24 @@ def _cron_job(text: str) -> tuple[str, str]:
     return job[5], job[6]
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The README's steps run in a copy of the checkout, with /opt and /usr/local/bin under a temp dir."""
-    tmp = tmp_path_factory.mktemp("install")
-    src, bindir = tmp / "src", tmp / "bin"
-    src.mkdir()
-    bindir.mkdir()
+def _checkout(where: Path) -> Path:
+    """A copy of the checkout's files, as a user's clone holds them (no .venv, no build/)."""
+    src = where / "src"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.splitlines()
     for name in files:
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
+    return src
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The README's steps run in a copy of the checkout, with /opt and /usr/local/bin under a temp dir."""
+    tmp = tmp_path_factory.mktemp("install")
+    src, bindir = _checkout(tmp), tmp / "bin"
+    bindir.mkdir()
     steps = _system_wide_steps()
     assert any("pip install" in s for s in steps) and any(BINARY in s for s in steps), steps
     for step in steps:
@@ -57,6 +62,22 @@ def installed(tmp_path_factory):
         proc = subprocess.run(["sh", "-c", command], cwd=src, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{step}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     return tmp, bindir / "vmcoreos"
+
+
+def test_the_readme_pipx_line_works_in_the_checkout(tmp_path):
+    # It said `pipx install ./vmcoreos`, which fails in the checkout: ./vmcoreos is the package, not the project.
+    text = (ROOT / "README.md").read_text()
+    (line,) = [line for line in text.splitlines() if line.startswith("pipx install")]
+    command = line.split("#")[0].strip()
+    assert command == "pipx install ."
+    if not shutil.which("pipx"):
+        pytest.fail("pipx is missing; run `make apt` (Debian package pipx)")
+    env = {**os.environ, "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
+    proc = subprocess.run(["sh", "-c", command], cwd=_checkout(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    version = subprocess.run([str(tmp_path / "bin" / "vmcoreos"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("vmcoreos "), version.stderr
 
 
 def test_the_readme_install_lands_the_command_the_units_run(installed):
