@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e  # a pip install from the package index: not for `m
 def _system_wide_steps() -> list[str]:
     """The README's commands for the system-wide command, in order, as a person would paste them."""
     text = (ROOT / "README.md").read_text()
-    at = text.index("For unattended rebuilds, a system-wide command")
+    at = text.index("To install it system-wide")
     block = re.search(r"```sh\n(.*?)```", text[at:], re.S).group(1)
     return [line for line in block.splitlines() if line.strip()]
 
