@@ -150,11 +150,9 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, output: Optional[str] =
     with app.run(quiet=json_out, json_out=json_out) as term:
         from vmcoreos import cluster
         from vmcoreos.errors import EtcdError, StatusUnknownError, VSphereError
-
-        json_out = app.json_out
-        wide_table = wide(output)
         from vmcoreos.settings import Overrides
 
+        json_out = app.json_out
         prepared, conn = _prepared(app, config, Overrides())
         try:
             with cluster.open_run(prepared, conn, lock=False) as run:
@@ -165,7 +163,7 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, output: Optional[str] =
         if json_out:
             app.json({**result.as_dict(), "state": state})
         else:
-            _node_table(app, STATUS_COLUMNS, result.nodes, wide=wide_table)
+            _node_table(app, STATUS_COLUMNS, result.nodes, wide=wide(output))
         if state == "unknown":
             term.warn("no etcd member answered though nodes are powered on; health is unknown (exit 6):"
                       " check the network path to the nodes' client port")
@@ -176,10 +174,6 @@ def _tools(value: str | None) -> str:
     return {"guestToolsRunning": "running", "guestToolsNotRunning": "not running"}.get(value or "", value or "")
 
 
-def _ids(values: list[str]) -> list[str]:
-    return unique_prefixes(values)
-
-
 # The node tables: each column with its place in the drop order (0: always shown; on a narrow terminal the
 # highest number is shortened or left out first; -o wide shows all). A new column picks its number here.
 STATUS_COLUMNS = [
@@ -188,7 +182,7 @@ STATUS_COLUMNS = [
     (Column("TOOLS", 8), lambda s: _tools(s.tools)),
     (Column("IP", 2), lambda s: s.ip),
     (Column("IMAGE", 5), lambda s: s.image_version),
-    (Column("ETCD MEMBER", 6, short=_ids), lambda s: s.member_id),
+    (Column("ETCD MEMBER", 6, short=unique_prefixes), lambda s: s.member_id),
     (Column("HEALTH"), lambda s: s.stage),
     (Column("LEADER", 7), lambda s: "*" if s.leader else ""),
     (Column("CONFIG", 3), lambda s: "drift" if s.drift else "current"),
@@ -198,7 +192,7 @@ DEPLOY_COLUMNS = [
     (Column("ACTION"), lambda s: s.action),
     (Column("POWER", 4), lambda s: s.power),
     (Column("IP", 2), lambda s: s.ip),
-    (Column("ETCD MEMBER", 6, short=_ids), lambda s: s.member_id),
+    (Column("ETCD MEMBER", 6, short=unique_prefixes), lambda s: s.member_id),
     (Column("HEALTH"), lambda s: "healthy" if s.healthy else s.stage),
 ]
 
