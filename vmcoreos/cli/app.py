@@ -51,7 +51,7 @@ def _root(
 
 
 # The global options, typed before the command; each command takes them after itself too (cli/common.py).
-app.callback()(common._inject(
+app.callback()(common.add_options(
     _root, [*common.GLOBAL_OPTIONS, ("json_out", bool, common.JsonOpt), *common.CONNECTION_OPTIONS], common.root_options,
 ))
 

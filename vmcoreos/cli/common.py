@@ -75,6 +75,8 @@ RetriesOpt = typer.Option(5, "--retries", min=0, max=100, help="Retries per imag
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the result.")
 CountOpt = typer.Option(None, "--count", "-n", help="Number of nodes (overrides 'count').")
 ParallelOpt = typer.Option(4, "--parallel", min=1, max=32, help="Node operations run at once.")
+
+
 def _output_format(value: Optional[str]) -> Optional[str]:
     if value not in (None, "wide"):
         raise typer.BadParameter(f"{value!r} is not an output format; the one format is -o wide")
@@ -167,7 +169,7 @@ def _verbose() -> None:
     verbose_log.enable()
 
 
-def _inject(fn, added: list[tuple[str, object, object]], take, *, before: tuple[str, ...] = ()):
+def add_options(fn, added: list[tuple[str, object, object]], take, *, before: tuple[str, ...] = ()):
     """fn with the `added` options in its signature (before the first parameter named in `before`, else
     last); take(ctx, values) receives their values, and fn the rest."""
     signature = inspect.signature(fn, eval_str=True)
@@ -202,7 +204,7 @@ def with_connection(fn):
             for name in CONNECTION_NAMES
         }
 
-    return _inject(fn, CONNECTION_OPTIONS, take, before=("json_out", "quiet"))
+    return add_options(fn, CONNECTION_OPTIONS, take, before=("json_out", "quiet"))
 
 
 def with_globals(fn):
@@ -217,4 +219,4 @@ def with_globals(fn):
         if values.get("metrics_file") is not None:
             app.metrics_file = values["metrics_file"]
 
-    return _inject(fn, GLOBAL_OPTIONS, take)
+    return add_options(fn, GLOBAL_OPTIONS, take)
