@@ -11,9 +11,10 @@ from tests.harness.onterminal import run_on_a_terminal
 from vmcoreos.cli.tables import Column, layout, unique_prefixes
 
 MEMBERS = ["8e9e05c52164694d", "91bc3c398fb3c146", "8e9e05c5aaaa1111"]
-# The status table of three nodes as `vmcoreos status` prints it (its own columns, cli/cluster.py).
+# The status table of three nodes as `vmcoreos status` prints it (its own columns, cli/cluster.py), on a terminal
+# 80 columns wide, then -o wide, then as if the terminal were 30 and 12 columns wide: one process, four tables.
 SCRIPT = """
-import sys
+import os
 from vmcoreos.cli.application import App
 from vmcoreos.cli.cluster import STATUS_COLUMNS, _node_table
 from vmcoreos.cluster.results import NodeStatus
@@ -22,22 +23,27 @@ members = {members!r}
 nodes = [NodeStatus(name=f"lab-0{{i + 1}}", power="poweredOn", tools="guestToolsRunning", ip=f"127.0.60.{{21 + i}}",
                     image_version="4593.2.5", member_id=members[i], healthy=True, leader=i == 0, stage="healthy",
                     drift=i == 2) for i in range(3)]
-_node_table(App(), STATUS_COLUMNS, nodes, wide=sys.argv[1] == "wide")
+for columns, wide in (("80", False), ("80", True), ("30", False), ("12", False)):
+    os.environ["COLUMNS"] = columns
+    _node_table(App(), STATUS_COLUMNS, nodes, wide=wide)
+    print("---", flush=True)
 """
 
 
-def _status_table(tmp_path, wide: bool, columns: int = 80) -> list[str]:
-    script = tmp_path / "table.py"
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict[tuple[int, bool], list[str]]:
+    script = tmp_path_factory.mktemp("tables") / "table.py"
     script.write_text(SCRIPT.format(members=MEMBERS))
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    code, shown = run_on_a_terminal([sys.executable, str(script), "wide" if wide else "narrow"], env, columns=columns)
+    code, shown = run_on_a_terminal([sys.executable, str(script)], env, columns=80)
     assert code == 0, shown
-    return shown.splitlines()
+    parts = [part.strip("\n").splitlines() for part in shown.split("---\n")[:4]]
+    return dict(zip([(80, False), (80, True), (30, False), (12, False)], parts))
 
 
-def test_status_at_80_columns_on_a_terminal_splits_no_value(tmp_path):
+def test_status_at_80_columns_on_a_terminal_splits_no_value(tables):
     # It printed `poweredO`/`n`, `127.0.60`/`.21` and member ids over two lines.
-    lines = _status_table(tmp_path, wide=False)
+    lines = tables[80, False]
     assert len(lines) == 4, lines
     assert max(len(line) for line in lines) <= 80
     header = lines[0].split()
@@ -51,17 +57,17 @@ def test_status_at_80_columns_on_a_terminal_splits_no_value(tmp_path):
     assert [line.split()[4] for line in lines[1:]] == ["8e9e05c52", "91bc3c39", "8e9e05c5a"]
 
 
-def test_o_wide_shows_every_column_whole(tmp_path):
-    lines = _status_table(tmp_path, wide=True)
+def test_o_wide_shows_every_column_whole(tables):
+    lines = tables[80, True]
     assert len(lines) == 4
     assert lines[0].split() == ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD", "MEMBER", "HEALTH", "LEADER", "CONFIG"]
     for line, member in zip(lines[1:], MEMBERS):
         assert member in line.split()
 
 
-def test_a_very_narrow_terminal_keeps_the_essential_columns_and_runs_past_the_edge(tmp_path):
-    assert _status_table(tmp_path, wide=False, columns=30)[0].split() == ["NODE", "IP", "HEALTH"]
-    lines = _status_table(tmp_path, wide=False, columns=12)
+def test_a_very_narrow_terminal_keeps_the_essential_columns_and_runs_past_the_edge(tables):
+    assert tables[30, False][0].split() == ["NODE", "IP", "HEALTH"]
+    lines = tables[12, False]
     assert len(lines) == 4  # one row per node, even past the edge
     assert lines[0].split() == ["NODE", "HEALTH"]
     assert lines[1].split() == ["lab-01", "healthy"]
