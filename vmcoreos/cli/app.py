@@ -23,7 +23,9 @@ app = typer.Typer(
     help="Stand up and maintain CoreOS-family (Flatcar, CoreOS, Fedora CoreOS) clusters on VMware vSphere.",
     no_args_is_help=True,
     add_completion=True,
-    epilog="VMCOREOS_DEBUG=1 shows the traceback of an unexpected error (a bug to report) instead of its one line.",
+    epilog="-v, -q, --json, --metrics-file and the connection options also work after the command (vmcoreos status"
+    " -v). VMCOREOS_DEBUG=1 shows the traceback"
+    " of an unexpected error (a bug to report) instead of its one line.",
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
