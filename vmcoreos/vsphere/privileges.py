@@ -49,6 +49,7 @@ NEEDS: tuple[Need, ...] = (
     Need("VirtualMachine.Config.AdvancedConfig", "folder", "guestinfo and vmcoreos' marks (extraConfig)"),
     Need("VirtualMachine.Config.CPUCount", "folder", "the clone spec sets node.cpus"),
     Need("VirtualMachine.Config.Memory", "folder", "the clone spec sets node.memory_mb"),
+    Need("VirtualMachine.Config.EditDevice", "folder", "the clone spec sets the first NIC's MAC (guest/macs.py)"),
     Need("VirtualMachine.Provisioning.MarkAsTemplate", "folder", "the import becomes the template"),
     Need("VirtualMachine.Provisioning.MarkAsVM", "folder", "the template is a VM again for its linked-clone snapshot",
          when="linked_clone"),

@@ -49,6 +49,9 @@ func configNeeds(on *types.ManagedObjectReference, spec *types.VirtualMachineCon
 	if len(spec.ExtraConfig) > 0 {
 		n = append(n, needed{on, "VirtualMachine.Config.AdvancedConfig"})
 	}
+	if len(spec.DeviceChange) > 0 {
+		n = append(n, needed{on, "VirtualMachine.Config.EditDevice"}) // e.g. a NIC's MAC
+	}
 	return n
 }
 
