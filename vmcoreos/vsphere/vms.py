@@ -356,12 +356,10 @@ def power_on(session: Session, vm: VmInfo) -> None:
 
 
 def power_on_many(session: Session, found: list[VmInfo]) -> None:
-    """Power on every VM that is off, with one wait over all their tasks.
+    """Power on every VM that is off, with one wait over all their tasks; the tool is the one owner.
 
-    The tool alone powers nodes on (clone_spec asks vCenter for no power-on of its own). Yet vCenter
-    can be powering one on meanwhile (an HA restart, someone in the UI): InvalidPowerState is then no
-    failure if a re-read finds the VM on.
-    """
+    vCenter may power one on meanwhile all the same (HA, the UI): InvalidPowerState is then no failure
+    if a re-read finds the VM on."""
     off = [vm for vm in found if vm.power != "poweredOn"]
     if not off:
         return
