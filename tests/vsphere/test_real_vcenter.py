@@ -306,5 +306,5 @@ def test_deploy_without_a_privilege_exits_2_naming_it_before_any_upload(cli, tmp
 
 def test_the_mac_set_in_the_clone_spec_asks_for_edit_device(session):
     placement = inventory.locate(session, target())
-    folder = next(privs for _, what, privs in privileges.needed(placement, linked_clone=False) if what.startswith("folder"))
+    folder = {n.privilege for _, what, n in privileges.needed(placement, linked_clone=False) if what.startswith("folder")}
     assert "VirtualMachine.Config.EditDevice" in folder
