@@ -21,7 +21,7 @@ from vmcoreos.errors import ExitCode
 
 def register(app: typer.Typer) -> None:
     app.command(epilog=EXIT_CODES_HELP)(deploy)
-    app.command(epilog=exit_codes(0, 1, 2, 6, c0="every node healthy", c1="a node is missing, down or unhealthy"))(status)
+    app.command(epilog=exit_codes(0, 1, 2, 6, 7, c0="every node healthy", c1="a node is missing, down or unhealthy"))(status)
     app.command(epilog=EXIT_CODES_HELP)(rebuild)
     app.command(epilog=exit_codes(0, 1, 2, 5, 130))(destroy)
 
@@ -144,7 +144,8 @@ def deploy(
 def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOpt) -> None:
     """One row per node: power, tools, IP, image, etcd member, health, leader, config drift.
 
-    For monitoring: exit 0 is healthy, 1 critical, 6 unknown (vCenter or etcd could not be asked).
+    For monitoring: exit 0 is healthy, 1 critical, 6 unknown (vCenter or etcd could not be asked),
+    7 degraded placement (healthy, but members share a host or datastore although a free one exists).
     """
     app = App.of(ctx)
     with app.run(quiet=json_out, json_out=json_out) as term:
@@ -163,11 +164,12 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
             app.json({**result.as_dict(), "state": state})
         else:
             term.table(
-                ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD MEMBER", "HEALTH", "LEADER", "CONFIG"],
+                ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD MEMBER", "HEALTH", "LEADER", "CONFIG", "HOST",
+                 "DATASTORE", "SHARES"],
                 [
                     [
                         s.name, s.power, _tools(s.tools), s.ip, s.image_version, s.member_id, s.stage,
-                        "*" if s.leader else "", "drift" if s.drift else "current",
+                        "*" if s.leader else "", "drift" if s.drift else "current", s.host, s.datastore, s.shares,
                     ]
                     for s in result.nodes
                 ],
@@ -175,7 +177,11 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
         if state == "unknown":
             term.warn("no etcd member answered though nodes are powered on; health is unknown (exit 6):"
                       " check the network path to the nodes' client port")
-        raise typer.Exit({"healthy": ExitCode.OK, "critical": ExitCode.FAILED}.get(state, ExitCode.UNKNOWN))
+        if state == "degraded":
+            term.warn("etcd members share a host or datastore although a usable one is free (exit 7): a failure"
+                      " there costs more than one member; `vmcoreos rebuild --force` places them apart again")
+        codes = {"healthy": ExitCode.OK, "critical": ExitCode.FAILED, "degraded": ExitCode.DEGRADED}
+        raise typer.Exit(codes.get(state, ExitCode.UNKNOWN))
 
 
 def _tools(value: str | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from vmcoreos import etcd, naming
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
@@ -15,15 +16,17 @@ from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str):
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, where):
     settings = run.settings
     extra = dict(config.guestinfo)
     extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
     linked = " (linked clone)" if template.linked_snapshot is not None else ""
     run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
+    host, datastore = where
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
-        linked_snapshot=template.linked_snapshot,
+        linked_snapshot=template.linked_snapshot, host=host, datastore=datastore,
+        power_on=spread.powers_on_in_clone(run),
     )
 
 
@@ -41,11 +44,14 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     names: list[str] = []
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
+        where = spread.choose(run, [config.name for config, _ in batch])
+        specs = [(config.name, _spec(run, template, image, config, digest, where[config.name]))
+                 for config, digest in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
+    spread.keep_rule(run, made)  # on a DRS cluster, before they power on
     # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
     vms.power_on_many(run.session, made)
 
@@ -180,6 +186,7 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
             etcd.member_remove(endpoint, member.id)
+    spread.leave(run, vm)
     run.reporter.event(f"{vm.name}: powering off and deleting")
     vms.destroy(run.session, vm, run.name)
 
