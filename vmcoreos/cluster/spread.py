@@ -9,6 +9,7 @@ clone and before its power-on, leave() before a node is deleted.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from pyVmomi import vim
@@ -44,6 +45,14 @@ def choose(run: Run, names: list[str]) -> dict[str, tuple[Any, Any]]:
     for name, spot in spread.spots.items():
         run.reporter.event(f"{name}: placing on host {spot.host}, datastore {spot.datastore}")
     return {n: (topo.hosts[s.host], topo.datastores[s.datastore]) for n, s in spread.spots.items()}
+
+
+def datastore_shares(run: Run, count: int) -> dict[str, int]:
+    """How many of count new nodes each datastore would receive (for the room check before any upload)."""
+    topo = run.placement.topology
+    members = {n: spot_of(topo, vm) for n, vm in run.inventory().nodes.items()}
+    spots = placement.choose([f"new-{i}" for i in range(count)], topo.mounts, list(topo.datastores), members).spots
+    return dict(Counter(s.datastore for s in spots.values()))
 
 
 def powers_on_in_clone(run: Run) -> bool:
