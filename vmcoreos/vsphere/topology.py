@@ -35,6 +35,11 @@ class Topology:
         return None if ref is None else self.names.get(getattr(ref, "_moId", ""), getattr(ref, "_moId", None))
 
 
+def shown(name) -> str:
+    """A name vCenter gave, fit for a terminal line: control characters (an escape sequence) become '?'."""
+    return "".join(c if c.isprintable() else "?" for c in str(name))[:120]
+
+
 def drs_enabled(session: Session, compute) -> bool:
     if not isinstance(compute, vim.ClusterComputeResource):
         return True  # a standalone host's compute resource places on its one host
@@ -55,9 +60,9 @@ def read(session: Session, compute, cluster_name: str, host_refs, datastores: li
     """The usable hosts of compute for these datastores and network; refuses when none (or vsphere.host) cannot."""
     hosts = session.retrieve(list(host_refs or []), HOST_PROPS, vim.HostSystem)
     stores = session.retrieve(datastores, ["name"], vim.Datastore)
-    ds_names = [stores.get(d, {}).get("name", d._moId) for d in datastores]
+    ds_names = [shown(stores.get(d, {}).get("name", d._moId)) for d in datastores]
     net_name = session.retrieve([network], ["name"], vim.Network)[network].get("name")
-    names = {o._moId: p.get("name", o._moId) for o, p in hosts.items()}
+    names = {o._moId: shown(p.get("name", o._moId)) for o, p in hosts.items()}
     names.update({d._moId: n for d, n in zip(datastores, ds_names)})
     by_name = {names[o._moId]: o for o in hosts}
 
