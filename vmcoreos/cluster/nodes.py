@@ -42,9 +42,9 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     """
     refs: list = []
     names: list[str] = []
+    where = spread.choose(run, [config.name for config, _ in jobs])  # all at once: one listing, spread evenly
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        where = spread.choose(run, [config.name for config, _ in batch])
         specs = [(config.name, _spec(run, template, image, config, digest, where[config.name]))
                  for config, digest in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
