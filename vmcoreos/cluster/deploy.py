@@ -38,7 +38,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
         for name in planned.remove:
             node_ops.remove_node(run, nodes.pop(name), nodes)
             result.removed.append(name)
-        spread.keep_rule(run)  # the rule holds the nodes that stay (and those made before it existed)
+        spread.keep_rule(run, nodes)  # the rule holds the nodes that stay (and those made before it existed)
         for name in planned.power_on:
             run.reporter.event(f"{name}: powering on")
             vms.power_on(session, nodes[name])

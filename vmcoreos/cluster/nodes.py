@@ -34,7 +34,8 @@ def clone(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     clone_all(run, template, image, [(config, digest)])
 
 
-def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]]) -> None:
+def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]],
+              nodes: dict[str, vms.VmInfo] | None = None) -> None:
     """Clone and boot nodes, `parallel` clones at a time, each batch's clones awaited together.
 
     Then one look at all of them, and one wait over the power-ons that are still needed: a look and a
@@ -42,7 +43,9 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     """
     refs: list = []
     names: list[str] = []
-    where = spread.choose(run, [config.name for config, _ in jobs])  # all at once: one listing, spread evenly
+    # Placed all at once, apart from the nodes there are (nodes: the caller knows them; else one listing).
+    nodes = run.inventory().nodes if nodes is None else nodes
+    where = spread.choose(run, [config.name for config, _ in jobs], nodes)
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
         specs = [(config.name, _spec(run, template, image, config, digest, where[config.name]))
@@ -51,7 +54,7 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
-    spread.keep_rule(run, made)  # on a DRS cluster, before they power on
+    spread.keep_rule(run, nodes, made)  # on a DRS cluster, before they power on
     # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
     vms.power_on_many(run.session, made)
 
@@ -62,7 +65,7 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     The members' clock starts once all are cloned and powered on: none can
     form the cluster before the others are up.
     """
-    clone_all(run, template, image, [(c, c.digest) for c in configs])
+    clone_all(run, template, image, [(c, c.digest) for c in configs], nodes={})  # a new cluster: none yet
     deadline = join_deadline(run)
     if run.dhcp:
         # First boot done without etcd; now each node's leased address goes into every config.
@@ -186,7 +189,7 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
             etcd.member_remove(endpoint, member.id)
-    spread.leave(run, vm)
+    spread.leave(run, vm, nodes)
     run.reporter.event(f"{vm.name}: powering off and deleting")
     vms.destroy(run.session, vm, run.name)
 

@@ -29,10 +29,10 @@ def spot_of(topology: Topology, vm: vms.VmInfo) -> Spot:
     return Spot(topology.name_of(vm.host), next((d for d in stores if d in topology.datastores), stores[0] if stores else None))
 
 
-def choose(run: Run, names: list[str]) -> dict[str, tuple[Any, Any]]:
-    """(host, datastore) for each new node: apart from the members that stay; warnings said once per run."""
+def choose(run: Run, names: list[str], nodes: dict[str, vms.VmInfo]) -> dict[str, tuple[Any, Any]]:
+    """(host, datastore) for each new node, apart from the nodes there are (by name); warnings said once per run."""
     topo = run.placement.topology
-    members = {n: spot_of(topo, vm) for n, vm in run.inventory().nodes.items()}
+    members = {n: spot_of(topo, vm) for n, vm in nodes.items()}
     spread = placement.choose(names, topo.mounts, list(topo.datastores), members, prefer=run.replaced)
     warnings = list(spread.warnings)
     if topo.pinned and len(members.keys() | set(names)) > 1:
@@ -50,6 +50,8 @@ def choose(run: Run, names: list[str]) -> dict[str, tuple[Any, Any]]:
 def datastore_shares(run: Run, count: int) -> dict[str, int]:
     """How many of count new nodes each datastore would receive (for the room check before any upload)."""
     topo = run.placement.topology
+    if len(topo.datastores) == 1:
+        return {next(iter(topo.datastores)): count}
     members = {n: spot_of(topo, vm) for n, vm in run.inventory().nodes.items()}
     spots = placement.choose([f"new-{i}" for i in range(count)], topo.mounts, list(topo.datastores), members).spots
     return dict(Counter(s.datastore for s in spots.values()))
@@ -60,21 +62,22 @@ def powers_on_in_clone(run: Run) -> bool:
     return not run.placement.topology.drs
 
 
-def keep_rule(run: Run, adding: list[vms.VmInfo] = ()) -> None:
-    """On a DRS cluster, the anti-affinity rule holds every node and those being added (before they power on)."""
+def keep_rule(run: Run, nodes: dict[str, vms.VmInfo], adding: list[vms.VmInfo] = ()) -> None:
+    """On a DRS cluster, the anti-affinity rule holds the nodes (all there are) and those being added, before
+    they power on. Fewer than two: nothing to keep apart (leave() takes a rule down)."""
     topo = run.placement.topology
-    if not topo.drs:
-        return
-    refs = {vm.moref: vm.ref for vm in list(run.inventory().nodes.values()) + list(adding)}
-    _sync(run, list(refs.values()))
+    refs = {vm.moref: vm.ref for vm in list(nodes.values()) + list(adding)}
+    if topo.drs and len(refs) >= 2:
+        _sync(run, list(refs.values()))
 
 
-def leave(run: Run, vm: vms.VmInfo) -> None:
-    """Before a node is deleted: it leaves the rule, and where it ran is remembered for its replacement."""
+def leave(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
+    """Before a node is deleted: it leaves the rule (nodes: the cluster's, with or without it), and where it
+    ran is remembered for its replacement."""
     topo = run.placement.topology
     run.replaced[vm.name] = spot_of(topo, vm)
     if topo.drs:
-        _sync(run, [v.ref for n, v in run.inventory().nodes.items() if n != vm.name])
+        _sync(run, [v.ref for n, v in nodes.items() if n != vm.name])
 
 
 def _sync(run: Run, refs: list) -> None:
@@ -82,14 +85,16 @@ def _sync(run: Run, refs: list) -> None:
     # A "must" rule stops a power-on that would break it; with more members than hosts that would fail the
     # run, so the rule becomes a "should": DRS still keeps them as far apart as it can.
     mandatory = len(refs) <= len(topo.hosts)
-    warning = drsrule.sync(run.session, topo.compute, run.name, refs, mandatory=mandatory)
-    if warning:
-        if warning not in run.said:
-            run.said.add(warning)
-            run.reporter.warn(warning)
-    elif len(refs) >= 2:
-        kind = "must" if mandatory else "should (more members than usable hosts)"
-        run.reporter.event(f"DRS rule {drsrule.rule_name(run.name)} keeps {len(refs)} members apart ({kind})")
+    written = drsrule.sync(run.session, topo.compute, run.name, refs, mandatory=mandatory)
+    name = drsrule.rule_name(run.name)
+    if written.warning and written.warning not in run.said:
+        run.said.add(written.warning)
+        run.reporter.warn(written.warning)
+    elif written.action == "remove":
+        run.reporter.event(f"removed DRS rule {name}: one member has nothing to be kept apart from")
+    elif written.action:
+        kind = "must" if mandatory else "should: more members than usable hosts"
+        run.reporter.event(f"DRS rule {name} keeps {len(refs)} members apart ({kind})")
 
 
 def drop_rule(session: Session, cluster: str, nodes: list[vms.VmInfo], reporter: Reporter) -> None:
@@ -100,8 +105,8 @@ def drop_rule(session: Session, cluster: str, nodes: list[vms.VmInfo], reporter:
     compute = session.retrieve(hosts[:1], ["parent"], vim.HostSystem)[hosts[0]].get("parent")
     if drsrule.find(session, compute, drsrule.rule_name(cluster)) is None:
         return
-    warning = drsrule.remove(session, compute, cluster)
-    if warning:
-        reporter.warn(warning)
-    else:
+    written = drsrule.remove(session, compute, cluster)
+    if written.warning:
+        reporter.warn(written.warning)
+    elif written.action:
         reporter.event(f"removed DRS rule {drsrule.rule_name(cluster)}")

@@ -14,6 +14,9 @@ back as a warning text; every other refusal is an error.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VSphereError
@@ -22,6 +25,14 @@ from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.waits import wait_task
 
 PRIVILEGE = "Host.Inventory.ModifyCluster"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a sync did: the rule written ("add", "edit", "remove") or None, and a warning for the user."""
+
+    action: str | None = None
+    warning: str | None = None
 
 
 def rule_name(cluster: str) -> str:
@@ -37,10 +48,23 @@ def find(session: Session, compute, name: str):
     return next((r for r in rules if r.name == name), None)
 
 
+def _vm_props(session: Session, refs: list) -> dict:
+    """name and extraConfig of each VM that still exists (a rule can name one deleted meanwhile)."""
+    props = ["name", "config.extraConfig"]
+    try:
+        return session.retrieve(refs, props, vim.VirtualMachine)
+    except vmodl.fault.ManagedObjectNotFound:
+        found = {}
+        for ref in refs:
+            with contextlib.suppress(vmodl.fault.ManagedObjectNotFound):
+                found.update(session.retrieve([ref], props, vim.VirtualMachine))
+        return found
+
+
 def _not_ours(session: Session, rule, cluster: str, allowed: set[str]) -> list[str]:
     """Names (or morefs) of the VMs in rule that are not nodes of cluster; VMs that no longer exist do not count."""
     refs = list(rule.vm or [])
-    found = session.retrieve(refs, ["name", "config.extraConfig"], vim.VirtualMachine) if refs else {}
+    found = _vm_props(session, refs) if refs else {}
     out = []
     for ref, props in found.items():
         extra = vms._extra(props.get("config.extraConfig"))
@@ -49,43 +73,43 @@ def _not_ours(session: Session, rule, cluster: str, allowed: set[str]) -> list[s
     return sorted(out)
 
 
-def sync(session: Session, compute, cluster: str, members: list, *, mandatory: bool) -> str | None:
+def sync(session: Session, compute, cluster: str, members: list, *, mandatory: bool) -> Written:
     """Make the rule hold exactly members (VM refs); with fewer than two there is nothing to keep apart, and
-    the rule goes. Returns a warning for the user when the rule could not be written, else None."""
+    the rule goes. Says what was written, and a warning for the user when the rule could not be."""
     name = rule_name(cluster)
     rule = find(session, compute, name)
     want = {m._moId: m for m in members}
     if rule is not None:
         strangers = _not_ours(session, rule, cluster, set(want))
         if strangers:
-            return (f"DRS rule {name!r} holds {', '.join(strangers)}, which vmcoreos did not create, so it is not"
-                    " ours and was left alone; rename that rule so vmcoreos can keep its members apart")
+            return Written(warning=f"DRS rule {name!r} holds {', '.join(strangers)}, which vmcoreos did not create,"
+                           " so it is not ours and was left alone; rename that rule so vmcoreos can keep its members apart")
     if len(want) < 2:
-        return _write(session, compute, name, "remove", rule) if rule is not None else None
+        return _write(session, compute, name, "remove", rule) if rule is not None else Written()
     if rule is None:
         info = vim.cluster.AntiAffinityRuleSpec(name=name, enabled=True, mandatory=mandatory, vm=list(want.values()))
         return _write(session, compute, name, "add", info)
     have = {v._moId for v in rule.vm or []}
     if have == set(want) and rule.enabled and bool(rule.mandatory) == mandatory:
-        return None
+        return Written()
     info = vim.cluster.AntiAffinityRuleSpec(name=name, key=rule.key, enabled=True, mandatory=mandatory,
                                             vm=list(want.values()))
     return _write(session, compute, name, "edit", info)
 
 
-def remove(session: Session, compute, cluster: str) -> str | None:
-    """destroy: the rule goes (if ours); a warning text when it could not."""
+def remove(session: Session, compute, cluster: str) -> Written:
+    """destroy: the rule goes (if ours); a warning when it could not."""
     rule = find(session, compute, rule_name(cluster))
     if rule is None:
-        return None
+        return Written()
     strangers = _not_ours(session, rule, cluster, set())
     if strangers:
-        return (f"DRS rule {rule.name!r} holds {', '.join(strangers)}, which vmcoreos did not create;"
-                " it was left in place")
+        return Written(warning=f"DRS rule {rule.name!r} holds {', '.join(strangers)}, which vmcoreos did not create;"
+                       " it was left in place")
     return _write(session, compute, rule.name, "remove", rule)
 
 
-def _write(session: Session, compute, name: str, operation: str, info) -> str | None:
+def _write(session: Session, compute, name: str, operation: str, info) -> Written:
     if operation == "remove":
         spec = vim.cluster.RuleSpec(operation="remove", removeKey=info.key)
     else:
@@ -95,10 +119,10 @@ def _write(session: Session, compute, name: str, operation: str, info) -> str | 
         task = compute.ReconfigureComputeResource_Task(spec=vim.cluster.ConfigSpecEx(rulesSpec=[spec]), modify=True)
     except vim.fault.NoPermission as exc:
         privilege = getattr(exc, "privilegeId", None) or PRIVILEGE
-        return (f"could not {verb} DRS rule {name!r}: your vCenter user lacks {privilege} on the"
-                " cluster; the members were placed apart, but DRS may later move them together: grant it and run"
-                " deploy again")
+        return Written(warning=f"could not {verb} DRS rule {name!r}: your vCenter user lacks {privilege} on the"
+                       " cluster; the members were placed apart, but DRS may later move them together: grant it and"
+                       " run deploy again")
     except vmodl.MethodFault as exc:
         raise VSphereError(f"{what} DRS rule {name!r} failed: {exc.msg or type(exc).__name__}") from None
     wait_task(session, task, what=f"{what} DRS rule {name}")
-    return None
+    return Written(action=operation)

@@ -125,7 +125,7 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
 
     compute = _choose(session, "cluster", "cluster", target.cluster, props["hostFolder"], vim.ComputeResource,
                       origin=target.origin("cluster"))
-    cprops = session.retrieve([compute], ["name", "resourcePool", "host"], vim.ComputeResource)[compute]
+    cprops = session.retrieve([compute], ["name", "resourcePool", "host", "configurationEx"], vim.ComputeResource)[compute]
     pool = _find_pool(session, cprops["resourcePool"], target.resource_pool)
 
     datastores = [_datastore(session, props["datastoreFolder"], name, target) for name in target.datastore_names]
@@ -135,13 +135,14 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     networks = _names(session, props["networkFolder"], vim.Network)
     default_net = None if target.network else ("VM Network" if "VM Network" in networks else None)
     # An NSX segment is one port group per switch: the one on this cluster's hosts is meant.
-    on_cluster = topology.cluster_networks(session, cprops.get("host"))
+    hosts = topology.read_hosts(session, cprops.get("host"))
+    on_cluster = topology.networks_of(hosts)
     network = _choose(session, "network", "network", target.network, props["networkFolder"], vim.Network, default_net,
                       origin=target.origin("network"), narrow=lambda objs: [o for o in objs if o in on_cluster])
     network_name = session.retrieve([network], ["name"], vim.Network)[network]["name"]
     folder = _find_folder(session, props["vmFolder"], target.folder, target.origin("folder"))
     folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
-    topo = topology.read(session, compute, cprops["name"], cprops.get("host"), datastores, network, target)
+    topo = topology.read(session, compute, cprops, hosts, datastores, network, network_name, target)
     return Placement(dc, pool, datastores[0], network, network_name, folder, cprops["name"], folder_path,
                      topology.import_host(topo), topo)
 

@@ -40,28 +40,31 @@ def shown(name) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(name))[:120]
 
 
-def drs_enabled(session: Session, compute) -> bool:
+def drs_enabled(compute, configuration) -> bool:
+    """configuration: the compute resource's configurationEx (read with its other properties)."""
     if not isinstance(compute, vim.ClusterComputeResource):
         return True  # a standalone host's compute resource places on its one host
-    got = session.retrieve([compute], ["configurationEx"], vim.ClusterComputeResource)[compute]
-    drs = getattr(got.get("configurationEx"), "drsConfig", None)
-    return bool(getattr(drs, "enabled", False))
+    return bool(getattr(getattr(configuration, "drsConfig", None), "enabled", False))
 
 
-def cluster_networks(session: Session, host_refs) -> set:
-    """Every network (port group) some host of the cluster is on: an NSX segment's port group on the
-    cluster's own switch is among them, its twin on another cluster's switch is not."""
-    hosts = session.retrieve(list(host_refs or []), ["network"], vim.HostSystem)
+def read_hosts(session: Session, host_refs) -> dict:
+    """The cluster's hosts with what placement (and the NSX port group choice) needs of them, in one call."""
+    return session.retrieve(list(host_refs or []), HOST_PROPS, vim.HostSystem)
+
+
+def networks_of(hosts: dict) -> set:
+    """Every network (port group) some host is on: an NSX segment's port group on the cluster's own switch is
+    among them, its twin on another cluster's switch is not."""
     return {n for p in hosts.values() for n in (p.get("network") or [])}
 
 
-def read(session: Session, compute, cluster_name: str, host_refs, datastores: list, network,
+def read(session: Session, compute, cprops: dict, hosts: dict, datastores: list, network, net_name: str,
          target: VSphereTarget) -> Topology:
-    """The usable hosts of compute for these datastores and network; refuses when none (or vsphere.host) cannot."""
-    hosts = session.retrieve(list(host_refs or []), HOST_PROPS, vim.HostSystem)
+    """The usable hosts (read_hosts) of compute for these datastores and network; refuses when none (or
+    vsphere.host) cannot. cprops: the compute resource's name and configurationEx."""
+    cluster_name = cprops.get("name")
     stores = session.retrieve(datastores, ["name"], vim.Datastore)
     ds_names = [shown(stores.get(d, {}).get("name", d._moId)) for d in datastores]
-    net_name = session.retrieve([network], ["name"], vim.Network)[network].get("name")
     names = {o._moId: shown(p.get("name", o._moId)) for o, p in hosts.items()}
     names.update({d._moId: n for d, n in zip(datastores, ds_names)})
     by_name = {names[o._moId]: o for o in hosts}
@@ -98,7 +101,7 @@ def read(session: Session, compute, cluster_name: str, host_refs, datastores: li
             " pick a datastore and network its hosts share, or bring a host out of maintenance"
         )
     return Topology(
-        compute, drs_enabled(session, compute), usable, {n: mounted(o) for n, o in usable.items()},
+        compute, drs_enabled(compute, cprops.get("configurationEx")), usable, {n: mounted(o) for n, o in usable.items()},
         dict(zip(ds_names, datastores)), {n: w for n, w in why.items() if w}, names, target.host,
     )
 
