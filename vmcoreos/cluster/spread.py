@@ -26,7 +26,8 @@ from vmcoreos.vsphere.topology import Topology
 def spot_of(topology: Topology, vm: vms.VmInfo) -> Spot:
     """Where vm runs, by name: its host and its first datastore (the one holding its files)."""
     stores = [topology.name_of(d) for d in vm.datastores]
-    return Spot(topology.name_of(vm.host), next((d for d in stores if d in topology.datastores), stores[0] if stores else None))
+    named = [d for d in stores if d in topology.datastores] + stores
+    return Spot(topology.name_of(vm.host), named[0] if named else None)
 
 
 def choose(run: Run, names: list[str], nodes: dict[str, vms.VmInfo]) -> dict[str, tuple[Any, Any]]:

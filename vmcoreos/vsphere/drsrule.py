@@ -68,7 +68,8 @@ def _not_ours(session: Session, rule, cluster: str, allowed: set[str]) -> list[s
     out = []
     for ref, props in found.items():
         extra = vms._extra(props.get("config.extraConfig"))
-        if ref._moId not in allowed and not (extra.get(vms.MARK_CLUSTER) == cluster and extra.get(vms.MARK_ROLE) == "node"):
+        node = extra.get(vms.MARK_CLUSTER) == cluster and extra.get(vms.MARK_ROLE) == "node"
+        if ref._moId not in allowed and not node:
             out.append(props.get("name") or ref._moId)
     return sorted(out)
 
@@ -83,7 +84,8 @@ def sync(session: Session, compute, cluster: str, members: list, *, mandatory: b
         strangers = _not_ours(session, rule, cluster, set(want))
         if strangers:
             return Written(warning=f"DRS rule {name!r} holds {', '.join(strangers)}, which vmcoreos did not create,"
-                           " so it is not ours and was left alone; rename that rule so vmcoreos can keep its members apart")
+                           " so it is not ours and was left alone; rename that rule so vmcoreos can keep its"
+                           " members apart")
     if len(want) < 2:
         return _write(session, compute, name, "remove", rule) if rule is not None else Written()
     if rule is None:
@@ -114,7 +116,8 @@ def _write(session: Session, compute, name: str, operation: str, info) -> Writte
         spec = vim.cluster.RuleSpec(operation="remove", removeKey=info.key)
     else:
         spec = vim.cluster.RuleSpec(operation=operation, info=info)
-    verb, what = {"add": ("create", "creating"), "edit": ("update", "updating"), "remove": ("remove", "removing")}[operation]
+    verbs = {"add": ("create", "creating"), "edit": ("update", "updating"), "remove": ("remove", "removing")}
+    verb, what = verbs[operation]
     try:
         task = compute.ReconfigureComputeResource_Task(spec=vim.cluster.ConfigSpecEx(rulesSpec=[spec]), modify=True)
     except vim.fault.NoPermission as exc:

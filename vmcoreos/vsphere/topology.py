@@ -89,9 +89,11 @@ def read(session: Session, compute, cprops: dict, hosts: dict, datastores: list,
     if target.host:
         if target.host not in by_name:
             listing = ", ".join(sorted(by_name)) or "none"
-            raise VSphereError(f"host {target.host!r} (vsphere.host) is not in cluster {cluster_name!r}; found: {listing}")
+            raise VSphereError(f"host {target.host!r} (vsphere.host) is not in cluster {cluster_name!r};"
+                               f" found: {listing}")
         if why[target.host]:
-            raise VSphereError(f"host {target.host!r} (vsphere.host) {why[target.host]}; pick another host in vsphere.host")
+            raise VSphereError(f"host {target.host!r} (vsphere.host) {why[target.host]};"
+                               " pick another host in vsphere.host")
         why = {n: (w if n == target.host else "is not vsphere.host") for n, w in why.items()}
     usable = {n: by_name[n] for n in sorted(by_name) if why[n] is None}
     if not usable:
@@ -101,7 +103,8 @@ def read(session: Session, compute, cprops: dict, hosts: dict, datastores: list,
             " pick a datastore and network its hosts share, or bring a host out of maintenance"
         )
     return Topology(
-        compute, drs_enabled(compute, cprops.get("configurationEx")), usable, {n: mounted(o) for n, o in usable.items()},
+        compute, drs_enabled(compute, cprops.get("configurationEx")), usable,
+        {n: mounted(o) for n, o in usable.items()},
         dict(zip(ds_names, datastores)), {n: w for n, w in why.items() if w}, names, target.host,
     )
 
@@ -114,4 +117,5 @@ def import_host(topology: Topology):
     if topology.drs:
         return None
     first = next(iter(topology.datastores))
-    return next((topology.hosts[h] for h, ds in topology.mounts.items() if first in ds), next(iter(topology.hosts.values())))
+    mounting = [topology.hosts[h] for h, ds in topology.mounts.items() if first in ds]
+    return (mounting or list(topology.hosts.values()))[0]
