@@ -145,6 +145,8 @@ def test_on_drs_the_rule_holds_exactly_the_nodes_from_deploy_to_destroy(cli, str
     rules = _rules(strict_vcsim)
     assert rules["vmcoreos-drs-etcd"] == (True, True, ["drs-01", "drs-02", "drs-03"])
     assert len({host for host, _ in _where(strict_vcsim, "drs").values()}) == 3
+    code, _, data = _status(cli, cluster, env)
+    assert code == 0 and data["drs_rule"] == "exact"
 
     # A fourth member on three hosts: it joins the rule, which becomes a "should" so it can power on.
     run = _deploy(cli, cluster, signed_ova, env, 4)
@@ -211,6 +213,8 @@ def test_without_modify_cluster_the_deploy_warns_and_succeeds(cli, signed_ova, s
             assert "lacks Host.Inventory.ModifyCluster" in run.stderr
             assert _rules(sim) == {}
             assert len({host for host, _ in _where(sim, "noperm").values()}) == 2
+            status = cli(["status", "-c", str(cluster)], env=sim.env())
+            assert status.returncode == 0 and "DRS rule vmcoreos-noperm-etcd is missing" in status.stderr
             assert cli(["destroy", "-c", str(cluster), "--yes"], env=sim.env()).returncode == 0
 
 

@@ -177,6 +177,9 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
         if state == "unknown":
             term.warn("no etcd member answered though nodes are powered on; health is unknown (exit 6):"
                       " check the network path to the nodes' client port")
+        if result.drs_rule in ("missing", "differs"):
+            term.warn(f"DRS rule vmcoreos-{result.cluster}-etcd is {result.drs_rule} (it should hold exactly the"
+                      " nodes): DRS may move members together; `vmcoreos deploy` writes it again")
         if state == "degraded":
             term.warn("etcd members share a host or datastore although a usable one is free (exit 7): a failure"
                       " there costs more than one member; `vmcoreos rebuild --force` places them apart again")

@@ -39,6 +39,7 @@ class RunResult:
     message: str = ""
     etcd_answered: bool | None = None  # status: whether any etcd member answered (None: not asked)
     placement_degraded: bool | None = None  # status: members share a host or datastore though a free one exists
+    drs_rule: str | None = None  # status on a DRS cluster: "exact", "missing" or "differs" (None: no DRS, < 2 nodes)
 
     def as_dict(self) -> dict:
         data = dict(self.__dict__)

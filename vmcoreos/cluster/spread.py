@@ -98,6 +98,19 @@ def _sync(run: Run, refs: list) -> None:
         run.reporter.event(f"DRS rule {name} keeps {len(refs)} members apart ({kind})")
 
 
+def rule_state(run: Run, nodes: dict[str, vms.VmInfo]) -> str | None:
+    """status: whether the anti-affinity rule holds exactly the nodes ("exact", "missing", "differs");
+    None without DRS or with fewer than two nodes."""
+    topo = run.placement.topology
+    if not topo.drs or len(nodes) < 2:
+        return None
+    rule = drsrule.find(run.session, topo.compute, drsrule.rule_name(run.name))
+    if rule is None:
+        return "missing"
+    same = {v._moId for v in rule.vm or []} == {vm.moref for vm in nodes.values()}
+    return "exact" if same and rule.enabled else "differs"
+
+
 def drop_rule(session: Session, cluster: str, nodes: list[vms.VmInfo], reporter: Reporter) -> None:
     """destroy: the rule goes with the nodes, on the compute cluster they run in."""
     hosts = [vm.host for vm in nodes if vm.host is not None]

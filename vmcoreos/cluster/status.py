@@ -41,6 +41,7 @@ def apply(run: Run, prepared: Prepared) -> RunResult:
                 st.stage = "not a member" if vm.power == "poweredOn" else vm.power
         result.nodes.append(st)
     _flag_sharing(run, result)
+    result.drs_rule = spread.rule_state(run, nodes)
     return result
 
 
