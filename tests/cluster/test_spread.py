@@ -40,11 +40,12 @@ def test_a_clone_joins_the_rule_before_it_powers_on(mocker, drs):
 
     mocker.patch.object(vms, "clone_many", side_effect=clone_many)
     mocker.patch.object(vms, "refresh_many", side_effect=lambda session, found: found)
+    mocker.patch.object(vms, "first_nic", return_value=None)
     mocker.patch.object(spread, "_sync", side_effect=lambda run, refs: order.rule(sorted(r._moId for r in refs)))
     mocker.patch.object(vms, "power_on_many", side_effect=lambda session, found: order.power([v.name for v in found]))
     template = SimpleNamespace(vm=None, name="t", linked_snapshot=None)
     image = SimpleNamespace(distro="flatcar", version="1")
-    configs = [SimpleNamespace(name=f"lab-0{i}", guestinfo={}) for i in (1, 2)]
+    configs = [SimpleNamespace(name=f"lab-0{i}", guestinfo={}, mac=None) for i in (1, 2)]
     nodes.clone_all(run, template, image, [(c, "digest") for c in configs], nodes={})
 
     names = [call[0] for call in order.mock_calls]

@@ -16,10 +16,8 @@ def test_a_hostile_host_name_loses_its_control_characters():
     assert shown("esx-01.example.com") == "esx-01.example.com"
 
 
-def test_a_terminal_table_shows_markup_in_a_cell_as_text():
+def test_a_terminal_table_shows_markup_in_a_cell_as_text(capsys):
     term = Terminal()
-    buffer = io.StringIO()
-    term.out = Console(file=buffer, force_terminal=True, color_system=None, width=200)
+    term.out = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=200)
     term.table(["NODE", "HOST"], [["lab-01", "[bold red]esx-evil[/] [link=http://x]y[/link]"]])
-    out = buffer.getvalue()
-    assert "[bold red]esx-evil[/] [link=http://x]y[/link]" in out
+    assert "[bold red]esx-evil[/] [link=http://x]y[/link]" in capsys.readouterr().out
