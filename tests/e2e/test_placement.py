@@ -19,6 +19,19 @@ from tests.harness.services import Vcsim
 from vmcoreos import etcd
 
 
+@pytest.fixture
+def nodrs(tmp_path, subnet):
+    """The strict bed with DRS off, whatever VMCOREOS_TEST_PROFILE says (the plain simulator ignores the host a
+    clone spec names), and its guests."""
+    sim = Vcsim(tmp_path / "nodrs-vcsim", strict=True)
+    try:
+        sim.start()
+        for _ in strict_guests(sim, tmp_path / "nodrs-guests", subnet):
+            yield sim
+    finally:
+        sim.stop()
+
+
 def _image(ova):
     return ["--ova", str(ova["ova"]), "--sig", str(ova["sig"]), "--trusted-key", str(ova["key"])]
 
@@ -74,8 +87,9 @@ def _host_task(sim, index: int, method: str) -> str:
         return host.name
 
 
-def test_without_drs_three_members_land_on_three_hosts_and_status_shows_where(cli, vcsim, guestsim, signed_ova,
-                                                                              subnet, tmp_path):
+def test_without_drs_three_members_land_on_three_hosts_and_status_shows_where(cli, nodrs, signed_ova, subnet,
+                                                                              tmp_path):
+    vcsim = nodrs
     cluster = write_cluster(tmp_path / "c.yaml", subnet, name="apart")
     run = _deploy(cli, cluster, signed_ova, vcsim.env(), 3)
     assert run.returncode == 0, run.stderr
@@ -93,8 +107,9 @@ def test_without_drs_three_members_land_on_three_hosts_and_status_shows_where(cl
     assert _rules(vcsim) == {}  # DRS off: no rule
 
 
-def test_a_host_in_maintenance_is_skipped_and_a_rebuild_restores_the_spread(cli, vcsim, guestsim, signed_ova,
-                                                                            subnet, tmp_path):
+def test_a_host_in_maintenance_is_skipped_and_a_rebuild_restores_the_spread(cli, nodrs, signed_ova, subnet,
+                                                                            tmp_path):
+    vcsim = nodrs
     cluster = write_cluster(tmp_path / "c.yaml", subnet, name="maint")
     env = vcsim.env()
     down = _host_task(vcsim, 0, "EnterMaintenanceMode_Task")
