@@ -80,7 +80,8 @@ class Vcsim:
     deny: privileges the user lacks ("Priv.Id" everywhere, "Priv.Id@name" on the entities of that name only):
     HasPrivilegeOnEntities reports them as not granted and the calls that need them fault with NoPermission.
     clone_power_on (strict only): "spec" powers a clone on when its spec says powerOn, "always" powers every clone
-    on, either way in a task of its own power_on_delay seconds long after the clone task, as vCenter does."""
+    on, either way in a task of its own power_on_delay seconds long after the clone task, as vCenter does.
+    datastores: how many datastores (LocalDS_0, LocalDS_1, ...) every host mounts."""
 
     workdir: Path
     strict: bool = False
@@ -101,6 +102,7 @@ class Vcsim:
     vsan_ftt: int = 1  # strict only: FTT of the vSAN default policy PBM names (0: PBM names none)
     datastore_thick: bool = False  # strict only: no datastore has thin provisioning
     nfc_cert_expired: bool = False  # strict only: the NFC host's certificate expired an hour ago
+    datastores: int = 1
     proc: subprocess.Popen | None = None
     url: str = ""
     thumbprint: str = ""
@@ -151,6 +153,8 @@ class Vcsim:
             args += ["-drop-answer", self.drop_answer]
         if self.deny:
             args += ["-deny-privilege", ",".join(self.deny)]
+        if self.datastores != 1:
+            args += ["-datastores", str(self.datastores)]
         self.proc = subprocess.Popen(
             args,
             stdout=log,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from vmcoreos import naming, state
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import ConfigError, VmcoreosError, VSphereError
 from vmcoreos.images import source
@@ -103,49 +104,65 @@ def check_privileges(run: Run, templates=()) -> None:
 
 def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[], Any], templates,
                new_nodes: int) -> None:
-    """Refuse before the first upload when the datastore cannot hold what the run writes.
+    """Refuse before the first upload when a datastore cannot hold what the run writes to it.
 
     Thin disks take what is written, not their capacity: the import writes the
     OVA's populated bytes (its disk file's size when the OVF says 0 or nothing,
     as Flatcar's does), and a full clone copies the template's committed bytes
     (a linked clone's child disk starts empty). A datastore without thin disks
-    takes every disk's capacity; vSAN writes every byte twice (vsphere/space.py).
-    Each node powered on also gets a swap file of its memory (vmcoreos sets no
-    reservation). Provisioned capacity beyond the free space is only a warning:
-    thin disks can grow into it later. archive() opens the OVA, only when its sizes count: with the template
-    present and linked clones nothing of the image is read.
+    takes every disk's capacity; vSAN writes every byte more than once
+    (vsphere/space.py). Each node powered on also gets a swap file of its memory
+    (vmcoreos sets no reservation). Provisioned capacity beyond the free space is
+    only a warning: thin disks can grow into it later. archive() opens the OVA,
+    only when its sizes count: with the template present and linked clones
+    nothing of the image is read.
     """
-    from vmcoreos.vsphere import space
-
     settings = run.settings
     gib = 1 << 30
     have = None
     if image is not None:  # None: an image verified as it is imported, which no template holds yet
         name = template_name(settings, image)
         have = next((t for t in templates if t.name == name and t.extra.get(vms.MARK_SHA512) == image.sha512), None)
-    ds = space.room(run.session, run.placement.datastore)
-    if ds.note:
-        run.reporter.event(f"datastore {settings.vsphere.datastore or 'chosen'}: {ds.note}")
-    if have is None:
-        populated = archive().disk_populated() if ds.thin else archive().disk_capacity()
-    else:
-        populated = 0
+    populated = archive().disk_populated() if have is None else 0
     per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
     swap = settings.node.memory_mb << 20
+    # Members spread over the datastores (cluster/spread.py); the template goes on the first.
+    shares = spread.datastore_shares(run, new_nodes)
+    first = next(iter(run.placement.topology.datastores))
+    for ds_name, store in run.placement.topology.datastores.items():
+        nodes = shares.get(ds_name, 0)
+        imports = ds_name == first and have is None
+        if nodes or imports:
+            _check_one(run, archive, store, ds_name, populated if imports else None, per_clone, swap, nodes, gib)
+
+
+def _check_one(run: Run, archive, store, ds_name: str, imported: int | None, per_clone: int, swap: int, new_nodes: int,
+               gib: int) -> None:
+    """One datastore: what it receives (the import, if imported is not None; full clones; swap files)."""
+    from vmcoreos.vsphere import space
+
+    settings = run.settings
     copies = 0 if settings.node.linked_clone else new_nodes
-    need = ds.charge((0 if have is not None else populated) + copies * per_clone + new_nodes * swap)
+    ds = space.room(run.session, store)
+    if ds.note:
+        run.reporter.event(f"datastore {ds_name}: {ds.note}")
+    if not ds.thin and (imported is not None or copies):  # every disk takes its capacity here
+        capacity = archive().disk_capacity()
+        imported = capacity if imported is not None else None
+        per_clone = max(per_clone, capacity)
+    need = ds.charge((imported or 0) + copies * per_clone + new_nodes * swap)
     free = ds.free
-    where = f"datastore {settings.vsphere.datastore or 'chosen'}"
+    where = f"datastore {ds_name}"
     times = f", each byte x{space.factor_text(ds.factor)} on vSAN" if ds.factor != 1 else ""
     if need > free:
-        parts = [] if have is not None else [f"the template import {populated / gib:.1f} GiB"]
+        parts = [f"the template import {imported / gib:.1f} GiB"] if imported is not None else []
         parts += [f"{copies} full clone(s) of {per_clone / gib:.1f} GiB", f"{new_nodes} swap file(s) of {swap / gib:.1f} GiB"]
         raise VSphereError(
             f"{where} has {free / gib:.1f} GiB free but this run writes {need / gib:.1f} GiB ({', '.join(parts)}{times});"
             " free space, pick another datastore (vsphere.datastore), lower the count or node.memory_mb,"
             " or use node.linked_clone: true"
         )
-    disks = (0 if have is not None else 1) + copies
+    disks = (0 if imported is None else 1) + copies
     provisioned = ds.charge((disks * archive().disk_capacity() if disks else 0) + new_nodes * swap)
     if provisioned > free:
         run.reporter.warn(
