@@ -30,8 +30,8 @@ class Placement:
     # The host the template import goes to: vsphere.host, or one chosen on a cluster without DRS.
     # None lets DRS (or a standalone host's own resource) place it. Each clone's host is placement's choice.
     host: Any = None
-    compute: Any = None  # the cluster (or a standalone host's compute resource) vsphere.cluster names
     topology: topology.Topology | None = None  # usable hosts, datastores, DRS: what node placement chooses from
+    compute: Any = None  # the cluster (or a standalone host's compute resource) vsphere.cluster names
 
 
 def _names(session: Session, root, kind) -> dict[str, Any]:
