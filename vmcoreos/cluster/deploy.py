@@ -69,7 +69,7 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult) -> float | 
     missing = list(planned.create)
     template.check_privileges(run)
     templates = planned.inventory.templates
-    pending = template.begin_streamed(run, templates)
+    pending = template.begin_streamed(run, templates, nodes.values())
     if pending is not None:
         # A fresh local OVA: the upload's read is its verification, and the template is trusted after it.
         with pending:

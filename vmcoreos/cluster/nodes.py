@@ -18,7 +18,8 @@ from vmcoreos.vsphere import vms
 def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str):
     settings = run.settings
     extra = dict(config.guestinfo)
-    extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
+    extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest,
+                           sha512=image.sha512, signed=None if image.signed is None else str(image.signed)))
     linked = " (linked clone)" if template.linked_snapshot is not None else ""
     run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
     return vms.clone_spec(

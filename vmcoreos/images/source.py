@@ -35,6 +35,7 @@ class VerifiedImage:
     cached: bool = False  # reused from the cache after re-verification, not downloaded this run
     file: BinaryIO | None = field(default=None, compare=False, repr=False)  # the verified descriptor
     identity: tuple[int, ...] | None = None  # identity(file) when it was verified
+    signed: int | None = None  # when its signature says it was made (epoch; images/binding.py)
 
     def archive(self):
         """The OVA, read through the verified descriptor (by path only for images made without one)."""

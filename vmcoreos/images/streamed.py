@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from vmcoreos.images import known
+from vmcoreos.images import binding, known
 from vmcoreos.images.imagepass import ImagePass, note_expired
 from vmcoreos.images.ova import MemberReader, OvaArchive
 from vmcoreos.images.source import VerifiedImage, identity
@@ -84,7 +84,8 @@ class StreamedOva:
                            version, cache_root=self._state_root)
         self._reporter.event(f"verified {self.path.name} while uploading it: signed by {verdict.primary_fingerprint}")
         self.image = VerifiedImage(self.path, self._distro, version, sha512, self._size, verdict, "local",
-                                   str(self.path), file=self._file, identity=self._identity)
+                                   str(self.path), file=self._file, identity=self._identity,
+                                   signed=binding.signature_time(self._signature))
 
     # -- the one pass ------------------------------------------------------------------
 
