@@ -42,8 +42,10 @@ def settle(path) -> None:
 
 
 def test_unchanged_image_is_not_read_again_and_a_changed_one_is(cli, bed, signer, subnet, tmp_path):
-    (tmp_path / "image").mkdir()
-    image = signed_image(tmp_path / "image", signer, disk_bytes=8 << 20, seed=16)
+    # A record vouches only for a file inside the private cache (issue 21): the image is kept there.
+    cache = tmp_path / "cache"
+    (cache / "mine").mkdir(parents=True)
+    image = signed_image(cache / "mine", signer, disk_bytes=8 << 20, seed=16)
     ova, size = image["ova"], image["ova"].stat().st_size
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet)
     settle(ova)
@@ -51,7 +53,7 @@ def test_unchanged_image_is_not_read_again_and_a_changed_one_is(cli, bed, signer
     def deploy(count: int):
         evict(ova)
         run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--ova", str(ova),
-                   "--trusted-key", str(image["key"]), "--json"], env=bed.env())
+                   "--trusted-key", str(image["key"]), "--json"], env={**bed.env(), "VMCOREOS_CACHE_DIR": str(cache)})
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout), resident(ova), run.output
 

@@ -1,7 +1,7 @@
 import pytest
 
 from tests.harness.ova_builder import build_ova
-from vmcoreos.errors import UnsafeArchiveError
+from vmcoreos.errors import UnsafeArchiveError, VerificationError
 from vmcoreos.images import ovf
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.stream import pump
@@ -109,7 +109,12 @@ def test_a_verified_image_is_not_hashed_again_on_upload_but_its_manifest_check_s
     try:
         with image.archive() as archive:
             assert archive.manifest_check(archive.descriptor.files[0].href) is None
-            archive.verify_manifest()  # still reads and checks every listed member when asked
+            stream, _ = archive.open(archive.descriptor.files[0].href)
+            with stream:
+                stream.read()
+            # Its one read is hashed instead, and held to the verified SHA-512 (here a wrong one).
+            with pytest.raises(VerificationError, match="are not the ones verified"):
+                archive.verify_uploaded()
     finally:
         image.close()
     with OvaArchive(good) as unverified:

@@ -38,10 +38,15 @@ class VerifiedImage:
     signed: int | None = None  # when its signature says it was made (epoch; images/binding.py)
 
     def archive(self):
-        """The OVA, read through the verified descriptor (by path only for images made without one)."""
-        from vmcoreos.images.ova import OvaArchive
+        """The OVA for its upload: read once through the verified descriptor, its SHA-512 held to the verified
+        one before the lease completes (images/streamed.py); by path, every .mf digest checked, without one."""
+        if self.file is None or self.identity is None:
+            from vmcoreos.images.ova import OvaArchive
 
-        return OvaArchive(self.path, fileobj=self.file, identity=self.identity, verified=True)
+            return OvaArchive(self.path)
+        from vmcoreos.images.streamed import RehashedOva
+
+        return RehashedOva(self)
 
     def close(self) -> None:
         if self.file is not None:
