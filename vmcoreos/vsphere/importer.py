@@ -20,9 +20,8 @@ from vmcoreos.errors import VmcoreosError, VSphereError
 from vmcoreos.images.ova import CheckedArchive
 from vmcoreos.images.stream import CHUNK, BackgroundTap, TeeReader
 from vmcoreos.vsphere.inventory import Placement
-from vmcoreos.vsphere.session import (
-    Session, ThumbprintMismatch, ca_context, host_port, pinned_context, unverified_context,
-)
+from vmcoreos.vsphere.session import Session
+from vmcoreos.vsphere.tls import ThumbprintMismatch, ca_context, host_port, pinned_context, unverified_context
 from vmcoreos.vsphere.vms import option_values
 from vmcoreos.text import reason
 from vmcoreos.vsphere import lease as nfc
