@@ -24,7 +24,7 @@ import urllib3
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, DownloadError
 from vmcoreos.images.cachefile import CacheFile
-from vmcoreos.images.watched import WatchedAdapter, within as _within
+from vmcoreos.http_deadlines import WatchedAdapter, within as _within
 from vmcoreos.images.stream import CHUNK
 from vmcoreos.images.verify import Check
 from vmcoreos.reporting import Reporter

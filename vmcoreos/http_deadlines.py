@@ -37,14 +37,14 @@ class WatchedAdapter(requests.adapters.HTTPAdapter):
 
 
 @contextlib.contextmanager
-def within(ends: float, what: str, message: Callable[[], str]) -> Iterator[None]:
+def within(ends: float, what: str, message: Callable[[], str], error: type[Exception] = DownloadError) -> Iterator[None]:
     """A phase that ends by `ends` (monotonic), however the server paces its bytes; message() says which."""
     with watchdog.deadline(max(0.0, ends - time.monotonic()), what) as phase:
         try:
             yield
         except Exception:
             if phase.expired:
-                raise DownloadError(message()) from None
+                raise error(message()) from None
             raise
         if phase.expired:  # a cut read looks like the end of the data: what was read is not all of it
-            raise DownloadError(message())
+            raise error(message())
