@@ -60,8 +60,12 @@ def read_password_file(path: Path, flag: str = "--password-file") -> str:
         raise ConfigError(f"{flag} {path} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{flag} {path} is not a file; give the file that holds the vCenter password")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{flag} {path} is readable by others; run: chmod 600 {path}")
+    # Group read only on a file root owns (root:vmcoreos 0640): the service reads its password and cannot
+    # rewrite it; anyone else's group-readable password file is shared with that whole group.
+    shared = stat.S_IRWXO | stat.S_IWGRP | stat.S_IXGRP | (0 if st.st_uid == 0 else stat.S_IRGRP)
+    if st.st_mode & shared:
+        raise ConfigError(f"{flag} {path} is readable or writable by others; run: chmod 600 {path}"
+                          " (a service's: chown root:GROUP and chmod 640)")
     try:
         password = path.read_bytes().decode("utf-8").rstrip("\r\n")
     except OSError as exc:
