@@ -245,7 +245,8 @@ def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: sourc
         raise
     made = vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None))
     state.remember_template(
-        session.vcenter_id, name, state.TemplateRecord(made.instance_uuid or "", made.moref, image.sha512)
+        session.vcenter_id, name, state.TemplateRecord(made.instance_uuid or "", made.moref, image.sha512),
+        cache_root=run.cache_dir,
     )
     return Template(made, True, snapshot)
 
@@ -253,7 +254,7 @@ def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: sourc
 def _check_imported_here(run: Run, vm: vms.VmInfo) -> None:
     """Clone only from a template this host imported: a mark alone can be forged by anyone who may edit VMs."""
     vcenter = run.session.vcenter_id
-    record = state.template_record(vcenter, vm.name)
+    record = state.template_record(vcenter, vm.name, cache_root=run.cache_dir)
     if record is not None and (record.instance_uuid, record.moref, record.sha512) == (
         vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512)
     ):
@@ -261,7 +262,8 @@ def _check_imported_here(run: Run, vm: vms.VmInfo) -> None:
     if run.adopt_template:
         run.reporter.event(f"adopting template {vm.name} ({vm.moref}) on your word (--adopt-template)")
         state.remember_template(
-            vcenter, vm.name, state.TemplateRecord(vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512) or "")
+            vcenter, vm.name, state.TemplateRecord(vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512) or ""),
+            cache_root=run.cache_dir,
         )
         return
     why = "this host has no record of importing it" if record is None else "it is not the one this host imported"
