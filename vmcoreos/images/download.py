@@ -40,7 +40,7 @@ DOWNLOAD_DEADLINE = 4 * 3600.0  # seconds for one image, every retry included
 SMALL_DEADLINE = 120.0  # seconds for one small file (a signature, version.txt), every retry included
 # However often a download makes progress, it ends after this many requests (times (retries + 1)).
 ATTEMPTS_PER_RETRY = 10
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
 
 
 class _Transient(Exception):
@@ -317,7 +317,7 @@ class _Transfer:
             if status in RETRY_STATUSES:
                 raise _Transient(f"HTTP {status}", _retry_after(resp))
             if status == 206 and self.done:
-                match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+                match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
                 if not match or int(match.group(1)) != self.done:
                     self.http.reporter.event(f"{self.label}: the server resumed at the wrong offset; starting over")
                     self._restart()
