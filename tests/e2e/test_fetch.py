@@ -19,6 +19,7 @@ import pytest
 from tests.harness.ova_builder import DEFECTS, build_ova
 from tests.harness.release_server import ReleaseServer, ReleaseTree, version_txt
 from tests.harness.signing import TestSigner, write_digests
+from vmcoreos.images.streamed import upload_read
 
 VERSION = "4593.2.5"
 OVA = "flatcar_production_vmware_ova.ova"
@@ -599,7 +600,7 @@ def test_an_image_swapped_after_verification_is_never_read(signed_ova, tmp_path)
     try:
         other = build_ova(tmp_path / "other.ova", disk_bytes=4 << 20, seed=99)
         os.replace(other, ova)  # a writable --ova directory: another file under the same name
-        with verified.archive() as archive:
+        with upload_read(verified) as archive:
             disk = archive.descriptor.files[0].href
             stream, _ = archive.open(disk)
             with stream:
@@ -621,12 +622,12 @@ def test_an_image_written_to_after_verification_fails_the_final_check(signed_ova
     image = ImageSettings(ova=str(ova), sig=str(signed_ova["sig"]), trusted_keys=(TrustedKey(signed_ova["key"], "flatcar"),))
     verified = obtain(image, cache_dir=tmp_path / "cache", reporter=SimpleNamespace(event=print, transfer=lambda *a: None))
     try:
-        with verified.archive() as archive:
+        with upload_read(verified) as archive:
             archive.check_unchanged()  # untouched: fine
         with open(ova, "r+b") as writer:
             writer.seek(0, 2)
             writer.write(bytes(512))  # in place, same inode: caught before the upload would complete
-        with verified.archive() as archive, pytest.raises(VerificationError, match="written to"):
+        with upload_read(verified) as archive, pytest.raises(VerificationError, match="written to"):
             archive.check_unchanged()
     finally:
         verified.close()

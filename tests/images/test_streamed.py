@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from vmcoreos.errors import VerificationError
+from vmcoreos.images.streamed import upload_read
 
 QUIET = SimpleNamespace(event=lambda m: None, transfer=lambda *a: None)
 
@@ -44,7 +45,7 @@ def test_a_change_through_a_shared_mapping_after_verification_is_refused_before_
                 before = identity(verified.file)
                 mapping[at] = mapping[at] ^ 0xFF  # the attacker's write, after the verification
                 assert identity(verified.file) == before  # the premise: fstat does not show it
-                with verified.archive() as archive:
+                with upload_read(verified) as archive:
                     for f in archive.descriptor.files:
                         stream, _ = archive.open(f.href)
                         with stream:
@@ -67,7 +68,7 @@ def test_an_unchanged_verified_image_passes_its_upload_check(signed_ova, tmp_pat
                           trusted_keys=(TrustedKey(signed_ova["key"], "flatcar"),))
     verified = obtain(image, cache_dir=tmp_path / "cache", reporter=QUIET)
     try:
-        with verified.archive() as archive:
+        with upload_read(verified) as archive:
             for f in archive.descriptor.files:
                 stream, _ = archive.open(f.href)
                 with stream:

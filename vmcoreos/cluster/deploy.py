@@ -83,8 +83,10 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult) -> float | 
             opened = []
 
             def archive():
+                from vmcoreos.images.streamed import upload_read
+
                 if not opened:
-                    opened.append(stack.enter_context(image.archive()))
+                    opened.append(stack.enter_context(upload_read(image)))
                 return opened[0]
 
             template.check_room(run, image, archive, templates, len(missing))

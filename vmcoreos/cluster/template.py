@@ -167,7 +167,9 @@ def ensure_template(run: Run, image: source.VerifiedImage, templates, archive=No
     run.reporter.event(f"importing {image.path.name} as template {name}")
     extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512,
                       signed=None if image.signed is None else str(image.signed))
-    with (contextlib.nullcontext(archive) if archive is not None else image.archive()) as opened:
+    from vmcoreos.images.streamed import upload_read
+
+    with (contextlib.nullcontext(archive) if archive is not None else upload_read(image)) as opened:
         ref = _import(run, opened, name, extra, image.path.name)
     return _make_template(run, ref, name, extra, image)
 

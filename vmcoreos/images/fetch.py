@@ -2,7 +2,8 @@
 
 `obtain()` is the one entry point (`vmcoreos fetch` and deploy call it).
 Every image is read exactly once, and that one read feeds the file on disk,
-SHA-512, the signature verifier and the OVA's manifest digests together (an ImagePass). The
+SHA-512, the signature verifier and the OVA's manifest digests together, through
+the one verification pipeline (images/verification.py). The
 checks give their verdicts only when asked, explicitly, after the last byte;
 a download becomes the cached file only after every check passed, and on
 any failure nothing of it is left behind. A cached image is reused only if
@@ -15,15 +16,17 @@ import hashlib
 import hmac
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
 from vmcoreos.images import binding, cache, current, keys as keymod, known, releases
 from vmcoreos.images.download import Http
-from vmcoreos.images.imagepass import ImagePass, note_expired, read_signature, read_through
+from vmcoreos.images.imagepass import note_expired, read_signature
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.releases import Release
 from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
+from vmcoreos.images.verification import Origin, Verification
 from vmcoreos.images.streamed import StreamedOva
 from vmcoreos.images.signature import verify_clearsigned, verify_detached
 from vmcoreos.images.verify import parse_digests
@@ -84,11 +87,13 @@ def begin_local(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, re
         with Http(reporter, retries=retries) as http:
             signature = read_signature(image.sig or image.ova + ".sig", path.name, http)
         binding.check_not_older(path.name, binding.signature_time(signature), deployed, pinned=_pinned(image))
-        if state_root and known.recall(path, f, signature, signing, cache_root=state_root) is not None:
+        check = Verification(path, path.name, signature, signing, Origin(image.distro, "local", str(path)), reporter,
+                             cache_root=state_root)
+        if check.recall(f) is not None:
             f.close()
             return None
         reporter.event(f"verifying {path} as it is uploaded")
-        return StreamedOva(path, f, image.distro, signature, signing, reporter, state_root)
+        return StreamedOva(f, check)
     except BaseException:
         f.close()
         raise
@@ -137,7 +142,8 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
                  state_root: Path | None = None) -> VerifiedImage:
     """A local OVA (--ova FILE) checked in place, in one read of one descriptor, against its detached signature.
 
-    state_root: where verified images are recorded; one whose file and signature are unchanged is not read again.
+    state_root: the private cache, where verified images are recorded; a file there whose record still holds
+    is not read again (images/known.py).
     """
     if not image.ova:
         raise ConfigError("no local OVA given; pass --ova FILE")
@@ -145,30 +151,18 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
     f = open_image(path)
     try:
         signature = None if image.insecure_skip_verify else read_signature(image.sig or image.ova + ".sig", path.name, http)
-        record = known.recall(path, f, signature, signing, cache_root=state_root) if state_root else None
-        if record is not None:
+        check = Verification(path, path.name, signature, signing, Origin(image.distro, "local", str(path)), reporter,
+                             cache_root=state_root)
+        recalled = check.recall(f)
+        if recalled is not None:
             reporter.event(f"{path} is unchanged since it was verified; not reading it again")
-            before = identity(f)
-            return VerifiedImage(path, image.distro, record.version, record.sha512, before[2], known.verdict(record),
-                                 "local", str(path), file=f, identity=before, signed=binding.signature_time(signature))
+            return recalled
         reporter.event(f"verifying {path}")
-        stamped = known.stamp()
-        before = identity(f)
-        check = ImagePass(path.name, signature, signing)
-        size = read_through(f, check, reporter, f"verifying {path.name}")
-        verdict, sha512 = check.finish()
-        note_expired(reporter, verdict, path.name)
-        with OvaArchive(path, fileobj=f, identity=before) as archive:
-            archive.verify_manifest(check.members)
-            archive.check_unchanged()  # written to while we read it: what was verified is unknown
-        if state_root:
-            known.remember(path, before, stamped, signature, signing, verdict, sha512, f"local-{sha512[:12]}",
-                           cache_root=state_root)
+        check.read(f, f"verifying {path.name}")
+        return check.finish(f)
     except BaseException:
         f.close()
         raise
-    return VerifiedImage(path, image.distro, f"local-{sha512[:12]}", sha512, size, verdict, "local", str(path),
-                         file=f, identity=before, signed=binding.signature_time(signature))
 
 
 class Fetcher:
@@ -302,25 +296,18 @@ class Fetcher:
         if release.label_signed is not None and release.version == record.get("version"):
             self._bind(release, signature, ("", "", None) if record.get("digests") else None)
         f = open_image(entry.path, "cached image")
-        version = record.get("version") or release.version
+        origin = Origin(release.distro, release.channel, record.get("source", ""),
+                        record.get("version") or release.version, release.sha256, cached=True)
+        check = Verification(entry.path, entry.file, signature, self.signing, origin, self.reporter,
+                             cache_root=self.cache_dir, members=False)
         try:
-            seen = known.recall(entry.path, f, signature, self.signing, sha256=release.sha256, cache_root=self.cache_dir)
-            if seen is not None and seen.sha512 == record.get("sha512"):
+            recalled = check.recall(f, sha512=record.get("sha512"))
+            if recalled is not None:
                 self.reporter.event(f"cached {entry.path} is unchanged since it was verified; not reading it again")
-                before = identity(f)
-                return VerifiedImage(entry.path, release.distro, version, seen.sha512, before[2], known.verdict(seen),
-                                     release.channel, record.get("source", ""), cached=True, file=f, identity=before,
-                                     signed=binding.signature_time(signature))
+                return recalled
             self.reporter.event(f"checking cached {entry.path}")
-            check = ImagePass(entry.file, signature, self.signing, sha256=release.sha256, members=False)
-            stamped = known.stamp()
-            before = identity(f)
-            size = read_through(f, check, self.reporter, f"checking {entry.file}")
-            verdict, sha512 = check.finish(record.get("sha512"), "its cache record")
-            if identity(f) != before:
-                raise VerificationError("it changed while it was read")
-            known.remember(entry.path, before, stamped, signature, self.signing, verdict, sha512, version,
-                           sha256=release.sha256, cache_root=self.cache_dir)
+            check.read(f, f"checking {entry.file}")
+            return check.finish(f, expected_sha512=record.get("sha512"), digests_name="its cache record")
         except VerificationError as exc:
             f.close()
             self.reporter.event(f"cached {entry.file} failed verification ({exc.message}); discarding it")
@@ -329,9 +316,6 @@ class Fetcher:
         except BaseException:
             f.close()
             raise
-        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel,
-                             record.get("source", ""), cached=True, file=f, identity=before,
-                             signed=binding.signature_time(signature))
 
     def _download(self, entry: cache.Entry, release: Release, signature: bytes | None,
                   expected: tuple[str, str] | None) -> VerifiedImage:
@@ -339,30 +323,23 @@ class Fetcher:
         label = f"downloading {entry.file}"
         self.reporter.event(f"downloading {source}")
         entry.prepare()
+        origin = Origin(release.distro, release.channel, source, release.version or None, release.sha256)
+        check = Verification(entry.part, entry.file, signature, self.signing, origin, self.reporter,
+                             cache_root=self.cache_dir)
         f = None
         try:
-            size, check = self.http.download(
-                release.url, entry.part,
-                lambda: ImagePass(entry.file, signature, self.signing, sha256=release.sha256),
-                label,
-            )
-            verdict, sha512 = check.finish(*(expected[:2] if expected else (None, "")))
-            note_expired(self.reporter, verdict, entry.file)
+            size, _ = self.http.download(release.url, entry.part, check.restart, label)
+            verdict, sha512 = check.verdicts(*(expected[:2] if expected else (None, "")))
             if release.version and not self.insecure:
                 binding.check_one_version(entry.file, sha512, release.version, self._recorded(release.distro))
             f = open_image(entry.part, "downloaded image")
-            before = identity(f)
-            if before[2] != size:
+            if identity(f)[2] != size:
                 raise VerificationError(f"{entry.part} is not the {size} bytes just verified; something writes to the cache")
-            with OvaArchive(entry.part, name=entry.file, fileobj=f, identity=before) as archive:
-                archive.verify_manifest(check.members)
-                self._match_product_version(release, archive)
+            check.confirm(f, inspect=lambda archive: self._match_product_version(release, archive))
             version = release.version or f"url-{sha512[:12]}"
             if signature is not None:
                 cache.write_file(entry.sig, signature)
             os.replace(entry.part, entry.path)  # the open descriptor stays the verified file
-            stamped = known.stamp()
-            before = identity(f)  # a rename changes ctime: the identity to hold is the renamed file's
             entry.write_record({
                 "distro": release.distro,
                 "channel": release.channel,
@@ -379,13 +356,13 @@ class Fetcher:
                 "source": source,
             })
             # Just renamed, so racy (images.known): the next use reads it once more, then the record settles.
-            known.remember(entry.path, before, stamped, signature, self.signing, verdict, sha512, version,
-                           sha256=release.sha256, cache_root=self.cache_dir)
+            check.origin = replace(origin, version=version)
+            check.remember(f, path=entry.path)  # a rename changes ctime: the identity to hold is the renamed file's
         except BaseException:
+            check.abort()
             if f is not None:
                 f.close()
             entry.discard()
             raise
         self.reporter.event(f"verified {entry.file} {version}" + (f": signed by {verdict.primary_fingerprint}" if verdict else ""))
-        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel, source,
-                             file=f, identity=before, signed=binding.signature_time(signature))
+        return check.image(f, path=entry.path)

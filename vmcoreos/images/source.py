@@ -1,12 +1,13 @@
 """What every image source yields: a VerifiedImage, a file whose checks all passed.
 
-The sources themselves (a release channel, a URL, a local path) and the
-one-pass verification live in vmcoreos.images.fetch; obtain() there is the
-entry point.
+The sources themselves (a release channel, a URL, a local path) live in
+vmcoreos.images.fetch, whose obtain() is the entry point; the one-pass
+verification in vmcoreos.images.verification.
 
 A VerifiedImage holds the file open: the space check and the upload read
-the very descriptor that was verified, never the path again, so a file
-swapped in under the same name afterwards is never read. `identity` is the
+the very descriptor that was verified (images/streamed.py upload_read()),
+never the path again, so a file swapped in under the same name afterwards is
+never read. It is built in one place: images/verification.py. `identity` is the
 fstat of that descriptor at verification; OvaArchive.check_unchanged()
 compares it before the upload is declared complete.
 """
@@ -36,17 +37,6 @@ class VerifiedImage:
     file: BinaryIO | None = field(default=None, compare=False, repr=False)  # the verified descriptor
     identity: tuple[int, ...] | None = None  # identity(file) when it was verified
     signed: int | None = None  # when its signature says it was made (epoch; images/binding.py)
-
-    def archive(self):
-        """The OVA for its upload: read once through the verified descriptor, its SHA-512 held to the verified
-        one before the lease completes (images/streamed.py); by path, every .mf digest checked, without one."""
-        if self.file is None or self.identity is None:
-            from vmcoreos.images.ova import OvaArchive
-
-            return OvaArchive(self.path)
-        from vmcoreos.images.streamed import RehashedOva
-
-        return RehashedOva(self)
 
     def close(self) -> None:
         if self.file is not None:

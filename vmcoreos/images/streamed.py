@@ -28,14 +28,12 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from vmcoreos.images import binding, known
-from vmcoreos.images.imagepass import ImagePass, note_expired
+from vmcoreos.errors import VerificationError
 from vmcoreos.images.ova import MemberReader, OvaArchive
 from vmcoreos.images.source import VerifiedImage, identity
-from vmcoreos.errors import VerificationError
 from vmcoreos.images.stream import CHUNK, BackgroundTap
+from vmcoreos.images.verification import Verification
 from vmcoreos.images.verify import Check, Sha512Tap, abbreviate
-from vmcoreos.reporting import Reporter
 
 
 class OnePass:
@@ -109,6 +107,14 @@ class OnePass:
         self.close()
 
 
+def upload_read(image: VerifiedImage):
+    """The verified image for its upload: read once through the verified descriptor, its SHA-512 held to the
+    verified one before the lease completes; by path, every .mf digest checked, for one made without one."""
+    if image.file is None or image.identity is None:
+        return OvaArchive(image.path)
+    return RehashedOva(image)
+
+
 class RehashedOva(OnePass):
     """A verified image's upload: its one read through SHA-512, which must be the verified one."""
 
@@ -135,34 +141,22 @@ class RehashedOva(OnePass):
 
 
 class StreamedOva(OnePass):
-    """An opened, not yet verified local OVA whose upload is its verification read."""
+    """An opened, not yet verified local OVA whose upload is its verification read (images/verification.py)."""
 
-    def __init__(self, path: Path, f: BinaryIO, distro: str, signature: bytes, signing, reporter: Reporter,
-                 state_root: Path | None):
-        self._distro = distro
-        self._signature = signature
-        self._signing = signing
-        self._reporter = reporter
-        self._state_root = state_root
-        self._stamped = known.stamp()
-        super().__init__(path, f, ImagePass(Path(path).name, signature, signing))
+    def __init__(self, f: BinaryIO, check: Verification):
+        self._verification = check
+        super().__init__(check.path, f, check.check)
         self.image: VerifiedImage | None = None  # set by verify_uploaded()
 
     def verify_uploaded(self) -> None:
         """After the last byte went up: the rest of the file through the pass, then every verdict, explicitly."""
         self._feed_to(self._size)
-        verdict, sha512 = self._check.finish()
-        note_expired(self._reporter, verdict, self.path.name)
-        self._archive.verify_manifest(self._check.members)
-        self._archive.check_unchanged()  # written to while it was read: what went up is unknown
-        version = f"local-{sha512[:12]}"
-        if self._state_root:
-            known.remember(self.path, self._identity, self._stamped, self._signature, self._signing, verdict, sha512,
-                           version, cache_root=self._state_root)
-        self._reporter.event(f"verified {self.path.name} while uploading it: signed by {verdict.primary_fingerprint}")
-        self.image = VerifiedImage(self.path, self._distro, version, sha512, self._size, verdict, "local",
-                                   str(self.path), file=self._file, identity=self._identity,
-                                   signed=binding.signature_time(self._signature))
+        check = self._verification
+        verdict, _ = check.verdicts()
+        check.confirm(self._file, archive=self._archive, ident=self._identity)
+        check.remember(self._file)
+        self.image = check.image(self._file)
+        check.reporter.event(f"verified {self.path.name} while uploading it: signed by {verdict.primary_fingerprint}")
 
     def close(self) -> None:
         """Ends the pass: its checks are aborted unless verify_uploaded() passed; the file stays open only then."""
