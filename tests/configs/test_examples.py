@@ -197,18 +197,7 @@ def test_a_stuck_nightly_run_is_ended_by_the_unit_and_by_cron():
     assert "exec timeout -k 150 7h /usr/local/bin/vmcoreos rebuild" in command
 
 
-def test_credentials_are_installed_root_group_0640_and_read_as_such(tmp_path):
-    # The service reads its credentials through its group and cannot rewrite them.
-    for name in ("vmcoreos-rebuild.service", "crontab"):
-        text = (CONFIGS / name).read_text()
-        assert "install -o root -g vmcoreos -m 640 configs/vmcoreos.env /etc/vmcoreos/env" in text
-        assert "install -o root -g vmcoreos -m 640 /dev/null /etc/vmcoreos/password" in text
-    password = tmp_path / "password"
-    password.write_text(PASSWORD + "\n")
-    password.chmod(0o640)
-    if os.geteuid() == 0:
-        os.chown(password, 0, -1)
-        assert read_password_file(password) == PASSWORD
-        os.chown(password, 4242, -1)  # anyone but root: a group-readable password is shared with the group
-    with pytest.raises(ConfigError, match="chmod 600"):
-        read_password_file(password)
+def test_the_fcos_example_renders_etcd_as_a_podman_unit(cli):
+    run = cli(["render", "-c", str(CONFIGS / "fcos-cluster.yaml"), "--node", "fcos-02", "--json"])
+    assert run.returncode == 0, run.stderr
+    assert "/usr/bin/podman run --name etcd-member" in run.stdout and "10.0.0.32" in run.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from vmcoreos import etcd, naming
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
@@ -15,16 +16,20 @@ from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str):
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, nic, where):
     settings = run.settings
     extra = dict(config.guestinfo)
     extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest,
                            sha512=image.sha512, signed=None if image.signed is None else str(image.signed)))
     linked = " (linked clone)" if template.linked_snapshot is not None else ""
     run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
+    host, datastore = where
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
-        linked_snapshot=template.linked_snapshot,
+        linked_snapshot=template.linked_snapshot, host=host, datastore=datastore,
+        power_on=spread.powers_on_in_clone(run),
+        # The MAC the node's config names its NIC by (guest/macs.py).
+        devices=(vms.mac_edit(nic, config.mac),) if nic is not None and config.mac else (),
     )
 
 
@@ -32,7 +37,8 @@ def clone(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     clone_all(run, template, image, [(config, digest)])
 
 
-def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]]) -> None:
+def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]],
+              nodes: dict[str, vms.VmInfo] | None = None) -> None:
     """Clone and boot nodes, `parallel` clones at a time, each batch's clones awaited together.
 
     Then one look at all of them, and one wait over the power-ons that are still needed: a look and a
@@ -40,13 +46,19 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     """
     refs: list = []
     names: list[str] = []
+    # Placed all at once, apart from the nodes there are (nodes: the caller knows them; else one listing).
+    nodes = run.inventory().nodes if nodes is None else nodes
+    where = spread.choose(run, [config.name for config, _ in jobs], nodes)
+    nic = vms.first_nic(run.session, template.vm)
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
+        specs = [(config.name, _spec(run, template, image, config, digest, nic, where[config.name]))
+                 for config, digest in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
+    spread.keep_rule(run, nodes, made)  # on a DRS cluster, before they power on
     # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
     vms.power_on_many(run.session, made)
 
@@ -57,10 +69,11 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     The members' clock starts once all are cloned and powered on: none can
     form the cluster before the others are up.
     """
-    clone_all(run, template, image, [(c, c.digest) for c in configs])
+    clone_all(run, template, image, [(c, c.digest) for c in configs], nodes={})  # a new cluster: none yet
     deadline = join_deadline(run)
-    if run.dhcp:
+    if run.dhcp and run.user.kind != nodeconfig.IGNITION:
         # First boot done without etcd; now each node's leased address goes into every config.
+        # (Ignition nodes boot once and work out their own address: guest/leased.py.)
         names = [c.name for c in configs]
         guests = wait_guests(run, names, deadline)
         leases = {n: st.ip for n, st in guests.items()}
@@ -96,6 +109,8 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
     peers.pop(config.name, None)
     count = max([config.index] + [naming.node_index(run.name, n) or 0 for n in peers])
+    if run.dhcp and run.user.kind == nodeconfig.IGNITION:
+        return _join_leased(run, template, image, config, endpoint, peers, count)
     leases = None
     if run.dhcp:
         # First boot without etcd, to learn the address the member must be added with.
@@ -123,6 +138,31 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     except (KeyboardInterrupt, SystemExit):
         # Interrupted half way: take back the VM and the member we added, so the next run starts
         # clean. A node that merely failed to join is kept for inspection instead.
+        if added is not None:
+            with contextlib.suppress(Exception):
+                _rollback_join(run, config, endpoint, added)
+        raise
+
+
+def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoint: str, peers: dict[str, str],
+                 count: int) -> NodeStatus:
+    """An Ignition node under DHCP joins in its one boot: it starts with the live peers and works out its own
+    address (guest/leased.py); the member is added as soon as guest tools report the lease. Until then its
+    etcd is refused by the peers and its unit restarts it."""
+    joined = nodeconfig.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
+    clone(run, template, image, joined, config.digest)
+    deadline = join_deadline(run)
+    ip = wait_guests(run, [config.name], deadline)[config.name].ip
+    peer_url = run.members.peer_url(ip)
+    view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
+    added = None
+    try:
+        if not any(peer_url in m.peer_urls for m in view.members):
+            run.members.before_change(endpoint, view, run.inventory().nodes)
+            run.reporter.event(f"{config.name}: leased {ip}; etcd member add {peer_url}")
+            added = etcd.member_add(endpoint, peer_url)
+        return wait_joined(run, [config], deadline)[config.name]
+    except (KeyboardInterrupt, SystemExit):
         if added is not None:
             with contextlib.suppress(Exception):
                 _rollback_join(run, config, endpoint, added)
@@ -182,6 +222,7 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
             etcd.member_remove(endpoint, member.id)
+    spread.leave(run, vm, nodes)
     run.reporter.event(f"{vm.name}: powering off and deleting")
     vms.destroy(run.session, vm, run.name)
 

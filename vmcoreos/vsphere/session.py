@@ -23,6 +23,7 @@ from pyVmomi import vim, vmodl
 from vmcoreos import __version__, watchdog
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.settings import Connection
+from vmcoreos.vsphere import probe
 from vmcoreos.text import reason
 from vmcoreos.vsphere.tls import ThumbprintMismatch, host_port, ssl_context
 
@@ -239,9 +240,12 @@ def _smart_connect(kwargs: dict, conn: Connection, where: str):
     except ThumbprintMismatch as exc:
         raise VSphereError(f"vCenter {where}: {exc.args[0]}; check --thumbprint (a different server answered)") from None
     except ssl.SSLCertVerificationError as exc:
+        seen = probe.sha256_or_none(conn.host, conn.port)
+        pin = f"pin it with --thumbprint {seen} if that is your vCenter's" if seen else "pin it with --thumbprint"
         raise VSphereError(
-            f"vCenter {where}'s TLS certificate is not trusted ({exc.verify_message});"
-            " pass --ca-file with its CA, pin it with --thumbprint, or use --insecure in a lab"
+            f"vCenter {where}'s TLS certificate is not trusted ({exc.verify_message}); its SHA-256 thumbprint is"
+            f" {seen or 'unknown (it could not be read again)'}: pass --ca-file with its CA, {pin}, or use --insecure"
+            " in a lab"
         ) from None
     except vim.fault.HostConnectFault as exc:
         raise VSphereError(f"vCenter {where}: {exc.msg}") from None
@@ -261,11 +265,21 @@ def _smart_connect(kwargs: dict, conn: Connection, where: str):
     except vmodl.MethodFault as exc:
         raise VSphereError(f"vCenter {where} refused the session: {exc.msg}") from None
     except Exception as exc:  # pyvmomi raises plain Exceptions for some protocol failures
+        if "is not a VIM server" in str(exc):
+            # The server answered (a refused or dead one is an OSError above): the path is what is wrong.
+            raise VSphereError(_wrong_path(conn, where, kwargs["path"], ctx)) from None
         if "thumbprint" in str(exc).lower():
             raise VSphereError(
                 f"vCenter {where}'s certificate does not match the pinned thumbprint; check --thumbprint"
             ) from None
         raise VSphereError(f"cannot open a session with vCenter at {where}: {exc}") from None
+
+
+def _wrong_path(conn: Connection, where: str, path: str, ctx: ssl.SSLContext) -> str:
+    said = f"{where} answered, but serves no vSphere API at {path}"
+    if path.rstrip("/") != "/sdk" and probe.serves_vim(conn.host, conn.port, "/sdk", ctx):
+        return f"{said} (it does at /sdk); fix the path in --url or VMCOREOS_URL: https://{where}/sdk"
+    return f"{said}; check the path in --url or VMCOREOS_URL (vCenter serves it at /sdk) and that {where} is a vCenter"
 
 
 def _guard(session: Session) -> None:

@@ -8,6 +8,8 @@ import ssl
 from vmcoreos import watchdog
 from vmcoreos.errors import ConfigError
 from vmcoreos.settings import Connection
+from vmcoreos.vsphere import probe
+from vmcoreos.vsphere.probe import colons
 
 
 class ThumbprintMismatch(ssl.SSLError):
@@ -32,16 +34,12 @@ class _PinnedSocket(_WatchedSocket):
         algo = {40: "sha1", 64: "sha256", 128: "sha512"}[len(self.pin)]
         seen = hashlib.new(algo, self.getpeercert(binary_form=True)).hexdigest()
         if seen != self.pin:
-            raise ThumbprintMismatch(f"certificate {algo} thumbprint {_colons(seen)} is not the pinned one")
+            raise ThumbprintMismatch(f"certificate {algo} thumbprint {colons(seen)} is not the pinned one")
 
 
 def host_port(host: str, port: int) -> str:
     """host:port for a URL or a message, an IPv6 literal in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _colons(hexdigest: str) -> str:
-    return ":".join(hexdigest[i : i + 2] for i in range(0, len(hexdigest), 2)).upper()
 
 
 def ssl_context(conn: Connection) -> ssl.SSLContext:
@@ -53,9 +51,7 @@ def ssl_context(conn: Connection) -> ssl.SSLContext:
 
 
 def unverified_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = probe.unverified_context()
     ctx.sslsocket_class = _WatchedSocket
     return ctx
 

@@ -40,6 +40,8 @@ VM_PROPS = [
     "guest.toolsRunningStatus",
     "guest.ipAddress",
     "guest.net",
+    "runtime.host",
+    "datastore",
 ]
 
 
@@ -53,6 +55,8 @@ class VmInfo:
     ip: str | None
     extra: dict[str, str] = field(default_factory=dict)
     instance_uuid: str | None = None
+    host: Any = None  # the HostSystem it runs on (runtime.host)
+    datastores: tuple = ()  # the Datastores its files are on
 
     @property
     def moref(self) -> str:
@@ -89,6 +93,8 @@ def _info(ref, props: dict) -> VmInfo:
         ip=guestnet.node_address(props.get("guest.net"), props.get("guest.ipAddress")),
         extra=_extra(props.get("config.extraConfig")),
         instance_uuid=props.get("config.instanceUuid") or None,
+        host=props.get("runtime.host"),
+        datastores=tuple(props.get("datastore") or ()),
     )
 
 
@@ -157,9 +163,16 @@ def option_values(values: dict[str, str]) -> list:
     return [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
 
 
-def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None):
-    """Everything a node needs in the clone itself: one task per node, no reconfigure after."""
-    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
+def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None,
+               host=None, datastore=None, power_on: bool = True, devices: tuple = ()):
+    """Everything a node needs in the clone itself: one task per node, no reconfigure after.
+
+    host, datastore: where placement put this node (default: the placement's import host and first datastore).
+    power_on=False when the node must join the DRS rule before it runs.
+    devices: device edits for the clone (mac_edit: its first NIC's MAC, which its config names).
+    """
+    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=datastore or placement.datastore,
+                                   host=host or placement.host)
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
     config = vim.vm.ConfigSpec(
@@ -169,10 +182,31 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         # No vApp options, so vSphere hands the guest no OVF environment that would
         # shadow the extraConfig guestinfo keys for coreos-cloudinit.
         vAppConfigRemoved=True,
+        deviceChange=list(devices),
     )
     return vim.vm.CloneSpec(
-        location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
+        location=relocate, config=config, powerOn=power_on, template=False, snapshot=linked_snapshot
     )
+
+
+def first_nic(session: Session, vm: VmInfo):
+    """The VM's first network card (lowest device key): the one a node's config gives its address."""
+    props = session.retrieve([vm.ref], ["config.hardware.device"], vim.VirtualMachine).get(vm.ref) or {}
+    nics = [d for d in props.get("config.hardware.device") or [] if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    return min(nics, key=lambda d: d.key) if nics else None
+
+
+def mac_edit(nic, mac: str):
+    """An edit giving the clone's copy of nic this MAC (addressType manual: vCenter keeps it as set).
+
+    A copy of the device, not nic itself: every node's spec carries its own MAC.
+    """
+    device = type(nic)()
+    for prop in nic._GetPropertyList():
+        setattr(device, prop.name, getattr(nic, prop.name))
+    device.addressType = "manual"
+    device.macAddress = mac
+    return vim.vm.device.VirtualDeviceSpec(operation="edit", device=device)
 
 
 LINKED_BASE = "vmcoreos-linked-clone-base"  # the template snapshot linked clones share
