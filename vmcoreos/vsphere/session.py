@@ -267,7 +267,7 @@ def _smart_connect(kwargs: dict, conn: Connection, where: str):
     except Exception as exc:  # pyvmomi raises plain Exceptions for some protocol failures
         if "is not a VIM server" in str(exc):
             # The server answered (a refused or dead one is an OSError above): the path is what is wrong.
-            raise VSphereError(_wrong_path(conn, where, kwargs["path"], ctx)) from None
+            raise VSphereError(_wrong_path(conn, where, kwargs["path"], kwargs["sslContext"])) from None
         if "thumbprint" in str(exc).lower():
             raise VSphereError(
                 f"vCenter {where}'s certificate does not match the pinned thumbprint; check --thumbprint"
