@@ -368,28 +368,10 @@ def power_on(session: Session, vm: VmInfo) -> None:
 
 
 def power_on_many(session: Session, found: list[VmInfo]) -> None:
-    """Power on every VM that is off, with one wait over all their tasks; the tool is the one owner.
+    """Power on every VM that is off, with one wait over them all (vsphere/power.py: the tool is the one owner)."""
+    from vmcoreos.vsphere import power
 
-    vCenter may power one on meanwhile all the same (HA, the UI): InvalidPowerState is then no failure
-    if a re-read finds the VM on."""
-    off = [vm for vm in found if vm.power != "poweredOn"]
-    if not off:
-        return
-    started, raced = [], []
-    for vm in off:
-        try:
-            started.append((vm, vm.ref.PowerOnVM_Task()))
-        except vim.fault.InvalidPowerState:
-            raced.append(vm)
-    with tasks.in_flight.tracking([t for _, t in started]):
-        results = wait_tasks(session, [t for _, t in started], what=f"powering on {', '.join(v.name for v in off)}",
-                             tolerate=(vim.fault.InvalidPowerState,))
-    raced += [vm for (vm, _), r in zip(started, results) if isinstance(r, vim.fault.InvalidPowerState)]
-    still = [vm for vm in refresh_many(session, raced) if vm.power != "poweredOn"]
-    if still:
-        names = ", ".join(vm.name for vm in still)
-        raise VSphereError(f"vCenter refused to power on {names} (InvalidPowerState) and it is {still[0].power};"
-                           " look at its recent tasks in vCenter and run again")
+    power.on_many(session, found)
 
 
 def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:
