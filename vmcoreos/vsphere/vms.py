@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pyVmomi import vim, vmodl
 
-from vmcoreos.errors import OwnershipError, VSphereError
+from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import guestnet, tasks
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
+from vmcoreos.vsphere.vminfo import (  # noqa: F401  (the marks and VmInfo are read through vms by callers)
+    MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ETCD_CLUSTER_ID, MARK_ROLE, MARK_SECTIONS, MARK_SHA512, MARK_VERSION,
+    VmInfo, marks, require_owned,
+)
 from vmcoreos.vsphere.waits import TASK_STALL, wait_task, wait_tasks
-
-MARK_CLUSTER = "vmcoreos.cluster"
-MARK_ROLE = "vmcoreos.role"  # "node" or "template"
-MARK_DISTRO = "vmcoreos.distro"
-MARK_VERSION = "vmcoreos.image_version"
-MARK_SHA512 = "vmcoreos.image_sha512"
-MARK_DIGEST = "vmcoreos.config_digest"
-# The etcd cluster the node belongs to (hex ID): membership changes are refused against any other.
-MARK_ETCD_CLUSTER_ID = "vmcoreos.etcd_cluster_id"
 
 VM_PROPS = [
     "name",
@@ -38,34 +32,11 @@ VM_PROPS = [
     "guest.toolsRunningStatus",
     "guest.ipAddress",
     "guest.net",
+    "config.hardware.numCPU",
+    "config.hardware.memoryMB",
+    "network",
+    "datastore",
 ]
-
-
-@dataclass
-class VmInfo:
-    ref: Any
-    name: str
-    template: bool
-    power: str
-    tools: str | None
-    ip: str | None
-    extra: dict[str, str] = field(default_factory=dict)
-    instance_uuid: str | None = None
-
-    @property
-    def moref(self) -> str:
-        return getattr(self.ref, "_moId", "") or ""
-
-    @property
-    def cluster(self) -> str | None:
-        return self.extra.get(MARK_CLUSTER)
-
-    @property
-    def role(self) -> str | None:
-        return self.extra.get(MARK_ROLE)
-
-    def owned_by(self, cluster: str) -> bool:
-        return self.cluster == cluster
 
 
 def _extra(options) -> dict[str, str]:
@@ -87,7 +58,15 @@ def _info(ref, props: dict) -> VmInfo:
         ip=guestnet.node_address(props.get("guest.net"), props.get("guest.ipAddress")),
         extra=_extra(props.get("config.extraConfig")),
         instance_uuid=props.get("config.instanceUuid") or None,
+        cpus=props.get("config.hardware.numCPU"),
+        memory_mb=props.get("config.hardware.memoryMB"),
+        networks=tuple(_moref(n) for n in props.get("network") or ()),
+        datastores=tuple(_moref(d) for d in props.get("datastore") or ()),
     )
+
+
+def _moref(obj) -> str:
+    return getattr(obj, "_moId", "") or str(obj)
 
 
 def list_vms(
@@ -132,29 +111,17 @@ def refresh(session: Session, vm: VmInfo) -> VmInfo:
     return _info(vm.ref, props) if props is not None else vm
 
 
-def require_owned(vm: VmInfo, cluster: str, action: str) -> None:
-    if not vm.owned_by(cluster):
-        whose = f"cluster {vm.cluster!r}" if vm.cluster else "no vmcoreos cluster"
-        raise OwnershipError(
-            f"refusing to {action} VM {vm.name!r}: it belongs to {whose}, not {cluster!r};"
-            " rename or move it, vmcoreos never touches VMs it did not create"
-        )
-
-
-def marks(cluster: str, role: str, **values: str) -> dict[str, str]:
-    out = {MARK_CLUSTER: cluster, MARK_ROLE: role}
-    keys = {"distro": MARK_DISTRO, "version": MARK_VERSION, "sha512": MARK_SHA512, "digest": MARK_DIGEST}
-    for key, value in values.items():
-        out[keys[key]] = value
-    return out
-
-
 def option_values(values: dict[str, str]) -> list:
     return [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
 
 
-def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None):
-    """Everything a node needs in the clone itself: one task per node, no reconfigure after."""
+def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None,
+               nics: list | None = None):
+    """Everything a node needs in the clone itself: one task per node, no reconfigure after.
+
+    nics: device edits that put the clone's NICs on vsphere.network (nic_edits): a template keeps the
+    network it was imported on, and vCenter copies that into every clone unless the spec says otherwise.
+    """
     relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
@@ -165,10 +132,57 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         # No vApp options, so vSphere hands the guest no OVF environment that would
         # shadow the extraConfig guestinfo keys for coreos-cloudinit.
         vAppConfigRemoved=True,
+        deviceChange=list(nics or []),
     )
     return vim.vm.CloneSpec(
         location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
     )
+
+
+def nic_edits(session: Session, template: VmInfo, placement: Placement) -> list:
+    """Device edits for a clone of template: every NIC backed by placement.network (a port group, a
+    distributed port group or an opaque network), as govc's `vm.clone -net` does. One read per template.
+
+    A template without a NIC cannot put a node on any network: that stops the run, naming the network.
+    """
+    devices = (session.retrieve([template.ref], ["config.hardware.device"], vim.VirtualMachine).get(template.ref) or {}
+               ).get("config.hardware.device") or []
+    nics = [d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    if not nics:
+        raise VSphereError(f"template {template.name} has no network card, so its clones cannot be put on network"
+                           f" {placement.network_name!r} (vsphere.network); delete the template to import it again")
+    backing = _backing(session, placement)
+    edits = []
+    for nic in nics:
+        nic.backing = backing
+        edits.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic))
+    return edits
+
+
+def _backing(session: Session, placement: Placement):
+    network = placement.network
+    if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
+        props = session.retrieve([network], ["key", "config.distributedVirtualSwitch"], vim.dvs.DistributedVirtualPortgroup)
+        pg = props.get(network) or {}
+        switch = pg.get("config.distributedVirtualSwitch")
+        uuid = (session.retrieve([switch], ["uuid"], vim.DistributedVirtualSwitch).get(switch) or {}).get("uuid") if switch else None
+        if not uuid or not pg.get("key"):
+            raise VSphereError(f"cannot read the switch of distributed port group {placement.network_name!r}"
+                               " (vsphere.network), so no node can be put on it; check the user may read the switch")
+        port = vim.dvs.PortConnection(portgroupKey=pg["key"], switchUuid=uuid)
+        return vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(port=port)
+    if isinstance(network, vim.OpaqueNetwork):
+        summary = (session.retrieve([network], ["summary"], vim.OpaqueNetwork).get(network) or {}).get("summary")
+        return vim.vm.device.VirtualEthernetCard.OpaqueNetworkBackingInfo(
+            opaqueNetworkId=summary.opaqueNetworkId, opaqueNetworkType=summary.opaqueNetworkType)
+    return vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=placement.network_name, network=network)
+
+
+def set_hardware(session: Session, vm: VmInfo, cpus: int, memory_mb: int, cluster: str) -> None:
+    """CPUs and memory of a powered-off VM (hot-add needs the guest's support and never lowers either)."""
+    require_owned(vm, cluster, "reconfigure")
+    task = vm.ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(numCPUs=cpus, memoryMB=memory_mb))
+    _wait(session, [task], f"setting {vm.name} to {cpus} CPUs and {memory_mb} MB")
 
 
 LINKED_BASE = "vmcoreos-linked-clone-base"  # the template snapshot linked clones share

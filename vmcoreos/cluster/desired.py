@@ -1,0 +1,157 @@
+"""One desired state, one diff: what the cluster file asks of every node, and how a node differs from it.
+
+Pure: a node is a VmInfo (its marks and the hardware vCenter reported), the
+wish is a Desired plus the node's rendered NodeConfig. Each difference is a
+reason a person can read ("cpus 2 → 4"), and says whether a reconfigure can
+fix it (CPUs, memory) or the node needs replacing (image, config, network,
+datastore: a clone is the only way vmcoreos changes those, since the guest
+applies its config at first boot).
+
+Not compared, and why: the disk size (the cluster file has no setting for
+it; every node gets the template's disk), the folder (only VMs directly in
+vsphere.folder are listed as nodes, so a node elsewhere is not the cluster's),
+the host (the placement planner decides it). The etcd settings fixed at
+bootstrap (ports, scheme, token, how the cluster was bootstrapped) are part of
+the rendered config, so a change to them shows as a config change of the
+section that carries them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from vmcoreos.guest.configs import IGNITION, NodeConfig
+from vmcoreos.guest import guestinfo
+from vmcoreos.vsphere.vminfo import MARK_DIGEST, MARK_DISTRO, MARK_SECTIONS, MARK_VERSION, VmInfo
+
+_RELEASE = re.compile(r"\d+(\.\d+)*")
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What every node should be, apart from its own rendered config."""
+
+    distro: str
+    version: str | None  # the image release or build nodes should run; None: not compared
+    cpus: int
+    memory_mb: int
+    network: str | None = None  # the port group's moref; None: not compared
+    network_name: str = ""
+    datastore: str | None = None  # moref; None: not compared
+    datastore_name: str = ""
+    names: dict[str, str] = field(default_factory=dict, compare=False)  # moref -> name, for the reasons
+
+
+@dataclass(frozen=True)
+class Drift:
+    replace: tuple[str, ...] = ()  # reasons only a new node fixes
+    reconfigure: tuple[str, ...] = ()  # reasons a reconfigure fixes
+
+    @property
+    def action(self) -> str | None:
+        return "replace" if self.replace else "reconfigure" if self.reconfigure else None
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.replace + self.reconfigure
+
+    def __str__(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def runs_older(vm: VmInfo, distro: str, version: str) -> bool:
+    """True when the node should move to the target image (distro, version).
+
+    Release versions (4593.2.5) only move forward, so a channel that briefly
+    serves an older release never triggers a downgrade; local builds have no
+    order, so any different build counts.
+    """
+    current = vm.extra.get(MARK_VERSION)
+    if current is None:
+        return True
+    if current == version:
+        return False
+    if vm.extra.get(MARK_DISTRO) != distro:
+        return True
+    if _RELEASE.fullmatch(current) and _RELEASE.fullmatch(version):
+        return tuple(map(int, current.split("."))) < tuple(map(int, version.split(".")))
+    return True
+
+
+def drift(vm: VmInfo, config: NodeConfig, want: Desired) -> Drift:
+    """How vm differs from what the cluster file asks of it, as reasons; an empty Drift when it does not."""
+    replace: list[str] = []
+    if want.version is not None and runs_older(vm, want.distro, want.version):
+        current = vm.extra.get(MARK_VERSION) or "an unrecorded image"
+        replace.append(f"image {current} → {want.version}")
+    if vm.extra.get(MARK_DIGEST) != config.digest:
+        changed = changed_sections(vm.extra.get(MARK_SECTIONS), sections(config))
+        replace.append(f"config changed ({', '.join(changed)})" if changed else "config changed")
+    if want.network is not None and vm.networks and want.network not in vm.networks:
+        was = ", ".join(want.names.get(n, n) for n in vm.networks)
+        replace.append(f"network {was} → {want.network_name or want.network}")
+    if want.datastore is not None and vm.datastores and want.datastore not in vm.datastores:
+        was = ", ".join(want.names.get(d, d) for d in vm.datastores)
+        replace.append(f"datastore {was} → {want.datastore_name or want.datastore}")
+    reconfigure: list[str] = []
+    if vm.cpus is not None and vm.cpus != want.cpus:
+        reconfigure.append(f"cpus {vm.cpus} → {want.cpus}")
+    if vm.memory_mb is not None and vm.memory_mb != want.memory_mb:
+        reconfigure.append(f"memory {vm.memory_mb} → {want.memory_mb} MB")
+    return Drift(tuple(replace), tuple(reconfigure))
+
+
+# -- which part of a config changed ------------------------------------------------------------
+
+
+def sections(config: NodeConfig) -> dict[str, str]:
+    """A short digest per section of the rendered config: top-level keys, one level down under coreos
+    (cloud-config) or in storage/passwd/systemd (Ignition), and the other guestinfo keys as one."""
+    doc = _parse(config)
+    out: dict[str, str] = {}
+    if doc is None:
+        out["config"] = _short(config.config_text)
+    else:
+        for key, value in doc.items():
+            if isinstance(value, dict) and key in ("coreos", "storage", "passwd", "systemd"):
+                for sub, inner in value.items():
+                    out[f"{key}.{sub}"] = _short(inner)
+            else:
+                out[str(key)] = _short(value)
+    data_key = guestinfo.data_key_of(config.guestinfo)
+    rest = {k: v for k, v in config.guestinfo.items() if k not in (data_key, guestinfo.encoding_key(data_key))}
+    if rest:
+        out["guestinfo"] = _short(rest)
+    return out
+
+
+def sections_mark(config: NodeConfig) -> str:
+    return ";".join(f"{k}={v}" for k, v in sorted(sections(config).items()))
+
+
+def changed_sections(mark: str | None, now: dict[str, str]) -> list[str]:
+    """The sections whose digest differs from the mark's (added and dropped ones too); [] without a mark."""
+    if not mark:
+        return []
+    before = dict(part.split("=", 1) for part in mark.split(";") if "=" in part)
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+
+
+def _parse(config: NodeConfig):
+    try:
+        if config.kind == IGNITION:
+            doc = json.loads(config.config_text)
+        else:
+            import yaml
+
+            doc = yaml.safe_load(config.config_text)
+    except Exception:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _short(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
