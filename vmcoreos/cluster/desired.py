@@ -18,13 +18,12 @@ section that carries them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 
-from vmcoreos.guest.configs import IGNITION, NodeConfig
-from vmcoreos.guest import guestinfo
+from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.sections import changed_sections, config_sections
+from vmcoreos.guest.sections import sections_mark as _mark
 from vmcoreos.vsphere.vminfo import MARK_DIGEST, MARK_DISTRO, MARK_SECTIONS, MARK_VERSION, VmInfo
 
 _RELEASE = re.compile(r"\d+(\.\d+)*")
@@ -87,9 +86,14 @@ def drift(vm: VmInfo, config: NodeConfig, want: Desired) -> Drift:
     if want.version is not None and runs_older(vm, want.distro, want.version):
         current = vm.extra.get(MARK_VERSION) or "an unrecorded image"
         replace.append(f"image {current} → {want.version}")
-    if vm.extra.get(MARK_DIGEST) != config.digest:
-        changed = changed_sections(vm.extra.get(MARK_SECTIONS), sections(config))
-        replace.append(f"config changed ({', '.join(changed)})" if changed else "config changed")
+    mark = vm.extra.get(MARK_SECTIONS)
+    if mark:
+        # Compared section by section, without the membership fixed at bootstrap (it changes with each scale).
+        changed = changed_sections(mark, sections(config))
+        if changed:
+            replace.append(f"config changed ({', '.join(changed)})")
+    elif vm.extra.get(MARK_DIGEST) != config.digest:  # a node made before the sections mark: the whole digest
+        replace.append("config changed")
     if want.network is not None and vm.networks and want.network not in vm.networks:
         was = ", ".join(want.names.get(n, n) for n in vm.networks)
         replace.append(f"network {was} → {want.network_name or want.network}")
@@ -107,51 +111,11 @@ def drift(vm: VmInfo, config: NodeConfig, want: Desired) -> Drift:
 # -- which part of a config changed ------------------------------------------------------------
 
 
-def sections(config: NodeConfig) -> dict[str, str]:
-    """A short digest per section of the rendered config: top-level keys, one level down under coreos
-    (cloud-config) or in storage/passwd/systemd (Ignition), and the other guestinfo keys as one."""
-    doc = _parse(config)
-    out: dict[str, str] = {}
-    if doc is None:
-        out["config"] = _short(config.config_text)
-    else:
-        for key, value in doc.items():
-            if isinstance(value, dict) and key in ("coreos", "storage", "passwd", "systemd"):
-                for sub, inner in value.items():
-                    out[f"{key}.{sub}"] = _short(inner)
-            else:
-                out[str(key)] = _short(value)
-    data_key = guestinfo.data_key_of(config.guestinfo)
-    rest = {k: v for k, v in config.guestinfo.items() if k not in (data_key, guestinfo.encoding_key(data_key))}
-    if rest:
-        out["guestinfo"] = _short(rest)
-    return out
+def sections(config: NodeConfig) -> tuple[tuple[str, str], ...]:
+    """The config's section digests (planning computes them without the bootstrap-only membership)."""
+    return config.sections or config_sections(config.config_text, config.guestinfo, config.kind)
 
 
 def sections_mark(config: NodeConfig) -> str:
-    return ";".join(f"{k}={v}" for k, v in sorted(sections(config).items()))
-
-
-def changed_sections(mark: str | None, now: dict[str, str]) -> list[str]:
-    """The sections whose digest differs from the mark's (added and dropped ones too); [] without a mark."""
-    if not mark:
-        return []
-    before = dict(part.split("=", 1) for part in mark.split(";") if "=" in part)
-    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-
-
-def _parse(config: NodeConfig):
-    try:
-        if config.kind == IGNITION:
-            doc = json.loads(config.config_text)
-        else:
-            import yaml
-
-            doc = yaml.safe_load(config.config_text)
-    except Exception:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _short(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """What a node's MARK_SECTIONS records for this config."""
+    return _mark(sections(config))

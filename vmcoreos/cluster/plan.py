@@ -18,7 +18,7 @@ from vmcoreos.cluster.inventory import Inventory
 from vmcoreos.guest.configs import NodeConfig
 from vmcoreos.vsphere.vminfo import VmInfo, require_owned
 
-__all__ = ["DeployPlan", "DestroyPlan", "RebuildPlan", "Step", "plan_deploy", "plan_destroy", "plan_rebuild",
+__all__ = ["CountSource", "DeployPlan", "DestroyPlan", "RebuildPlan", "Step", "plan_deploy", "plan_destroy", "plan_rebuild",
            "removal_order", "roll_order", "runs_older", "sick_members"]
 
 

@@ -20,6 +20,9 @@ class NodeConfig:
     guestinfo: dict[str, str]
     digest: str
     kind: str = CLOUD_CONFIG
+    # Per-section digests of the config as rendered with the node's own membership only: the peer list and
+    # initial state are fixed at bootstrap and change with every scale, so a comparison must not see them.
+    sections: tuple[tuple[str, str], ...] = ()
 
     @property
     def ip(self) -> str | None:

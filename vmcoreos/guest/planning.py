@@ -17,6 +17,7 @@ from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, guestinfo, ignition
 from vmcoreos.guest.configs import DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
 from vmcoreos.guest.findings import raise_if_errors, url_findings
+from vmcoreos.guest.sections import config_sections
 from vmcoreos.guest.validate import ERROR, Finding
 from vmcoreos.settings import ClusterSettings
 
@@ -76,12 +77,12 @@ def plan(
         if only is not None and name not in only:
             continue
         membership = _membership(settings, name, address, peers, existing_members)
-        if user.kind == IGNITION:
-            text, keys = _ignition_node(settings, user, name, address, membership)
-        else:
-            text, keys = _cloud_config_node(settings, user, name, address, membership)
+        render = _ignition_node if user.kind == IGNITION else _cloud_config_node
+        text, keys = render(settings, user, name, address, membership)
         findings += url_findings(user, address)
-        node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind)
+        own = render(settings, user, name, address, _own_membership(settings, name, address))
+        node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind,
+                          config_sections(*own, user.kind))
         if len(keys[node.data_key]) > guestinfo.MAX_VALUE_BYTES:
             findings.append(Finding(0, ERROR, f"{name}: the encoded config is {len(keys[node.data_key])} bytes,"
                                     f" over the {guestinfo.MAX_VALUE_BYTES}-byte guestinfo limit; shrink it (fetch"
@@ -104,7 +105,8 @@ def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) ->
         index = naming.node_index(settings.name, name)
         # The digest covers what the cluster file says (config, hostname), not the leased address,
         # so a DHCP node's mark stays the same across its two boots and across re-leases.
-        out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind))
+        out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind,
+                              config_sections(text, keys, user.kind)))
     return out
 
 
@@ -120,7 +122,10 @@ def _plan_leased(settings, user, *, count, only, existing, leases) -> list[NodeC
             continue
         membership = _membership(settings, name, addresses[name], peers, existing)
         text, keys = _cloud_config_node(settings, user, name, addresses[name], membership, static_network=False)
-        out.append(NodeConfig(name, index, addresses[name], text, keys, _digest(text, keys), user.kind))
+        own = _cloud_config_node(settings, user, name, addresses[name], _own_membership(settings, name, addresses[name]),
+                                 static_network=False)
+        out.append(NodeConfig(name, index, addresses[name], text, keys, _digest(text, keys), user.kind,
+                              config_sections(*own, user.kind)))
     return out
 
 
@@ -153,6 +158,14 @@ def _ignition_node(settings, user, name, address, membership) -> tuple[str, dict
     data_key = guestinfo.CLOUDINIT_DATA if distro == "coreos" else guestinfo.IGNITION_DATA
     keys.update(guestinfo.config_keys(data_key, text.encode(), "gzip+base64"))
     return text, keys
+
+
+def _own_membership(settings, name, address) -> cloudconfig.Membership | None:
+    """The membership with the node itself as its only peer: what stays when the peer list, the initial
+    state and a discovery token (all read once, at bootstrap) are taken out of the comparison."""
+    if address is None:
+        return _membership(settings, name, address, {}, None)
+    return _membership(settings, name, address, {}, {})
 
 
 def _membership(settings, name, address, peers, existing) -> cloudconfig.Membership | None:
