@@ -35,6 +35,7 @@ class Terminal:
         self._label = None
         self._logged_tenth = -1
         self._lock = threading.RLock()
+        self._stages = None  # cli/progress.py NodeProgress, from the first stage report
 
     # Reporter protocol -----------------------------------------------------
     def event(self, message: str) -> None:
@@ -47,11 +48,23 @@ class Terminal:
                 sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} vmcoreos: {message}\n")
                 sys.stderr.flush()
 
+    def stage(self, node: str, stage: str) -> None:
+        """A node reached a stage (cloned, powered on, tools running, has IP, etcd member, healthy, …)."""
+        if self.quiet:
+            return
+        if self._stages is None:
+            from vmcoreos.cli.progress import NodeProgress
+
+            self._stages = NodeProgress(self.err, interactive=self.interactive, emit=self.event)
+        self._stages.stage(node, stage)
+
     def transfer(self, label: str, done: int, total: int) -> None:
         if self.quiet:
             return
         if self.interactive:
             if self._progress is None or self._label != label:
+                if self._stages is not None:
+                    self._stages.pause()
                 from rich.progress import (
                     BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
                 )
@@ -89,6 +102,8 @@ class Terminal:
     # Output ----------------------------------------------------------------
     def error(self, message: str, findings: list[str] | None = None) -> None:
         self.finish_transfer()
+        if self._stages is not None:
+            self._stages.stop()
         print(f"vmcoreos: error: {message}", file=sys.stderr, flush=True)
         for line in findings or []:
             print(f"  {line}", file=sys.stderr, flush=True)

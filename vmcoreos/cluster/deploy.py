@@ -21,6 +21,7 @@ from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template
 from vmcoreos.cluster.waits import KEPT, join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
+from vmcoreos.reporting import stage
 from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import vms
 
@@ -62,6 +63,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
         for name in planned.power_on:
             run.reporter.event(f"{name}: powering on")
             vms.power_on(run.session, nodes[name])
+            stage(run.reporter, name, "powered on")
             result.started.append(name)
         try:
             # A new cluster's members share the deadline bootstrap started; every other node has joined

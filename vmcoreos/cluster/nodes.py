@@ -13,6 +13,7 @@ from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
 from vmcoreos.guest import guestinfo, nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
+from vmcoreos.reporting import stage
 from vmcoreos.vsphere import vms
 
 
@@ -50,9 +51,13 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage,
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
+        for name, _ in specs:
+            stage(run.reporter, name, "cloned")
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
     # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
     vms.power_on_many(run.session, made)
+    for name in names:
+        stage(run.reporter, name, "powered on")
 
 
 def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) -> float:
@@ -116,7 +121,9 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     if not any(peer_url in m.peer_urls for m in view.members):
         run.members.before_change(endpoint, view, run.inventory().nodes)
         run.reporter.event(f"{config.name}: etcd member add {peer_url}")
+        stage(run.reporter, config.name, "etcd member add")
         added = etcd.member_add(endpoint, peer_url)
+        stage(run.reporter, config.name, "member added")
     try:
         if run.dhcp:
             second_boot(run, run.inventory().nodes[config.name], joined, config)
@@ -185,9 +192,12 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
             if etcd.needs_new_leader(view, member):
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
+            stage(run.reporter, vm.name, "etcd member remove")
             etcd.member_remove(endpoint, member.id)
     run.reporter.event(f"{vm.name}: powering off and deleting")
+    stage(run.reporter, vm.name, "deleting")
     vms.destroy(run.session, vm, run.name)
+    stage(run.reporter, vm.name, "deleted")
 
 
 def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: dict[str, bool]) -> None:
@@ -217,7 +227,10 @@ def resize(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
             _move_leader(run, view, member, run.members.health(view))
     if vm.power == "poweredOn":
         run.reporter.event(f"{vm.name}: powering off to set {node.cpus} CPUs and {node.memory_mb} MB")
+        stage(run.reporter, vm.name, "powering off")
         vms.power_off(run.session, vm, run.name)
+    stage(run.reporter, vm.name, f"setting {node.cpus} CPUs, {node.memory_mb} MB")
     vms.set_hardware(run.session, vm, node.cpus, node.memory_mb, run.name)
     run.reporter.event(f"{vm.name}: powering on")
     vms.power_on(run.session, vms.refresh(run.session, vm))
+    stage(run.reporter, vm.name, "powered on")

@@ -29,8 +29,9 @@ def config_sections(text: str, keys: dict[str, str], kind: str) -> tuple[tuple[s
                     out[f"{key}.{sub}"] = _short(inner)
             else:
                 out[str(key)] = _short(value)
-    data_key = guestinfo.data_key_of(keys)
-    rest = {k: v for k, v in keys.items() if k not in (data_key, guestinfo.encoding_key(data_key))}
+    data_key = next((k for k in guestinfo.DATA_KEYS if k in keys), None)
+    skip = (data_key, guestinfo.encoding_key(data_key)) if data_key else ()
+    rest = {k: v for k, v in keys.items() if k not in skip}
     if rest:
         out["guestinfo"] = _short(rest)
     return tuple(sorted(out.items()))
