@@ -119,10 +119,13 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
                nics: list | None = None):
     """Everything a node needs in the clone itself: one task per node, no reconfigure after.
 
-    nics: device edits that put the clone's NICs on vsphere.network (nic_edits): a template keeps the
+    nics: device edits that put the clone's NIC on vsphere.network (nic_edits): a template keeps the
     network it was imported on, and vCenter copies that into every clone unless the spec says otherwise.
+    They go in location.deviceChange, where the API reference puts a clone's network changes (govc's
+    vm.clone -net does the same).
     """
-    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
+    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host,
+                                   deviceChange=list(nics or []))
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
     config = vim.vm.ConfigSpec(
@@ -132,7 +135,6 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         # No vApp options, so vSphere hands the guest no OVF environment that would
         # shadow the extraConfig guestinfo keys for coreos-cloudinit.
         vAppConfigRemoved=True,
-        deviceChange=list(nics or []),
     )
     return vim.vm.CloneSpec(
         location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
@@ -140,8 +142,8 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
 
 
 def nic_edits(session: Session, template: VmInfo, placement: Placement) -> list:
-    """Device edits for a clone of template: every NIC backed by placement.network (a port group, a
-    distributed port group or an opaque network), as govc's `vm.clone -net` does. One read per template.
+    """The device edit for a clone of template: its first NIC backed by placement.network (a port group, a
+    distributed port group or an opaque network), as govc's `vm.clone -net` does. One read per clone batch.
 
     A template without a NIC cannot put a node on any network: that stops the run, naming the network.
     """
@@ -151,12 +153,9 @@ def nic_edits(session: Session, template: VmInfo, placement: Placement) -> list:
     if not nics:
         raise VSphereError(f"template {template.name} has no network card, so its clones cannot be put on network"
                            f" {placement.network_name!r} (vsphere.network); delete the template to import it again")
-    backing = _backing(session, placement)
-    edits = []
-    for nic in nics:
-        nic.backing = backing
-        edits.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic))
-    return edits
+    nic = nics[0]
+    nic.backing = _backing(session, placement)
+    return [vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic)]
 
 
 def _backing(session: Session, placement: Placement):
