@@ -135,3 +135,37 @@ def test_a_changed_network_moves_the_nodes_and_a_scale_up_clones_onto_it(
     assert {n: tuple(v["networks"]) for n, v in _nodes(vcsim).items()} == {
         f"lab-0{i}": ("DC0_DVPG0",) for i in (1, 2, 3)}
     assert _healthy(subnet) == ["lab-01", "lab-02", "lab-03"]
+
+
+def test_rebuild_from_cron_applies_config_drift_and_a_one_off_count_is_not_remembered(
+        cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
+    (tmp_path / "cc.yaml").write_text(CONFIG)
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, config="cc.yaml")
+    assert _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova)).returncode == 0
+    written = etcdclient.write_keys(f"http://{subnet}.11:2379", 10)
+
+    (tmp_path / "cc.yaml").write_text(CONFIG + "ssh_authorized_keys: [ssh-ed25519 AAAA t]\n")
+    dry = _run(cli, env, "rebuild", "-c", str(cluster), *_image_args(signed_ova), "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["nodes"] == [
+        {"name": f"lab-0{i}", "action": "replace", "reasons": ["config changed (ssh_authorized_keys)"]} for i in (1, 2, 3)]
+    # Unattended (stdin is not a terminal, no --yes): rebuild applies the drift and never asks.
+    rolled = _run(cli, env, "rebuild", "-c", str(cluster), *_image_args(signed_ova))
+    assert rolled.returncode == 0, rolled.stderr
+    names, _, version = rolled.stdout.strip().removeprefix("rebuilt ").partition(" on ")
+    assert sorted(names.split(", ")) == ["lab-01", "lab-02", "lab-03"] and version.startswith("local-")
+    status = json.loads(_run(cli, env, "status", "-c", str(cluster), "--json").stdout)
+    assert [(n["reasons"], n["healthy"]) for n in status["nodes"]] == [([], True)] * 3
+    assert etcdclient.get_prefix(f"http://{subnet}.13:2379", "/data/") == written
+    again = _run(cli, env, "rebuild", "-c", str(cluster), *_image_args(signed_ova))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+    # --count 4 is a one-off: the next plain run plans lab-04's removal and asks, naming the file's count.
+    up = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--count", "4")
+    assert up.returncode == 0, up.stderr
+    assert "count: 4 nodes (--count, a one-off: the cluster file says 3" in up.stderr
+    plain = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova))
+    assert plain.returncode == 2 and plain.stderr.splitlines()[-1] == (
+        "vmcoreos: error: deploy would remove lab-04 (the cluster file's count 3 is below the cluster's size);"
+        " refusing without a terminal to ask on: pass --yes to confirm, or --dry-run to see the plan")
+    assert "lab-04" in _nodes(vcsim)
