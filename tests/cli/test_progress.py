@@ -20,13 +20,17 @@ def test_piped_one_line_per_stage_change_and_a_heartbeat_while_a_node_waits(monk
     shown.stage("lab-01", "cloned")  # no change: no line
     shown.stage("lab-02", "powered on")
     shown.stage("lab-01", "healthy")
+    shown.stage("lab-01", "has IP")  # the run's last wait over every node: a healthy node is no news
     assert lines == ["lab-01: cloned", "lab-02: powered on", "lab-01: healthy"]
+    shown.stage("lab-01", "etcd member remove")  # a change is
+    assert lines[-1] == "lab-01: etcd member remove"
+    shown.stage("lab-01", "healthy")
     deadline = time.monotonic() + 5
-    while len(lines) < 4 and time.monotonic() < deadline:
+    while len(lines) < 6 and time.monotonic() < deadline:
         time.sleep(0.1)
     shown.stop()
     # lab-02 is still on its way, so it is named; lab-01 is done and is not.
-    assert lines[3].startswith("waiting: lab-02 powered on for ") and "lab-01" not in lines[3]
+    assert lines[5].startswith("waiting: lab-02 powered on for ") and "lab-01" not in lines[5]
 
 
 def test_on_a_terminal_one_row_per_node_with_its_stage_and_elapsed_time():

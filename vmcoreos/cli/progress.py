@@ -18,6 +18,9 @@ from rich.console import Console
 
 HEARTBEAT = 5.0  # seconds, piped: the longest quiet while a node is on its way
 FINAL = {"healthy", "deleted", "removed"}  # a node at one of these is not waited on
+# The join wait's stages: a healthy node passes them again when a run's last wait looks at every node,
+# which is no news; it goes back through them only after a change, which reports its own stage first.
+JOIN_WAIT = {"powered on", "tools running", "has IP", "etcd reachable", "member listed"}
 
 
 class NodeProgress:
@@ -36,7 +39,7 @@ class NodeProgress:
         now = time.monotonic()
         with self._lock:
             known = self._nodes.get(node)
-            if known is not None and known[0] == stage:
+            if known is not None and (known[0] == stage or (known[0] == "healthy" and stage in JOIN_WAIT)):
                 return
             self._nodes[node] = [stage, now]
             self._last_line = now

@@ -102,8 +102,7 @@ class Terminal:
     # Output ----------------------------------------------------------------
     def error(self, message: str, findings: list[str] | None = None) -> None:
         self.finish_transfer()
-        if self._stages is not None:
-            self._stages.stop()
+        self.settle()
         print(f"vmcoreos: error: {message}", file=sys.stderr, flush=True)
         for line in findings or []:
             print(f"  {line}", file=sys.stderr, flush=True)
@@ -125,12 +124,19 @@ class Terminal:
     def warn(self, message: str) -> None:
         print(f"vmcoreos: WARNING: {message}", file=sys.stderr, flush=True)
 
+    def settle(self) -> None:
+        """Stop redrawing node progress before results go out: both may share the terminal."""
+        if self._stages is not None:
+            self._stages.stop()
+
     def json(self, data: dict) -> None:
         """One JSON document on stdout, schema first."""
+        self.settle()
         print(json.dumps({"schema": JSON_SCHEMA, **data}, indent=2, sort_keys=False, default=str), flush=True)
 
     def text(self, data: str) -> None:
         """Verbatim text on stdout (configs, encoded values): no markup, no wrapping."""
+        self.settle()
         sys.stdout.write(data if data.endswith("\n") else data + "\n")
         sys.stdout.flush()
 
@@ -142,6 +148,7 @@ class Terminal:
 
     def table(self, columns: list[str], rows: list[list[str]]) -> None:
         """Columns on a terminal; anywhere else (a pipe, cron, CI) plain aligned lines, one row per line, never cut."""
+        self.settle()
         cells = [[("" if c is None else str(c)) for c in row] for row in rows]
         if not self.out.is_terminal:
             widths = [max(len(x) for x in column) for column in zip(columns, *cells)]
