@@ -110,9 +110,10 @@ class _Rows:
 
     def __rich__(self):
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, show_header=False, pad_edge=False)
         for name, stage, elapsed in self.progress.rows():
             mark = "✓" if stage in FINAL else "…"
-            table.add_row(mark, name, stage, f"{elapsed:4.0f}s")
+            table.add_row(mark, Text(name), Text(stage), f"{elapsed:4.0f}s")
         return table

@@ -156,10 +156,11 @@ class Terminal:
                 print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), flush=True)
             return
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False, header_style="bold")
         for name in columns:
             table.add_column(name, overflow="fold")  # wrapped within its cell, never cut off with an ellipsis
         for row in cells:
-            table.add_row(*row)
+            table.add_row(*(Text(c) for c in row))  # cells are data (names from vCenter), never markup
         self.out.print(table)
