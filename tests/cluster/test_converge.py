@@ -85,6 +85,9 @@ def faked(monkeypatch):
 
 def _wire(monkeypatch, run, configs):
     ops = converge.node_ops
+    import vmcoreos.cluster.template as template
+
+    monkeypatch.setattr(template, "check_privileges", lambda run_: run.log.append(("privileges", "")))
 
     def check(run_, nodes, skip, skip_peer=None):
         run.log.append(("check", skip))
@@ -118,6 +121,7 @@ def test_followers_first_leader_last_each_step_checked_and_its_data_read_back(mo
     result = RunResult("lab", [])
     converge.roll(run, list(new.values()), WANT, result, template=lambda: (object(), type("Img", (), {"version": "1"})()))
     assert faked == [
+        ("privileges", ""),
         ("check", "lab-02"), ("resize", "lab-02"), ("read", "http://10.0.0.2:2379"),  # cpus only: resized
         ("check", "lab-03"), ("remove", "lab-03"), ("join", "lab-03"), ("read", "http://10.0.0.3:2379"),
         ("check", "lab-01"), ("remove", "lab-01"), ("join", "lab-01"), ("read", "http://10.0.0.1:2379"),  # leader
@@ -132,7 +136,7 @@ def test_a_sick_member_stops_the_roll_before_anything_is_touched(monkeypatch, fa
     _wire(monkeypatch, run, {c.name: c for c in configs.values()})
     with pytest.raises(EtcdError, match="etcd members lab-03 are not healthy; the roll stops before lab-02"):
         converge.roll(run, list(configs.values()), WANT, RunResult("lab", []), template=lambda: None)
-    assert faked == [("check", "lab-02")]
+    assert faked == [("privileges", ""), ("check", "lab-02")]
 
 
 def test_a_node_an_earlier_run_already_changed_is_skipped(monkeypatch, faked):
@@ -141,7 +145,7 @@ def test_a_node_an_earlier_run_already_changed_is_skipped(monkeypatch, faked):
     run = FakeRun(nodes, FakeMembers(leader="lab-02"), faked)
     _wire(monkeypatch, run, {c.name: c for c in configs.values()})
     converge.roll(run, list(configs.values()), WANT, RunResult("lab", []), template=lambda: None)
-    assert [step for step in faked if step[0] != "read"] == [("check", "lab-02"), ("resize", "lab-02")]
+    assert [step for step in faked if step[0] not in ("read", "privileges")] == [("check", "lab-02"), ("resize", "lab-02")]
 
 
 def test_a_changed_node_that_loses_the_data_stops_the_roll(monkeypatch, faked):

@@ -29,6 +29,9 @@ CANARY = "vmcoreos/converge-canary"  # under the lock's prefix namespace: a key 
 def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, *,
          template: Callable[[], tuple], force: bool = False) -> None:
     """Replace or resize each pending node in roll order; template() gives (Template, image) once one is needed."""
+    from vmcoreos.cluster.template import check_privileges
+
+    check_privileges(run)  # before the first node is touched: a refusal half way would leave one powered off
     nodes = run.inventory().nodes
     canary = _write_canary(run, nodes)
     for config in roll_order(pending, nodes, run.members.leader_name(nodes)):

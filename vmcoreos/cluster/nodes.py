@@ -230,7 +230,13 @@ def resize(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
         stage(run.reporter, vm.name, "powering off")
         vms.power_off(run.session, vm, run.name)
     stage(run.reporter, vm.name, f"setting {node.cpus} CPUs, {node.memory_mb} MB")
-    vms.set_hardware(run.session, vm, node.cpus, node.memory_mb, run.name)
+    try:
+        vms.set_hardware(run.session, vm, node.cpus, node.memory_mb, run.name)
+    except Exception:
+        # Refused (a host without that many CPUs, a quota): the node goes back as it was, a member again.
+        with contextlib.suppress(Exception):
+            vms.power_on(run.session, vms.refresh(run.session, vm))
+        raise
     run.reporter.event(f"{vm.name}: powering on")
     vms.power_on(run.session, vms.refresh(run.session, vm))
     stage(run.reporter, vm.name, "powered on")

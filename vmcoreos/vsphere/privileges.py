@@ -20,6 +20,10 @@ FOLDER = (
     "VirtualMachine.Provisioning.DeployTemplate",
     "VirtualMachine.Provisioning.MarkAsTemplate",
     "VirtualMachine.Config.AdvancedConfig",
+    # The clone spec sets CPUs, memory and the NIC's network; a CPU or memory change reconfigures nodes.
+    "VirtualMachine.Config.CPUCount",
+    "VirtualMachine.Config.Memory",
+    "VirtualMachine.Config.EditDevice",
     "VirtualMachine.Interact.PowerOn",
     "VirtualMachine.Interact.PowerOff",
 )
