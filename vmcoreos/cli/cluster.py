@@ -115,8 +115,11 @@ def _ask_deploy(app: App, yes: bool, run, planned) -> None:
         preface.append(f"{said} removes {removed} from cluster {run.name!r}")
     for step in changing:
         preface.append(f"{step.node}: {step.action}: {'; '.join(step.reasons)}")
+    for action in ("replace", "reconfigure"):
+        nodes = [s.node for s in changing if s.action == action]
+        if nodes:
+            what.append(f"{action} {', '.join(nodes)}")
     if changing:
-        what.append(f"{' and '.join(sorted({s.action for s in changing}, reverse=True))} {', '.join(s.node for s in changing)}")
         why.append("they differ from the cluster file")
     question = "; ".join(what) + (" (etcd member, then VM)?" if planned.remove and not changing else
                                   ", one node at a time, keeping etcd quorum?")
