@@ -70,6 +70,10 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
             # already or was only powered on, and gets wait.timeout from here.
             deadline = _create(run, planned, nodes, result, template_once) if planned.create else None
             if planned.drift:
+                # Nodes just started must be healthy members again before the roll asks every member to be.
+                started = [c for c in configs if c.name in planned.power_on]
+                if started:
+                    wait_joined(run, started, join_deadline(run))
                 want = run.desired(pinned_version(run.settings), run.inventory().nodes.values())
                 converge.roll(run, list(planned.changes), want, result, template=template_once)
             status = wait_joined(run, configs, join_deadline(run) if deadline is None else deadline)
