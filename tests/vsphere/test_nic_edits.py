@@ -39,6 +39,9 @@ def test_the_first_nic_is_moved_to_a_standard_port_group():
     assert (edits[0].device.backing.deviceName, edits[0].device.backing.network) == ("Lab Net", network)
     spec = vms.clone_spec(_placement(network, "Lab Net"), cpus=2, memory_mb=2048, extra={}, nics=edits)
     assert spec.location.deviceChange == edits and not spec.config.deviceChange
+    # A template on that network already needs no edit, and nothing is read.
+    template.networks = ("network-9",)
+    assert vms.nic_edits(FakeSession({}), template, _placement(network, "Lab Net")) == []
 
 
 def test_a_distributed_port_group_gets_its_switch_and_key():

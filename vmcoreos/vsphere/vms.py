@@ -143,10 +143,14 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
 
 def nic_edits(session: Session, template: VmInfo, placement: Placement) -> list:
     """The device edit for a clone of template: its first NIC backed by placement.network (a port group, a
-    distributed port group or an opaque network), as govc's `vm.clone -net` does. One read per clone batch.
+    distributed port group or an opaque network), as govc's `vm.clone -net` does.
 
     A template without a NIC cannot put a node on any network: that stops the run, naming the network.
+    None needed (and nothing read) when the template is on that network already, as it is unless
+    vsphere.network changed since the import.
     """
+    if _moref(placement.network) in template.networks:
+        return []
     devices = (session.retrieve([template.ref], ["config.hardware.device"], vim.VirtualMachine).get(template.ref) or {}
                ).get("config.hardware.device") or []
     nics = [d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
