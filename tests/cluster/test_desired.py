@@ -107,3 +107,16 @@ def test_the_planners_import_no_pyvmomi():
             " print(sorted(m for m in sys.modules if m.startswith('pyVmomi')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("version, ova, pinned", [
+    ("current", None, None),  # a channel's newest: rebuild's to roll onto, not deploy's
+    ("4593.2.5", None, "4593.2.5"),  # pinned in the cluster file: deploy holds nodes to it
+    ("4593.2.5", "/srv/flatcar.ova", None),  # a local OVA's build is known only once it is read
+])
+def test_deploy_compares_the_image_only_where_the_cluster_file_pins_it(version, ova, pinned):
+    from types import SimpleNamespace
+
+    from vmcoreos.cluster.desired import pinned_version
+
+    assert pinned_version(SimpleNamespace(image=SimpleNamespace(version=version, ova=ova))) == pinned

@@ -14,6 +14,7 @@ from dataclasses import replace
 from vmcoreos.cluster import converge
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.locking import cluster_lock
+from vmcoreos.cluster.desired import pinned_version
 from vmcoreos.cluster.plan import CountSource, DeployPlan, plan_deploy, removal_order
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
@@ -22,15 +23,7 @@ from vmcoreos.cluster import template
 from vmcoreos.cluster.waits import KEPT, join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.reporting import stage
-from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import vms
-
-
-def pinned_version(settings: ClusterSettings) -> str | None:
-    """The release the cluster file pins (image.version), which deploy holds nodes to; None for a channel's
-    current release or a local OVA (rolling onto new releases is rebuild's, from cron)."""
-    image = settings.image
-    return None if image.ova or image.version in (None, "", "current") else image.version
 
 
 def plan(run: Run, prepared: Prepared, *, dry_run: bool = False) -> DeployPlan:

@@ -61,6 +61,13 @@ class Drift:
         return "; ".join(self.reasons)
 
 
+def pinned_version(settings) -> str | None:
+    """The release the cluster file pins (image.version), which deploy holds nodes to; None for a channel's
+    current release or a local OVA (rolling onto new releases is rebuild's, from cron)."""
+    image = settings.image
+    return None if image.ova or image.version in (None, "", "current") else image.version
+
+
 def runs_older(vm: VmInfo, distro: str, version: str) -> bool:
     """True when the node should move to the target image (distro, version).
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vmcoreos import etcd, naming
-from vmcoreos.cluster.deploy import pinned_version
-from vmcoreos.cluster.desired import Drift, drift
+from vmcoreos.cluster.desired import Drift, drift, pinned_version
 from vmcoreos.cluster.inventory import Inventory
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import NodeStatus, RunResult
