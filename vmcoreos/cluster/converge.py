@@ -50,7 +50,7 @@ def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, 
         else:
             made, image = template()
             if vm is not None:
-                run.reporter.event(f"{config.name}: replace: {change or 'forced (--force)'}")
+                run.reporter.event(f"{config.name}: replace: {str(change) or 'forced (--force)'}")
                 node_ops.remove_node(run, vm, nodes)
                 nodes.pop(config.name)
             live = run.members.live_view(nodes)
