@@ -31,6 +31,7 @@ ENV_SQV = "VMCOREOS_SQV"  # absolute path of sqv, when it is not in /usr/bin; "o
 ENV_RETRY_MAX_DELAY = "VMCOREOS_RETRY_MAX_DELAY"  # seconds; the cap of the doubling delay between download retries
 ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
 ENV_DEBUG = "VMCOREOS_DEBUG"  # set: an unexpected error shows its traceback
+ENV_CONFIG = "VMCOREOS_CONFIG"  # the cluster file (or a directory holding cluster.yaml) when -c is not given
 # govc's inventory defaults, read for vsphere.* keys the cluster file leaves out (the file wins). No VMCOREOS_*
 # twins: the cluster file is our place for a cluster's placement; these only spare govc users retyping it.
 ENV_DATACENTER = "GOVC_DATACENTER"

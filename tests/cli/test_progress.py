@@ -59,15 +59,7 @@ def test_a_reporter_without_stages_gets_an_event_line():
     assert events == ["lab-01: cloned"]
 
 
-def test_a_hostile_name_is_shown_as_text_never_as_markup(monkeypatch):
-    from vmcoreos.cli.terminal import Terminal
-
-    out = io.StringIO()
-    term = Terminal()
-    term.out = Console(file=out, force_terminal=True, width=200, color_system=None)
-    # A port group named by someone else, as it shows in a plan's reasons.
-    term.table(["NODE", "WHY"], [["lab-01", "network [link=http://evil]VM Network[/link] → [bold]x"]])
-    assert "[link=http://evil]VM Network[/link] → [bold]x" in out.getvalue()
+def test_a_hostile_name_is_shown_as_text_never_as_markup():
     shown = NodeProgress(Console(file=io.StringIO()), interactive=False, emit=lambda line: None)
     shown.stage("[red]lab-01", "has IP")
     table = progress._Rows(shown).__rich__()

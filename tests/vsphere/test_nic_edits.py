@@ -1,4 +1,5 @@
-"""A clone's NIC is put on vsphere.network by an edit in its spec, or the run stops naming the network."""
+"""A clone's first NIC gets the node's MAC and, when the template is on another network, vsphere.network;
+a network a clone cannot be put on stops the run naming it."""
 
 from __future__ import annotations
 
@@ -23,45 +24,41 @@ def _placement(network, name):
     return Placement(None, None, None, network, name, None, "C0")
 
 
-def _template(devices):
-    ref = vim.VirtualMachine("vm-1")
-    return VmInfo(ref, "lab-template", True, "poweredOff", None, None), {
-        (ref, ("config.hardware.device",)): {"config.hardware.device": devices}}
+def _template(networks=("network-7",)):
+    return VmInfo(vim.VirtualMachine("vm-1"), "lab-template", True, "poweredOff", None, None, networks=networks)
 
 
-def test_the_first_nic_is_moved_to_a_standard_port_group():
-    nic = vim.vm.device.VirtualVmxnet3(key=4000)
-    disk = vim.vm.device.VirtualDisk(key=2000)
-    template, answers = _template([disk, nic, vim.vm.device.VirtualVmxnet3(key=4001)])
+def test_a_standard_port_group_and_the_mac_in_one_edit_of_a_copy():
+    nic = vim.vm.device.VirtualVmxnet3(key=4000, macAddress="00:50:56:00:00:01")
     network = vim.Network("network-9")
-    edits = vms.nic_edits(FakeSession(answers), template, _placement(network, "Lab Net"))
-    assert len(edits) == 1 and edits[0].operation == "edit" and edits[0].device.key == 4000
-    assert (edits[0].device.backing.deviceName, edits[0].device.backing.network) == ("Lab Net", network)
-    spec = vms.clone_spec(_placement(network, "Lab Net"), cpus=2, memory_mb=2048, extra={}, nics=edits)
-    assert spec.location.deviceChange == edits and not spec.config.deviceChange
-    # A template on that network already needs no edit, and nothing is read.
-    template.networks = ("network-9",)
-    assert vms.nic_edits(FakeSession({}), template, _placement(network, "Lab Net")) == []
+    backing = vms.network_backing(FakeSession({}), _template(), nic, _placement(network, "Lab Net"))
+    assert (backing.deviceName, backing.network) == ("Lab Net", network)
+    edit = vms.nic_edit(nic, "00:50:56:3f:00:02", backing)
+    assert edit.operation == "edit" and edit.device.key == 4000 and edit.device is not nic
+    assert (edit.device.macAddress, edit.device.addressType, edit.device.backing) == ("00:50:56:3f:00:02", "manual", backing)
+    assert nic.macAddress == "00:50:56:00:00:01"  # the template's device is not changed for the next node
+    assert vms.nic_edit(nic) is None
+    # A template on that network already: no backing, and nothing is read.
+    assert vms.network_backing(FakeSession({}), _template(("network-9",)), nic, _placement(network, "Lab Net")) is None
 
 
 def test_a_distributed_port_group_gets_its_switch_and_key():
-    template, answers = _template([vim.vm.device.VirtualE1000(key=4000)])
     pg, switch = vim.dvs.DistributedVirtualPortgroup("dvportgroup-7"), vim.DistributedVirtualSwitch("dvs-1")
-    answers[(pg, ("key", "config.distributedVirtualSwitch"))] = {"key": "dvportgroup-7",
-                                                                  "config.distributedVirtualSwitch": switch}
-    answers[(switch, ("uuid",))] = {"uuid": "50 2a"}
-    port = vms.nic_edits(FakeSession(answers), template, _placement(pg, "DC0_DVPG0"))[0].device.backing.port
+    answers = {(pg, ("key", "config.distributedVirtualSwitch")): {"key": "dvportgroup-7",
+                                                                   "config.distributedVirtualSwitch": switch},
+               (switch, ("uuid",)): {"uuid": "50 2a"}}
+    nic = vim.vm.device.VirtualE1000(key=4000)
+    port = vms.network_backing(FakeSession(answers), _template(), nic, _placement(pg, "DC0_DVPG0")).port
     assert (port.portgroupKey, port.switchUuid) == ("dvportgroup-7", "50 2a")
 
 
-@pytest.mark.parametrize("devices, answers, message", [
-    ([vim.vm.device.VirtualDisk(key=2000)], {}, "template lab-template has no network card, so its clones cannot be"
-                                                " put on network 'DC0_DVPG0' (vsphere.network)"),
-    ([vim.vm.device.VirtualE1000(key=4000)], {}, "cannot read the switch of distributed port group 'DC0_DVPG0'"),
+@pytest.mark.parametrize("nic, message", [
+    (None, "template lab-template has no network card, so its clones cannot be put on network 'DC0_DVPG0'"
+           " (vsphere.network)"),
+    (vim.vm.device.VirtualE1000(key=4000), "cannot read the switch of distributed port group 'DC0_DVPG0'"),
 ])
-def test_a_network_a_clone_cannot_be_put_on_stops_the_run_naming_it(devices, answers, message):
-    template, found = _template(devices)
+def test_a_network_a_clone_cannot_be_put_on_stops_the_run_naming_it(nic, message):
     pg = vim.dvs.DistributedVirtualPortgroup("dvportgroup-7")
     with pytest.raises(VSphereError) as err:
-        vms.nic_edits(FakeSession({**found, **answers}), template, _placement(pg, "DC0_DVPG0"))
+        vms.network_backing(FakeSession({}), _template(), nic, _placement(pg, "DC0_DVPG0"))
     assert message in err.value.message

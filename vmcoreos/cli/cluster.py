@@ -14,8 +14,9 @@ import typer
 from vmcoreos.cli.application import App
 from vmcoreos.cli.common import (
     EXIT_CODES_HELP, AdoptTemplateOpt, CacheDirOpt, ConfigOpt, CountOpt, DiscoveryEtcdOpt, DryRunOpt, JsonOpt,
-    ParallelOpt, QuietOpt, RetriesOpt, exit_codes, with_connection,
+    ParallelOpt, QuietOpt, RetriesOpt, WideOpt, exit_codes, wide, with_connection,
 )
+from vmcoreos.cli.tables import Column, unique_prefixes
 from vmcoreos.errors import ExitCode
 
 
@@ -35,6 +36,7 @@ def _prepared(app: App, config: Path, overrides, *, warn: bool = False):
     from vmcoreos.settings import load_cluster_file
 
     settings = load_cluster_file(config)
+    app.cluster = settings.name
     overrides.check()
     conn = app.connection()
     prepared = prepare(settings, overrides)
@@ -48,7 +50,7 @@ YesOpt = typer.Option(False, "--yes", "-y",
 
 
 def _execute(app: App, target, conn, command: str, *, plan, apply, dry_run: bool, json_out: bool, ask=None,
-             lock: bool = True, **run_options):
+             lock: bool = True, changes: bool = True, **run_options):
     """Every cluster command's body: plan -> (show, or confirm) -> apply, on one Run; the result, or None
     after a dry run (which shows the plan: the same object the real run carries out)."""
     from vmcoreos.cluster.run import open_run
@@ -60,6 +62,8 @@ def _execute(app: App, target, conn, command: str, *, plan, apply, dry_run: bool
             return None
         if ask is not None:
             ask(run, planned)
+        if changes:
+            app.applying()
         return apply(run, planned)
 
 
@@ -77,7 +81,7 @@ def _show_plan(app: App, command: str, cluster_name: str, planned, *, json_out: 
             data["image"] = image.as_dict() if image is not None else None
         app.json(data)
         return
-    term = app.term
+    term = app
     term.text(f"{command} plan for cluster {cluster_name!r} (dry run: nothing was changed)")
     term.table(["NODE", "ACTION", "WHY"], [[s.node, s.action, "; ".join(s.reasons)] for s in steps])
     if count is not None:
@@ -99,7 +103,7 @@ def _ask_deploy(app: App, yes: bool, run, planned) -> None:
     """Removing, replacing or reconfiguring running nodes asks on a terminal and needs --yes off one."""
     count = planned.count
     if count is not None and count.flag and count.count != count.file_count:
-        app.term.note(f"count: {count}")
+        app.note(f"count: {count}")
     changing = [s for s in planned.steps() if s.action in ("replace", "reconfigure")]
     if yes or not (planned.remove or changing):
         return
@@ -148,6 +152,7 @@ def deploy(
     retries: int = RetriesOpt,
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
+    output: Optional[str] = WideOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -163,6 +168,7 @@ def deploy(
         from vmcoreos.cluster import deploy, prepare
         from vmcoreos.settings import Overrides
 
+        json_out = app.json_out
         overrides = Overrides(
             count=count, timeout=timeout, ova=ova, sig=sig, trusted_keys=tuple(str(k) for k in trusted_key),
             insecure_skip_verify=insecure_skip_verify, discovery_etcd=discovery_etcd,
@@ -181,22 +187,17 @@ def deploy(
         )
         if result is None:
             return
+        app.replaced = len(result.created) + len(result.removed) + len(result.rebuilt)
         if json_out:
             app.json(result.as_dict())
         else:
-            term.table(
-                ["NODE", "ACTION", "POWER", "IP", "ETCD MEMBER", "HEALTH"],
-                [
-                    [s.name, s.action, s.power, s.ip, s.member_id, "healthy" if s.healthy else s.stage]
-                    for s in result.nodes
-                ],
-            )
+            _node_table(app, DEPLOY_COLUMNS, result.nodes, wide=wide(output))
             if result.removed:
                 term.text(f"removed {', '.join(result.removed)}")
 
 
 @with_connection
-def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOpt) -> None:
+def status(ctx: typer.Context, config: Path = ConfigOpt, output: Optional[str] = WideOpt, json_out: bool = JsonOpt) -> None:
     """One row per node: power, tools, IP, image, etcd member, health, leader, config drift.
 
     For monitoring: exit 0 is healthy, 1 critical, 6 unknown (vCenter or etcd could not be asked).
@@ -207,6 +208,7 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
         from vmcoreos.errors import EtcdError, StatusUnknownError, VSphereError
         from vmcoreos.settings import Overrides
 
+        json_out = app.json_out
         prepared, conn = _prepared(app, config, Overrides())
         try:
             result = _execute(app, prepared, conn, "status", dry_run=False, json_out=json_out, lock=False,
@@ -217,16 +219,7 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
         if json_out:
             app.json({**result.as_dict(), "state": state})
         else:
-            term.table(
-                ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD MEMBER", "HEALTH", "LEADER", "DRIFT"],
-                [
-                    [
-                        s.name, s.power, _tools(s.tools), s.ip, s.image_version, s.member_id, s.stage,
-                        "*" if s.leader else "", "; ".join(s.reasons) if s.drift else "current",
-                    ]
-                    for s in result.nodes
-                ],
-            )
+            _node_table(app, STATUS_COLUMNS, result.nodes, wide=wide(output))
         if state == "unknown":
             term.warn("no etcd member answered though nodes are powered on; health is unknown (exit 6):"
                       " check the network path to the nodes' client port")
@@ -237,12 +230,37 @@ def _tools(value: str | None) -> str:
     return {"guestToolsRunning": "running", "guestToolsNotRunning": "not running"}.get(value or "", value or "")
 
 
-def _no_skip_verify(value: bool) -> None:
+# The node tables: each column with its place in the drop order (0: always shown; on a narrow terminal the
+# highest number is shortened or left out first; -o wide shows all). A new column picks its number here.
+STATUS_COLUMNS = [
+    (Column("NODE"), lambda s: s.name),
+    (Column("POWER", 4), lambda s: s.power),
+    (Column("TOOLS", 8), lambda s: _tools(s.tools)),
+    (Column("IP", 2), lambda s: s.ip),
+    (Column("IMAGE", 5), lambda s: s.image_version),
+    (Column("ETCD MEMBER", 6, short=unique_prefixes), lambda s: s.member_id),
+    (Column("HEALTH"), lambda s: s.stage),
+    (Column("LEADER", 7), lambda s: "*" if s.leader else ""),
+    (Column("DRIFT", 3), lambda s: "; ".join(s.reasons) if s.drift else "current"),
+]
+DEPLOY_COLUMNS = [
+    (Column("NODE"), lambda s: s.name),
+    (Column("ACTION"), lambda s: s.action),
+    (Column("POWER", 4), lambda s: s.power),
+    (Column("IP", 2), lambda s: s.ip),
+    (Column("ETCD MEMBER", 6, short=unique_prefixes), lambda s: s.member_id),
+    (Column("HEALTH"), lambda s: "healthy" if s.healthy else s.stage),
+]
+
+
+def _node_table(app: App, columns, nodes, *, wide: bool) -> None:
+    app.table([c for c, _ in columns], [[get(s) for _, get in columns] for s in nodes], wide=wide)
+
+
+def _no_skip_verify(ctx: typer.Context, value: bool) -> None:
     # Without this, click suggests --insecure, which is vCenter TLS: a different trust altogether.
     if value:
-        from vmcoreos.cli.terminal import Terminal
-
-        Terminal().error(
+        App.of(ctx).error(
             "rebuild has no --insecure-skip-verify: it runs unattended and always verifies the image"
             " (--insecure is about vCenter's TLS certificate, not images); sign the image or pass --trusted-key"
         )
@@ -278,6 +296,7 @@ def rebuild(
         from vmcoreos.cluster import rebuild
         from vmcoreos.settings import Overrides
 
+        json_out, quiet = app.json_out, app.quiet
         overrides = Overrides(version=to_version, ova=ova, sig=sig, trusted_keys=tuple(str(k) for k in trusted_key))
         prepared, conn = _prepared(app, config, overrides)
         result = _execute(
@@ -288,6 +307,7 @@ def rebuild(
         )
         if result is None:
             return
+        app.replaced = len(result.rebuilt)
         if json_out:
             app.json(result.as_dict())
         elif result.rebuilt or result.reconfigured:
@@ -315,7 +335,9 @@ def destroy(
         from vmcoreos.cluster import destroy
         from vmcoreos.settings import load_cluster_file
 
+        json_out, quiet = app.json_out, app.quiet
         settings = load_cluster_file(config)
+        app.cluster = settings.name
         conn = app.connection()
 
         def ask(run, planned):
@@ -336,6 +358,7 @@ def destroy(
         if result is None:
             return
         deleted = result.removed
+        app.replaced = len(deleted)
         if not deleted and not json_out:
             if not quiet:
                 term.text(f"cluster {settings.name!r} has no VMs; nothing to delete")

@@ -17,7 +17,8 @@ from vmcoreos.reporting import stage
 from vmcoreos.vsphere import vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, marked: NodeConfig, nics):
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, marked: NodeConfig,
+          nic, backing):
     settings = run.settings
     extra = dict(config.guestinfo)
     extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=marked.digest,
@@ -26,7 +27,10 @@ def _spec(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     run.reporter.event(f"{config.name}: cloning from {template.name}{linked} onto network {run.placement.network_name}")
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
-        linked_snapshot=template.linked_snapshot, nics=nics,
+        linked_snapshot=template.linked_snapshot,
+        # The MAC the node's config names its NIC by (guest/macs.py), and vsphere.network if the template's differs.
+        devices=tuple(e for e in [vms.nic_edit(nic, config.mac or None, backing)] if e is not None) if nic is not None
+        else (),
     )
 
 
@@ -44,10 +48,11 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage,
     """
     refs: list = []
     names: list[str] = []
-    nics = vms.nic_edits(run.session, template.vm, run.placement)
+    nic = vms.first_nic(run.session, template.vm)
+    backing = vms.network_backing(run.session, template.vm, nic, run.placement)
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        specs = [(config.name, _spec(run, template, image, config, marked, nics)) for config, marked in batch]
+        specs = [(config.name, _spec(run, template, image, config, marked, nic, backing)) for config, marked in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
@@ -68,8 +73,9 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     """
     clone_all(run, template, image, [(c, c) for c in configs])
     deadline = join_deadline(run)
-    if run.dhcp:
+    if run.dhcp and run.user.kind != nodeconfig.IGNITION:
         # First boot done without etcd; now each node's leased address goes into every config.
+        # (Ignition nodes boot once and work out their own address: guest/leased.py.)
         names = [c.name for c in configs]
         guests = wait_guests(run, names, deadline)
         leases = {n: st.ip for n, st in guests.items()}
@@ -106,6 +112,8 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
     peers.pop(config.name, None)
     count = max([config.index] + [naming.node_index(run.name, n) or 0 for n in peers])
+    if run.dhcp and run.user.kind == nodeconfig.IGNITION:
+        return _join_leased(run, template, image, config, endpoint, peers, count)
     leases = None
     if run.dhcp:
         # First boot without etcd, to learn the address the member must be added with.
@@ -135,6 +143,33 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     except (KeyboardInterrupt, SystemExit):
         # Interrupted half way: take back the VM and the member we added, so the next run starts
         # clean. A node that merely failed to join is kept for inspection instead.
+        if added is not None:
+            with contextlib.suppress(Exception):
+                _rollback_join(run, config, endpoint, added)
+        raise
+
+
+def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoint: str, peers: dict[str, str],
+                 count: int) -> NodeStatus:
+    """An Ignition node under DHCP joins in its one boot: it starts with the live peers and works out its own
+    address (guest/leased.py); the member is added as soon as guest tools report the lease. Until then its
+    etcd is refused by the peers and its unit restarts it."""
+    joined = nodeconfig.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
+    clone(run, template, image, joined, config)
+    deadline = join_deadline(run)
+    ip = wait_guests(run, [config.name], deadline)[config.name].ip
+    peer_url = run.members.peer_url(ip)
+    view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
+    added = None
+    try:
+        if not any(peer_url in m.peer_urls for m in view.members):
+            run.members.before_change(endpoint, view, run.inventory().nodes)
+            run.reporter.event(f"{config.name}: leased {ip}; etcd member add {peer_url}")
+            stage(run.reporter, config.name, "etcd member add")
+            added = etcd.member_add(endpoint, peer_url)
+            stage(run.reporter, config.name, "member added")
+        return wait_joined(run, [config], deadline)[config.name]
+    except (KeyboardInterrupt, SystemExit):
         if added is not None:
             with contextlib.suppress(Exception):
                 _rollback_join(run, config, endpoint, added)

@@ -20,6 +20,7 @@ class NodeConfig:
     guestinfo: dict[str, str]
     digest: str
     kind: str = CLOUD_CONFIG
+    mac: str = ""  # set on the clone's first NIC (guest/macs.py); the config names the NIC by it
     # Per-section digests of the config as rendered with the node's own membership only: the peer list and
     # initial state are fixed at bootstrap and change with every scale, so a comparison must not see them.
     sections: tuple[tuple[str, str], ...] = ()

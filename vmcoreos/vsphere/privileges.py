@@ -20,10 +20,11 @@ FOLDER = (
     "VirtualMachine.Provisioning.DeployTemplate",
     "VirtualMachine.Provisioning.MarkAsTemplate",
     "VirtualMachine.Config.AdvancedConfig",
-    # The clone spec sets CPUs, memory and the NIC's network; a CPU or memory change reconfigures nodes.
+    # The clone spec sets the first NIC's MAC (guest/macs.py) and network, CPUs and memory; a CPU or memory
+    # change reconfigures nodes.
+    "VirtualMachine.Config.EditDevice",
     "VirtualMachine.Config.CPUCount",
     "VirtualMachine.Config.Memory",
-    "VirtualMachine.Config.EditDevice",
     "VirtualMachine.Interact.PowerOn",
     "VirtualMachine.Interact.PowerOff",
 )

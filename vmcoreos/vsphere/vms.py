@@ -116,16 +116,13 @@ def option_values(values: dict[str, str]) -> list:
 
 
 def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None,
-               nics: list | None = None):
+               devices: tuple = ()):
     """Everything a node needs in the clone itself: one task per node, no reconfigure after.
 
-    nics: device edits that put the clone's NIC on vsphere.network (nic_edits): a template keeps the
-    network it was imported on, and vCenter copies that into every clone unless the spec says otherwise.
-    They go in location.deviceChange, where the API reference puts a clone's network changes (govc's
-    vm.clone -net does the same).
+    devices: device edits for the clone (nic_edit: its first NIC's MAC, which its config names, and the
+    network it is put on when the template's is not vsphere.network).
     """
-    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host,
-                                   deviceChange=list(nics or []))
+    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
     config = vim.vm.ConfigSpec(
@@ -135,34 +132,51 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         # No vApp options, so vSphere hands the guest no OVF environment that would
         # shadow the extraConfig guestinfo keys for coreos-cloudinit.
         vAppConfigRemoved=True,
+        deviceChange=list(devices),
     )
     return vim.vm.CloneSpec(
         location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
     )
 
 
-def nic_edits(session: Session, template: VmInfo, placement: Placement) -> list:
-    """The device edit for a clone of template: its first NIC backed by placement.network (a port group, a
-    distributed port group or an opaque network), as govc's `vm.clone -net` does.
+def first_nic(session: Session, vm: VmInfo):
+    """The VM's first network card (lowest device key): the one a node's config gives its address."""
+    props = session.retrieve([vm.ref], ["config.hardware.device"], vim.VirtualMachine).get(vm.ref) or {}
+    nics = [d for d in props.get("config.hardware.device") or [] if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    return min(nics, key=lambda d: d.key) if nics else None
+
+
+def nic_edit(nic, mac: str | None = None, backing=None):
+    """An edit giving the clone's copy of nic this MAC (addressType manual: vCenter keeps it as set) and,
+    given one, this network backing; None when there is nothing to change.
+
+    A copy of the device, not nic itself: every node's spec carries its own MAC.
+    """
+    if mac is None and backing is None:
+        return None
+    device = type(nic)()
+    for prop in nic._GetPropertyList():
+        setattr(device, prop.name, getattr(nic, prop.name))
+    if mac is not None:
+        device.addressType = "manual"
+        device.macAddress = mac
+    if backing is not None:
+        device.backing = backing
+    return vim.vm.device.VirtualDeviceSpec(operation="edit", device=device)
+
+
+def network_backing(session: Session, template: VmInfo, nic, placement: Placement):
+    """The backing that puts a clone of template on placement.network (a port group, a distributed port
+    group or an opaque network), as govc's `vm.clone -net` does; None when the template is on it already,
+    as it is unless vsphere.network changed since the import.
 
     A template without a NIC cannot put a node on any network: that stops the run, naming the network.
-    None needed (and nothing read) when the template is on that network already, as it is unless
-    vsphere.network changed since the import.
     """
     if _moref(placement.network) in template.networks:
-        return []
-    devices = (session.retrieve([template.ref], ["config.hardware.device"], vim.VirtualMachine).get(template.ref) or {}
-               ).get("config.hardware.device") or []
-    nics = [d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
-    if not nics:
+        return None
+    if nic is None:
         raise VSphereError(f"template {template.name} has no network card, so its clones cannot be put on network"
                            f" {placement.network_name!r} (vsphere.network); delete the template to import it again")
-    nic = nics[0]
-    nic.backing = _backing(session, placement)
-    return [vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic)]
-
-
-def _backing(session: Session, placement: Placement):
     network = placement.network
     if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
         props = session.retrieve([network], ["key", "config.distributedVirtualSwitch"], vim.dvs.DistributedVirtualPortgroup)
