@@ -120,3 +120,28 @@ def test_deploy_compares_the_image_only_where_the_cluster_file_pins_it(version, 
     from vmcoreos.cluster.desired import pinned_version
 
     assert pinned_version(SimpleNamespace(image=SimpleNamespace(version=version, ova=ova))) == pinned
+
+
+def test_a_new_discovery_token_or_a_larger_count_is_not_config_drift(tmp_path):
+    """Bootstrap-only membership (the peer list, a --discovery-etcd token) is left out of the comparison."""
+    from dataclasses import replace as with_
+
+    from vmcoreos.guest import nodeconfig
+    from vmcoreos.guest.sections import changed_sections
+    from vmcoreos.settings import load_cluster_file
+
+    node = tmp_path / "node.json"
+    node.write_text('{"ignition": {"version": "3.3.0"}}')
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("cluster: lab\ncount: 3\nimage: {distro: flatcar}\nnode:\n  config: node.json\n"
+                       "  network: {mode: dhcp}\netcd: {bootstrap: discovery, discovery: 'http://127.0.0.1:1/v2/keys/a'}\n"
+                       "vsphere: {datacenter: DC0}\n")
+    settings = load_cluster_file(cluster)
+    user = nodeconfig.load_user_config(settings)
+    first = nodeconfig.plan(settings, user, count=3)[0]
+    again = with_(settings, etcd=with_(settings.etcd, discovery="http://127.0.0.1:1/v2/keys/b"))
+    later = nodeconfig.plan(again, user, count=4)[0]
+    assert first.digest != later.digest  # the rendered configs do differ...
+    assert changed_sections(";".join(f"{k}={v}" for k, v in first.sections), later.sections) == []  # ...not in what counts
+    edited = with_(settings, node=with_(settings.node, cpus=4))
+    assert nodeconfig.plan(edited, user, count=3)[0].sections == first.sections  # hardware is not config

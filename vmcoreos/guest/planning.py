@@ -9,6 +9,7 @@ Ignition boot once and work out their own address (guest/leased.py).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -177,11 +178,13 @@ def _ignition_node(settings, user, name, address, membership, mac) -> tuple[str,
 
 
 def _own_membership(settings, name, address) -> cloudconfig.Membership | None:
-    """The membership with the node itself as its only peer: what stays when the peer list, the initial
-    state and a discovery token (all read once, at bootstrap) are taken out of the comparison."""
-    if address is None:
-        return _membership(settings, name, address, {}, None)
-    return _membership(settings, name, address, {}, {})
+    """The membership with the node itself as its only peer and no discovery token: what stays when the peer
+    list, the initial state and a token (all read once, at bootstrap; --discovery-etcd mints a new token
+    each run) are taken out of the comparison."""
+    if address is not None:
+        return _membership(settings, name, address, {}, {})
+    found = _membership(settings, name, address, {}, None)
+    return None if found is None else dataclasses.replace(found, discovery=None)
 
 
 def _membership(settings, name, address, peers, existing) -> cloudconfig.Membership | None:
