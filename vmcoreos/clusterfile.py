@@ -177,7 +177,13 @@ def _finding(source: Path | None, line: int, where: str, message: str) -> str:
 
 def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: Mapping[str, str]) -> ClusterSettings:
     vs, im, nd, et = model.vsphere, model.image, model.node, model.etcd
-    target = with_govc_defaults(VSphereTarget(**vs.model_dump()), environ)
+    if nd.linked_clone and vs.datastores and len(vs.datastores) > 1:
+        raise ConfigError(
+            "node.linked_clone: true keeps every member's base disk on the template's datastore, so spreading"
+            " members over vsphere.datastores would not keep them apart; use full clones or name one datastore"
+        )
+    fields = {**vs.model_dump(), "datastores": tuple(vs.datastores) if vs.datastores else None}
+    target = with_govc_defaults(VSphereTarget(**fields), environ)
     image = ImageSettings(
         distro=im.distro,
         channel=im.channel,

@@ -51,6 +51,7 @@ def recorded(monkeypatch):
     log: list[tuple] = []
     ops = deploy.node_ops
     monkeypatch.setattr(deploy, "cluster_lock", lambda run, nodes: _lock(log))
+    monkeypatch.setattr(deploy.spread, "keep_rule", lambda run, nodes: None)  # placement's, tested on its own
     monkeypatch.setattr(ops, "remove_node", lambda run, vm, nodes: log.append(("remove", vm.name)))
     monkeypatch.setattr(deploy.vms, "power_on", lambda session, vm: log.append(("power on", vm.name)))
     monkeypatch.setattr(deploy, "_template", lambda run, planned, n, result: (log.append(("template", n)), ("T", "I"))[1])

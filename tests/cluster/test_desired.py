@@ -42,7 +42,7 @@ def _vm(config: NodeConfig, *, cpus=2, memory_mb=2048, networks=("network-7",), 
                   networks=networks, datastores=datastores)
 
 
-WANT = Desired("flatcar", None, 2, 2048, "network-7", "VM Network", "datastore-1", "LocalDS_0",
+WANT = Desired("flatcar", None, 2, 2048, "network-7", "VM Network", ("datastore-1",), "LocalDS_0",
                {"network-7": "VM Network", "dvportgroup-9": "DC0_DVPG0", "datastore-1": "LocalDS_0",
                 "datastore-2": "LocalDS_1"})
 
@@ -56,6 +56,9 @@ EDITED = CONFIG.replace("name: core", "name: ops").replace("content: hello", "co
     (dict(), WANT, EDITED, ("config changed (users, write_files)",), ()),
     (dict(networks=("dvportgroup-9",)), WANT, CONFIG, ("network DC0_DVPG0 → VM Network",), ()),
     (dict(datastores=("datastore-2",)), WANT, CONFIG, ("datastore LocalDS_1 → LocalDS_0",), ()),
+    # vsphere.datastores: placement spreads nodes over them, so any of them is where the file wants a node.
+    (dict(datastores=("datastore-2",)), Desired("flatcar", None, 2, 2048, datastores=("datastore-1", "datastore-2")),
+     CONFIG, (), ()),
     (dict(version="4593.2.4"), Desired("flatcar", "4593.2.5", 2, 2048), CONFIG, ("image 4593.2.4 → 4593.2.5",), ()),
     (dict(version="4593.2.6"), Desired("flatcar", "4593.2.5", 2, 2048), CONFIG, (), ()),  # never a downgrade
     (dict(cpus=4, networks=("dvportgroup-9",)), WANT, EDITED,

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from vmcoreos.cluster import converge
 from vmcoreos.cluster import nodes as node_ops
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.desired import pinned_version
 from vmcoreos.cluster.plan import CountSource, DeployPlan, plan_deploy, removal_order
@@ -53,6 +54,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
         for name in planned.remove:
             node_ops.remove_node(run, nodes.pop(name), nodes)
             result.removed.append(name)
+        spread.keep_rule(run, nodes)  # the rule holds the nodes that stay (and those made before it existed)
         for name in planned.power_on:
             run.reporter.event(f"{name}: powering on")
             vms.power_on(run.session, nodes[name])

@@ -39,8 +39,8 @@ class Desired:
     memory_mb: int
     network: str | None = None  # the port group's moref; None: not compared
     network_name: str = ""
-    datastore: str | None = None  # moref; None: not compared
-    datastore_name: str = ""
+    datastores: tuple[str, ...] = ()  # morefs of vsphere.datastores (placement spreads nodes over them); (): not compared
+    datastore_names: str = ""  # how the reason names them
     names: dict[str, str] = field(default_factory=dict, compare=False)  # moref -> name, for the reasons
 
 
@@ -104,15 +104,20 @@ def drift(vm: VmInfo, config: NodeConfig, want: Desired) -> Drift:
     if want.network is not None and vm.networks and want.network not in vm.networks:
         was = ", ".join(want.names.get(n, n) for n in vm.networks)
         replace.append(f"network {was} → {want.network_name or want.network}")
-    if want.datastore is not None and vm.datastores and want.datastore not in vm.datastores:
-        was = ", ".join(want.names.get(d, d) for d in vm.datastores)
-        replace.append(f"datastore {was} → {want.datastore_name or want.datastore}")
+    on = [_moref(d) for d in vm.datastores]
+    if want.datastores and on and not set(on) & set(want.datastores):
+        was = ", ".join(want.names.get(d, d) for d in on)
+        replace.append(f"datastore {was} → {want.datastore_names or ', '.join(want.datastores)}")
     reconfigure: list[str] = []
     if vm.cpus is not None and vm.cpus != want.cpus:
         reconfigure.append(f"cpus {vm.cpus} → {want.cpus}")
     if vm.memory_mb is not None and vm.memory_mb != want.memory_mb:
         reconfigure.append(f"memory {vm.memory_mb} → {want.memory_mb} MB")
     return Drift(tuple(replace), tuple(reconfigure))
+
+
+def _moref(ref) -> str:
+    return getattr(ref, "_moId", None) or str(ref)
 
 
 # -- which part of a config changed ------------------------------------------------------------

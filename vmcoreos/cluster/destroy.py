@@ -5,6 +5,7 @@ plan(run, templates=) -> DestroyPlan, apply(run, plan) -> RunResult (its `remove
 
 from __future__ import annotations
 
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.parallel import first_failure, run_all
 from vmcoreos.cluster.plan import DestroyPlan, plan_destroy
 from vmcoreos.cluster.results import RunResult
@@ -26,7 +27,9 @@ def apply(run: Run, planned: DestroyPlan) -> RunResult:
         vms.destroy(session, fresh, planned.cluster)
         return fresh.name
 
-    # Nodes first, then templates; an interrupt drops what has not started (cluster/parallel.py).
+    # The DRS rule first, while its VMs still show they are ours; then nodes, then templates.
+    # An interrupt drops what has not started (cluster/parallel.py).
+    spread.drop_rule(session, planned.cluster, planned.nodes, run.reporter)
     result = RunResult(planned.cluster, [])
     for batch in (planned.nodes, planned.templates):
         futures = run_all(one, [(vm,) for vm in batch], run.parallel)

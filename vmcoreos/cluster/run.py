@@ -37,6 +37,8 @@ class Run:
     retries: int = 5  # --retries, per image request
     placement: Placement | None = None
     members: Members = field(init=False)
+    said: set = field(default_factory=set, init=False)  # placement warnings given this run (each once)
+    replaced: dict = field(default_factory=dict, init=False)  # node -> Spot it had before this run removed it
 
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)
@@ -80,20 +82,25 @@ class Run:
     def desired(self, version: str | None, nodes=()) -> Desired:
         """What the cluster file asks of every node; version None leaves the image out of the comparison.
 
-        The names of networks and datastores nodes are on now are read (one listing each) only when a node is
-        on another one than the file's, for the reasons' wording.
+        A node may be on any of vsphere.datastores (placement spreads them). The names of networks and
+        datastores nodes are on now are read (one listing each) only when a node is on another one than the
+        file's, for the reasons' wording.
         """
         settings, where = self.settings, self.placement
         network = _moref(where.network)
-        datastore = _moref(where.datastore)
+        topo = getattr(where, "topology", None)
+        stores = list(topo.datastores.values()) if topo is not None and topo.datastores else [where.datastore]
+        datastores = tuple(m for m in (_moref(d) for d in stores) if m)
         names = {network: where.network_name} if network else {}
         if any(network and vm.networks and network not in vm.networks for vm in nodes):
             names.update(self._names("network"))
-        if any(datastore and vm.datastores and datastore not in vm.datastores for vm in nodes):
+        if any(datastores and vm.datastores and not {_moref(d) for d in vm.datastores} & set(datastores)
+               for vm in nodes):
             names.update(self._names("datastore"))
+        wanted_names = ", ".join(topo.datastores) if topo is not None and topo.datastores else (
+            settings.vsphere.datastore or ", ".join(datastores))
         return Desired(settings.image.distro, version, settings.node.cpus, settings.node.memory_mb,
-                       network or None, where.network_name, datastore or None,
-                       names.get(datastore) or settings.vsphere.datastore or datastore, names)
+                       network or None, where.network_name, datastores, wanted_names, names)
 
     def _names(self, kind: str) -> dict[str, str]:
         from pyVmomi import vim

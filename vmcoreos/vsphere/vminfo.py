@@ -38,7 +38,8 @@ class VmInfo:
     cpus: int | None = None
     memory_mb: int | None = None
     networks: tuple[str, ...] = ()  # morefs of the networks its NICs are on
-    datastores: tuple[str, ...] = ()  # morefs of the datastores its files are on
+    host: Any = None  # the HostSystem it runs on (runtime.host)
+    datastores: tuple = ()  # the Datastores its files are on (refs; a moref string in tests)
 
     @property
     def moref(self) -> str:

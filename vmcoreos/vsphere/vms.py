@@ -35,6 +35,7 @@ VM_PROPS = [
     "config.hardware.numCPU",
     "config.hardware.memoryMB",
     "network",
+    "runtime.host",
     "datastore",
 ]
 
@@ -61,7 +62,8 @@ def _info(ref, props: dict) -> VmInfo:
         cpus=props.get("config.hardware.numCPU"),
         memory_mb=props.get("config.hardware.memoryMB"),
         networks=tuple(_moref(n) for n in props.get("network") or ()),
-        datastores=tuple(_moref(d) for d in props.get("datastore") or ()),
+        host=props.get("runtime.host"),
+        datastores=tuple(props.get("datastore") or ()),
     )
 
 
@@ -116,13 +118,16 @@ def option_values(values: dict[str, str]) -> list:
 
 
 def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None,
-               devices: tuple = ()):
+               host=None, datastore=None, power_on: bool = True, devices: tuple = ()):
     """Everything a node needs in the clone itself: one task per node, no reconfigure after.
 
+    host, datastore: where placement put this node (default: the placement's import host and first datastore).
+    power_on=False when the node must join the DRS rule before it runs.
     devices: device edits for the clone (nic_edit: its first NIC's MAC, which its config names, and the
     network it is put on when the template's is not vsphere.network).
     """
-    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
+    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=datastore or placement.datastore,
+                                   host=host or placement.host)
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
     config = vim.vm.ConfigSpec(
@@ -135,7 +140,7 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         deviceChange=list(devices),
     )
     return vim.vm.CloneSpec(
-        location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
+        location=relocate, config=config, powerOn=power_on, template=False, snapshot=linked_snapshot
     )
 
 
