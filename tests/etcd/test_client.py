@@ -97,3 +97,23 @@ def test_one_session_serves_every_call_of_the_run(mocker):
     assert etcd.default_client().session is session
     etcd.use_ca(None)  # a new trust setting: a new session, so no connection verified otherwise is reused
     assert etcd.default_client().session is not session
+
+
+def test_an_etcd_that_trickles_its_reply_is_cut_at_the_request_limit(monkeypatch):
+    # One byte a second, inside the 5 s read timeout: only a deadline that cuts the blocked read ends it.
+    import time as _time
+
+    from tests.harness.silentpeer import SilentPeer
+    from vmcoreos.errors import EtcdError
+    from vmcoreos.etcd import client as etcd_client
+
+    monkeypatch.setattr(etcd_client, "REQUEST_LIMIT", 2.0)
+    with SilentPeer(trickle=1.0, prefix=b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{") as peer:
+        c = etcd_client.Client()
+        try:
+            started = _time.monotonic()
+            with pytest.raises(EtcdError, match=rf"etcd at http://127.0.0.1:{peer.port}/version did not answer within 2s"):
+                c.request("GET", f"http://127.0.0.1:{peer.port}/version")
+            assert _time.monotonic() - started < 8
+        finally:
+            c.close()

@@ -96,7 +96,7 @@ def _template(run: Run, planned: DeployPlan, new_nodes: int, result: RunResult) 
     """The verified image and the template clones come from: imported once, room checked for new_nodes."""
     template.check_privileges(run)
     templates = planned.inventory.templates
-    pending = template.begin_streamed(run, templates)
+    pending = template.begin_streamed(run, templates, nodes.values())
     if pending is not None:
         # A fresh local OVA: the upload's read is its verification, and the template is trusted after it.
         with pending:
@@ -110,8 +110,10 @@ def _template(run: Run, planned: DeployPlan, new_nodes: int, result: RunResult) 
             opened = []
 
             def archive():
+                from vmcoreos.images.streamed import upload_read
+
                 if not opened:
-                    opened.append(stack.enter_context(image.archive()))
+                    opened.append(stack.enter_context(upload_read(image)))
                 return opened[0]
 
             template.check_room(run, image, archive, templates, new_nodes)

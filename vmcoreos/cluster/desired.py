@@ -26,7 +26,7 @@ from vmcoreos.guest.sections import changed_sections, config_sections
 from vmcoreos.guest.sections import sections_mark as _mark
 from vmcoreos.vsphere.vminfo import MARK_DIGEST, MARK_DISTRO, MARK_SECTIONS, MARK_VERSION, VmInfo
 
-_RELEASE = re.compile(r"\d+(\.\d+)*")
+_RELEASE = re.compile(r"[0-9]+(\.[0-9]+)*")  # ASCII digits only: \d takes other scripts' digits
 
 
 @dataclass(frozen=True)

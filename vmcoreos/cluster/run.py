@@ -49,7 +49,7 @@ class Run:
         if self.placement is None:
             self.placement = placement_of.locate(self.session, self.settings.vsphere)
         self.members = Members(self.settings)
-        etcd.use_ca(self.settings.etcd.ca_file)
+        etcd.use_ca(self.settings.etcd.ca_file, self.settings.etcd.scheme)
 
     @property
     def name(self) -> str:

@@ -18,6 +18,8 @@ MARK_DISTRO = "vmcoreos.distro"
 MARK_VERSION = "vmcoreos.image_version"
 MARK_SHA512 = "vmcoreos.image_sha512"
 MARK_DIGEST = "vmcoreos.config_digest"
+# When the image's signature was made (epoch seconds): a later image may not be signed before it.
+MARK_SIGNED = "vmcoreos.image_signed"
 # Per-section digests of the rendered config ("users=ab12…;write_files=…"): what changed, not only that it did.
 MARK_SECTIONS = "vmcoreos.config_sections"
 # The etcd cluster the node belongs to (hex ID): membership changes are refused against any other.
@@ -66,10 +68,11 @@ def require_owned(vm: VmInfo, cluster: str, action: str) -> None:
         )
 
 
-def marks(cluster: str, role: str, **values: str) -> dict[str, str]:
+def marks(cluster: str, role: str, **values: str | None) -> dict[str, str]:
     out = {MARK_CLUSTER: cluster, MARK_ROLE: role}
     keys = {"distro": MARK_DISTRO, "version": MARK_VERSION, "sha512": MARK_SHA512, "digest": MARK_DIGEST,
-            "sections": MARK_SECTIONS}
+            "signed": MARK_SIGNED, "sections": MARK_SECTIONS}
     for key, value in values.items():
-        out[keys[key]] = value
+        if value is not None:
+            out[keys[key]] = value
     return out

@@ -18,7 +18,8 @@ from vmcoreos.vsphere import guestnet, tasks
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
 from vmcoreos.vsphere.vminfo import (  # noqa: F401  (the marks and VmInfo are read through vms by callers)
-    MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ETCD_CLUSTER_ID, MARK_ROLE, MARK_SECTIONS, MARK_SHA512, MARK_VERSION,
+    MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ETCD_CLUSTER_ID, MARK_ROLE, MARK_SECTIONS, MARK_SHA512, MARK_SIGNED,
+    MARK_VERSION,
     VmInfo, marks, require_owned,
 )
 from vmcoreos.vsphere.waits import TASK_STALL, wait_task, wait_tasks
