@@ -96,7 +96,7 @@ def _template(run: Run, planned: DeployPlan, new_nodes: int, result: RunResult) 
     """The verified image and the template clones come from: imported once, room checked for new_nodes."""
     template.check_privileges(run)
     templates = planned.inventory.templates
-    pending = template.begin_streamed(run, templates, nodes.values())
+    pending = template.begin_streamed(run, templates, planned.inventory.nodes.values())
     if pending is not None:
         # A fresh local OVA: the upload's read is its verification, and the template is trusted after it.
         with pending:
