@@ -16,6 +16,17 @@ class Reporter(Protocol):
 
     def warn(self, message: str) -> None: ...
 
+    def stage(self, node: str, stage: str) -> None: ...
+
+
+def stage(reporter, node: str, what: str) -> None:
+    """Tell reporter a node reached a stage; one without stages (an older or a test reporter) gets an event."""
+    report = getattr(reporter, "stage", None)
+    if report is not None:
+        report(node, what)
+    else:
+        reporter.event(f"{node}: {what}")
+
 
 class QuietReporter:
     def event(self, message: str) -> None:
@@ -25,4 +36,7 @@ class QuietReporter:
         pass
 
     def warn(self, message: str) -> None:
+        pass
+
+    def stage(self, node: str, stage: str) -> None:
         pass

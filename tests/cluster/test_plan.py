@@ -9,15 +9,20 @@ import pytest
 
 from vmcoreos import etcd
 from vmcoreos.cluster import plan
+from vmcoreos.cluster.desired import Desired
 from vmcoreos.cluster.inventory import Inventory
 from vmcoreos.errors import EtcdError, OwnershipError
 from vmcoreos.guest.nodeconfig import NodeConfig
-from vmcoreos.vsphere.vms import MARK_CLUSTER, MARK_DISTRO, MARK_ROLE, MARK_VERSION, VmInfo
+from vmcoreos.vsphere.vminfo import MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ROLE, MARK_VERSION, VmInfo
+
+WANT = Desired("flatcar", None, 2, 2048)
 
 
 def _vm(name, *, cluster="lab", power="poweredOn", template=False, role="node", **extra):
     marks = {MARK_CLUSTER: cluster, MARK_ROLE: role} if cluster else {}
-    return VmInfo(object(), name, template, power, None, None, {**marks, **extra})
+    # As deployed from the cluster file: the config digest _config(i) renders, 2 CPUs, 2048 MB.
+    digest = {MARK_DIGEST: f"digest-{int(name[-2:])}"} if name[-2:].isdigit() else {}
+    return VmInfo(object(), name, template, power, None, None, {**marks, **digest, **extra}, cpus=2, memory_mb=2048)
 
 
 def _member(i):
@@ -38,7 +43,7 @@ def _config(i):
 ])
 def test_deploy_plans_scale_down_start_and_scale_up(existing, wanted, remove, power_on, create):
     inventory = Inventory("lab", {n: _vm(n, power=p) for n, p in existing.items()})
-    planned = plan.plan_deploy([_config(i) for i in range(1, wanted + 1)], inventory)
+    planned = plan.plan_deploy([_config(i) for i in range(1, wanted + 1)], inventory, WANT)
     assert list(planned.remove) == remove
     assert list(planned.power_on) == power_on
     assert [c.name for c in planned.create] == create
@@ -85,11 +90,11 @@ def test_roll_order(existing, leader, order):
 ])
 def test_rebuild_plans_who_moves(versions, force, pending, done):
     nodes = {f"lab-0{i}": _vm(f"lab-0{i}", **{MARK_VERSION: v, MARK_DISTRO: "flatcar"}) for i, v in versions.items()}
-    planned = plan.plan_rebuild([_config(i) for i in (1, 2, 3)], Inventory("lab", nodes), "flatcar", "2.0.0",
-                                force=force)
+    planned = plan.plan_rebuild([_config(i) for i in (1, 2, 3)], Inventory("lab", nodes),
+                                Desired("flatcar", "2.0.0", 2, 2048), force=force)
     assert [c.index for c in planned.pending] == pending
     assert [c.index for c in planned.done] == done
-    assert planned.message == ("" if pending else "all nodes run 2.0.0; nothing to do")
+    assert planned.message == ("" if pending else "all nodes run 2.0.0 as the cluster file asks; nothing to do")
 
 
 @pytest.mark.parametrize("templates, names", [
@@ -119,19 +124,21 @@ def test_plan_steps_name_every_node_once_in_apply_order():
     # issue 15: what --dry-run prints is the plan apply is given, node by node.
     existing = {"lab-01": "poweredOn", "lab-02": "poweredOff", "lab-03": "poweredOn", "lab-04": "poweredOn"}
     inventory = Inventory("lab", {n: _vm(n, power=p) for n, p in existing.items()})
-    assert plan.plan_deploy([_config(i) for i in (1, 2)], inventory).steps() == [
+    assert [s[:2] for s in plan.plan_deploy([_config(i) for i in (1, 2)], inventory, WANT).steps()] == [
         ("lab-04", "remove"), ("lab-03", "remove"), ("lab-01", "keep"), ("lab-02", "start")]
-    assert plan.plan_deploy([_config(i) for i in range(1, 6)], inventory).steps()[-1] == ("lab-05", "create")
+    assert plan.plan_deploy([_config(i) for i in range(1, 6)], inventory, WANT).steps()[-1] == (
+        "lab-05", "create", ("missing",))
 
     nodes = {f"lab-0{i}": _vm(f"lab-0{i}", **{MARK_VERSION: v, MARK_DISTRO: "flatcar"}) for i, v in {1: "2.0.0", 2: "1.0.0"}.items()}
     configs = [_config(i) for i in (1, 2, 3)]
-    assert plan.plan_rebuild(configs, Inventory("lab", nodes), "flatcar", "2.0.0").steps() == [
-        ("lab-01", "keep"), ("lab-02", "replace"), ("lab-03", "create")]
-    # A local --ova in a dry run is not read, so its version is unknown and no node can be called current.
-    unread = plan.plan_rebuild(configs, Inventory("lab", nodes), "flatcar", None)
-    assert [a for _, a in unread.steps()] == ["replace unless on the OVA's build"] * 2 + ["create"]
+    assert plan.plan_rebuild(configs, Inventory("lab", nodes), Desired("flatcar", "2.0.0", 2, 2048)).steps() == [
+        ("lab-01", "keep", ()), ("lab-02", "replace", ("image 1.0.0 → 2.0.0",)), ("lab-03", "create", ("missing",))]
+    # A local --ova in a dry run is not read, so its build is unknown: the plan says what the node runs.
+    unread = plan.plan_rebuild(configs, Inventory("lab", nodes), WANT)
+    assert [s.action for s in unread.steps()] == ["replace if the OVA's build differs"] * 2 + ["create"]
+    assert unread.steps()[1].reasons == ("runs 1.0.0; the dry run does not read a local OVA to learn its build",)
 
     found = Inventory("lab", {"lab-01": _vm("lab-01")}, templates=[_vm("lab-template-x", template=True, role="template")],
                       foreign=[_vm("lab-02", cluster=None)])
-    assert plan.plan_destroy(found, templates=True).steps() == [
+    assert [s[:2] for s in plan.plan_destroy(found, templates=True).steps()] == [
         ("lab-01", "remove"), ("lab-template-x", "remove template"), ("lab-02", "leave (not marked ours)")]

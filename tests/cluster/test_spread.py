@@ -20,7 +20,7 @@ def _run(drs: bool):
     topo = Topology(compute=object(), drs=drs, hosts={"h1": H1, "h2": H2}, mounts={"h1": ("d",), "h2": ("d",)},
                     datastores={"d": D}, names={"host-1": "h1", "host-2": "h2", "datastore-1": "d"})
     reporter = SimpleNamespace(event=lambda text: None, warn=lambda text: None)
-    placement = SimpleNamespace(topology=topo, resource_pool=None, datastore=D, host=None)
+    placement = SimpleNamespace(topology=topo, resource_pool=None, datastore=D, host=None, network_name="VM Network")
     return SimpleNamespace(placement=placement, parallel=4, said=set(), replaced={}, reporter=reporter,
                            settings=SimpleNamespace(name="lab", task_stall=60,
                                                     node=SimpleNamespace(cpus=1, memory_mb=512)),
@@ -41,12 +41,14 @@ def test_a_clone_joins_the_rule_before_it_powers_on(mocker, drs):
     mocker.patch.object(vms, "clone_many", side_effect=clone_many)
     mocker.patch.object(vms, "refresh_many", side_effect=lambda session, found: found)
     mocker.patch.object(vms, "first_nic", return_value=None)
+    mocker.patch.object(vms, "network_backing", return_value=None)
     mocker.patch.object(spread, "_sync", side_effect=lambda run, refs: order.rule(sorted(r._moId for r in refs)))
     mocker.patch.object(vms, "power_on_many", side_effect=lambda session, found: order.power([v.name for v in found]))
     template = SimpleNamespace(vm=None, name="t", linked_snapshot=None)
     image = SimpleNamespace(distro="flatcar", version="1", sha512="ab" * 64, signed=None)
-    configs = [SimpleNamespace(name=f"lab-0{i}", guestinfo={}, mac=None) for i in (1, 2)]
-    nodes.clone_all(run, template, image, [(c, "digest") for c in configs], nodes={})
+    configs = [SimpleNamespace(name=f"lab-0{i}", guestinfo={}, mac=None, digest="digest", sections=(("config", "x"),))
+               for i in (1, 2)]
+    nodes.clone_all(run, template, image, [(c, c) for c in configs], nodes={})
 
     names = [call[0] for call in order.mock_calls]
     assert names == (["clone", "rule", "power"] if drs else ["clone", "power"])

@@ -28,7 +28,7 @@ def write_cluster(path: Path, subnet: str, *, name: str = "lab", count: int = 3,
 
 
 def inventory(vcsim) -> dict[str, dict]:
-    """name -> {template, power, extra} for every VM in the simulator."""
+    """name -> {template, power, extra, cpus, memory_mb, networks} for every VM in the simulator."""
     from pyVim.connect import Disconnect
     from pyVmomi import vim
 
@@ -40,7 +40,9 @@ def inventory(vcsim) -> dict[str, dict]:
         for vm in view.view:
             try:
                 extra = {o.key: o.value for o in (vm.config.extraConfig or [])}
-                out[vm.name] = {"template": vm.config.template, "power": vm.runtime.powerState, "extra": extra}
+                out[vm.name] = {"template": vm.config.template, "power": vm.runtime.powerState, "extra": extra,
+                                "cpus": vm.config.hardware.numCPU, "memory_mb": vm.config.hardware.memoryMB,
+                                "networks": sorted(n.name for n in vm.network)}
             except vim.ManagedObjectNotFound:
                 continue  # deleted while we were listing
         view.Destroy()

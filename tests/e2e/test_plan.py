@@ -66,25 +66,32 @@ def test_dry_runs_of_deploy_rebuild_and_destroy_show_the_plan_and_change_nothing
     assert up.returncode == 0, up.output
     plan = json.loads(up.stdout)
     assert plan["schema"] == 1 and plan["command"] == "deploy" and plan["dry_run"] is True
-    assert plan["nodes"] == [{"name": f"lab-0{i}", "action": "keep"} for i in (1, 2, 3)] + [
-        {"name": f"lab-0{i}", "action": "create"} for i in (4, 5)]
+    assert plan["nodes"] == [{"name": f"lab-0{i}", "action": "keep", "reasons": []} for i in (1, 2, 3)] + [
+        {"name": f"lab-0{i}", "action": "create", "reasons": ["missing"]} for i in (4, 5)]
+    # Where the count comes from: --count 5 against the file's 3 is a one-off, and the plan says so.
+    assert plan["count"] == {"count": 5, "cluster_file": 3, "flag": True, "source": (
+        "5 nodes (--count, a one-off: the cluster file says 3, and a later run without --count converges back to that)")}
     # A local --ova is not read by a dry run: its version is the OVA's, unknown until it is.
     assert plan["image"] == {"distro": "flatcar", "version": None, "template": None, "import": None}
 
     down = _deploy(cli, cluster, signed_ova, env, "--count", "2", "--dry-run")
     assert down.returncode == 0, down.output
     assert down.stdout.splitlines()[0] == "deploy plan for cluster 'lab' (dry run: nothing was changed)"
-    rows = [line.split(None, 1) for line in down.stdout.splitlines()[2:4]]
-    assert rows == [["lab-03", "remove"], ["lab-01", "keep"]]
-    assert down.stdout.splitlines()[-1] == "image: none needed (no node is created)"
+    rows = [line.split(None, 2) for line in down.stdout.splitlines()[2:4]]
+    assert rows == [["lab-03", "remove", "beyond the wanted count"], ["lab-01", "keep"]]
+    assert down.stdout.splitlines()[-1] == "image: none needed (no node is created or replaced)"
 
     rebuild = cli(["rebuild", "-c", str(cluster), *_image_args(signed_ova), "--dry-run", "--json"], env=env)
     assert rebuild.returncode == 0, rebuild.output
-    assert [n["action"] for n in json.loads(rebuild.stdout)["nodes"]] == ["replace unless on the OVA's build"] * 3
+    # An unread local OVA: each node says what it runs, and that the dry run cannot know the OVA's build.
+    nodes = json.loads(rebuild.stdout)["nodes"]
+    assert [n["action"] for n in nodes] == ["replace if the OVA's build differs"] * 3
+    assert all(n["reasons"][0].endswith("the dry run does not read a local OVA to learn its build") for n in nodes)
 
     destroy = cli(["destroy", "-c", str(cluster), "--dry-run", "--json"], env=env)
     assert destroy.returncode == 0, destroy.output
-    assert json.loads(destroy.stdout)["nodes"] == [{"name": f"lab-0{i}", "action": "remove"} for i in (1, 2, 3)]
+    assert json.loads(destroy.stdout)["nodes"] == [
+        {"name": f"lab-0{i}", "action": "remove", "reasons": []} for i in (1, 2, 3)]
 
     assert _ours(vcsim) == before
     assert sorted(m["name"] for m in etcdclient.members(f"http://{subnet}.11:2379")) == ["lab-01", "lab-02", "lab-03"]

@@ -32,45 +32,104 @@ def _prepared(app: App, config: Path, overrides, *, warn: bool = False):
 
     warn: show the config's warnings (deploy does; status and rebuild run from cron on a config deploy showed).
     """
-    from vmcoreos import cluster
+    from vmcoreos.cluster.prepare import prepare
     from vmcoreos.settings import load_cluster_file
 
     settings = load_cluster_file(config)
     app.cluster = settings.name
     overrides.check()
     conn = app.connection()
-    prepared = cluster.prepare(settings, overrides)
+    prepared = prepare(settings, overrides)
     if warn:
         app.warnings(prepared.warnings)
     return prepared, conn
 
 
-YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask before removing nodes; required when not on a terminal.")
+YesOpt = typer.Option(False, "--yes", "-y",
+                      help="Do not ask before removing, replacing or reconfiguring nodes; required when not on a terminal.")
 
 
-def _show_plan(app: App, command: str, cluster_name: str, steps, image, *, json_out: bool) -> None:
-    """A dry run's output: the plan's steps per node and, where nodes are made, the image they would get."""
+def _execute(app: App, target, conn, command: str, *, plan, apply, dry_run: bool, json_out: bool, ask=None,
+             lock: bool = True, changes: bool = True, **run_options):
+    """Every cluster command's body: plan -> (show, or confirm) -> apply, on one Run; the result, or None
+    after a dry run (which shows the plan: the same object the real run carries out)."""
+    from vmcoreos.cluster.run import open_run
+
+    with open_run(target, conn, lock=lock and not dry_run, **run_options) as run:
+        planned = plan(run)
+        if dry_run:
+            _show_plan(app, command, run.name, planned, json_out=json_out)
+            return None
+        if ask is not None:
+            ask(run, planned)
+        if changes:
+            app.applying()
+        return apply(run, planned)
+
+
+def _show_plan(app: App, command: str, cluster_name: str, planned, *, json_out: bool) -> None:
+    """A dry run's output: each node's step with its reasons, where the count comes from, the image new nodes get."""
+    steps = planned.steps()
+    image = getattr(planned, "image", None)
+    count = getattr(planned, "count", None)
     if json_out:
-        data = {"command": command, "cluster": cluster_name, "dry_run": True,
-                "nodes": [{"name": name, "action": action} for name, action in steps]}
+        data = {"command": command, "cluster": cluster_name, "dry_run": True, "nodes": [s.as_dict() for s in steps]}
+        if count is not None:
+            data["count"] = {"count": count.count, "cluster_file": count.file_count, "flag": count.flag,
+                             "source": str(count)}
         if command != "destroy":
             data["image"] = image.as_dict() if image is not None else None
         app.json(data)
         return
     term = app
     term.text(f"{command} plan for cluster {cluster_name!r} (dry run: nothing was changed)")
-    term.table(["NODE", "ACTION"], [list(step) for step in steps])
+    term.table(["NODE", "ACTION", "WHY"], [[s.node, s.action, "; ".join(s.reasons)] for s in steps])
+    if count is not None:
+        term.text(f"count: {count}")
     if command != "destroy":
         term.text(f"image: {_image_line(image)}")
 
 
 def _image_line(image) -> str:
     if image is None:
-        return "none needed (no node is created)"
+        return "none needed (no node is created or replaced)"
     if image.version is None:
         return f"{image.distro}, version from the OVA (known once it is read; the dry run does not read it)"
     template = "to import" if image.imported else "already imported"
     return f"{image.distro} {image.version}, template {image.template} ({template})"
+
+
+def _ask_deploy(app: App, yes: bool, run, planned) -> None:
+    """Removing, replacing or reconfiguring running nodes asks on a terminal and needs --yes off one."""
+    count = planned.count
+    if count is not None and count.flag and count.count != count.file_count:
+        app.note(f"count: {count}")
+    changing = [s for s in planned.steps() if s.action in ("replace", "reconfigure")]
+    if yes or not (planned.remove or changing):
+        return
+    what, why, preface = [], [], []
+    if planned.remove:
+        removed = ", ".join(planned.remove)
+        what.append(f"remove {removed}")
+        flag = count is None or count.flag
+        wanted = len(planned.configs)
+        why.append(f"--count {wanted} is below the cluster's size" if flag
+                   else f"the cluster file's count {wanted} is below the cluster's size")
+        said = f"--count {wanted}" if flag else f"count {wanted} in the cluster file"
+        preface.append(f"{said} removes {removed} from cluster {run.name!r}")
+    for step in changing:
+        preface.append(f"{step.node}: {step.action}: {'; '.join(step.reasons)}")
+    for action in ("replace", "reconfigure"):
+        nodes = [s.node for s in changing if s.action == action]
+        if nodes:
+            what.append(f"{action} {', '.join(nodes)}")
+    if changing:
+        why.append("they differ from the cluster file")
+    question = "; ".join(what) + (" (etcd member, then VM)?" if planned.remove and not changing else
+                                  ", one node at a time, keeping etcd quorum?")
+    app.confirm(question, preface=preface,
+                refusal=f"deploy would {'; '.join(what)} ({'; '.join(why)}); refusing without a terminal to ask on:"
+                " pass --yes to confirm, or --dry-run to see the plan")
 
 
 @with_connection
@@ -99,12 +158,14 @@ def deploy(
 ) -> None:
     """Create the cluster's nodes (or converge to --count) and wait until each is a healthy etcd member.
 
-    A --count below the current size removes nodes (their etcd members first): that asks on a terminal and
-    needs --yes off one.
+    Nodes that differ from the cluster file (config, image, network, datastore, CPUs, memory) are replaced or
+    reconfigured one at a time, keeping etcd quorum. Removing, replacing or reconfiguring running nodes asks on
+    a terminal and needs --yes off one. A --count other than the file's is a one-off: a later run without it
+    converges back to the file's count (and asks before removing).
     """
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
-        from vmcoreos import cluster
+        from vmcoreos.cluster import deploy, prepare
         from vmcoreos.settings import Overrides
 
         json_out = app.json_out
@@ -113,25 +174,20 @@ def deploy(
             insecure_skip_verify=insecure_skip_verify, discovery_etcd=discovery_etcd,
         )
         prepared, conn = _prepared(app, config, overrides, warn=True)
-        with cluster.open_run(prepared, conn, reporter=term, parallel=parallel, adopt_template=adopt_template,
-                              lock=not dry_run, cache_dir=cache_dir, retries=retries) as run:
-            plan = cluster.deploy.plan(run, prepared)
-            if dry_run:
-                image = cluster.deploy.plan_image(run, plan)
-                _show_plan(app, "deploy", run.name, plan.steps(), image, json_out=json_out)
-                return
-            if plan.remove and not yes:
-                removed = ", ".join(plan.remove)
-                app.confirm(
-                    f"remove {removed} (etcd member, then VM)?",
-                    preface=[f"--count {len(plan.configs)} removes {removed} from cluster {run.name!r}"],
-                    refusal=f"deploy would remove {removed} (--count {len(plan.configs)} is below the cluster's size);"
-                    " refusing without a terminal to ask on: pass --yes to confirm, or --dry-run to see the plan",
-                )
-            cluster.claim_discovery(prepared, term)
-            app.applying()
-            result = cluster.deploy.apply(run, plan, rollback=rollback)
-        app.replaced = len(result.created) + len(result.removed)
+
+        def apply(run, planned):
+            prepare.claim_discovery(prepared, term)
+            return deploy.apply(run, planned, rollback=rollback)
+
+        result = _execute(
+            app, prepared, conn, "deploy", dry_run=dry_run, json_out=json_out,
+            plan=lambda run: deploy.plan(run, prepared, dry_run=dry_run), apply=apply,
+            ask=lambda run, planned: _ask_deploy(app, yes, run, planned),
+            reporter=term, parallel=parallel, adopt_template=adopt_template, cache_dir=cache_dir, retries=retries,
+        )
+        if result is None:
+            return
+        app.replaced = len(result.created) + len(result.removed) + len(result.rebuilt)
         if json_out:
             app.json(result.as_dict())
         else:
@@ -149,18 +205,18 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, output: Optional[str] =
     """
     app = App.of(ctx)
     with app.run(quiet=json_out, json_out=json_out) as term:
-        from vmcoreos import cluster
+        from vmcoreos.cluster import status
         from vmcoreos.errors import EtcdError, StatusUnknownError, VSphereError
         from vmcoreos.settings import Overrides
 
         json_out = app.json_out
         prepared, conn = _prepared(app, config, Overrides())
         try:
-            with cluster.open_run(prepared, conn, lock=False) as run:
-                result = cluster.status.apply(run, prepared)
+            result = _execute(app, prepared, conn, "status", dry_run=False, json_out=json_out, lock=False,
+                              plan=lambda run: status.plan(run, prepared), apply=status.apply)
         except (VSphereError, EtcdError) as exc:
             raise StatusUnknownError(f"status unknown: {exc.message}") from None
-        state = cluster.status.verdict(result)
+        state = status.verdict(result)
         if json_out:
             app.json({**result.as_dict(), "state": state})
         else:
@@ -193,7 +249,7 @@ STATUS_COLUMNS = [
     (Column("ETCD MEMBER", 6, short=unique_prefixes), lambda s: s.member_id),
     (Column("HEALTH"), lambda s: s.stage),
     (Column("LEADER", 7), lambda s: "*" if s.leader else ""),
-    (Column("CONFIG", 3), lambda s: "drift" if s.drift else "current"),
+    (Column("DRIFT", 3), lambda s: "; ".join(s.reasons) if s.drift else "current"),
     # Where each node runs: the first to go on a narrow terminal (status warns of degraded placement anyway).
     (Column("HOST", 9), lambda s: s.host),
     (Column("DATASTORE", 10), lambda s: s.datastore),
@@ -227,7 +283,8 @@ def _no_skip_verify(ctx: typer.Context, value: bool) -> None:
 def rebuild(
     ctx: typer.Context,
     config: Path = ConfigOpt,
-    force: bool = typer.Option(False, "--force", help="Rebuild every node even if it runs the newest release."),
+    force: bool = typer.Option(False, "--force", help="Replace every node, even one that runs the newest release and"
+                               " matches the cluster file (e.g. to give each a fresh disk)."),
     to_version: Optional[str] = typer.Option(None, "--to-version", help="Roll to this release instead of the channel's newest."),
     ova: Optional[str] = typer.Option(None, "--ova", help="Roll to this OVA (path or URL) instead of the channel."),
     sig: Optional[str] = typer.Option(None, "--sig", help="Detached signature of --ova."),
@@ -241,29 +298,35 @@ def rebuild(
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Roll the cluster onto a newer release, one node at a time, keeping etcd quorum. Safe to run from cron."""
+    """Roll the cluster onto a newer release and the cluster file, one node at a time, keeping etcd quorum.
+
+    Nodes on an older release, or differing from the cluster file (config, CPUs, memory, network, datastore),
+    are replaced or reconfigured; nothing is added or removed beyond missing nodes. Safe to run from cron.
+    """
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
-        from vmcoreos import cluster
+        from vmcoreos.cluster import rebuild
         from vmcoreos.settings import Overrides
 
         json_out, quiet = app.json_out, app.quiet
         overrides = Overrides(version=to_version, ova=ova, sig=sig, trusted_keys=tuple(str(k) for k in trusted_key))
         prepared, conn = _prepared(app, config, overrides)
-        with cluster.open_run(prepared, conn, reporter=term, parallel=parallel, adopt_template=adopt_template,
-                              lock=not dry_run, cache_dir=cache_dir, retries=retries) as run:
-            if dry_run:
-                plan, planned_image = cluster.rebuild.dry_plan(run, prepared, force=force)
-                _show_plan(app, "rebuild", run.name, plan.steps(), planned_image, json_out=json_out)
-                return
-            plan, image = cluster.rebuild.plan(run, prepared, force=force)
-            app.applying()
-            result = cluster.rebuild.apply(run, plan, image)
+        result = _execute(
+            app, prepared, conn, "rebuild", dry_run=dry_run, json_out=json_out,
+            plan=lambda run: rebuild.plan(run, prepared, force=force, dry_run=dry_run),
+            apply=rebuild.apply,
+            reporter=term, parallel=parallel, adopt_template=adopt_template, cache_dir=cache_dir, retries=retries,
+        )
+        if result is None:
+            return
         app.replaced = len(result.rebuilt)
         if json_out:
             app.json(result.as_dict())
-        elif result.rebuilt:
-            term.text(f"rebuilt {', '.join(result.rebuilt)} on {result.image_version}")
+        elif result.rebuilt or result.reconfigured:
+            if result.rebuilt:
+                term.text(f"rebuilt {', '.join(result.rebuilt)} on {result.image_version}")
+            if result.reconfigured:
+                term.text(f"reconfigured {', '.join(result.reconfigured)}")
         elif not quiet:
             term.text(result.message)
 
@@ -281,35 +344,37 @@ def destroy(
     """Power off and delete every VM of the cluster (and with --templates its templates). Others are never touched."""
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
-        from vmcoreos import cluster
+        from vmcoreos.cluster import destroy
         from vmcoreos.settings import load_cluster_file
 
         json_out, quiet = app.json_out, app.quiet
         settings = load_cluster_file(config)
         app.cluster = settings.name
         conn = app.connection()
-        with cluster.session_for(settings, conn, lock=not dry_run) as session:
-            plan = cluster.destroy.plan(settings, session, templates=templates)
-            if dry_run:
-                _show_plan(app, "destroy", settings.name, plan.steps(), None, json_out=json_out)
-                return
-            for name in plan.skipped:
+
+        def ask(run, planned):
+            for name in planned.skipped:
                 term.event(f"leaving {name} alone: it does not carry cluster {settings.name!r}'s mark")
-            if not plan.names:
-                if json_out:
-                    app.json({"cluster": settings.name, "deleted": []})
-                elif not quiet:
-                    term.text(f"cluster {settings.name!r} has no VMs; nothing to delete")
+            if not planned.names:
                 return
             if not json_out:
-                term.text(f"will power off and delete {len(plan.names)} VMs of cluster {settings.name!r}:")
-                for name in plan.names:
+                term.text(f"will power off and delete {len(planned.names)} VMs of cluster {settings.name!r}:")
+                for name in planned.names:
                     term.text(f"  {name}")
             if not yes:
                 app.confirm("delete them?", refusal="refusing to delete without a terminal to ask on; pass --yes to confirm")
-            app.applying()
-            deleted = cluster.destroy.apply(session, plan, reporter=term)
+
+        result = _execute(app, settings, conn, "destroy", dry_run=dry_run, json_out=json_out, ask=ask,
+                          plan=lambda run: destroy.plan(run, templates=templates), apply=destroy.apply,
+                          reporter=term)
+        if result is None:
+            return
+        deleted = result.removed
         app.replaced = len(deleted)
+        if not deleted and not json_out:
+            if not quiet:
+                term.text(f"cluster {settings.name!r} has no VMs; nothing to delete")
+            return
         if json_out:
             app.json({"cluster": settings.name, "deleted": deleted})
         elif not quiet:

@@ -35,6 +35,7 @@ class Terminal:
         self._label = None
         self._logged_tenth = -1
         self._lock = threading.RLock()
+        self._stages = None  # cli/progress.py NodeProgress, from the first stage report
 
     # Reporter protocol -----------------------------------------------------
     def event(self, message: str) -> None:
@@ -47,11 +48,23 @@ class Terminal:
                 sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} vmcoreos: {message}\n")
                 sys.stderr.flush()
 
+    def stage(self, node: str, stage: str) -> None:
+        """A node reached a stage (cloned, powered on, tools running, has IP, etcd member, healthy, …)."""
+        if self.quiet:
+            return
+        if self._stages is None:
+            from vmcoreos.cli.progress import NodeProgress
+
+            self._stages = NodeProgress(self.err, interactive=self.interactive, emit=self.event)
+        self._stages.stage(node, stage)
+
     def transfer(self, label: str, done: int, total: int) -> None:
         if self.quiet:
             return
         if self.interactive:
             if self._progress is None or self._label != label:
+                if self._stages is not None:
+                    self._stages.pause()
                 from rich.progress import (
                     BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
                 )
@@ -89,6 +102,7 @@ class Terminal:
     # Output ----------------------------------------------------------------
     def error(self, message: str, findings: list[str] | None = None) -> None:
         self.finish_transfer()
+        self.settle()
         print(f"vmcoreos: error: {message}", file=sys.stderr, flush=True)
         for line in findings or []:
             print(f"  {line}", file=sys.stderr, flush=True)
@@ -110,12 +124,19 @@ class Terminal:
     def warn(self, message: str) -> None:
         print(f"vmcoreos: WARNING: {message}", file=sys.stderr, flush=True)
 
+    def settle(self) -> None:
+        """Stop redrawing node progress before results go out: both may share the terminal."""
+        if self._stages is not None:
+            self._stages.stop()
+
     def json(self, data: dict) -> None:
         """One JSON document on stdout, schema first."""
+        self.settle()
         print(json.dumps({"schema": JSON_SCHEMA, **data}, indent=2, sort_keys=False, default=str), flush=True)
 
     def text(self, data: str) -> None:
         """Verbatim text on stdout (configs, encoded values): no markup, no wrapping."""
+        self.settle()
         sys.stdout.write(data if data.endswith("\n") else data + "\n")
         sys.stdout.flush()
 
@@ -131,6 +152,7 @@ class Terminal:
         Anywhere else (a pipe, cron, CI) every column at full width."""
         from vmcoreos.cli.tables import layout
 
+        self.settle()
         width = self.out.width if self.out.is_terminal and not wide else None
         for line in layout(columns, rows, width):
             print(line, flush=True)

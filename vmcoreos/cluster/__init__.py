@@ -5,38 +5,14 @@ The order of steps is the point of this package:
   signature) is checked before the first change in vSphere (prepare);
 * each command is plan -> (show or confirm) -> apply, and apply carries out
   exactly the plan it is given; the decisions are pure functions (plan);
-* nodes that exist and are ours are left alone, so deploy twice = deploy once;
+* nodes that exist, are ours and match the cluster file are left alone, so deploy twice = deploy once;
+  those that differ are changed one at a time, quorum kept (converge.py);
 * membership changes go one node at a time and never leave etcd without
   quorum: `member remove` before a VM goes, `member add` before one comes;
 * every step is idempotent, so a run that stops anywhere is resumed by the next.
+
+Modules: plan.py and desired.py decide (pure: no vSphere, no etcd, no pyVmomi; this package imports
+nothing at start-up so they stay importable alone); deploy, rebuild, status and destroy are the executors,
+each plan(run, ...) -> Plan and apply(run, plan) -> RunResult; converge.py is the rolling change deploy and
+rebuild share; run.py opens a Run (open_run).
 """
-
-from __future__ import annotations
-
-import contextlib
-from pathlib import Path
-from typing import Iterator
-
-from vmcoreos.cluster import deploy, destroy, rebuild, status
-from vmcoreos.cluster.locking import session_for
-from vmcoreos.cluster.plan import DeployPlan, DestroyPlan, RebuildPlan
-from vmcoreos.cluster.prepare import Prepared, claim_discovery, prepare
-from vmcoreos.cluster.results import NodeStatus, RunResult
-from vmcoreos.cluster.run import Run
-from vmcoreos.reporting import QuietReporter, Reporter
-from vmcoreos.settings import Connection
-
-__all__ = [
-    "DeployPlan", "DestroyPlan", "NodeStatus", "Prepared", "RebuildPlan", "Run", "RunResult", "claim_discovery",
-    "deploy", "destroy", "open_run", "prepare", "rebuild", "session_for", "status",
-]
-
-
-@contextlib.contextmanager
-def open_run(prepared: Prepared, conn: Connection, *, reporter: Reporter = QuietReporter(), lock: bool = True,
-             parallel: int = 4, adopt_template: bool = False, cache_dir: Path | None = None,
-             retries: int = 5) -> Iterator[Run]:
-    """A Run on a fresh vSphere session, under this host's lock for the cluster unless lock=False."""
-    with session_for(prepared.settings, conn, lock=lock) as session:
-        yield Run(prepared.settings, session, reporter, prepared.user, parallel=parallel, adopt_template=adopt_template,
-                  cache_dir=cache_dir, retries=retries)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from vmcoreos import naming
-from vmcoreos.vsphere import vms
-from vmcoreos.vsphere.inventory import Placement
-from vmcoreos.vsphere.session import Session
+from vmcoreos.vsphere.vminfo import VmInfo
+
+if TYPE_CHECKING:  # the planners import Inventory and must not load pyVmomi
+    from vmcoreos.vsphere.inventory import Placement
+    from vmcoreos.vsphere.session import Session
 
 
 @dataclass(frozen=True)
@@ -15,12 +18,12 @@ class Inventory:
     """Ours (nodes by name, templates) and foreign: VMs named like ours without our mark."""
 
     cluster: str
-    nodes: dict[str, vms.VmInfo] = field(default_factory=dict)
-    templates: tuple[vms.VmInfo, ...] = ()
-    foreign: tuple[vms.VmInfo, ...] = ()
+    nodes: dict[str, VmInfo] = field(default_factory=dict)
+    templates: tuple[VmInfo, ...] = ()
+    foreign: tuple[VmInfo, ...] = ()
 
     @classmethod
-    def sort(cls, cluster: str, found: list[vms.VmInfo]) -> "Inventory":
+    def sort(cls, cluster: str, found: list[VmInfo]) -> "Inventory":
         nodes, templates, foreign = {}, [], []
         for vm in found:
             if not vm.owned_by(cluster):
@@ -40,7 +43,9 @@ class Inventory:
         return Inventory(self.cluster, {n: v for n, v in self.nodes.items() if n != name}, self.templates, self.foreign)
 
 
-def take(session: Session, placement: Placement, cluster: str) -> Inventory:
+def take(session: "Session", placement: "Placement", cluster: str) -> Inventory:
     """One vSphere listing of every VM named like the cluster's, sorted by mark."""
+    from vmcoreos.vsphere import vms
+
     found = vms.list_vms(session, placement, predicate=lambda n: naming.named_like_ours(cluster, n))
     return Inventory.sort(cluster, found)

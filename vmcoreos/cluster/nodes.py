@@ -6,6 +6,7 @@ import contextlib
 
 from vmcoreos import etcd, naming
 from vmcoreos.cluster import spread
+from vmcoreos.cluster.desired import sections_mark
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
@@ -13,35 +14,40 @@ from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
 from vmcoreos.guest import guestinfo, nodeconfig
 from vmcoreos.guest.nodeconfig import NodeConfig
 from vmcoreos.images import source
+from vmcoreos.reporting import stage
 from vmcoreos.vsphere import vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, nic, where):
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, marked: NodeConfig,
+          nic, backing, where):
     settings = run.settings
     extra = dict(config.guestinfo)
-    extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest,
-                           sha512=image.sha512, signed=None if image.signed is None else str(image.signed)))
+    extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=marked.digest,
+                           sections=sections_mark(marked), sha512=image.sha512,
+                           signed=None if image.signed is None else str(image.signed)))
     linked = " (linked clone)" if template.linked_snapshot is not None else ""
-    run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
+    run.reporter.event(f"{config.name}: cloning from {template.name}{linked} onto network {run.placement.network_name}")
     host, datastore = where
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
         linked_snapshot=template.linked_snapshot, host=host, datastore=datastore,
-        # The MAC the node's config names its NIC by (guest/macs.py).
-        devices=(vms.mac_edit(nic, config.mac),) if nic is not None and config.mac else (),
+        # The MAC the node's config names its NIC by (guest/macs.py), and vsphere.network if the template's differs.
+        devices=tuple(e for e in [vms.nic_edit(nic, config.mac or None, backing)] if e is not None) if nic is not None
+        else (),
     )
 
 
-def clone(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str) -> None:
-    clone_all(run, template, image, [(config, digest)])
+def clone(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, marked: NodeConfig) -> None:
+    clone_all(run, template, image, [(config, marked)])
 
 
-def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]],
-              nodes: dict[str, vms.VmInfo] | None = None) -> None:
+def clone_all(run: Run, template: Template, image: source.VerifiedImage,
+              jobs: list[tuple[NodeConfig, NodeConfig]], nodes: dict[str, vms.VmInfo] | None = None) -> None:
     """Clone and boot nodes, `parallel` clones at a time, each batch's clones awaited together.
 
     Then one look at all of them, and one wait over the power-ons that are still needed: a look and a
     wait per batch cost 5 requests a batch, and the last batch boots no later this way.
+    Each job is (the config the node boots with, the config its marks record: the cluster file's render).
     """
     refs: list = []
     names: list[str] = []
@@ -49,16 +55,21 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     nodes = run.inventory().nodes if nodes is None else nodes
     where = spread.choose(run, [config.name for config, _ in jobs], nodes)
     nic = vms.first_nic(run.session, template.vm)
+    backing = vms.network_backing(run.session, template.vm, nic, run.placement)
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        specs = [(config.name, _spec(run, template, image, config, digest, nic, where[config.name]))
-                 for config, digest in batch]
+        specs = [(config.name, _spec(run, template, image, config, marked, nic, backing, where[config.name]))
+                 for config, marked in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
+        for name, _ in specs:
+            stage(run.reporter, name, "cloned")
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
     spread.keep_rule(run, nodes, made)  # on a DRS cluster, before they power on
     vms.power_on_many(run.session, made)
+    for name in names:
+        stage(run.reporter, name, "powered on")
 
 
 def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) -> float:
@@ -67,7 +78,7 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     The members' clock starts once all are cloned and powered on: none can
     form the cluster before the others are up.
     """
-    clone_all(run, template, image, [(c, c.digest) for c in configs], nodes={})  # a new cluster: none yet
+    clone_all(run, template, image, [(c, c) for c in configs], nodes={})  # a new cluster: none yet
     deadline = join_deadline(run)
     if run.dhcp and run.user.kind != nodeconfig.IGNITION:
         # First boot done without etcd; now each node's leased address goes into every config.
@@ -77,20 +88,21 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
         leases = {n: st.ip for n, st in guests.items()}
         count = max(c.index for c in configs)
         final = nodeconfig.plan(run.settings, run.user, count=count, only=names, leases=leases)
-        digests = {c.name: c.digest for c in configs}
+        marked = {c.name: c for c in configs}
         nodes = run.inventory().nodes
-        run.in_parallel(second_boot, [(run, nodes[f.name], f, digests[f.name]) for f in final])
+        run.in_parallel(second_boot, [(run, nodes[f.name], f, marked[f.name]) for f in final])
     return deadline
 
 
-def second_boot(run: Run, vm: vms.VmInfo, config: NodeConfig, digest: str) -> None:
+def second_boot(run: Run, vm: vms.VmInfo, config: NodeConfig, marked: NodeConfig) -> None:
     """A DHCP node gets its membership for the address it leased, and boots again to apply it.
 
     coreos-cloudinit reads guestinfo on every boot, so the new keys take effect
     on the next one; the node is fresh, so a power cycle loses nothing.
     """
     extra = dict(config.guestinfo)
-    extra[vms.MARK_DIGEST] = digest
+    extra[vms.MARK_DIGEST] = marked.digest
+    extra[vms.MARK_SECTIONS] = sections_mark(marked)
     run.reporter.event(f"{config.name}: leased {config.ip}; writing its membership and booting it again")
     vms.reconfigure(run.session, vm, extra, run.name)
     vms.power_off(run.session, vm, run.name)
@@ -112,7 +124,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     leases = None
     if run.dhcp:
         # First boot without etcd, to learn the address the member must be added with.
-        clone(run, template, image, config, config.digest)
+        clone(run, template, image, config, config)
         deadline = join_deadline(run)
         leases = {config.name: wait_guests(run, [config.name], deadline)[config.name].ip}
     # A re-plan with inputs only now known (the live peers, the lease); the user config is the one parsed.
@@ -124,13 +136,15 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     if not any(peer_url in m.peer_urls for m in view.members):
         run.members.before_change(endpoint, view, run.inventory().nodes)
         run.reporter.event(f"{config.name}: etcd member add {peer_url}")
+        stage(run.reporter, config.name, "etcd member add")
         added = etcd.member_add(endpoint, peer_url)
+        stage(run.reporter, config.name, "member added")
     try:
         if run.dhcp:
-            second_boot(run, run.inventory().nodes[config.name], joined, config.digest)
+            second_boot(run, run.inventory().nodes[config.name], joined, config)
         else:
             # The mark records the config the cluster file renders, not this one-off join variant.
-            clone(run, template, image, joined, config.digest)
+            clone(run, template, image, joined, config)
             deadline = join_deadline(run)
         return wait_joined(run, [config], deadline)[config.name]
     except (KeyboardInterrupt, SystemExit):
@@ -148,7 +162,7 @@ def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoi
     address (guest/leased.py); the member is added as soon as guest tools report the lease. Until then its
     etcd is refused by the peers and its unit restarts it."""
     joined = nodeconfig.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
-    clone(run, template, image, joined, config.digest)
+    clone(run, template, image, joined, config)
     deadline = join_deadline(run)
     ip = wait_guests(run, [config.name], deadline)[config.name].ip
     peer_url = run.members.peer_url(ip)
@@ -158,7 +172,9 @@ def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoi
         if not any(peer_url in m.peer_urls for m in view.members):
             run.members.before_change(endpoint, view, run.inventory().nodes)
             run.reporter.event(f"{config.name}: leased {ip}; etcd member add {peer_url}")
+            stage(run.reporter, config.name, "etcd member add")
             added = etcd.member_add(endpoint, peer_url)
+            stage(run.reporter, config.name, "member added")
         return wait_joined(run, [config], deadline)[config.name]
     except (KeyboardInterrupt, SystemExit):
         if added is not None:
@@ -219,10 +235,13 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
             if etcd.needs_new_leader(view, member):
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
+            stage(run.reporter, vm.name, "etcd member remove")
             etcd.member_remove(endpoint, member.id)
     spread.leave(run, vm, nodes)
     run.reporter.event(f"{vm.name}: powering off and deleting")
+    stage(run.reporter, vm.name, "deleting")
     vms.destroy(run.session, vm, run.name)
+    stage(run.reporter, vm.name, "deleted")
 
 
 def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: dict[str, bool]) -> None:
@@ -234,3 +253,34 @@ def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: 
     run.reporter.event(f"moving etcd leadership from {leader.name} to {target.name}")
     with contextlib.suppress(Exception):
         etcd.move_leader(leader.client_urls[0], target.id)
+
+
+def resize(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
+    """CPUs and memory as the cluster file says: leadership moved away first, powered off, set, started.
+
+    Powered off because CPU and memory hot-add needs the guest's support and never lowers either; etcd
+    syncs its log before it answers a write, so a member loses nothing it acknowledged.
+    """
+    vms.require_owned(vm, run.name, "reconfigure")
+    node = run.settings.node
+    live = run.members.live_view(nodes)
+    if live is not None and vm.power == "poweredOn":
+        _, view = live
+        member = view.by_name(vm.name)
+        if member is not None and etcd.needs_new_leader(view, member):
+            _move_leader(run, view, member, run.members.health(view))
+    if vm.power == "poweredOn":
+        run.reporter.event(f"{vm.name}: powering off to set {node.cpus} CPUs and {node.memory_mb} MB")
+        stage(run.reporter, vm.name, "powering off")
+        vms.power_off(run.session, vm, run.name)
+    stage(run.reporter, vm.name, f"setting {node.cpus} CPUs, {node.memory_mb} MB")
+    try:
+        vms.set_hardware(run.session, vm, node.cpus, node.memory_mb, run.name)
+    except Exception:
+        # Refused (a host without that many CPUs, a quota): the node goes back as it was, a member again.
+        with contextlib.suppress(Exception):
+            vms.power_on(run.session, vms.refresh(run.session, vm))
+        raise
+    run.reporter.event(f"{vm.name}: powering on")
+    vms.power_on(run.session, vms.refresh(run.session, vm))
+    stage(run.reporter, vm.name, "powered on")

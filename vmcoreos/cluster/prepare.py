@@ -18,9 +18,12 @@ class Prepared:
     configs: tuple[NodeConfig, ...]  # one per node 1..settings.count
     warnings: tuple[str, ...] = ()  # for the CLI to show, in order
     discovery_size: int | None = None  # a --discovery-etcd token still to mint (claim_discovery)
+    file_count: int | None = None  # the cluster file's count, before --count
+    count_flag: bool = False  # --count was given
 
 
 def prepare(settings: ClusterSettings, overrides: Overrides = Overrides()) -> Prepared:
+    file_count = settings.count
     settings, warnings = overrides.apply(settings)
     # --count may make node names longer than the cluster file alone did.
     naming.check_node_names(settings.name, settings.count)
@@ -33,7 +36,7 @@ def prepare(settings: ClusterSettings, overrides: Overrides = Overrides()) -> Pr
     warnings += [f"{user.source} {w}" for w in user.warnings]
     configs = nodeconfig.plan(settings, user, count=settings.count)
     size = settings.count if overrides.discovery_etcd else None
-    return Prepared(settings, user, tuple(configs), tuple(warnings), size)
+    return Prepared(settings, user, tuple(configs), tuple(warnings), size, file_count, overrides.count is not None)
 
 
 def claim_discovery(prepared: Prepared, reporter: Reporter) -> None:

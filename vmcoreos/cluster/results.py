@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 @dataclass
 class NodeStatus:
     name: str
-    action: str = ""  # created / unchanged / started / removed / rebuilt
+    action: str = ""  # created / unchanged / started / removed / replaced / reconfigured (rebuild: rebuilt)
     power: str = ""
     tools: str | None = None
     ip: str | None = None
@@ -18,6 +18,7 @@ class NodeStatus:
     leader: bool = False
     drift: bool = False
     stage: str = "planned"
+    reasons: list[str] = field(default_factory=list)  # why the node differs from the cluster file (status)
     host: str | None = None  # the ESXi host it runs on
     datastore: str | None = None
     shares: str = ""  # status: "host with lab-02", "datastore with lab-03", when it shares one with other members
@@ -35,17 +36,22 @@ class RunResult:
     uploaded: bool = False
     created: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    rebuilt: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)  # replaced by a new clone
+    reconfigured: list[str] = field(default_factory=list)  # CPUs or memory set, same VM
+    started: list[str] = field(default_factory=list)
     message: str = ""
     etcd_answered: bool | None = None  # status: whether any etcd member answered (None: not asked)
+    plan: list[dict] | None = None  # the steps the run carried out, with their reasons
     placement_degraded: bool | None = None  # status: members share a host or datastore though a free one exists
     drs_rule: str | None = None  # status on a DRS cluster: "exact", "missing" or "differs" (None: no DRS, < 2 nodes)
 
     def as_dict(self) -> dict:
         data = dict(self.__dict__)
         data["nodes"] = [n.as_dict() for n in self.nodes]
+        if self.plan is None:
+            del data["plan"]
         return data
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.removed or self.rebuilt or self.uploaded)
+        return bool(self.created or self.removed or self.rebuilt or self.reconfigured or self.started or self.uploaded)

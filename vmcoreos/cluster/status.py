@@ -1,36 +1,67 @@
-"""status: one row per node as vSphere and etcd see it; drift compares the config digest with a fresh render."""
+"""status: one row per node as vSphere and etcd see it, with the reasons it differs from the cluster file.
+
+plan(run, prepared) -> StatusPlan (what vSphere holds and how each node
+differs: the same diff deploy acts on), apply(run, plan) -> RunResult (what
+etcd says of each). The image is compared only where the cluster file pins
+a release: status never asks a channel.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from vmcoreos import etcd, naming
 from vmcoreos.cluster import placement, spread
+from vmcoreos.cluster.desired import Drift, drift, pinned_version
+from vmcoreos.cluster.inventory import Inventory
 from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.cluster.run import Run
+from vmcoreos.guest.configs import NodeConfig
 from vmcoreos.vsphere import vms
 
 
-def apply(run: Run, prepared: Prepared) -> RunResult:
-    settings = run.settings
+@dataclass(frozen=True)
+class StatusPlan:
+    cluster: str
+    configs: tuple[NodeConfig, ...]
+    inventory: Inventory
+    drift: dict[str, Drift] = field(default_factory=dict)  # every existing node, drifted or not
+
+    def names(self) -> list[str]:
+        wanted = {c.name for c in self.configs}
+        return sorted(wanted | set(self.inventory.nodes), key=lambda n: naming.node_index(self.cluster, n) or 0)
+
+
+def plan(run: Run, prepared: Prepared) -> StatusPlan:
+    inventory = run.inventory()
+    want = run.desired(pinned_version(run.settings), inventory.nodes.values())
     configs = {c.name: c for c in prepared.configs}
-    nodes = run.inventory().nodes
+    diffs = {n: drift(vm, configs[n], want) for n, vm in inventory.nodes.items() if n in configs}
+    return StatusPlan(run.name, tuple(prepared.configs), inventory, diffs)
+
+
+def apply(run: Run, planned: StatusPlan) -> RunResult:
+    nodes = planned.inventory.nodes
     live = run.members.live_view(nodes)
     view = live[1] if live else etcd.ClusterView([])
     health = run.members.health(view) if live else {}
-    result = RunResult(settings.name, [])
+    result = RunResult(run.name, [])
     result.etcd_answered = live is not None
-    for name in sorted(set(configs) | set(nodes), key=lambda n: naming.node_index(settings.name, n) or 0):
+    for name in planned.names():
         vm = nodes.get(name)
         st = NodeStatus(name)
         if vm is None:
             st.stage = "missing"
+            st.reasons = ["missing"]
         else:
             st.power, st.tools, st.ip = vm.power, vm.tools, vm.ip
             spot = spread.spot_of(run.placement.topology, vm)
             st.host, st.datastore = spot.host, spot.datastore
             st.image_version = vm.extra.get(vms.MARK_VERSION)
-            expected = configs.get(name)
-            st.drift = expected is None or vm.extra.get(vms.MARK_DIGEST) != expected.digest
+            diff = planned.drift.get(name)
+            st.reasons = list(diff.reasons) if diff is not None else ["beyond the wanted count"]
+            st.drift = bool(st.reasons)
             member = view.by_name(name)
             if member is not None:
                 st.member_id = member.id

@@ -13,6 +13,7 @@ from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import NotJoinedError
 from vmcoreos.guest.nodeconfig import NodeConfig
+from vmcoreos.reporting import stage
 from vmcoreos.vsphere import guestnet, vms
 from vmcoreos.vsphere.waits import Watch
 
@@ -44,11 +45,17 @@ def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
             | tenacity.stop_when_event_set(parallel.stopping),
             retry=tenacity.retry_if_result(lambda ok: not ok),
         )
+        def ready() -> bool:
+            joined = member_ready(run.members.endpoint_at(st.ip), st)
+            stage(run.reporter, st.name, st.stage)
+            return joined
+
         try:
-            retrying(member_ready, run.members.endpoint_at(st.ip), st)
+            retrying(ready)
         except tenacity.RetryError:
             return False
         run.reporter.event(f"{st.name}: healthy etcd member {st.member_id}")
+        stage(run.reporter, st.name, "healthy")
         return True
 
     futures = parallel.run_all(member, [(status[n],) for n in sorted(status)], min(16, len(status)))
@@ -86,6 +93,8 @@ def wait_guests(run: Run, names: list[str], deadline: float,
             )
             if st.ip and st.tools == "guestToolsRunning":
                 st.stage = "has IP"
+            if st.stage != "planned":
+                stage(run.reporter, name, st.stage)
         return all(status[n].stage == "has IP" for n in refs.values())
 
     run.reporter.event("waiting for guest tools and IP addresses of " + ", ".join(sorted(status)))

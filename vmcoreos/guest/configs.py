@@ -21,6 +21,9 @@ class NodeConfig:
     digest: str
     kind: str = CLOUD_CONFIG
     mac: str = ""  # set on the clone's first NIC (guest/macs.py); the config names the NIC by it
+    # Per-section digests of the config as rendered with the node's own membership only: the peer list and
+    # initial state are fixed at bootstrap and change with every scale, so a comparison must not see them.
+    sections: tuple[tuple[str, str], ...] = ()
 
     @property
     def ip(self) -> str | None:

@@ -9,6 +9,7 @@ Ignition boot once and work out their own address (guest/leased.py).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -18,6 +19,7 @@ from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, guestinfo, ignition, leased, macs
 from vmcoreos.guest.configs import DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
 from vmcoreos.guest.findings import raise_if_errors, url_findings
+from vmcoreos.guest.sections import config_sections
 from vmcoreos.guest.validate import ERROR, Finding
 from vmcoreos.settings import ClusterSettings
 
@@ -81,12 +83,12 @@ def plan(
         if only is not None and name not in only:
             continue
         membership = _membership(settings, name, address, peers, existing_members)
-        if user.kind == IGNITION:
-            text, keys = _ignition_node(settings, user, name, address, membership, mac_of[name])
-        else:
-            text, keys = _cloud_config_node(settings, user, name, address, membership, mac_of[name])
+        render = _ignition_node if user.kind == IGNITION else _cloud_config_node
+        text, keys = render(settings, user, name, address, membership, mac_of[name])
         findings += url_findings(user, address)
-        node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind, mac_of[name])
+        own = render(settings, user, name, address, _own_membership(settings, name, address), mac_of[name])
+        node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind, mac_of[name],
+                          config_sections(*own, user.kind))
         findings += _size_findings(node)
         out.append(node)
     raise_if_errors(user.source, findings)
@@ -118,7 +120,8 @@ def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) ->
         index = naming.node_index(settings.name, name)
         # The digest covers what the cluster file says (config, hostname), not the leased address,
         # so a DHCP node's mark stays the same across its two boots and across re-leases.
-        out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind, mac_of[name]))
+        out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind, mac_of[name],
+                              config_sections(text, keys, user.kind)))
     return out
 
 
@@ -136,8 +139,10 @@ def _plan_leased(settings, user, *, count, only, existing, leases) -> list[NodeC
         membership = _membership(settings, name, addresses[name], peers, existing)
         text, keys = _cloud_config_node(settings, user, name, addresses[name], membership, mac_of[name],
                                         static_network=False)
+        own = _cloud_config_node(settings, user, name, addresses[name], _own_membership(settings, name, addresses[name]),
+                                 mac_of[name], static_network=False)
         out.append(NodeConfig(name, index, addresses[name], text, keys, _digest(text, keys), user.kind,
-                              mac_of[name]))
+                              mac_of[name], config_sections(*own, user.kind)))
     return out
 
 
@@ -180,6 +185,16 @@ def _ignition_node(settings, user, name, address, membership, mac) -> tuple[str,
     data_key = guestinfo.CLOUDINIT_DATA if distro == "coreos" else guestinfo.IGNITION_DATA
     keys.update(guestinfo.config_keys(data_key, text.encode(), "gzip+base64"))
     return text, keys
+
+
+def _own_membership(settings, name, address) -> cloudconfig.Membership | None:
+    """The membership with the node itself as its only peer and no discovery token: what stays when the peer
+    list, the initial state and a token (all read once, at bootstrap; --discovery-etcd mints a new token
+    each run) are taken out of the comparison."""
+    if address is not None:
+        return _membership(settings, name, address, {}, {})
+    found = _membership(settings, name, address, {}, None)
+    return None if found is None else dataclasses.replace(found, discovery=None)
 
 
 def _membership(settings, name, address, peers, existing) -> cloudconfig.Membership | None:

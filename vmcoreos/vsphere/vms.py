@@ -9,27 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pyVmomi import vim, vmodl
 
-from vmcoreos.errors import OwnershipError, VSphereError
+from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import guestnet, tasks
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
+from vmcoreos.vsphere.vminfo import (  # noqa: F401  (the marks and VmInfo are read through vms by callers)
+    MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ETCD_CLUSTER_ID, MARK_ROLE, MARK_SECTIONS, MARK_SHA512, MARK_SIGNED,
+    MARK_VERSION,
+    VmInfo, marks, require_owned,
+)
 from vmcoreos.vsphere.waits import TASK_STALL, wait_task, wait_tasks
-
-MARK_CLUSTER = "vmcoreos.cluster"
-MARK_ROLE = "vmcoreos.role"  # "node" or "template"
-MARK_DISTRO = "vmcoreos.distro"
-MARK_VERSION = "vmcoreos.image_version"
-MARK_SHA512 = "vmcoreos.image_sha512"
-MARK_DIGEST = "vmcoreos.config_digest"
-# When the image's signature was made (epoch seconds): a later image may not be signed before it.
-MARK_SIGNED = "vmcoreos.image_signed"
-# The etcd cluster the node belongs to (hex ID): membership changes are refused against any other.
-MARK_ETCD_CLUSTER_ID = "vmcoreos.etcd_cluster_id"
 
 VM_PROPS = [
     "name",
@@ -40,38 +33,12 @@ VM_PROPS = [
     "guest.toolsRunningStatus",
     "guest.ipAddress",
     "guest.net",
+    "config.hardware.numCPU",
+    "config.hardware.memoryMB",
+    "network",
     "runtime.host",
     "datastore",
 ]
-
-
-@dataclass
-class VmInfo:
-    ref: Any
-    name: str
-    template: bool
-    power: str
-    tools: str | None
-    ip: str | None
-    extra: dict[str, str] = field(default_factory=dict)
-    instance_uuid: str | None = None
-    host: Any = None  # the HostSystem it runs on (runtime.host)
-    datastores: tuple = ()  # the Datastores its files are on
-
-    @property
-    def moref(self) -> str:
-        return getattr(self.ref, "_moId", "") or ""
-
-    @property
-    def cluster(self) -> str | None:
-        return self.extra.get(MARK_CLUSTER)
-
-    @property
-    def role(self) -> str | None:
-        return self.extra.get(MARK_ROLE)
-
-    def owned_by(self, cluster: str) -> bool:
-        return self.cluster == cluster
 
 
 def _extra(options) -> dict[str, str]:
@@ -93,9 +60,16 @@ def _info(ref, props: dict) -> VmInfo:
         ip=guestnet.node_address(props.get("guest.net"), props.get("guest.ipAddress")),
         extra=_extra(props.get("config.extraConfig")),
         instance_uuid=props.get("config.instanceUuid") or None,
+        cpus=props.get("config.hardware.numCPU"),
+        memory_mb=props.get("config.hardware.memoryMB"),
+        networks=tuple(_moref(n) for n in props.get("network") or ()),
         host=props.get("runtime.host"),
         datastores=tuple(props.get("datastore") or ()),
     )
+
+
+def _moref(obj) -> str:
+    return getattr(obj, "_moId", "") or str(obj)
 
 
 def list_vms(
@@ -140,25 +114,6 @@ def refresh(session: Session, vm: VmInfo) -> VmInfo:
     return _info(vm.ref, props) if props is not None else vm
 
 
-def require_owned(vm: VmInfo, cluster: str, action: str) -> None:
-    if not vm.owned_by(cluster):
-        whose = f"cluster {vm.cluster!r}" if vm.cluster else "no vmcoreos cluster"
-        raise OwnershipError(
-            f"refusing to {action} VM {vm.name!r}: it belongs to {whose}, not {cluster!r};"
-            " rename or move it, vmcoreos never touches VMs it did not create"
-        )
-
-
-def marks(cluster: str, role: str, **values: str) -> dict[str, str]:
-    out = {MARK_CLUSTER: cluster, MARK_ROLE: role}
-    keys = {"distro": MARK_DISTRO, "version": MARK_VERSION, "sha512": MARK_SHA512, "digest": MARK_DIGEST,
-            "signed": MARK_SIGNED}
-    for key, value in values.items():
-        if value is not None:
-            out[keys[key]] = value
-    return out
-
-
 def option_values(values: dict[str, str]) -> list:
     return [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
 
@@ -168,7 +123,8 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
     """Everything a node needs in the clone itself: one task per node, no reconfigure after.
 
     host, datastore: where placement put this node (default: the placement's import host and first datastore).
-    devices: device edits for the clone (mac_edit: its first NIC's MAC, which its config names).
+    devices: device edits for the clone (nic_edit: its first NIC's MAC, which its config names, and the
+    network it is put on when the template's is not vsphere.network).
     """
     relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=datastore or placement.datastore,
                                    host=host or placement.host)
@@ -197,17 +153,60 @@ def first_nic(session: Session, vm: VmInfo):
     return min(nics, key=lambda d: d.key) if nics else None
 
 
-def mac_edit(nic, mac: str):
-    """An edit giving the clone's copy of nic this MAC (addressType manual: vCenter keeps it as set).
+def nic_edit(nic, mac: str | None = None, backing=None):
+    """An edit giving the clone's copy of nic this MAC (addressType manual: vCenter keeps it as set) and,
+    given one, this network backing; None when there is nothing to change.
 
     A copy of the device, not nic itself: every node's spec carries its own MAC.
     """
+    if mac is None and backing is None:
+        return None
     device = type(nic)()
     for prop in nic._GetPropertyList():
         setattr(device, prop.name, getattr(nic, prop.name))
-    device.addressType = "manual"
-    device.macAddress = mac
+    if mac is not None:
+        device.addressType = "manual"
+        device.macAddress = mac
+    if backing is not None:
+        device.backing = backing
     return vim.vm.device.VirtualDeviceSpec(operation="edit", device=device)
+
+
+def network_backing(session: Session, template: VmInfo, nic, placement: Placement):
+    """The backing that puts a clone of template on placement.network (a port group, a distributed port
+    group or an opaque network), as govc's `vm.clone -net` does; None when the template is on it already,
+    as it is unless vsphere.network changed since the import.
+
+    A template without a NIC cannot put a node on any network: that stops the run, naming the network.
+    """
+    if _moref(placement.network) in template.networks:
+        return None
+    if nic is None:
+        raise VSphereError(f"template {template.name} has no network card, so its clones cannot be put on network"
+                           f" {placement.network_name!r} (vsphere.network); delete the template to import it again")
+    network = placement.network
+    if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
+        props = session.retrieve([network], ["key", "config.distributedVirtualSwitch"], vim.dvs.DistributedVirtualPortgroup)
+        pg = props.get(network) or {}
+        switch = pg.get("config.distributedVirtualSwitch")
+        uuid = (session.retrieve([switch], ["uuid"], vim.DistributedVirtualSwitch).get(switch) or {}).get("uuid") if switch else None
+        if not uuid or not pg.get("key"):
+            raise VSphereError(f"cannot read the switch of distributed port group {placement.network_name!r}"
+                               " (vsphere.network), so no node can be put on it; check the user may read the switch")
+        port = vim.dvs.PortConnection(portgroupKey=pg["key"], switchUuid=uuid)
+        return vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(port=port)
+    if isinstance(network, vim.OpaqueNetwork):
+        summary = (session.retrieve([network], ["summary"], vim.OpaqueNetwork).get(network) or {}).get("summary")
+        return vim.vm.device.VirtualEthernetCard.OpaqueNetworkBackingInfo(
+            opaqueNetworkId=summary.opaqueNetworkId, opaqueNetworkType=summary.opaqueNetworkType)
+    return vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=placement.network_name, network=network)
+
+
+def set_hardware(session: Session, vm: VmInfo, cpus: int, memory_mb: int, cluster: str) -> None:
+    """CPUs and memory of a powered-off VM (hot-add needs the guest's support and never lowers either)."""
+    require_owned(vm, cluster, "reconfigure")
+    task = vm.ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(numCPUs=cpus, memoryMB=memory_mb))
+    _wait(session, [task], f"setting {vm.name} to {cpus} CPUs and {memory_mb} MB")
 
 
 LINKED_BASE = "vmcoreos-linked-clone-base"  # the template snapshot linked clones share

@@ -117,11 +117,11 @@ func strictClone(vm *VirtualMachine, req *types.CloneVM_Task) types.BaseMethodFa
 }
 
 // strictCloneConfig applies what the clone spec asks for (the simulator
-// keeps only extraConfig and instanceUuid) and the host it names.
+// keeps only extraConfig and instanceUuid) and, strict, the host it names.
+// CPUs and memory are applied in both profiles: vCenter always honours them,
+// and a bed that does not would show every node as differing from its
+// cluster file (vmcoreos reconfigures nodes whose CPUs or memory differ).
 func strictCloneConfig(req *types.CloneVM_Task, config *types.VirtualMachineConfigSpec, host **types.ManagedObjectReference) {
-	if !Strict.Enabled {
-		return
-	}
 	if c := req.Spec.Config; c != nil {
 		if c.MemoryMB != 0 {
 			config.MemoryMB = c.MemoryMB
@@ -129,6 +129,9 @@ func strictCloneConfig(req *types.CloneVM_Task, config *types.VirtualMachineConf
 		if c.NumCPUs != 0 {
 			config.NumCPUs = c.NumCPUs
 		}
+	}
+	if !Strict.Enabled {
+		return
 	}
 	if req.Spec.Location.Host != nil {
 		*host = req.Spec.Location.Host
