@@ -3,7 +3,7 @@
 Everything the rest of the code reads comes from here, already checked, so a
 typo in the cluster file fails before any vSphere call with the key's path.
 The cluster file's parser lives in vmcoreos.clusterfile and the vCenter
-connection in vmcoreos.connection; both stay importable from here.
+connection in vmcoreos.connection; import them from there.
 """
 
 from __future__ import annotations
@@ -256,18 +256,3 @@ class Overrides:
             settings = replace(settings, wait_timeout=self.timeout)
         return settings, warnings
 
-
-# The parser and the connection live in their own modules, loaded on first use (they import this one).
-_MOVED = {
-    "load_cluster_file": "clusterfile", "parse_cluster": "clusterfile",
-    "parse_addresses": "clusterfile", "Connection": "connection", "Secret": "connection",
-    "connection_from": "connection", "read_password_file": "connection",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"vmcoreos.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECK_CONFIG = """
 import json, sys
 from vmcoreos.guest import nodeconfig
-from vmcoreos.settings import parse_cluster
+from vmcoreos.clusterfile import parse_cluster
 data = {"cluster": "lab", "count": 3,
         "node": {"config": sys.argv[1], "network": {"mode": "static", "addresses": ["10.0.0.21-10.0.0.24/24"]}}}
 nodeconfig.load_user_config(parse_cluster(data, base_dir=sys.argv[2]))

@@ -15,7 +15,7 @@ from pyVmomi import vim
 from tests.e2e.helpers import api_vm
 from tests.harness.faultproxy import FaultProxy
 from vmcoreos.errors import VSphereError
-from vmcoreos.settings import connection_from
+from vmcoreos.connection import connection_from
 from vmcoreos.vsphere import session as vsession
 from vmcoreos.vsphere.waits import Watch, wait_task
 

@@ -17,8 +17,8 @@ from vmcoreos.cluster.run import Run
 from vmcoreos.reporting import QuietReporter
 from vmcoreos import etcd
 from vmcoreos.errors import EtcdError, LockedError
-from vmcoreos.guest import nodeconfig
-from vmcoreos.settings import parse_cluster
+from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.clusterfile import parse_cluster
 from tests.harness.services import _stop
 
 pytestmark = pytest.mark.e2e  # runs Debian's /usr/bin/etcd
@@ -92,7 +92,7 @@ def test_a_hostile_member_name_from_a_real_etcd_never_reaches_a_new_node(real_et
     mocker.patch.object(node_ops, "wait_joined", return_value={"lab-03": NodeStatus("lab-03")})
     # A second voting member could never start here; the refusal must come before member add anyway.
     add = mocker.patch.object(etcd, "member_add", return_value=etcd.Member("9", "", (), ()))
-    config_3 = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
+    config_3 = planning.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
     error = None
     try:
         node_ops.join(c, mocker.Mock(), mocker.Mock(), config_3, real_etcd.endpoint)
@@ -190,7 +190,7 @@ def test_cluster_file_etcd_tls_settings(tmp_path, tls_files):
     static = {"network": {"mode": "static", "addresses": ["10.0.0.21/24"]}}
     settings = parse_cluster({"cluster": "lab", "etcd": {"ca_file": str(ca)}, "node": static}, base_dir=tmp_path)
     assert settings.etcd.scheme == "https" and settings.etcd.ca_file == ca
-    configs = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=1)
+    configs = planning.plan(settings, nodeconfig.load_user_config(settings), count=1)
     assert "ETCD_ADVERTISE_CLIENT_URLS=https://" in configs[0].config_text
     from vmcoreos.errors import ConfigError
 

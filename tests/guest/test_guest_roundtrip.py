@@ -15,8 +15,8 @@ from dataclasses import replace
 import pytest
 
 from tests.harness import guestsim
-from vmcoreos.guest import encoding, nodeconfig
-from vmcoreos.settings import parse_cluster
+from vmcoreos.guest import encoding, nodeconfig, planning
+from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DATA = "#cloud-config\nhostname: lab-01\nwrite_files:\n  - path: /etc/motd\n    content: \"héllo\"\n".encode()
@@ -59,7 +59,7 @@ def _settings(tmp_path, config: str, *, distro="flatcar", etcd=None, name="node.
 
 
 def _boot(settings, index=1):
-    nodes = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3)
+    nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
     node = nodes[index]
     result = guestsim.simulate_boot(node.guestinfo, guestsim.Nic("ens192", "00:50:56:00:00:01"),
                                     lease=lambda: pytest.fail("a static node asked for a DHCP lease"))
@@ -125,7 +125,7 @@ def test_ignition_spec_2_for_coreos_uses_coreos_keys_and_networkd(tmp_path):
     data = {"cluster": "lab", "count": 3, "image": {"distro": "coreos"},
             "node": {"config": "n.json", "network": {"mode": "static", "addresses": ["10.0.0.21-10.0.0.23/24"]}}}
     settings = parse_cluster(data, base_dir=tmp_path)
-    node = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
+    node = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
     doc = json.loads(node.config_text)
     assert set(node.guestinfo) == {"guestinfo.coreos.config.data", "guestinfo.coreos.config.data.encoding"}
     assert doc["networkd"]["units"][0]["name"] == "00-vmcoreos.network"

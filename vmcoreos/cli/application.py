@@ -66,7 +66,7 @@ class App:
     # -- vCenter -------------------------------------------------------------------
     def connection(self):
         """The vCenter connection from the declared options and the environment, its TLS notices shown."""
-        from vmcoreos.settings import connection_from
+        from vmcoreos.connection import connection_from
 
         conn = connection_from(**self.connection_options)
         for notice in conn.notices:

@@ -32,7 +32,7 @@ def _prepared(app: App, config: Path, overrides, *, warn: bool = False):
     warn: show the config's warnings (deploy does; status and rebuild run from cron on a config deploy showed).
     """
     from vmcoreos import cluster
-    from vmcoreos.settings import load_cluster_file
+    from vmcoreos.clusterfile import load_cluster_file
 
     settings = load_cluster_file(config)
     overrides.check()
@@ -250,7 +250,7 @@ def destroy(
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
         from vmcoreos import cluster
-        from vmcoreos.settings import load_cluster_file
+        from vmcoreos.clusterfile import load_cluster_file
 
         settings = load_cluster_file(config)
         conn = app.connection()

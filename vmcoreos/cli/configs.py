@@ -36,7 +36,8 @@ def render(
         from vmcoreos.cluster.prepare import claim_discovery, prepare
         from vmcoreos.errors import ConfigError
         from vmcoreos.guest import redact
-        from vmcoreos.settings import Overrides, load_cluster_file
+        from vmcoreos.clusterfile import load_cluster_file
+        from vmcoreos.settings import Overrides
 
         settings = load_cluster_file(config)
         prepared = prepare(settings, Overrides(count=count, discovery_etcd=discovery_etcd))

@@ -52,7 +52,8 @@ def fetch(
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
         from vmcoreos.images import cache
         from vmcoreos.images.fetch import obtain
-        from vmcoreos.settings import ImageSettings, Overrides, load_cluster_file
+        from vmcoreos.clusterfile import load_cluster_file
+        from vmcoreos.settings import ImageSettings, Overrides
 
         image = load_cluster_file(config).image if config is not None else ImageSettings()
         overrides = Overrides(

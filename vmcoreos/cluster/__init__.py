@@ -24,7 +24,7 @@ from vmcoreos.cluster.prepare import Prepared, claim_discovery, prepare
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.reporting import QuietReporter, Reporter
-from vmcoreos.settings import Connection
+from vmcoreos.connection import Connection
 
 __all__ = [
     "DeployPlan", "DestroyPlan", "NodeStatus", "Prepared", "RebuildPlan", "Run", "RunResult", "claim_discovery",

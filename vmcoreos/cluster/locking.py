@@ -20,7 +20,8 @@ import requests
 
 from vmcoreos import etcd, locks
 from vmcoreos.errors import EtcdError, LockedError
-from vmcoreos.settings import ClusterSettings, Connection
+from vmcoreos.connection import Connection
+from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import folderlock, privileges, vms
 from vmcoreos.vsphere.session import Session, connect
 

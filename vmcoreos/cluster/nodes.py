@@ -9,8 +9,8 @@ from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
 from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
-from vmcoreos.guest import guestinfo, nodeconfig
-from vmcoreos.guest.nodeconfig import NodeConfig
+from vmcoreos.guest import guestinfo, nodeconfig, planning
+from vmcoreos.guest.configs import NodeConfig
 from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 
@@ -64,7 +64,7 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
         guests = wait_guests(run, names, deadline)
         leases = {n: st.ip for n, st in guests.items()}
         count = max(c.index for c in configs)
-        final = nodeconfig.plan(run.settings, run.user, count=count, only=names, leases=leases)
+        final = planning.plan(run.settings, run.user, count=count, only=names, leases=leases)
         digests = {c.name: c.digest for c in configs}
         nodes = run.inventory().nodes
         run.in_parallel(second_boot, [(run, nodes[f.name], f, digests[f.name]) for f in final])
@@ -102,7 +102,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
         deadline = join_deadline(run)
         leases = {config.name: wait_guests(run, [config.name], deadline)[config.name].ip}
     # A re-plan with inputs only now known (the live peers, the lease); the user config is the one parsed.
-    joined = nodeconfig.plan(
+    joined = planning.plan(
         run.settings, run.user, count=count, only=[config.name], existing_members=peers, leases=leases
     )[0]
     peer_url = run.members.peer_url(joined.ip)

@@ -23,7 +23,7 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, VSphereError
-from vmcoreos.settings import Connection
+from vmcoreos.connection import Connection
 from vmcoreos.text import reason
 
 
