@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
-import os
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -75,7 +74,7 @@ def parse_cluster(
             raise ConfigError(shown[0])
         where = f"cluster file {source}" if source else "the cluster file"
         raise ConfigError(f"{where} has {len(shown)} problems; fix them and run again", findings=shown)
-    return _settings(model, base_dir, source, os.environ if environ is None else environ)
+    return _settings(model, base_dir, source, environ)
 
 
 # -- findings ---------------------------------------------------------------------
@@ -178,7 +177,7 @@ def _finding(source: Path | None, line: int, where: str, message: str) -> str:
 # -- settings ---------------------------------------------------------------------
 
 
-def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: Mapping[str, str]) -> ClusterSettings:
+def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: Mapping[str, str] | None) -> ClusterSettings:
     """The typed settings: a key the model and the settings name alike carries over as it is (`_typed`);
     only what the parser resolves (paths, addresses, keys, GOVC_* defaults) is spelled out here."""
     vs, im, nd, et, wait = model.vsphere, model.image, model.node, model.etcd, model.wait

@@ -55,9 +55,9 @@ class ImageRecord:
 
 
 def state_dir(cache_root: Path | None = None) -> Path:
-    from vmcoreos.images.cache import default_cache_dir
+    from vmcoreos.environment import cache_dir
 
-    return (cache_root or default_cache_dir()) / "state"
+    return cache_dir(cache_root) / "state"
 
 
 @contextlib.contextmanager

@@ -1,20 +1,20 @@
-"""What every command shares: options (declared once, environment variables from vmcoreos.settings), error mapping."""
+"""What every command shares: options (declared once, environment variables from vmcoreos.environment), error mapping."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import inspect
-import os
 import signal
 from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
 
+from vmcoreos import environment
 from vmcoreos.cli.terminal import Terminal
 from vmcoreos.errors import ExitCode, VmcoreosError
-from vmcoreos.settings import (
+from vmcoreos.environment import (
     ENV_CA_FILE, ENV_CACHE_DIR, ENV_DEBUG, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME,
 )
 
@@ -60,7 +60,7 @@ def reporting(term: Terminal) -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
-        if os.environ.get(ENV_DEBUG):
+        if environment.debug():
             raise
         # A bug of ours, not the user's: still one line, with a way to get the details.
         # Library exceptions quote URLs as given, credentials included (requests' InvalidURL does).
@@ -106,7 +106,7 @@ def _env_help(names) -> str:
 
 
 # The six vCenter connection options, declared once. Shown with their environment variables, but
-# read from the environment by settings.connection_from, whose precedence (flag, URL user:password,
+# read from the environment by connection.connection_from, whose precedence (flag, URL user:password,
 # VMCOREOS_*, GOVC_*) and TLS notices need to know where a value came from.
 CONNECTION_OPTIONS: list[tuple[str, object, object]] = [
     ("url", Optional[str], typer.Option(None, "--url", help="vCenter URL.", envvar=list(ENV_URL), show_envvar=True)),

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from vmcoreos import environment
 from vmcoreos.cli.application import App
 from vmcoreos.cli.common import CacheDirOpt, JsonOpt, QuietOpt, RetriesOpt, exit_codes
 
@@ -50,7 +51,6 @@ def fetch(
     """Download (or reuse from the cache) a release OVA, verified against its signature and DIGESTS in one pass."""
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
-        from vmcoreos.images import cache
         from vmcoreos.images.fetch import obtain
         from vmcoreos.clusterfile import load_cluster_file
         from vmcoreos.settings import ImageSettings, Overrides
@@ -65,7 +65,7 @@ def fetch(
         )
         image, warnings = overrides.apply_image(image)
         app.warnings(warnings)
-        result = obtain(image, cache_dir=cache_dir or cache.default_cache_dir(), reporter=term, retries=retries)
+        result = obtain(image, cache_dir=environment.cache_dir(cache_dir), reporter=term, retries=retries)
         result.close()  # fetch only reports on it; deploy keeps it open for the upload
         verdict = result.verdict
         info = {
@@ -107,7 +107,7 @@ def images(
     with App.of(ctx).run(quiet=json_out, json_out=json_out) as term:
         from vmcoreos.images import cache
 
-        root = cache_dir or cache.default_cache_dir()
+        root = environment.cache_dir(cache_dir)
         if not root.is_dir():
             # Not an error: nothing was fetched yet, or fetch used another --cache-dir. The line says which
             # directory was looked at; scripts still get a (empty) listing and exit 0.

@@ -9,7 +9,7 @@ from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
 from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
-from vmcoreos.guest import guestinfo, nodeconfig, planning
+from vmcoreos.guest import guestinfo, planning
 from vmcoreos.guest.configs import NodeConfig
 from vmcoreos.images import source
 from vmcoreos.vsphere import vms

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmcoreos import etcd, naming
+from vmcoreos import environment, etcd, naming
 from vmcoreos.cluster import inventory as inv
 from vmcoreos.cluster import parallel
 from vmcoreos.cluster.members import Members
@@ -37,10 +37,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)
-        if self.cache_dir is None:
-            from vmcoreos.images.cache import default_cache_dir
-
-            self.cache_dir = default_cache_dir()
+        self.cache_dir = environment.cache_dir(self.cache_dir)
         if self.placement is None:
             self.placement = placement_of.locate(self.session, self.settings.vsphere)
         self.members = Members(self.settings)

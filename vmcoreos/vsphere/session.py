@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import select
 import socket
 import ssl
@@ -22,6 +21,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from vmcoreos import __version__
+from vmcoreos.environment import ENV_API_TIMEOUT, api_timeout
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.connection import Connection
 from vmcoreos.text import reason
@@ -35,20 +35,11 @@ class ConnectionLost(VSphereError):
         self.method = method
 
 
-def api_timeout() -> float:
-    try:
-        return float(os.environ.get(ENV_API_TIMEOUT) or DEFAULT_API_TIMEOUT)
-    except ValueError:
-        raise ConfigError(f"{ENV_API_TIMEOUT} must be a number of seconds") from None
-
-
 def poll_seconds() -> int:
     # A long poll must come back well before the socket timeout would call it a stall.
     return max(1, min(WAIT_POLL_SECONDS, int(api_timeout() / 3)))
 
-# Every SOAP call gets a socket timeout (VMCOREOS_API_TIMEOUT); long polls ask for less than this.
-ENV_API_TIMEOUT = "VMCOREOS_API_TIMEOUT"
-DEFAULT_API_TIMEOUT = 90.0
+# Every SOAP call gets a socket timeout (VMCOREOS_API_TIMEOUT, environment.api_timeout); long polls ask for less.
 WAIT_POLL_SECONDS = 30
 
 # Calls that read or only renew state: safe to send again after the connection dropped.
