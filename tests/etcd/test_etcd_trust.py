@@ -170,7 +170,7 @@ def test_removing_a_vm_never_removes_a_member_whose_ip_merely_contains_its_own(m
     # The VM at 10.0.0.2 is not listed by name; the member at 10.0.0.21 must not be taken for it.
     view = _view(GOOD, ("", ("http://10.0.0.21:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()))
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
+    remove = mocker.patch.object(etcd.Client, "member_remove")
     mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {"lab-01": _vm(1, "10.0.0.1"), "lab-03": _vm(3, "10.0.0.3")}
     remove_node(c, _vm(2, "10.0.0.2"), nodes)
@@ -181,7 +181,7 @@ def test_no_member_is_removed_from_an_etcd_with_another_cluster_id(mocker):
     view = _view(GOOD, ("lab-02", ("http://10.0.0.2:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()),
                  cluster_id="f00d")
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
+    remove = mocker.patch.object(etcd.Client, "member_remove")
     destroy = mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}", "abc") for i in (1, 2, 3)}
     with pytest.raises(EtcdError, match="reports cluster ID f00d, but the nodes record abc"):
@@ -193,7 +193,7 @@ def test_no_member_is_removed_from_an_etcd_with_another_cluster_id(mocker):
 def test_nodes_without_the_mark_are_accepted_and_the_id_recorded_later(mocker):
     view = _view(GOOD, ("lab-02", ("http://10.0.0.2:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()))
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
+    remove = mocker.patch.object(etcd.Client, "member_remove")
     mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}") for i in (1, 2, 3)}
     remove_node(c, nodes["lab-02"], nodes)
@@ -203,8 +203,8 @@ def test_nodes_without_the_mark_are_accepted_and_the_id_recorded_later(mocker):
 def test_a_lapsed_lock_stops_the_run_before_the_next_membership_change(mocker):
     view = _view(GOOD, ("lab-02", ("http://10.0.0.2:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()))
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
-    c.members.lock = etcd.EtcdLock(["http://10.0.0.1:2379"], "lab", "host:1", ttl=60)
+    remove = mocker.patch.object(etcd.Client, "member_remove")
+    c.members.lock = etcd.EtcdLock(c.members.client, ["http://10.0.0.1:2379"], "lab", "host:1", ttl=60)
     c.members.lock._renewed -= 41  # no keepalive got through for two thirds of the TTL
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}") for i in (1, 2, 3)}
     with pytest.raises(LockedError, match="no longer held"):
@@ -229,7 +229,7 @@ def test_etcd_replies_are_read_with_a_size_limit(mocker):
     resp.iter_content.return_value = iter([b"x" * (64 << 10)] * 17 + [b"x"] * 10**6)
     mocker.patch("requests.Session.request", return_value=resp)
     with pytest.raises(EtcdError, match="reply over 1 MiB"):
-        etcd.member_list("http://10.0.0.1:2379")
+        etcd.Client().member_list("http://10.0.0.1:2379")
 
 
 def test_etcd_error_text_is_quoted_before_it_is_shown(mocker):
@@ -238,7 +238,7 @@ def test_etcd_error_text_is_quoted_before_it_is_shown(mocker):
     resp.iter_content.return_value = iter([b'{"error": "bad\\n\\u001b[31mred"}'])
     mocker.patch("requests.Session.request", return_value=resp)
     with pytest.raises(EtcdError) as err:
-        etcd.member_remove("http://10.0.0.1:2379", "2")
+        etcd.Client().member_remove("http://10.0.0.1:2379", "2")
     assert "\n" not in err.value.message and "\x1b" not in err.value.message
     assert r"'bad\n\x1b[31mred'" in err.value.message
 
@@ -257,5 +257,5 @@ def test_a_v2_only_etcd_gives_its_cluster_id_in_a_header(mocker):
         return resp
 
     mocker.patch("requests.Session.request", side_effect=reply)
-    view = etcd.member_list("http://10.0.0.1:2379")
+    view = etcd.Client().member_list("http://10.0.0.1:2379")
     assert view.cluster_id == "6d3e9ab1b2c3d4e5" and view.members[0].name == "lab-01"

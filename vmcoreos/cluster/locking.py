@@ -58,7 +58,7 @@ def cluster_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
             yield
         return
     endpoints = [live[0]] + [u for m in live[1].members for u in m.client_urls]
-    lock = etcd.EtcdLock(endpoints, name, f"{socket.gethostname()}:{os.getpid()}")
+    lock = etcd.EtcdLock(members.client, endpoints, name, f"{socket.gethostname()}:{os.getpid()}")
     try:
         got = lock.acquire()
     except FileNotFoundError:

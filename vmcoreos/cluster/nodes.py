@@ -91,7 +91,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     Its wait.timeout starts once its clone is powered on, so joins one after
     another (a scale-up, a rebuild) each get the whole of it.
     """
-    view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)
+    view = etcd.check_view(run.members.client.member_list(endpoint), run.name, endpoint)
     peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
     peers.pop(config.name, None)
     count = max([config.index] + [naming.node_index(run.name, n) or 0 for n in peers])
@@ -110,7 +110,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     if not any(peer_url in m.peer_urls for m in view.members):
         run.members.before_change(endpoint, view, run.inventory().nodes)
         run.reporter.event(f"{config.name}: etcd member add {peer_url}")
-        added = etcd.member_add(endpoint, peer_url)
+        added = run.members.client.member_add(endpoint, peer_url)
     try:
         if run.dhcp:
             second_boot(run, run.inventory().nodes[config.name], joined, config.digest)
@@ -132,7 +132,7 @@ def _rollback_join(run: Run, config: NodeConfig, endpoint: str, added: etcd.Memb
     vm = run.inventory().nodes.get(config.name)
     if vm is not None:
         vms.destroy(run.session, vm, run.name)
-    etcd.member_remove(endpoint, added.id)
+    run.members.client.member_remove(endpoint, added.id)
 
 
 def record_joined(run: Run, names: list[str]) -> None:
@@ -179,7 +179,7 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
             if etcd.needs_new_leader(view, member):
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
-            etcd.member_remove(endpoint, member.id)
+            run.members.client.member_remove(endpoint, member.id)
     run.reporter.event(f"{vm.name}: powering off and deleting")
     vms.destroy(run.session, vm, run.name)
 
@@ -192,4 +192,4 @@ def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: 
         run.members.lock.check()
     run.reporter.event(f"moving etcd leadership from {leader.name} to {target.name}")
     with contextlib.suppress(Exception):
-        etcd.move_leader(leader.client_urls[0], target.id)
+        run.members.client.move_leader(leader.client_urls[0], target.id)

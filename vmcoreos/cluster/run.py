@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmcoreos import environment, etcd, naming
+from vmcoreos import environment, naming
 from vmcoreos.cluster import inventory as inv
 from vmcoreos.cluster import parallel
 from vmcoreos.cluster.members import Members
@@ -41,7 +41,6 @@ class Run:
         if self.placement is None:
             self.placement = placement_of.locate(self.session, self.settings.vsphere)
         self.members = Members(self.settings)
-        etcd.use_ca(self.settings.etcd.ca_file)
 
     @property
     def name(self) -> str:

@@ -45,7 +45,7 @@ def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
             retry=tenacity.retry_if_result(lambda ok: not ok),
         )
         try:
-            retrying(member_ready, run.members.endpoint_at(st.ip), st)
+            retrying(member_ready, run.members.client, run.members.endpoint_at(st.ip), st)
         except tenacity.RetryError:
             return False
         run.reporter.event(f"{st.name}: healthy etcd member {st.member_id}")
@@ -105,9 +105,9 @@ def node_address(run: Run, name: str, net, primary: str | None) -> str | None:
     return configured if configured in guestnet.reported(net, primary) else None
 
 
-def member_ready(endpoint: str, st: NodeStatus) -> bool:
+def member_ready(client: etcd.Client, endpoint: str, st: NodeStatus) -> bool:
     """Ask the node's own etcd how far it has joined; the rule itself is etcd.membership.join_state."""
-    state = etcd.probe_join(endpoint, st.name)
+    state = etcd.probe_join(client, endpoint, st.name)
     if state.stage is not None:
         st.stage = state.stage
     st.member_id = state.member_id or st.member_id
