@@ -11,7 +11,7 @@ from vmcoreos import etcd
 from vmcoreos.cluster import plan
 from vmcoreos.cluster.inventory import Inventory
 from vmcoreos.errors import EtcdError, OwnershipError
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere.vms import MARK_CLUSTER, MARK_DISTRO, MARK_ROLE, MARK_VERSION, VmInfo
 
 

@@ -10,7 +10,7 @@ from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
 from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
 from vmcoreos.guest import guestinfo, planning
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 

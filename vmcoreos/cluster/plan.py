@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from vmcoreos import naming
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere import vms
 from vmcoreos.cluster.inventory import Inventory
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from vmcoreos import naming
 from vmcoreos.guest import nodeconfig, planning
-from vmcoreos.guest.configs import NodeConfig, UserConfig
+from vmcoreos.guest.configvalues import NodeConfig, UserConfig
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings, Overrides
 

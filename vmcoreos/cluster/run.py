@@ -14,7 +14,7 @@ from vmcoreos import environment, naming
 from vmcoreos.cluster import inventory as inv
 from vmcoreos.cluster import parallel
 from vmcoreos.cluster.members import Members
-from vmcoreos.guest.configs import UserConfig
+from vmcoreos.guest.configvalues import UserConfig
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import inventory as placement_of

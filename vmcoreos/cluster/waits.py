@@ -12,7 +12,7 @@ from vmcoreos.cluster import parallel
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import NotJoinedError
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere import guestnet, vms
 from vmcoreos.vsphere.waits import Watch
 

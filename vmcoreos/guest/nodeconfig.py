@@ -9,7 +9,7 @@ problem with its line (validate.py says which findings are errors):
   Ignition spec versions) and what the cluster file decides about it (DHCP
   and `$private_ipv4`, the etcd ports, the distro);
 * planning.plan: each node's merged config (addresses in etcd URLs, the 64 KiB
-  limit), in vmcoreos.guest.planning; the config values in vmcoreos.guest.configs.
+  limit), in vmcoreos.guest.planning; the config values in vmcoreos.guest.configvalues.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, ignition, validate
-from vmcoreos.guest.configs import CLOUD_CONFIG, IGNITION, UserConfig
+from vmcoreos.guest.configvalues import CLOUD_CONFIG, IGNITION, UserConfig
 from vmcoreos.guest.findings import raise_if_errors, settings_findings
 from vmcoreos.settings import ClusterSettings
 
