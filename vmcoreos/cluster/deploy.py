@@ -12,7 +12,7 @@ from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template
 from vmcoreos.cluster.template import PlannedImage
-from vmcoreos.cluster.waits import KEPT, join_deadline, wait_joined
+from vmcoreos.cluster.joining import KEPT, join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.vsphere import vms
 

@@ -8,7 +8,7 @@ from vmcoreos import etcd, naming
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
-from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
+from vmcoreos.cluster.joining import join_deadline, wait_guests, wait_joined
 from vmcoreos.guest import guestinfo, planning
 from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.images import source

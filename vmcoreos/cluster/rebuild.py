@@ -9,7 +9,7 @@ from vmcoreos.cluster.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template
-from vmcoreos.cluster.waits import join_deadline, wait_joined
+from vmcoreos.cluster.joining import join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, VSphereError
 from vmcoreos.images import source
 
