@@ -180,12 +180,12 @@ def test_a_held_lock_is_still_exit_5_not_an_unusable_lock_dir(tmp_path, monkeypa
     # filelock's Timeout is an OSError: caught as one, a held lock read "cannot hold lock files: None" (exit 2).
     import filelock
 
-    from vmcoreos import locks
+    from vmcoreos import hostlock
     from vmcoreos.errors import LockedError
 
     monkeypatch.setenv("VMCOREOS_LOCK_DIR", str(tmp_path))
     held = filelock.FileLock(str(tmp_path / "lab.lock"))
     with held:
         with pytest.raises(LockedError, match="another vmcoreos run holds the lock for cluster 'lab'"):
-            with locks.host_lock("lab"):
+            with hostlock.host_lock("lab"):
                 pass

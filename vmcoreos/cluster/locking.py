@@ -18,7 +18,7 @@ from typing import Iterator
 
 import requests
 
-from vmcoreos import etcd, locks
+from vmcoreos import etcd, hostlock
 from vmcoreos.errors import EtcdError, LockedError
 from vmcoreos.connection import Connection
 from vmcoreos.settings import ClusterSettings
@@ -38,7 +38,7 @@ def session(conn: Connection) -> Iterator[Session]:
 @contextlib.contextmanager
 def session_for(settings: ClusterSettings, conn: Connection, *, lock: bool = True) -> Iterator[Session]:
     """A vSphere session, under this host's lock for the cluster unless lock=False (status only reads)."""
-    with (locks.host_lock(settings.name) if lock else contextlib.nullcontext()), session(conn) as opened:
+    with (hostlock.host_lock(settings.name) if lock else contextlib.nullcontext()), session(conn) as opened:
         yield opened
 
 

@@ -18,7 +18,7 @@ from vmcoreos.etcd.client import (
     EtcdBusy,
     v3_prefix,
 )
-from vmcoreos.etcd.lock import LOCK_PREFIX, EtcdLock
+from vmcoreos.etcd.leaselock import LOCK_PREFIX, EtcdLock
 from vmcoreos.etcd.membership import (
     JoinState,
     check_removal,
