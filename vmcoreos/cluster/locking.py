@@ -1,7 +1,7 @@
 """The lock policy of a run: this host's lock file first, then a lock all hosts see.
 
-The host lock (vmcoreos.locks) stops two runs from one machine overlapping.
-Runs from different hosts are kept apart by etcd's lease lock (etcd.EtcdLock)
+The host lock (vmcoreos/hostlock.py) stops two runs from one machine overlapping.
+Runs from different hosts are kept apart by etcd's lease lock (etcd.EtcdLock, etcd/leaselock.py)
 once an etcd answers, and before that, while the cluster has no etcd to hold
 one (its first members are still to be made), by the vSphere lock folder
 (vsphere/folderlock.py). Both expire on their own when their holder dies.

@@ -9,7 +9,7 @@ from vmcoreos.vsphere import vms
 
 
 class Members:
-    lock: etcd.EtcdLock | None = None  # set by locking.etcd_lock while the run holds it
+    lock: etcd.EtcdLock | None = None  # set by locking.cluster_lock while the run holds etcd's lease lock
 
     def __init__(self, settings: ClusterSettings, client: etcd.Client | None = None):
         self.settings = settings

@@ -41,7 +41,8 @@ def claim_discovery(prepared: Prepared, reporter: Reporter) -> None:
     if prepared.discovery_size is None:
         return
     from vmcoreos import discovery
+    from vmcoreos.text import origin
 
     url = prepared.settings.etcd.discovery
     discovery.create(url, prepared.discovery_size)
-    reporter.event(f"minted discovery token for {prepared.discovery_size} members on {discovery._shown(url)}")
+    reporter.event(f"minted discovery token for {prepared.discovery_size} members on {origin(url)}")

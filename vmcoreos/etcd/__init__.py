@@ -4,7 +4,7 @@
   bounded replies, TLS from etcd.ca_file), member list/add/remove, health, leader moves.
 - trust.py: what is accepted from etcd (member names vmcoreos made, http(s)://<IP>:<port> URLs).
 - membership.py: the decisions: when a node has joined, health of a view, quorum, the next leader.
-- lock.py: EtcdLock, the lease lock a run holds on the cluster's own etcd.
+- leaselock.py: EtcdLock, the lease lock a run holds on the cluster's own etcd.
 
 `from vmcoreos import etcd` is how the rest of vmcoreos calls it. A run carries its own `etcd.Client` (one
 session, its TLS trust) in `run.members.client`; nothing here is swapped module-wide.
