@@ -10,7 +10,7 @@ fresh bed (vcsim and guest simulator):
   guestinfo, power-on, wait until every node is a healthy etcd member).
 
 Runs alternate (vmcoreos, Ansible, vmcoreos, ...) so a machine getting busier
-favours neither; medians of --repeat. Target (issue 16): vmcoreos >= 2.5x
+favours neither; medians of --repeat. Target: vmcoreos >= 2.5x
 faster. Prints a table, writes bench/peers.json; exits 1 on a miss only with
 BENCH_STRICT=1.
 

@@ -1,6 +1,6 @@
 """`make bench`: vmcoreos's speed and scale, measured against yardsticks on this machine.
 
-Every figure of issue 16's table is taken in this one run, side by side with its
+Every figure of the performance table (docs/performance.md) is taken in this one run, side by side with its
 yardstick, and judged against its target (bench/results.json's `targets`):
 
 1. image (--only image): with a signed 1 GiB OVA on the local disk, each
@@ -624,7 +624,7 @@ def target(value, goal: str, ok: bool) -> dict:
 
 
 def judge(parts: dict) -> dict:
-    """Each figure of issue 16's table that the parts run here give, against its target."""
+    """Each figure of the performance table that the parts run here give, against its target."""
     targets: dict = {}
     if image := parts.get("image"):
         gpgv = image["gpgv"]["seconds"]

@@ -93,7 +93,7 @@ def vcsim(tmp_path):
 
 @pytest.fixture
 def strict_vcsim(tmp_path):
-    """The strict bed whatever VMCOREOS_TEST_PROFILE says, DRS on (host choice is issue 12's other half)."""
+    """The strict bed whatever VMCOREOS_TEST_PROFILE says, DRS on (so the host is vCenter's choice)."""
     with strict_bed(tmp_path / "strict-vcsim") as sim:
         yield sim
 

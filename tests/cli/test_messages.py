@@ -1,4 +1,4 @@
-"""issue 15: the messages a new user met, each naming the problem and the fix, and the output scripts read."""
+"""The messages a new user met, each naming the problem and the fix, and the output scripts read."""
 
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ def test_duplicate_addresses(cli, vcsim, signed_ova, subnet, lab, tmp_path):
 
 
 def test_datastore_without_room(cli, vcsim, signed_ova, subnet, lab, tmp_path):
-    # Thin disks count what they hold (issue 12), so the shortfall is the nodes' swap files: 3 x 24 TiB.
+    # Thin disks count what they hold (as a real vCenter's do), so the shortfall is the nodes' swap files: 3 x 24 TiB.
     cluster = write_cluster(tmp_path / "c.yaml", subnet, name=lab, extra={"node": {"memory_mb": 24 << 20}})
     run = _deploy(cli, cluster, signed_ova, vcsim.env())
     line = _one_line(run)

@@ -1,4 +1,4 @@
-"""Issue 13: wait.timeout bounds joining only; the upload and the clones before it have limits of their own.
+"""wait.timeout bounds joining only; the upload and the clones before it have limits of their own.
 
 On the strict bed with slow tasks (import leases initialize and clones run
 DELAY seconds, as full clones on real storage take minutes), a deploy spends

@@ -1,4 +1,4 @@
-"""issue 15 on the bed: plan before change (--dry-run, --yes for a scale-down) and output scripts can read."""
+"""On the bed: plan before change (--dry-run, --yes for a scale-down) and output scripts can read."""
 
 from __future__ import annotations
 

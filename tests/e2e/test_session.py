@@ -94,7 +94,7 @@ def test_stalled_vcenter_times_out_naming_the_call(vcsim, monkeypatch):
             s.close()
 
 
-# -- issue 13: re-login, stale pooled sockets ---------------------------------------------
+# -- re-login, stale pooled sockets ------------------------------------------------------
 
 def _our_sessions(admin) -> list:
     """The simulator's live sessions vmcoreos opened (its User-Agent), as a vCenter's session list shows them."""

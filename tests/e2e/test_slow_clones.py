@@ -1,4 +1,4 @@
-"""Clones at real speed (issue 13): a connection lost mid-clone, and an interrupt while clones run.
+"""Clones at real speed: a connection lost mid-clone, and an interrupt while clones run.
 
 The strict bed with slow tasks behaves as a real vCenter: a clone runs for
 seconds, cancelable, and registers its VM only when it ends.

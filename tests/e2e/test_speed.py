@@ -1,4 +1,4 @@
-"""Speed that can be counted (issue 16): image reads, and SOAP requests per node.
+"""Speed that can be counted: image reads, and SOAP requests per node.
 
 Image reads are counted on the image file itself, as bench/run.py does: dropped from the page
 cache before a run, its resident bytes counted after (a read of any byte shows as a page).

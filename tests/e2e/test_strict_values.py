@@ -1,4 +1,4 @@
-"""Issue 12 on the strict bed: guest addresses as real VMware Tools report them, thin-disk space."""
+"""On the strict bed: guest addresses as real VMware Tools report them, thin-disk space."""
 
 from __future__ import annotations
 

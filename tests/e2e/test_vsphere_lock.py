@@ -1,4 +1,4 @@
-"""Two hosts, one new cluster (issue 13, item 6): before etcd exists the vSphere lock folder keeps them apart.
+"""Two hosts, one new cluster: before etcd exists the vSphere lock folder keeps them apart.
 
 Each run has its own VMCOREOS_LOCK_DIR, as two hosts would, so the host lock
 file never meets the other run's; only the lock folder in vSphere does.

@@ -1,4 +1,4 @@
-"""What vmcoreos accepts from etcd and writes into unit lines (issue 10, items 1, 5, 6): small units, mocked at etcd's edge.
+"""What vmcoreos accepts from etcd and writes into unit lines (member names, URLs, hostile text in unit lines): small units, mocked at etcd's edge.
 
 The same checks against a real etcd are in test_etcd_real.py.
 """

@@ -404,7 +404,7 @@ def test_guest_reports_link_local_then_overlay_then_node_address(tmp_path, subne
         sim.stop()
 
 
-# -- issue 13: real timings --------------------------------------------------------
+# -- real timings: slow tasks and leases ------------------------------------------------
 
 DELAY = 1.5
 

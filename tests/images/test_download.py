@@ -199,7 +199,7 @@ def test_bad_max_delay():
         max_delay_from_env({"VMCOREOS_RETRY_MAX_DELAY": "soon"})
 
 
-# -- issue 10, items 7-9: bounded downloads, URL errors without credentials, no TLS downgrade ------
+# -- bounded downloads, URL errors without credentials, no TLS downgrade ------------------------
 
 
 def _bounded(server, tmp_path, timeout=20, **http_args):

@@ -1,5 +1,5 @@
 """Task waits on the strict bed with slow clones: a clone that reports progress runs past the stall limit,
-one that reports nothing for it is given up, canceled and removed (issue 13)."""
+one that reports nothing for it is given up, canceled and removed."""
 
 from __future__ import annotations
 
