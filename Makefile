@@ -61,7 +61,8 @@ demo: deps
 test: deps
 	$(VENV)/bin/pytest -q
 
-# The unit tests alone: nothing but the venv (no apt packages, no Go build, no simulator).
+# The unit tests alone: no Go build, no simulator, guest simulator, etcd or release server (tests/e2e/ holds
+# those). They do call Debian's command-line checkers (gnupg, gpgv, sqv, ignition-validate, systemd-analyze).
 test-unit: venv
 	$(VENV)/bin/pytest -q -m "not e2e"
 

@@ -220,25 +220,6 @@ def test_govc_path_of_the_wrong_kind_names_the_variable():
         parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ={"GOVC_DATASTORE": "/DC1/network/x"})
 
 
-@pytest.mark.e2e
-def test_deploy_uses_govc_datastore_and_names_it_when_wrong(cli, vcsim, signed_ova, subnet, tmp_path):
-    # The cluster file leaves the datastore to GOVC_DATASTORE; the simulator's answer shows the variable was used.
-    import yaml
-
-    from tests.e2e.helpers import inventory, write_cluster
-
-    cluster = write_cluster(tmp_path / "c.yaml", subnet, name="govc")
-    data = yaml.safe_load(cluster.read_text())
-    del data["vsphere"]["datastore"]
-    cluster.write_text(yaml.safe_dump(data))
-    env = {**vcsim.env(), "GOVC_DATASTORE": "/DC0/datastore/DS9"}
-    run = cli(["deploy", "-c", str(cluster), "--ova", str(signed_ova["ova"]), "--trusted-key", str(signed_ova["key"])],
-              env=env)
-    assert (run.returncode, run.stderr.splitlines()[-1]) == (
-        1, "vmcoreos: error: datastore 'DS9' (GOVC_DATASTORE) does not exist; found: LocalDS_0")
-    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "govc"]
-
-
 def test_every_cluster_file_key_lands_in_a_settings_field_of_its_name():
     """The settings are built from the model by name (clusterfile._typed): a key added to the model
     without a settings field of the same name (or a spelled-out mapping) would be dropped silently."""

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import run_vmcoreos
+from tests.harness.runner import run_vmcoreos
 from vmcoreos.cli.app import app
 from vmcoreos.cli.terminal import Terminal
 

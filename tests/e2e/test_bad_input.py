@@ -184,13 +184,3 @@ def test_missing_credentials(cli, signed_ova, subnet, lab, tmp_path):
     run = _deploy(cli, cluster, signed_ova, {"VMCOREOS_URL": "https://127.0.0.1:1/sdk"})
     assert run.returncode == 2
     assert "VMCOREOS_USERNAME" in _one_line(run)
-
-
-def test_password_file_must_be_private(cli, vcsim, signed_ova, subnet, lab, tmp_path):
-    cluster = write_cluster(tmp_path / "c.yaml", subnet, name=lab)
-    pw = tmp_path / "pw"
-    pw.write_text(PASSWORD + "\n")
-    pw.chmod(0o644)
-    env = {k: v for k, v in vcsim.env().items() if k != "VMCOREOS_PASSWORD"}
-    run = _deploy(cli, cluster, signed_ova, env, "--password-file", str(pw))
-    assert run.returncode == 2 and "chmod 600" in _one_line(run)

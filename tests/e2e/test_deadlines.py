@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import strict_bed, strict_guests
+from tests.harness.bed import strict_bed, strict_guests
 from tests.e2e.helpers import write_cluster
 
 DELAY = 6.0  # seconds every clone task runs, and every import lease stays initializing

@@ -112,7 +112,7 @@ def _started_upload(uploads: Uploads, args, **env):
     import os
     import subprocess
 
-    from tests.conftest import VMCOREOS
+    from tests.harness.runner import VMCOREOS
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **uploads.env, **env}
     proc = subprocess.Popen([VMCOREOS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

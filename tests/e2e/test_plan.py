@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import OUTPUT_LOG, VMCOREOS, _STATE
+from tests.harness.runner import OUTPUT_LOG, STATE, VMCOREOS
 from tests.e2e import etcdclient
 from tests.e2e.helpers import inventory, write_cluster
 
@@ -29,7 +29,7 @@ def _deploy(cli, cluster, ova, env, *extra):
 def _answer_on_a_terminal(args, env, answer: str) -> int:
     """Run vmcoreos with a pseudo-terminal as stdin, answer its question, return its exit code."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
-    full.update(TMPDIR=str(_STATE / "tmp"), **env)
+    full.update(TMPDIR=str(STATE / "tmp"), **env)
     leader, follower = os.openpty()
     try:
         proc = subprocess.Popen([VMCOREOS, *args], stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import filelock
 import pytest
 
-from tests.conftest import VMCOREOS
+from tests.harness.runner import VMCOREOS
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.services import GuestSim, Vcsim
 

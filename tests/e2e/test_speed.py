@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bench.run import CountingVcsim, evict, resident_bytes as resident
-from tests.conftest import signed_image
+from tests.harness.bed import signed_image
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.services import GuestSim
 from vmcoreos.images.known import RACY_NS

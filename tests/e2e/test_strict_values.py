@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from tests.conftest import signed_image
+from tests.harness.bed import signed_image
 from tests.e2e.helpers import inventory, write_cluster
 
 

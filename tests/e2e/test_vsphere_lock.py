@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LOCK_DIRS, LOCKED_IN, OUTPUT_LOG, VMCOREOS, strict_bed
+from tests.harness.bed import strict_bed
+from tests.harness.runner import LOCKED_IN, LOCK_DIRS, OUTPUT_LOG, VMCOREOS
 from tests.e2e.helpers import inventory, write_cluster
 
 LOCK_FOLDER = "vmcoreos-lock-lab"
