@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.run import VSPHERE, Bed, Bench, MiB, Run, log, run_measured, summary
+from bench.bed import VSPHERE, Bed, Bench, MiB, Run, log, run_measured
+from bench.measurements import summary
 from bench.run import parse_args as bench_run_args
 from tests.harness.ova_builder import build_ova
 from tests.harness.services import PASSWORD, ROOT, USER

@@ -19,7 +19,7 @@ from vmcoreos import etcd
 from vmcoreos.errors import EtcdError, LockedError
 from vmcoreos.guest import nodeconfig, planning
 from vmcoreos.clusterfile import parse_cluster
-from tests.harness.services import _stop
+from tests.harness.services import stop_process
 
 pytestmark = pytest.mark.e2e  # runs Debian's /usr/bin/etcd
 
@@ -52,7 +52,7 @@ class RealEtcd:
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.proc = None
 
 

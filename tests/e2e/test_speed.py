@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bench.run import CountingVcsim, evict, resident_bytes as resident
+from bench.bed import CountingVcsim, evict, resident_bytes as resident
 from tests.harness.bed import signed_image
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.services import GuestSim
@@ -90,7 +90,7 @@ def test_clones_and_power_ons_are_awaited_per_batch_not_per_node(cli, bed, signe
 
 def _measured_deploy(bed, tmp_path, cluster, image, count: int):
     """deploy --count as a subprocess, with its final I/O counters (gpgv's reads of its pipe included)."""
-    from bench.run import VMCOREOS, run_measured
+    from bench.bed import VMCOREOS, run_measured
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
     env.update(VMCOREOS_LOCK_DIR=str(tmp_path / "locks"), VMCOREOS_CACHE_DIR=str(tmp_path / "cache"), **bed.env())

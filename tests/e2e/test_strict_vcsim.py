@@ -584,7 +584,7 @@ def test_stop_does_not_wait_out_a_long_poll_in_flight(tmp_path, strict):
         sim.stop()
         took = time.monotonic() - started
     poller.join(10)
-    assert sim.proc.returncode == 0  # it exited on SIGTERM, not by the kill after _stop's 10 s
+    assert sim.proc.returncode == 0  # it exited on SIGTERM, not by the kill after stop_process's 10 s
     assert took < 2, f"vcsim took {took:.1f}s to stop"
 
 
