@@ -20,7 +20,7 @@ from typing import Iterator
 from vmcoreos.cluster import deploy, destroy, rebuild, status
 from vmcoreos.cluster.locking import session_for
 from vmcoreos.cluster.plan import DeployPlan, DestroyPlan, RebuildPlan
-from vmcoreos.cluster.prepare import Prepared, claim_discovery, prepare
+from vmcoreos.prepare import Prepared, claim_discovery, prepare
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.reporting import QuietReporter, Reporter

@@ -7,7 +7,7 @@ import contextlib
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.plan import DeployPlan, plan_deploy, removal_order
-from vmcoreos.cluster.prepare import Prepared
+from vmcoreos.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template

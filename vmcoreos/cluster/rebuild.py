@@ -5,7 +5,7 @@ from __future__ import annotations
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.plan import RebuildPlan, plan_rebuild, roll_order, runs_older, sick_members
-from vmcoreos.cluster.prepare import Prepared
+from vmcoreos.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template

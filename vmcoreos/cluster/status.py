@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vmcoreos import etcd, naming
-from vmcoreos.cluster.prepare import Prepared
+from vmcoreos.prepare import Prepared
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.vsphere import vms
