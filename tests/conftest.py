@@ -1,5 +1,5 @@
-"""What every test may use: the CLI runner, a test signing key, the e2e marker by folder, and the
-session-wide leak check.
+"""What every test may use: the CLI runner, a test signing key, the e2e marker by folder, the
+session-wide leak check and the unit suite's CPU budget.
 
 The bed's fixtures (vcsim, guestsim, signed OVAs, subnets, the fault proxy) live in
 tests/e2e/conftest.py, so only tests under tests/e2e/ can use them, and every test there is marked
@@ -12,7 +12,9 @@ for the secret scan below.
 
 from __future__ import annotations
 
+import resource
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -46,10 +48,28 @@ def signer(tmp_path_factory):
 
 
 _LEAKS = pytest.StashKey[list]()  # what pytest_sessionfinish found, for the terminal summary
+_COST = pytest.StashKey[str]()  # the unit suite's wall and CPU time, for the terminal summary
+# `make test-unit` must stay quick. Measured in CPU seconds (this process and every child it waited
+# for: the CLI runs, gpgv, sqv), which a busy shared machine does not inflate the way it does wall
+# time; on an idle 2-core machine the suite's wall time is about its CPU time.
+UNIT_CPU_BUDGET = 60.0
+_STARTED = time.monotonic()
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _whole_unit_suite(config) -> bool:
+    """`make test-unit`: -m "not e2e" over the whole of tests/ (not a file or test picked out)."""
+    args = [Path(a).resolve() for a in config.args]
+    return config.option.markexpr == "not e2e" and args in ([], [Path(__file__).parent])
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the session if what it ran printed a secret or left a process, temp file or held lock.
+    """Fail the session if what it ran printed a secret or left a process, temp file or held lock,
+    or if it was the whole unit suite and went over its CPU budget.
 
     A hook, not a last test: it runs after any selection (one test or all) and checks what
     those tests did, not what a full run in collection order would have done.
@@ -63,12 +83,20 @@ def pytest_sessionfinish(session, exitstatus):
                               lock_dirs=LOCK_DIRS | {STATE / "locks"}, locked_in=LOCKED_IN)
     finally:
         shutil.rmtree(STATE, ignore_errors=True)
+    if _whole_unit_suite(session.config):
+        cpu, wall = _cpu_seconds(), time.monotonic() - _STARTED
+        session.config.stash[_COST] = f"the unit suite took {wall:.0f} s, {cpu:.0f} s of CPU (budget {UNIT_CPU_BUDGET:.0f} s)"
+        if cpu > UNIT_CPU_BUDGET:
+            problems.append(f"the unit suite used {cpu:.0f} s of CPU, over its {UNIT_CPU_BUDGET:.0f} s budget;"
+                            " make the slow tests cheaper (--durations=20 names them) or move bed work to tests/e2e/")
     session.config.stash[_LEAKS] = problems
     if problems and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if cost := config.stash.get(_COST, ""):
+        terminalreporter.write_line(cost)
     problems = config.stash.get(_LEAKS, [])
     if problems:
         terminalreporter.section("left behind by this session", red=True)
