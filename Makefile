@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 # is the real etcd the simulated nodes run; sqv verifies images, gpgv those sqv cannot judge
 # the way we do (SHA-1, clearsigned DIGESTS); gnupg makes test keys;
 # ignition ships ignition-validate, which tests run on the rendered Ignition configs;
-# systemd ships systemd-analyze, which tests run on the example units (verify, security).
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv sqv gnupg patch ca-certificates curl ignition systemd
+# systemd ships systemd-analyze, which tests run on the example units (verify, security);
+# prometheus-node-exporter's textfile collector reads the files --metrics-file writes;
+# pipx runs the README's `pipx install .`.
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev etcd-server etcd-client gpgv sqv gnupg patch ca-certificates curl ignition systemd prometheus-node-exporter pipx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VCSIM := build/vcsim
 VCSIM_SRC := tests/harness/vcsim/main.go tests/harness/vcsim/build.sh $(wildcard tests/harness/vcsim/*.patch tests/harness/vcsim/overlay/*.go)

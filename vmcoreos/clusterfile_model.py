@@ -193,7 +193,8 @@ class Etcd(Section):
     client_port: int = Field(2379, ge=1, le=65535)
     peer_port: int = Field(2380, ge=1, le=65535)
     image: Annotated[Text, AfterValidator(_image)] | None = Field(
-        None, description="ETCD_IMAGE for Flatcar's etcd-member.service (a registry mirror)"
+        None, description="etcd's image: ETCD_IMAGE for Flatcar's etcd-member.service (a registry mirror); on Fedora"
+        " CoreOS the image vmcoreos's podman unit runs (default quay.io/coreos/etcd:v3.5.17, pinned by digest)"
     )
     scheme: Literal["http", "https"] | None = Field(None, description="default: https with ca_file, else http")
     ca_file: Text | None = Field(None, description="CA that signed etcd's client certificates")

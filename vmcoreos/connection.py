@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,13 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _service_credential(st: os.stat_result) -> bool:
+    """root:GROUP 0640 where GROUP is this process's: the service user may read it, not change it, and no one else
+    may read it (docs/operations.md, "A first run as the service user")."""
+    mode = stat.S_IMODE(st.st_mode)
+    return st.st_uid == 0 and mode & 0o077 == 0o040 and st.st_gid in {os.getegid(), *os.getgroups()}
+
+
 def read_password_file(path: Path, flag: str = "--password-file") -> str:
     """The password in path: a private, non-empty UTF-8 file; anything else is the user's to fix (exit 2)."""
     try:
@@ -47,8 +55,9 @@ def read_password_file(path: Path, flag: str = "--password-file") -> str:
         raise ConfigError(f"{flag} {path} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{flag} {path} is not a file; give the file that holds the vCenter password")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{flag} {path} is readable by others; run: chmod 600 {path}")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and not _service_credential(st):
+        raise ConfigError(f"{flag} {path} is readable by others; run: chmod 600 {path} (or, for a service user,"
+                          f" chown root:GROUP {path} and chmod 640)")
     try:
         password = path.read_bytes().decode("utf-8").rstrip("\r\n")
     except OSError as exc:

@@ -22,6 +22,7 @@ ENV_PASSWORD = ("VMCOREOS_PASSWORD", "GOVC_PASSWORD")
 ENV_INSECURE = ("VMCOREOS_INSECURE", "GOVC_INSECURE")
 ENV_CA_FILE = ("VMCOREOS_CA_FILE", "GOVC_TLS_CA_CERTS")
 ENV_THUMBPRINT = ("VMCOREOS_THUMBPRINT",)
+ENV_CONFIG = "VMCOREOS_CONFIG"  # the cluster file (or a directory holding cluster.yaml) when -c is not given
 ENV_CACHE_DIR = "VMCOREOS_CACHE_DIR"
 ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
 ENV_GPGV = "VMCOREOS_GPGV"  # absolute path of gpgv, when it is not in /usr/bin
@@ -54,17 +55,21 @@ class Variable:
 
 
 VARIABLES: tuple[Variable, ...] = (
+    Variable((ENV_CONFIG,), "the cluster file (or a directory holding `cluster.yaml`) when `-c` is not given",
+             "`./cluster.yaml`", "cli/common.cluster_file (typer reads it as --config's envvar)"),
     Variable(ENV_URL, "vCenter URL; `https://` and `/sdk` are added when missing; it may carry `user@`, never a"
              " password on the command line", "none: required by commands that talk to vCenter",
              "connection.connection_from"),
     Variable(ENV_USERNAME, "vCenter user", "none", "connection.connection_from"),
-    Variable(ENV_PASSWORD, "vCenter password; `--password-file` (mode 600) is safer for cron and systemd", "none",
+    Variable(ENV_PASSWORD, "vCenter password; `--password-file` (mode 600, or root:GROUP 640 for a service user) is"
+             " safer for cron and systemd", "none",
              "connection.connection_from"),
     Variable(ENV_INSECURE, "`1`/`true`/`yes`/`on` skips TLS verification of vCenter (labs only); a thumbprint pin"
              " wins over it", "off", "connection._tls_trust"),
     Variable(ENV_CA_FILE, "PEM CA bundle that signed vCenter's certificate", "the system's CAs",
              "connection.connection_from"),
-    Variable(ENV_THUMBPRINT, "pins vCenter's certificate by SHA-1 thumbprint", "none", "connection._tls_trust"),
+    Variable(ENV_THUMBPRINT, "pins vCenter's certificate by SHA-1 or SHA-256 thumbprint (`vmcoreos thumbprint URL`"
+             " prints both)", "none", "connection._tls_trust"),
     Variable((ENV_CACHE_DIR,), "image cache, plus `state/`, the record of templates this host imported",
              "the user cache dir, e.g. `~/.cache/vmcoreos`", "environment.cache_dir"),
     Variable((ENV_LOCK_DIR,), "host lock files (one per cluster)", "the user state dir + `/locks`",

@@ -54,6 +54,16 @@ class ImageRecord:
     expired_key: bool
 
 
+def current_user() -> str:
+    """This process's user name, for messages that say whose record or lock it is."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container, systemd's PrivateUsers=)
+        return f"uid {os.getuid()}"
+
+
 def state_dir(cache_root: Path | None = None) -> Path:
     from vmcoreos.environment import cache_dir
 

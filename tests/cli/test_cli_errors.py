@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import typer
 
-from vmcoreos.cli.common import redact_urls, reporting
-from vmcoreos.cli.terminal import Terminal
+from vmcoreos.cli.application import App, redact_urls
 from vmcoreos.errors import DownloadError
 
 
@@ -24,9 +23,9 @@ def test_redact_urls(text, shown):
 
 
 @pytest.mark.parametrize("exc", [ValueError("bad https://user:secret@h/x"), DownloadError("at https://user:secret@h/")])
-def test_reporting_redacts_every_error(exc, capsys):
+def test_a_run_redacts_every_error(exc, capsys):
     with pytest.raises(typer.Exit):
-        with reporting(Terminal()):
+        with App().run():
             raise exc
     err = capsys.readouterr().err
     assert "secret" not in err and "https://***@h/" in err and err.count("\n") == 1

@@ -117,3 +117,24 @@ def test_a_lock_call_vcenter_refuses_names_the_privilege(mocker, call, privilege
     assert f"'deployer' lacks the privilege {privilege}" in err.value.message and "\n" not in err.value.message
     if call == "SetField":
         FolderLock._destroy.assert_called_once()  # no lock folder without an owner is left behind
+
+
+@pytest.mark.parametrize("recorded, shown", [
+    ("ops1:4242", "host 'ops1', PID 4242"),
+    ("no pid\nforged line", "recorded as 'no pid\\nforged line'"),
+    (None, "a holder that recorded nothing"),
+])
+def test_a_held_etcd_lock_names_its_holder_and_until_when(mocker, recorded, shown):
+    # It read "another vmcoreos run ('ops1:4242') holds cluster 'lab''s etcd lock".
+    run = _run(mocker)
+    live = SimpleNamespace(members=[])
+    mocker.patch.object(Members, "live_view", return_value=("http://127.0.0.1:2379", live))
+    mocker.patch("vmcoreos.etcd.EtcdLock.acquire", return_value=False)
+    mocker.patch("vmcoreos.etcd.EtcdLock.holder_of", return_value=recorded)
+    with pytest.raises(LockedError) as caught:
+        with locking.cluster_lock(run, {}):
+            pass
+    assert caught.value.message == (
+        f"another vmcoreos run holds the etcd lock of cluster 'lab': {shown}, until that run ends or 60 s after it"
+        " stops renewing the lock's lease; let it finish and try again")
+    assert caught.value.exit_code == ExitCode.LOCKED

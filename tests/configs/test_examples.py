@@ -185,3 +185,9 @@ def test_every_shipped_example_renders(cli, tmp_path, node_config):
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("=== lab-01 "), run.stdout[:200]
     assert run.stderr == ""
+
+
+def test_the_fcos_example_renders_etcd_as_a_podman_unit(cli):
+    run = cli(["render", "-c", str(CONFIGS / "fcos-cluster.yaml"), "--node", "fcos-02", "--json"])
+    assert run.returncode == 0, run.stderr
+    assert "/usr/bin/podman run --name etcd-member" in run.stdout and "10.0.0.32" in run.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -68,11 +69,36 @@ def test_wrong_password_is_tried_once(cli, vcsim, signed_ova, subnet, lab, tmp_p
     _nothing_made(vcsim, lab)
 
 
-def test_untrusted_certificate_names_the_options(cli, vcsim, signed_ova, subnet, lab, tmp_path):
+def test_untrusted_certificate_names_the_options_and_shows_the_thumbprint(cli, vcsim, signed_ova, subnet, lab, tmp_path):
     cluster = write_cluster(tmp_path / "c.yaml", subnet, name=lab)
     env = {k: v for k, v in vcsim.env().items() if k != "VMCOREOS_CA_FILE"}
     line = _one_line(_deploy(cli, cluster, signed_ova, env))
     assert "not trusted" in line and "--ca-file" in line and "--insecure" in line
+    # `vmcoreos thumbprint URL` (govc about.cert -thumbprint) prints what the error shows, ahead of time.
+    shown = cli(["thumbprint", vcsim.url, "--json"])
+    assert shown.returncode == 0, shown.output
+    prints = json.loads(shown.stdout)
+    assert prints["sha1"].replace(":", "").lower() == vcsim.thumbprint.replace(":", "").lower()
+    assert f"its SHA-256 thumbprint is {prints['sha256']}" in line
+    assert f"pin it with --thumbprint {prints['sha256']} if that is your vCenter's" in line
+    # The SHA-256 pin the message offers gets past TLS (and stops at the missing datacenter, before any change).
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, name=lab, extra={"vsphere": {"datacenter": "NoSuchDC"}})
+    assert "NoSuchDC" in _one_line(_deploy(cli, cluster, signed_ova, env, "--thumbprint", prints["sha256"]))
+    # Without --json: one line per algorithm.
+    text = cli(["--url", vcsim.url, "thumbprint"])
+    assert text.stdout.splitlines() == [f"SHA-256  {prints['sha256']}", f"SHA-1    {prints['sha1']}"]
+
+
+def test_a_wrong_url_path_is_named_as_such(cli, vcsim, signed_ova, subnet, lab, tmp_path):
+    # It said "127.0.0.1:port is down or is not a VIM server" while the server was up and the path was wrong.
+    cluster = write_cluster(tmp_path / "c.yaml", subnet, name=lab)
+    url = vcsim.url.rsplit("/sdk", 1)[0] + "/sdk/wrong"
+    run = _deploy(cli, cluster, signed_ova, {**vcsim.env(), "VMCOREOS_URL": url})
+    line = _one_line(run)
+    assert run.returncode == 1
+    assert "answered, but serves no vSphere API at /sdk/wrong (it does at /sdk)" in line
+    assert "fix the path in --url or VMCOREOS_URL" in line and "is down" not in line
+    _nothing_made(vcsim, lab)
 
 
 def test_insecure_warns_once_and_works(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):

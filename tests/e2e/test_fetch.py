@@ -428,12 +428,20 @@ def test_fedora_coreos_sha256_mismatch(cli, release):
     assert_refused(run, 3, "SHA256 mismatch", release.cache)
 
 
-def test_fedora_coreos_needs_a_trusted_key(cli, release):
-    release.tree.publish_fcos("stable", "41.20250105.3.0", release.server.url)
+def test_fedora_coreos_of_an_unpinned_major_needs_a_trusted_key(cli, release):
+    # 46 is past the pinned 43-45: the stream is read (it names the version), the image never is.
+    release.tree.publish_fcos("stable", "46.20270105.3.0", release.server.url)
     run = fcos(cli, release, "-q")
-    assert_refused(run, 2, "--trusted-key", release.cache)
-    assert "fedora.gpg" in run.stderr
-    assert release.server.requests == []
+    assert_refused(run, 2, "--trusted-key fedora-coreos=FILE", release.cache)
+    assert "Fedora 46 key" in run.stderr and "fedora.gpg" in run.stderr
+    assert [r.path for r in release.server.requests] == ["/streams/stable.json"]
+
+
+def test_fedora_coreos_is_checked_against_its_majors_pinned_key(cli, release):
+    # A 43 build signed by anyone but Fedora 43 (here the test key, not trusted) is refused: the pin is used.
+    release.tree.publish_fcos("stable", "43.20261115.3.0", release.server.url)
+    run = fcos(cli, release, "-q")
+    assert_refused(run, 3, "signed by unknown key", release.cache)
 
 
 def test_coreos_without_base_url(cli, tmp_path):

@@ -13,6 +13,7 @@ from tests.harness.bed import signed_image
 from tests.harness.runner import VMCOREOS
 from tests.e2e import etcdclient
 from tests.e2e.helpers import api_vm, inventory, plant_vm, write_cluster
+from tests.harness import textfile
 
 
 @pytest.fixture
@@ -121,11 +122,21 @@ def test_rebuild_rolls_onto_the_channels_new_release_keeping_data_and_a_leader(
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
 
     tree.publish("4593.3.0", disk_bytes=2 << 20)
+    prom = tmp_path / "textfile" / "vmcoreos.prom"
+    prom.parent.mkdir()
     with etcdclient.LeaderWatch(endpoints) as watch:
-        run = cli(["rebuild", "-c", str(cluster), "--json"], env=env)
+        run = cli(["rebuild", "-c", str(cluster), "--json", "--metrics-file", str(prom)], env=env)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert sorted(result["rebuilt"]) == ["lab-01", "lab-02", "lab-03"] and result["uploaded"] is True
+    # What a monitor reads of it, through node_exporter's textfile collector.
+    exposition = textfile.scrape(prom.parent)
+    assert textfile.scrape_error(exposition) == 0
+    got = textfile.samples(exposition, "vmcoreos_")
+    labels = frozenset({("command", "rebuild"), ("cluster", "lab")})
+    assert got[("vmcoreos_last_run_exit_code", labels)] == 0 and got[("vmcoreos_last_run_nodes_replaced", labels)] == 3
+    assert got[("vmcoreos_last_success_timestamp_seconds", labels)] == got[("vmcoreos_last_run_timestamp_seconds", labels)]
+    assert got[("vmcoreos_last_run_duration_seconds", labels)] > 0
 
     code, data = _status(cli, cluster, env)
     assert code == 0

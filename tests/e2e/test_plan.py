@@ -11,6 +11,7 @@ import pytest
 from tests.harness.runner import OUTPUT_LOG, STATE, VMCOREOS
 from tests.e2e import etcdclient
 from tests.e2e.helpers import inventory, write_cluster
+from tests.harness.onterminal import run_on_a_terminal
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ def _deploy(cli, cluster, ova, env, *extra):
     return cli(["deploy", "-c", str(cluster), *_image_args(ova), *extra], env=env)
 
 
-def _answer_on_a_terminal(args, env, answer: str) -> int:
-    """Run vmcoreos with a pseudo-terminal as stdin, answer its question, return its exit code."""
+def _answer_on_a_terminal(args, env, answer: str) -> tuple[int, str]:
+    """Run vmcoreos with a pseudo-terminal as stdin, answer its question: (exit code, stderr)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
     full.update(TMPDIR=str(STATE / "tmp"), **env)
     leader, follower = os.openpty()
@@ -42,7 +43,7 @@ def _answer_on_a_terminal(args, env, answer: str) -> int:
     OUTPUT_LOG.append(out + err)
     assert "remove lab-03 (etcd member, then VM)? [y/N]" in out, out + err
     assert "--count 2 removes lab-03 from cluster 'lab'" in err
-    return proc.returncode
+    return proc.returncode, err
 
 
 def _ours(vcsim) -> dict:
@@ -101,8 +102,9 @@ def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
         " terminal to ask on: pass --yes to confirm, or --dry-run to see the plan")
     assert sum("error" in line for line in refused.stderr.splitlines()) == 1
     assert _ours(vcsim) == before
-    # On a terminal it asks; a "no" changes nothing either.
-    assert _answer_on_a_terminal(["deploy", "-c", str(cluster), *_image_args(signed_ova), "--count", "2"], env, "n") == 1
+    # On a terminal it asks; a "no" changes nothing either, and says so (it exited 1 without a word).
+    code, err = _answer_on_a_terminal(["deploy", "-c", str(cluster), *_image_args(signed_ova), "--count", "2"], env, "n")
+    assert code == 0 and err.splitlines()[-1] == "vmcoreos: answered no; nothing was changed", err
     assert _ours(vcsim) == before
     ep = f"http://{subnet}.11:2379"
     members = etcdclient.members(ep)
@@ -116,6 +118,22 @@ def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
     for line, i in zip(lines[1:], (1, 2, 3)):
         member = next(m for m in members if m["name"] == f"lab-0{i}")
         assert f" {subnet}.{10 + i} " in line and f" {int(member['ID']):x} " in f"{line} "
+
+    # On a terminal 80 columns wide, no value is split across lines (it showed `poweredO`/`n`, `127.0.60`/`.21`).
+    term_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))},
+                "TMPDIR": str(_STATE / "tmp"), **env}
+    code, shown = run_on_a_terminal([VMCOREOS, "status", "-c", str(cluster)], term_env, columns=80)
+    OUTPUT_LOG.append(shown)
+    assert code == 0, shown
+    lines = shown.splitlines()
+    assert len(lines) == 4 and max(map(len, lines)) <= 80, shown
+    for line, i in zip(lines[1:], (1, 2, 3)):
+        cells = line.split()
+        assert cells[0] == f"lab-0{i}" and f"{subnet}.{10 + i}" in cells and "poweredOn" in cells and "healthy" in cells
+    wide = run_on_a_terminal([VMCOREOS, "status", "-c", str(cluster), "-o", "wide"], term_env, columns=80)[1]
+    for i in (1, 2, 3):
+        member = next(m for m in members if m["name"] == f"lab-0{i}")
+        assert f"{int(member['ID']):x}" in wide.split()
 
     # -v: SOAP method names and hosts on stderr, never the password.
     verbose = cli(["-v", "status", "-c", str(cluster), "--json"], env=env)

@@ -295,3 +295,9 @@ def test_deploy_without_a_privilege_exits_2_naming_it_before_any_upload(cli, tmp
     with _sim(tmp_path / "deny", deny=("VirtualMachine.Provisioning.DeployTemplate",)) as sim:
         line = _refused_before_upload(_deploy(cli, sim, tmp_path, signed_ova), sim)
     assert "lacks the privilege VirtualMachine.Provisioning.DeployTemplate on folder" in line
+
+
+def test_the_mac_set_in_the_clone_spec_asks_for_edit_device(session):
+    placement = inventory.locate(session, target())
+    folder = next(privs for _, what, privs in privileges.needed(placement, linked_clone=False) if what.startswith("folder"))
+    assert "VirtualMachine.Config.EditDevice" in folder

@@ -217,7 +217,7 @@ def test_the_etcd_lock_fails_closed(mocker):
     c = _cluster(mocker, view)
     mocker.patch.object(etcd.EtcdLock, "acquire", side_effect=EtcdError("etcd at x answered HTTP 500: 'boom'"))
     ran = []
-    with pytest.raises(EtcdError, match="could not take cluster 'lab'.s etcd lock .*nothing was changed"):
+    with pytest.raises(EtcdError, match="could not take the etcd lock of cluster 'lab' at .*nothing was changed"):
         with cluster_lock(c, {"lab-01": _vm(1, "10.0.0.1")}):
             ran.append(True)
     assert ran == []

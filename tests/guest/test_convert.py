@@ -335,3 +335,60 @@ def test_etcd_image_must_be_an_image_reference(image):
                                    "mirror.lab/library/etcd_x-y:3.5"])
 def test_etcd_image_accepts_references(image):
     assert _settings(Path("node.yaml"), image=image).etcd.image == image
+
+
+SEED = Path(__file__).parent / "data" / "seed-verbatim.yaml"  # coreos-facts §10, as the project found it
+
+
+def _seed_fixed() -> str:
+    """The seed with its slip fixed as the finding says: the groups indented under toor."""
+    return SEED.read_text().replace("    - groups:\n", "      groups:\n")
+
+
+def test_the_seeds_nameless_user_is_refused_with_the_fix_and_what_convert_would_do():
+    with pytest.raises(ConfigError) as err:
+        convert.to_flatcar(SEED.read_text(), source="seed.yaml")
+    findings = err.value.findings
+    assert findings[0] == ("line 25: error: users[1] has no name, so coreos-cloudinit skips it and its groups are"
+                           " lost; if they belong to the user above ('toor'), indent them under it, without the '- '"
+                           " that starts a new user")
+    assert any("static.network" in f and "would be the same on every node" in f for f in findings[1:])
+
+
+def test_static_network_moves_to_a_suggested_node_network_and_the_unit_goes():
+    result = convert.to_flatcar(_seed_fixed())
+    units = [u["name"] for u in yaml.safe_load(result.text)["coreos"]["units"]]
+    assert units == ["etcd-member.service", "docker.service"]
+    notes = [c for c in result.changes if "static.network" in c.path]
+    assert [(c.line, c.action) for c in notes] == [(12, "dropped"), (12, "note")]
+    assert notes[1].message.endswith("node.network: {mode: static, addresses: [192.168.249.20-192.168.249.22/24],"
+                                     " gateway: 192.168.249.2, dns: [192.168.249.2, 192.168.249.1]}")
+    groups = yaml.safe_load(result.text)["users"][0]
+    assert groups["name"] == "toor" and groups["groups"] == ["sudo", "docker"] and "ssh_authorized_keys" in groups
+
+
+def test_a_dhcp_network_unit_is_kept():
+    text = ("#cloud-config\ncoreos:\n  units:\n    - name: 10-dhcp.network\n      content: |\n"
+            "        [Match]\n        Name=e*\n        [Network]\n        DHCP=yes\n")
+    assert "10-dhcp.network" in convert.to_flatcar(text).text
+
+
+@pytest.mark.parametrize("text, said", [
+    (_etcd04(""), "etcd 0.4 served clients on port 4001 and peers on 7001"),
+    (_etcd2(""), "etcd2 served clients on port 4001 as well as 2379"),
+    ("#cloud-config\ncoreos:\n  units:\n    - name: etcd.service\n      command: start\n",
+     "etcd 0.4 served clients on port 4001"),
+])
+def test_users_of_the_old_default_ports_are_told_how_to_keep_them(text, said):
+    notes = [c.message for c in convert.to_flatcar(text).changes if c.path == "etcd ports"]
+    assert len(notes) == 1 and said in notes[0]
+    assert "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379,http://0.0.0.0:4001" in notes[0]
+    assert "etcd.client_port: 4001" in notes[0]
+
+
+def test_output_ends_with_a_newline_even_when_the_input_does_not(cli, tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(_seed_fixed().rstrip("\n"))
+    run = cli(["convert", str(old), "-o", str(tmp_path / "new.yaml")])  # --to defaults to flatcar
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "new.yaml").read_text().endswith("docker\n")

@@ -61,7 +61,7 @@ def _settings(tmp_path, config: str, *, distro="flatcar", etcd=None, name="node.
 def _boot(settings, index=1):
     nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
     node = nodes[index]
-    result = guestsim.simulate_boot(node.guestinfo, guestsim.Nic("ens192", "00:50:56:00:00:01"),
+    result = guestsim.simulate_boot(node.guestinfo, guestsim.Nic("ens192", node.mac),
                                     lease=lambda: pytest.fail("a static node asked for a DHCP lease"))
     assert result.errors == []
     assert result.user_data == node.config_text
@@ -110,11 +110,12 @@ def test_flatcar_ignition_with_afterburn_kargs(tmp_path):
     assert (result.config_kind, result.data_key) == ("ignition", "guestinfo.ignition.config.data")
     assert result.ip_source == "afterburn-kargs"
     assert node.guestinfo["guestinfo.afterburn.initrd.network-kargs"] == (
-        "ip=10.0.0.22::10.0.0.1:255.255.255.0:lab-02:ens192:off nameserver=10.0.0.53")
+        f"ifname=vmcoreos0:{node.mac} ip=10.0.0.22::10.0.0.1:255.255.255.0:lab-02:vmcoreos0:off nameserver=10.0.0.53")
     assert "guestinfo.hostname" not in node.guestinfo  # Ignition does not read it
     assert result.files["/etc/hostname"] == b"lab-02\n"
     network = result.files["/etc/systemd/network/00-vmcoreos.network"].decode()
     assert "Address=10.0.0.22/24" in network and "Gateway=10.0.0.1" in network and "DNS=10.0.0.53" in network
+    assert f"[Match]\nMACAddress={node.mac}\n" in network and "Name=" not in network
     env = result.etcd.env
     assert env["ETCD_NAME"] == "lab-02" and env["ETCD_ELECTION_TIMEOUT"] == "1000"
     assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "http://10.0.0.22:2380"
@@ -135,3 +136,23 @@ def test_ignition_spec_2_for_coreos_uses_coreos_keys_and_networkd(tmp_path):
     assert unit["name"] == "etcd-member.service" and unit["enabled"] is True
     text = guestsim.decode_content(node.guestinfo["guestinfo.coreos.config.data"], "gzip+base64").decode()
     assert guestsim.parse_ignition(text).hostname == "lab-01"
+
+
+@pytest.mark.parametrize("config, name", [("flatcar-etcd-member.yaml", "node.yaml"), ("flatcar-ignition.json", "node.json")])
+def test_the_static_address_goes_only_to_the_nic_with_the_nodes_mac(tmp_path, config, name):
+    settings = _settings(tmp_path, config, name=name)
+    node = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
+    assert node.mac.startswith("00:50:56:") and int(node.mac.split(":")[3], 16) <= 0x3F  # VMware's manual range
+    other = guestsim.simulate_boot(node.guestinfo, guestsim.Nic("ens192", "00:50:56:3f:ff:ff"), lease=lambda: "10.9.9.9")
+    assert (other.ip, other.ip_source) == ("10.9.9.9", "dhcp")  # a NIC of another MAC is left to DHCP
+    mine = guestsim.simulate_boot(node.guestinfo, guestsim.Nic("ens224", node.mac.upper()),
+                                  lease=lambda: pytest.fail("leased"))
+    assert mine.ip == "10.0.0.21"  # whatever name its PCI slot gave it
+
+
+def test_cloud_config_nodes_get_interface_mac_and_no_name_glob(tmp_path):
+    settings = _settings(tmp_path, "flatcar-etcd-member.yaml")
+    nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+    assert len({n.mac for n in nodes}) == 3
+    keys = nodes[2].guestinfo
+    assert keys["guestinfo.interface.0.mac"] == nodes[2].mac and "guestinfo.interface.0.name" not in keys

@@ -143,8 +143,8 @@ def test_dhcp_second_boot_uses_the_leased_addresses(tmp_path):
     assert not [k for k in final[1].guestinfo if k.startswith("guestinfo.interface.")]
 
 
-def test_dhcp_with_ignition_is_refused(tmp_path):
+def test_dhcp_with_ignition_needs_a_discovery_bootstrap(tmp_path):
     ign = (CONFIGS / "flatcar-ignition.json").read_text()
     with pytest.raises(ConfigError) as err:
         _plan(_settings(tmp_path, ign, mode="dhcp", addresses=[]))
-    assert any("Ignition never reads its config again" in f for f in err.value.findings)
+    assert any("Ignition reads its config once" in f and "etcd.bootstrap: discovery" in f for f in err.value.findings)

@@ -317,8 +317,20 @@ def test_ignition_syntax_unknown_keys_butane_and_substitution(tmp_path):
         "line 3: error: not valid JSON: Expecting property name enclosed in double quotes"]
 
 
-def test_ignition_spec_1_and_fcos_without_etcd(tmp_path):
+def test_ignition_spec_1(tmp_path):
     assert _problems(tmp_path, '{"ignitionVersion": 1}', name="c.ign")[0].startswith(
         "line 1: error: Ignition spec 1 (ignitionVersion) cannot be merged per node; use spec 3.3.0")
-    found = _problems(tmp_path, _ign("3.4.0"), distro="fedora-coreos", name="c.ign")
-    assert found[0].startswith("error: Fedora CoreOS ships no etcd; define etcd-member.service with its contents")
+
+
+def test_a_nameless_user_is_an_error_that_says_where_its_groups_belong(tmp_path):
+    # The seed's slip (coreos-facts §10): the groups meant for toor became a second user with no name.
+    text = (H + "users:\n  - name: toor\n    ssh_authorized_keys:\n      - ssh-ed25519 AAAA toor@x\n"
+            "  - groups:\n      - sudo\n      - docker\n")
+    found = _problems(tmp_path, text)
+    assert found == ["line 6: error: users[1] has no name, so coreos-cloudinit skips it and its groups are lost;"
+                     " if they belong to the user above ('toor'), indent them under it, without the '- ' that starts"
+                     " a new user"]
+    first = _problems(tmp_path, H + "users:\n  - groups: [sudo]\n    passwd: $6$secret\n")
+    assert first == ["line 3: error: users[0] has no name, so coreos-cloudinit skips it and its groups, passwd are"
+                     " lost; give it a name"]
+    assert "$6$secret" not in first[0]

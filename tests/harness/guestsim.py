@@ -70,6 +70,8 @@ import yaml
 
 log = logging.getLogger("guestsim")
 
+FCOS = "fedora-coreos"  # the guest a VM of guestId fedora*Guest plays (the FCOS OVA's vmw:osType)
+
 # ---------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------
@@ -273,10 +275,11 @@ class RawUserData:
     error: str | None = None
 
 
-def fetch_user_data(read: Reader) -> RawUserData:
+def fetch_user_data(read: Reader, keys: tuple[str, ...] = ("ignition.config.data", "coreos.config.data")) -> RawUserData:
     """FCCI FetchUserdata: ignition.config.data first, then coreos.config.data;
-    the encoding key is the one that belongs to the data key."""
-    for key in ("ignition.config.data", "coreos.config.data"):
+    the encoding key is the one that belongs to the data key. Upstream Ignition
+    (Fedora CoreOS) reads ignition.config.data only (coreos-facts §4.1)."""
+    for key in keys:
         data = read(key)
         if not data:
             continue
@@ -869,6 +872,7 @@ class CloudConfig:
     etcd2: dict[str, object] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    users: list[dict] = field(default_factory=list)  # the users it creates: name, groups
 
 
 def parse_cloud_config(text: str) -> CloudConfig:
@@ -886,9 +890,24 @@ def parse_cloud_config(text: str) -> CloudConfig:
     cc.units = [_read_unit(Fields(u, f"coreos.units[{i}]", errors, cc.warnings))
                 for i, u in enumerate(coreos.list("units"))]
     cc.files = _read_write_files(top, errors, cc.warnings)
+    cc.users = _read_users(top, errors, cc.warnings)
     if errors:
         raise CloudConfigError("yaml: unmarshal errors: " + "; ".join(errors))
     return cc
+
+
+def _read_users(top: Fields, errors: list[str], warnings: list[str]) -> list[dict]:
+    """users[]: name and groups (CCI config/user.go). initialize/config.go skips a user with no name, logging
+    "User object has no 'name' field, skipping" (its groups and keys with it; -validate says nothing)."""
+    out = []
+    for i, item in enumerate(top.list("users")):
+        user = Fields(item, f"users[{i}]", errors, warnings)
+        name = user.str("name")
+        if not name:
+            warnings.append("User object has no 'name' field, skipping")
+            continue
+        out.append({"name": name, "groups": [str(g) for g in user.list("groups")]})
+    return out
 
 
 def _read_fields(section: Fields, fields) -> dict[str, object]:
@@ -1143,7 +1162,10 @@ def base_unit_env(kind: str, hostname: str) -> dict[str, str]:
 
 
 def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
-              files: Mapping[str, bytes], warnings: list[str]) -> EtcdPlan | None:
+              files: dict[str, bytes], warnings: list[str], links: "list[Link] | None" = None) -> EtcdPlan | None:
+    """The etcd the node runs and its environment. ExecStartPre= scripts the config wrote run first, for
+    real (run_pre_script), and what they write joins files: systemd reads EnvironmentFile= when each
+    command starts, so etcd sees a file its own ExecStartPre= made."""
     unit = state.running
     if unit is None:
         return None
@@ -1151,6 +1173,13 @@ def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
     specifiers = {"m": machine_id, "H": hostname, "l": hostname, "n": unit,
                   "N": unit.rsplit(".", 1)[0], "p": unit.rsplit(".", 1)[0], "i": "", "b": machine_id}
     env = unit_environment(state, unit, base_unit_env(kind, hostname), specifiers, files, warnings)
+    for line in service_values(state, unit, "ExecStartPre"):
+        files.update(run_pre_script(unit, exec_words(line, env), files, links or [], optional=line.startswith("-")))
+    env = unit_environment(state, unit, base_unit_env(kind, hostname), specifiers, files, warnings)
+    command = exec_start(state, unit, env)
+    if command and os.path.basename(command[0]) == "podman":
+        # etcd runs in a container: it gets what podman passes in, not the unit's environment.
+        return EtcdPlan(kind=kind, unit=unit, env=podman_etcd_env(command, env, state, unit, files, warnings))
     env.setdefault("ETCD_NAME", hostname or "localhost")  # also under a replaced unit file
     if kind == "etcd":
         env = etcd04_to_etcd3(env, warnings)
@@ -1160,6 +1189,201 @@ def plan_etcd(state: SystemdState, hostname: str, machine_id: str,
     if kind in ("etcd2", "etcd"):
         warnings.append(f"{unit} is not shipped on current Flatcar (use etcd-member.service)")
     return EtcdPlan(kind=kind, unit=unit, env=env)
+
+
+def service_values(state: SystemdState, unit: str, key: str) -> list[str]:
+    """Every value of one [Service] directive across the unit file and its drop-ins; an empty one resets."""
+    values: list[str] = []
+    texts = [state.contents.get(unit, "")]
+    texts += [content for _, content in sorted(state.drop_ins.get(unit, {}).items())]
+    for text in texts:
+        section = ""
+        for line in _logical_lines(text):
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+                continue
+            name, sep, value = line.partition("=")
+            if sep and section == "Service" and name.strip() == key:
+                values = values + [value.strip()] if value.strip() else []
+    return values
+
+
+def exec_words(line: str, env: Mapping[str, str]) -> list[str]:
+    """One Exec*= line as systemd runs it: a leading -/@/+/! prefix dropped, ${VAR} and $VAR words expanded."""
+    line = line.lstrip("-@+!:")
+    words = shlex.split(line)
+    out = []
+    for word in words:
+        if re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", word):  # $VAR alone: split on whitespace, dropped if empty
+            out += env.get(word[1:], "").split()
+            continue
+        out.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
+    return out
+
+
+def exec_start(state: SystemdState, unit: str, env: Mapping[str, str]) -> list[str] | None:
+    starts = service_values(state, unit, "ExecStart")
+    return exec_words(starts[-1], env) if starts else None
+
+
+@dataclass
+class Link:
+    """One of the node's network links as `ip` shows it: name, MAC, and its IPv4 address if it has one."""
+    name: str
+    mac: str
+    ip: str | None = None
+    prefix: int = 24
+
+
+_SHELLS = {"/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/bash"}
+_FAKE_IP = """#!{python}
+# guestsim's `ip`: the node's links and addresses, in iproute2's -o (one line) formats.
+import json, os, sys
+links = json.loads(os.environ["GUESTSIM_LINKS"])
+args = " ".join(sys.argv[1:])
+if args == "-o link show":
+    for i, l in enumerate(links, start=2):
+        print(f"{{i}}: {{l['name']}}: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP mode DEFAULT"
+              f" group default qlen 1000\\\\    link/ether {{l['mac'].lower()}} brd ff:ff:ff:ff:ff:ff")
+elif args == "-4 route show default":
+    up = [l for l in links if l["ip"]]
+    if up:
+        print(f"default via {{up[0]['ip'].rsplit('.', 1)[0]}}.1 dev {{up[0]['name']}} proto dhcp src {{up[0]['ip']}}")
+elif args.startswith("-o -4 addr show dev ") and args.endswith(" scope global"):
+    name = args.split()[5]
+    for i, l in enumerate(links, start=2):
+        if l["name"] == name and l["ip"]:
+            print(f"{{i}}: {{name}}    inet {{l['ip']}}/{{l['prefix']}} scope global dynamic {{name}}\\\\"
+                  "       valid_lft 3600sec preferred_lft 3600sec")
+    if not any(l["name"] == name for l in links):
+        sys.exit('Device "' + name + '" does not exist.')
+else:
+    sys.exit("guestsim ip: not modelled: " + args)
+"""
+
+
+def run_pre_script(unit: str, words: list[str], files: Mapping[str, bytes], links: list[Link],
+                   optional: bool = False, timeout: float = 5.0) -> dict[str, bytes]:
+    """Run one ExecStartPre= whose program (or the script its shell runs) is a file the config wrote, as the
+    node would: with /bin/sh, in a scratch root that stands for /, so absolute paths among its arguments
+    land there, and with an `ip` that shows the node's links. Returns the files it wrote, by node path.
+    Programs of the OS itself (mkdir, podman) are not run here; the podman model reads them."""
+    import tempfile
+
+    script, args = (words[1], words[2:]) if words[:1] and words[0] in _SHELLS and len(words) > 1 else \
+        (words[0] if words else "", words[1:])
+    if script not in files:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="guestsim-pre-") as tmp:
+        root, bin_dir = Path(tmp) / "root", Path(tmp) / "bin"
+        bin_dir.mkdir()
+        fake = bin_dir / "ip"
+        fake.write_text(_FAKE_IP.format(python=sys.executable))
+        fake.chmod(0o755)
+        target = root / script.lstrip("/")
+        target.parent.mkdir(parents=True)
+        target.write_bytes(files[script])
+        mapped = [str(root / a.lstrip("/")) if a.startswith("/") else a for a in args]
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin",
+               "GUESTSIM_LINKS": json.dumps([link.__dict__ for link in links])}
+        try:
+            done = subprocess.run(["/bin/sh", str(target), *mapped], env=env, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise GuestError(f"Failed to start {unit}: ExecStartPre {script} did not finish in {timeout:g} s"
+                             " (guestsim's bound; the real node waits as long as the script does)") from None
+        if done.returncode != 0 and not optional:
+            last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
+            raise GuestError(f"Failed to start {unit}: ExecStartPre {script} exited {done.returncode}: {last}")
+        return {"/" + p.relative_to(root).as_posix(): p.read_bytes()
+                for p in root.rglob("*") if p.is_file() and p != target}
+
+
+# podman run options that take a value (podman-run(1)); the rest used here are flags.
+_PODMAN_VALUED = {"--name", "--network", "--net", "-v", "--volume", "-e", "--env", "--env-file", "--restart",
+                  "-p", "--publish", "--pull", "--user", "-u", "--entrypoint", "--label", "-l", "--log-driver",
+                  "--security-opt", "--cap-add", "--cap-drop", "-w", "--workdir", "--hostname", "-h", "--sdnotify",
+                  "--stop-timeout", "--cgroups"}
+
+
+def podman_etcd_env(command: list[str], unit_env: Mapping[str, str], state: SystemdState, unit: str,
+                    files: Mapping[str, bytes], warnings: list[str]) -> dict[str, str]:
+    """etcd's environment inside `podman run …`: only --env-host, --env-file and --env reach it (podman-run(1)),
+    in that order of precedence; the unit's Environment= stays with podman. What would stop the real
+    container (a missing --env-file or host directory, a data volume SELinux denies, no host network) is
+    a GuestError."""
+    if command[1:2] != ["run"]:
+        raise GuestError(f"Failed to start {unit}: guestsim models only `podman run`")
+    opts: list[tuple[str, str | None]] = []
+    i = 2
+    while i < len(command) and command[i].startswith("-"):
+        name, sep, value = command[i].partition("=")
+        if not sep and name in _PODMAN_VALUED:
+            i += 1
+            value = command[i] if i < len(command) else ""
+        opts.append((name, value if (sep or name in _PODMAN_VALUED) else None))
+        i += 1
+    if i >= len(command):
+        raise GuestError(f"Failed to start {unit}: podman run: requires at least 1 arg (the image)")
+    image, argv = command[i], command[i + 1:]
+    _pull_etcd_image({"ETCD_IMAGE": image})
+    env: dict[str, str] = {}
+    if any(name == "--env-host" for name, _ in opts):
+        env.update(unit_env)
+    for name, value in opts:
+        if name == "--env-file":
+            if value not in files:
+                raise GuestError(f"Failed to start {unit}: podman: open {value}: no such file or directory")
+            env.update(parse_podman_env_file(files[value].decode("utf-8", "replace")))
+    for name, value in opts:
+        if name in ("-e", "--env"):
+            env.update(_podman_env_option(value or "", unit_env))
+    networks = [value for name, value in opts if name in ("--network", "--net")]
+    if networks[-1:] != ["host"]:
+        raise GuestError(f"Failed to start {unit}: etcd's container is not on the host network, so no peer or"
+                         " client reaches its ports (podman run --network host)")
+    pre = [exec_words(line, unit_env) for line in service_values(state, unit, "ExecStartPre")]
+    made = {w for words in pre if words[:1] in (["/usr/bin/mkdir"], ["mkdir"]) for w in words[1:]}
+    data_dir = env.get("ETCD_DATA_DIR", "/default.etcd")
+    on_volume = False
+    for name, value in opts:
+        if name not in ("-v", "--volume"):
+            continue
+        host, _, rest = (value or "").partition(":")
+        target, _, options = rest.partition(":")
+        if host.startswith("/") and host not in made:
+            raise GuestError(f"Failed to start {unit}: podman: statfs {host}: no such file or directory")
+        if data_dir == target or data_dir.startswith(target.rstrip("/") + "/"):
+            on_volume = True
+            if not {"z", "Z"} & set(options.split(",")):
+                raise GuestError(f"{unit}: etcd: open {data_dir}: permission denied (SELinux: a volume without"
+                                 " :z or :Z keeps the host's label, which the container may not write)")
+    if not on_volume:
+        warnings.append(f"{unit}: etcd's data dir {data_dir} is inside the container: it is lost at every restart")
+    if argv and os.path.basename(argv[0]) == "etcd":
+        env = etcd_opts_to_env({**env, "ETCD_OPTS": shlex.join(argv[1:])})
+    return env
+
+
+def _podman_env_option(value: str, unit_env: Mapping[str, str]) -> dict[str, str]:
+    """One --env: NAME=VALUE; NAME (podman's own value, dropped if unset); PREFIX* (every match of podman's)."""
+    name, sep, val = value.partition("=")
+    if sep:
+        return {name: val}
+    if name.endswith("*"):
+        return {k: v for k, v in unit_env.items() if k.startswith(name[:-1])}
+    return {name: unit_env[name]} if name in unit_env else {}
+
+
+def parse_podman_env_file(text: str) -> dict[str, str]:
+    """podman's --env-file: KEY=VALUE lines taken literally (quotes stay part of the value), # comments."""
+    env = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if sep:
+            env[name.strip()] = value
+    return env
 
 
 # The ETCD_* variables etcd 0.4 reads (its config.go env tags) that etcd 3 takes under the same name.
@@ -1291,15 +1515,16 @@ def decode_data_url(url: str) -> bytes:
     return urllib.parse.unquote_to_bytes(payload)
 
 
-def parse_ignition(text: str) -> IgnitionConfig:
+def parse_ignition(text: str, distro: str = "flatcar") -> IgnitionConfig:
     """Files with data: sources and systemd units (contents, drop-ins,
     enabled/enable, mask) of an Ignition 2.x/3.x config.  A wrongly shaped
-    section makes Ignition reject the whole config."""
+    section makes Ignition reject the whole config. Fedora CoreOS's upstream
+    Ignition takes spec 3 only (coreos-facts §4.4)."""
     cfg = _strict_json(text)
     version = _json_field(_json_field(cfg, "ignition") or {}, "version")
     if version is None:
         raise IgnitionError("Ignition spec 1 (ignitionVersion) is not modelled by guestsim")
-    if not ignition_version_supported(version):
+    if not ignition_version_supported(version) or (distro == FCOS and not version.startswith("3.")):
         raise IgnitionError(f"unsupported config version {_go_quote(version)}")
     ign = IgnitionConfig(version=version)
     storage = _typed(cfg, "storage", dict, {})
@@ -1363,11 +1588,32 @@ class KargsNetwork:
     netmask: str = ""
     hostname: str = ""
     interface: str = ""
+    mac: str = ""  # from ifname=<interface>:<mac>, which names the NIC with that MAC <interface>
+
+    def applies_to(self, nic: "Nic") -> bool:
+        """Whether the ip= karg configures this NIC: no interface named, the NIC's own name, or the name
+        ifname= gave the NIC with this MAC (dracut and systemd-network-generator)."""
+        if not self.interface:
+            return True
+        if self.mac:
+            return self.mac == nic.mac.lower()
+        return self.interface == nic.name
 
 
 def parse_network_kargs(kargs: str) -> KargsNetwork | None:
     """The first static dracut ``ip=<ip>:[peer]:<gw>:<netmask>:<hostname>:<iface>:none|off``
-    of guestinfo.afterburn.initrd.network-kargs; None for DHCP forms."""
+    of guestinfo.afterburn.initrd.network-kargs, with the MAC an ``ifname=<iface>:<mac>`` gives
+    that interface; None for DHCP forms."""
+    ifnames = {}
+    for word in kargs.split():
+        if word.startswith("ifname="):
+            name, sep, mac = word[len("ifname="):].partition(":")
+            if not sep:
+                raise GuestError(f"invalid ifname= karg {word!r} (want ifname=<interface>:<MAC>)")
+            try:
+                ifnames[name] = parse_mac(mac).lower()
+            except ValueError:
+                raise GuestError(f"invalid MAC in {word!r}") from None
     for word in kargs.split():
         if not word.startswith("ip="):
             continue
@@ -1381,7 +1627,7 @@ def parse_network_kargs(kargs: str) -> KargsNetwork | None:
         except ValueError:
             raise GuestError(f"invalid client IP in network kargs: {parts[0]!r}") from None
         return KargsNetwork(ip=ip, gateway=parts[2], netmask=parts[3], hostname=parts[4],
-                            interface=parts[5])
+                            interface=parts[5], mac=ifnames.get(parts[5], ""))
     return None
 
 
@@ -1408,6 +1654,9 @@ class BootResult:
     etcd: EtcdPlan | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     enabled_units: set[str] = field(default_factory=set)
+    links: list = field(default_factory=list)  # the node's links as `ip` shows them (Link), first NIC first
+    distro: str = "flatcar"  # or FCOS: upstream Ignition only, no coreos-cloudinit, no vendor etcd-member
+    users: list = field(default_factory=list)  # the users coreos-cloudinit created (name, groups)
 
 
 def is_coreos_vm(extra: Mapping[str, str]) -> bool:
@@ -1416,22 +1665,85 @@ def is_coreos_vm(extra: Mapping[str, str]) -> bool:
 
 
 def simulate_boot(extra: Mapping[str, str], nic: Nic, lease: Callable[[], str],
-                  enabled_before: Iterable[str] = (), machine_id: str = "") -> BootResult:
+                  enabled_before: Iterable[str] = (), machine_id: str = "",
+                  provisioned: Mapping[str, object] | None = None,
+                  more_nics: Iterable[Nic] = (), lease_for: Callable[[Nic], str] | None = None,
+                  distro: str = "flatcar") -> BootResult:
     """What a Flatcar node makes of its guestinfo: Ignition runs first in the
     initramfs and only acts on Ignition JSON; anything else is left to
-    coreos-cloudinit (oem-cloudinit.service)."""
-    result = BootResult()
+    coreos-cloudinit (oem-cloudinit.service).
+
+    provisioned: what Ignition applied on the first boot (provisioned_by_ignition). Ignition runs on
+    the first boot only: a later boot starts what that boot left on the disk and reads no guestinfo,
+    whatever it says now; Afterburn's kargs too apply to the first boot only (the address stays the
+    one its network file names)."""
+    result = BootResult(distro=distro)
     guestinfo = Guestinfo(extra)
-    raw = fetch_user_data(guestinfo.ignition_reader())
+    more_nics = list(more_nics)
+    try:
+        return _simulate_boot(result, guestinfo, extra, nic, lease, enabled_before, machine_id, provisioned)
+    finally:
+        _other_links(result, guestinfo, more_nics, lease_for)
+
+
+def _simulate_boot(result, guestinfo, extra, nic, lease, enabled_before, machine_id, provisioned) -> BootResult:
+    if provisioned is not None:
+        result.config_kind, result.datasource = "ignition", "disk (Ignition ran on the first boot)"
+        _boot_ignition(result, Guestinfo({}), str(provisioned["config"]), nic, lease, machine_id,
+                       static_ip=provisioned.get("ip"))
+        return result
+    fcos = result.distro == FCOS
+    raw = fetch_user_data(guestinfo.ignition_reader(), ("ignition.config.data",) if fcos else
+                          ("ignition.config.data", "coreos.config.data"))
     text = _user_data_text(raw)
-    if text is not None and detect_kind(text) == "ignition":
+    if text and (detect_kind(text) == "ignition" or fcos):
         _record_user_data(result, raw, text)
         _boot_ignition(result, guestinfo, text, nic, lease, machine_id)
+    elif fcos:  # no config at all: Ignition applies nothing, and there is no coreos-cloudinit to try
+        result.datasource, result.ip = "ignition", lease()
+        result.links = [Link(nic.name, nic.mac, result.ip)]
     else:
         _boot_cloudinit(result, guestinfo, raw, nic, lease, set(enabled_before), machine_id)
     if result.hostname == "":
         result.hostname = "localhost"
     return result
+
+
+def _other_links(result: BootResult, guestinfo: Guestinfo, nics: list[Nic],
+                 lease_for: Callable[[Nic], str] | None) -> None:
+    """The VM's other NICs: the static address goes wherever the config's match says (networkd applies a
+    .network to every link it matches; dracut's ip= to the interface it names), every other NIC takes
+    Flatcar's default DHCP. One address on two links is the guest's error: neither link works."""
+    if not nics:
+        return
+    kargs = None
+    if result.datasource == "ignition":
+        try:
+            kargs = parse_network_kargs(guestinfo.direct("afterburn.initrd.network-kargs"))
+        except GuestError:
+            kargs = None
+    interfaces = []
+    if result.datasource in ("guestinfo", "ovfenv"):
+        try:
+            interfaces = process_netconf(fetch_metadata(guestinfo.cloudinit_reader()).netconf).interfaces
+        except (OvfEnvError, MetadataError):
+            interfaces = []
+    for nic in nics:
+        iface = select_interface(interfaces, nic)
+        if iface is not None and iface.static:
+            ip = static_ipv4(iface)
+        elif kargs is not None and kargs.applies_to(nic):
+            ip = kargs.ip
+        else:
+            ip = lease_for(nic) if lease_for else None
+        result.links.append(Link(nic.name, nic.mac, ip))
+    seen: dict[str, str] = {}
+    for link in result.links:
+        if link.ip and link.ip in seen:
+            result.errors.append(f"address {link.ip} is on both {seen[link.ip]} and {link.name}: a network config"
+                                 " that matches more than one NIC (e.g. Name=e*) gives each the same address")
+        elif link.ip:
+            seen[link.ip] = link.name
 
 
 def _user_data_text(raw: RawUserData) -> str | None:
@@ -1449,22 +1761,40 @@ def _record_user_data(result: BootResult, raw: RawUserData, text: str | None) ->
     result.config_kind = detect_kind(text) if text is not None else "undecodable"
 
 
+def provisioned_by_ignition(result: BootResult) -> dict | None:
+    """What a later boot keeps of an Ignition first boot (its config, as applied to the disk; a static address)."""
+    if result.datasource != "ignition" or not result.applied:
+        return None
+    return {"config": result.user_data, "ip": result.ip if result.ip_source == "afterburn-kargs" else None}
+
+
 def _boot_ignition(result: BootResult, guestinfo: Guestinfo, text: str, nic: Nic,
-                   lease: Callable[[], str], machine_id: str) -> None:
+                   lease: Callable[[], str], machine_id: str, static_ip: object = None) -> None:
+    if static_ip is not None or result.datasource.startswith("disk"):
+        result.ip = str(static_ip) if static_ip else lease()
+        result.ip_source = "static" if static_ip else "dhcp"
+        result.links = [Link(nic.name, nic.mac, result.ip)]
+        _apply_ignition(result, text, machine_id, kargs=None)
+        return
     result.datasource = "ignition"
     kargs = None
     try:
         kargs = parse_network_kargs(guestinfo.direct("afterburn.initrd.network-kargs"))
     except GuestError as exc:
         result.errors.append(str(exc))
-    if kargs and (not kargs.interface or kargs.interface == nic.name):
+    if kargs and kargs.applies_to(nic):
         result.ip, result.ip_source = kargs.ip, "afterburn-kargs"
         result.network = {"kargs": kargs.__dict__, "nic": nic.__dict__}
     else:
         result.ip = lease()
         result.network = {"nic": nic.__dict__}
+    result.links = [Link(nic.name, nic.mac, result.ip)]
+    _apply_ignition(result, text, machine_id, kargs)
+
+
+def _apply_ignition(result: BootResult, text: str, machine_id: str, kargs: KargsNetwork | None) -> None:
     try:
-        ign = parse_ignition(text)
+        ign = parse_ignition(text, result.distro)
     except (GuestError, ValueError) as exc:
         # Real Ignition stops the boot here; the node is kept up (DHCP, tools)
         # so that the failure is visible in its record.
@@ -1484,6 +1814,14 @@ def _apply_ignition_units(result: BootResult, ign: IgnitionConfig, machine_id: s
     # Ignition only enables units; enabled ones start on this very first boot.
     for unit in ign.units:
         if unit.name in ETCD_UNITS and unit.enable and not unit.mask:
+            if result.distro == FCOS and unit.name not in state.contents:
+                # Fedora CoreOS ships no etcd unit: enabling one that nothing defines fails.
+                result.errors.append(f"Failed to enable unit: Unit file {unit.name} does not exist.")
+                continue
+            if unit.name in state.contents and "[Install]" not in state.contents[unit.name]:
+                # systemctl preset/enable: "The unit files have no installation config"; nothing starts it.
+                result.warnings.append(f"{unit.name} is enabled but has no [Install] section: it does not start")
+                continue
             state.start(unit.name)
         elif unit.name in ETCD_UNITS and unit.drop_ins and not unit.enable:
             result.warnings.append(f"{unit.name} is configured but not enabled: it will not start")
@@ -1493,8 +1831,10 @@ def _apply_ignition_units(result: BootResult, ign: IgnitionConfig, machine_id: s
 
 
 def _plan(result: BootResult, state: SystemdState, machine_id: str) -> None:
+    files = dict(result.files)
     try:
-        result.etcd = plan_etcd(state, result.hostname, machine_id, result.files, result.warnings)
+        result.etcd = plan_etcd(state, result.hostname, machine_id, files, result.warnings, result.links)
+        result.files = files  # with what ExecStartPre= scripts wrote (/run/…)
     except GuestError as exc:
         result.errors.append(str(exc))
 
@@ -1543,6 +1883,7 @@ def _network(result: BootResult, md: Metadata, netconf: Netconf, nic: Nic,
             result.errors.append(f"interface {iface.index} is static but has no IPv4 address")
     else:
         result.ip = lease()
+    result.links = [Link(nic.name, nic.mac, result.ip)]
 
 
 def _checked_user_data(result: BootResult, raw: RawUserData) -> str:
@@ -1585,6 +1926,7 @@ def _apply_cloud_config(result: BootResult, cc: CloudConfig, enabled_before: set
                         machine_id: str) -> None:
     """Apply(): files first, then units (user units, then the generated
     etcd/etcd2 drop-ins), then the unit commands."""
+    result.users = cc.users
     units = cc.units + [
         Unit("etcd.service", runtime=True,
              drop_ins={"20-cloudinit.conf": service_contents(cc.etcd, ETCD_FIELDS)}),
@@ -1831,8 +2173,12 @@ class LeasePool:
         raise GuestError("DHCP range exhausted")
 
     def release(self, key: str) -> None:
+        """The VM's lease and its other NICs' (<key>/<MAC>)."""
         with self._lock:
-            if self._leases.pop(key, None) is not None:
+            gone = [k for k in self._leases if k == key or k.startswith(key + "/")]
+            for k in gone:
+                del self._leases[k]
+            if gone:
                 _write_json(self.path, self._leases)
 
 
@@ -1905,6 +2251,9 @@ class SerialWorker:
 # interface's. guest.net lists every NIC; the VM's first NIC has deviceConfigId
 # 4000, interfaces the guest made itself have -1.
 FIRST_NIC_ID = 4000
+# What predictable naming calls a VM's second, third and fourth vmxnet3 NIC (their PCI slots; the first is
+# ens192). The names differ by hardware version, which is why configs match NICs by MAC.
+MORE_NIC_NAMES = ("ens224", "ens256", "ens161")
 DOCKER0 = "172.17.0.1"
 
 
@@ -1938,17 +2287,20 @@ class ToolsReport:
 
 
 def tools_reports(node_ip: str | None, mac: str, network: str, link_local_seconds: float,
-                  overlay_seconds: float) -> list[ToolsReport]:
+                  overlay_seconds: float, more: Iterable[tuple[str, str | None]] = ()) -> list[ToolsReport]:
     """The reports of a booting node, in order, as real VMware Tools give them:
     fe80:: alone while the network comes up; then every interface (the node's own
     address on the first NIC, docker0, flannel.1) with the flannel address as the
-    primary for a while; then the node's own address as the primary."""
+    primary for a while; then the node's own address as the primary.
+    more: the VM's other NICs, (MAC, address), as deviceConfigId 4001, 4002, …"""
     ll = link_local(mac)
     first = _nic(FIRST_NIC_ID, mac, network, [(ll, 64)])
     if node_ip is None:
         return [ToolsReport(ll, [first], 0.0)]
     flannel = flannel_address(node_ip)
-    net = [_nic(FIRST_NIC_ID, mac, network, [(node_ip, 24), (ll, 64)]),
+    others = [_nic(FIRST_NIC_ID + i, m, network, ([(ip, 24)] if ip else []) + [(link_local(m), 64)])
+              for i, (m, ip) in enumerate(more, start=1)]
+    net = [_nic(FIRST_NIC_ID, mac, network, [(node_ip, 24), (ll, 64)]), *others,
            _nic(-1, "02:42:ac:11:00:01", "", [(DOCKER0, 16)]),
            _nic(-1, "7a:1c:00:00:00:01", "", [(flannel, 32)])]
     return [ToolsReport(ll, [first], link_local_seconds), ToolsReport(flannel, net, overlay_seconds),
@@ -1964,6 +2316,8 @@ class VmFacts:
     instance_uuid: str
     mac: str
     network: str = ""
+    more_macs: list = field(default_factory=list)  # the VM's other NICs, by device key
+    distro: str = "flatcar"
 
 
 @dataclass
@@ -2121,16 +2475,21 @@ class GuestSimulator:
         disk_state = _read_json(disk / "state.json") or {"boots": 0, "enabled_units": []}
         result = simulate_boot(facts.extra, Nic(self.nic_name, facts.mac),
                                lease=lambda: self._lease(vm), enabled_before=disk_state["enabled_units"],
-                               machine_id=facts.instance_uuid.replace("-", ""))
-        disk_state = {"boots": disk_state["boots"] + 1, "enabled_units": sorted(result.enabled_units)}
+                               machine_id=facts.instance_uuid.replace("-", ""),
+                               provisioned=disk_state.get("ignition"),
+                               more_nics=[Nic(name, mac) for name, mac in zip(MORE_NIC_NAMES, facts.more_macs)],
+                               lease_for=lambda nic: self._lease(vm, nic.mac), distro=facts.distro)
+        disk_state = {"boots": disk_state["boots"] + 1, "enabled_units": sorted(result.enabled_units),
+                      "ignition": disk_state.get("ignition") or provisioned_by_ignition(result)}
         _write_json(disk / "state.json", disk_state)
         _materialize(disk / "root", result.files)
         log.info("%s: booted (%s, %s) ip=%s hostname=%s errors=%d", facts.name, result.config_kind,
                  result.datasource, result.ip, result.hostname, len(result.errors))
         for error in result.errors:
             log.info("%s: guest error: %s", facts.name, _one_line(error))
+        more = [(link.mac, link.ip) for link in result.links[1:]]
         reports = (tools_reports(result.ip, facts.mac, facts.network, self.link_local_seconds,
-                                 self.overlay_seconds) if self.strict_tools else [])
+                                 self.overlay_seconds, more) if self.strict_tools else [])
         if reports:
             self._report(vm, running=True, ip=reports[0].ip, hostname=result.hostname, net=reports[0].net)
         else:
@@ -2219,9 +2578,10 @@ class GuestSimulator:
         log.info("%s: stopped etcd (pid %s)", vm.name, vm.etcd.pid)
         vm.etcd = None
 
-    def _lease(self, vm: VmState) -> str:
+    def _lease(self, vm: VmState, mac: str | None = None) -> str:
+        """The VM's lease; a NIC past the first has its own (key <disk>/<MAC>)."""
         in_use = [v.record["ip"] for v in list(self.vms.values()) if v.record and v.record.get("ip")]
-        return self.leases.lease(vm.disk_key, in_use)
+        return self.leases.lease(f"{vm.disk_key}/{mac}" if mac else vm.disk_key, in_use)
 
     def _write_record(self, vm: VmState) -> None:
         path = self.state_dir / "nodes" / (_safe_name(vm.record["name"]) + ".json")
@@ -2244,7 +2604,7 @@ class GuestSimulator:
 
         pcq = vmodl.query.PropertyCollector
         paths = ["name", "runtime.powerState", "config.template", "config.extraConfig",
-                 "config.instanceUuid", "config.hardware.device"]
+                 "config.instanceUuid", "config.hardware.device", "config.guestId"]
         spec = pcq.FilterSpec(objectSet=[pcq.ObjectSpec(obj=vim.VirtualMachine(moref, self.si._stub))],
                               propSet=[pcq.PropertySpec(type=vim.VirtualMachine, pathSet=paths)])
         try:
@@ -2255,15 +2615,17 @@ class GuestSimulator:
         if not result or not result.objects:
             return None
         props = {p.name: p.val for p in result.objects[0].propSet}
-        nics = [d for d in props.get("config.hardware.device") or []
-                if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+        nics = sorted((d for d in props.get("config.hardware.device") or []
+                       if isinstance(d, vim.vm.device.VirtualEthernetCard)), key=lambda d: d.key)
         return VmFacts(
             name=props.get("name", moref), power=str(props.get("runtime.powerState", "")),
             template=bool(props.get("config.template")),
             extra=extra_config_dict((o.key, o.value) for o in props.get("config.extraConfig") or []),
             instance_uuid=props.get("config.instanceUuid") or "",
             mac=(nics[0].macAddress or "") if nics else "",
-            network=(getattr(nics[0].backing, "deviceName", None) or "") if nics else "")
+            network=(getattr(nics[0].backing, "deviceName", None) or "") if nics else "",
+            more_macs=[n.macAddress or "" for n in nics[1:]],
+            distro=FCOS if str(props.get("config.guestId") or "").startswith("fedora") else "flatcar")
 
     def _report(self, vm: VmState, running: bool, ip: str | None = None,
                 hostname: str | None = None, net: list[dict] | None = None) -> None:
@@ -2346,6 +2708,9 @@ def node_record(vm: VmState, facts: VmFacts, result: BootResult, etcd: dict | No
         "booted_at": datetime.now(timezone.utc).isoformat(),
         "ip": result.ip,
         "ip_source": result.ip_source,
+        "links": [link.__dict__ for link in result.links],
+        "users": result.users,
+        "distro": result.distro,
         "hostname": result.hostname,
         "datasource": result.datasource,
         "data_key": result.data_key,

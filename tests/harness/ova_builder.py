@@ -318,7 +318,7 @@ def _item(rasd: Sequence[tuple[str, str]], *, optional: bool = False, configs: S
     return lines
 
 
-def _hardware_items(p: DistroProfile, cpus: int, memory_mb: int, network: str) -> list[str]:
+def _hardware_items(p: DistroProfile, cpus: int, memory_mb: int, network: str, nics: int = 1) -> list[str]:
     out: list[str] = []
     out += _item(
         [
@@ -372,19 +372,21 @@ def _hardware_items(p: DistroProfile, cpus: int, memory_mb: int, network: str) -
         ],
         configs=[("backing.writeThrough", "false")],
     )
-    nic = _item(
-        [
-            ("AddressOnParent", "7"),
-            ("AutomaticAllocation", "true"),
-            ("Connection", network),
-            ("Description", f'VmxNet3 ethernet adapter on "{network}"'),
-            ("ElementName", "Ethernet 1"),
-            ("InstanceID", "11"),
-            ("ResourceSubType", "VmxNet3"),
-            ("ResourceType", "10"),
-        ],
-        configs=[("wakeOnLanEnabled", "true" if p.legacy_hardware else "false")],
-    )
+    nic: list[str] = []
+    for n in range(nics):  # the vendors' OVAs have one; more for tests of which NIC gets the address
+        nic += _item(
+            [
+                ("AddressOnParent", str(7 + n)),
+                ("AutomaticAllocation", "true"),
+                ("Connection", network),
+                ("Description", f'VmxNet3 ethernet adapter on "{network}"'),
+                ("ElementName", f"Ethernet {n + 1}"),
+                ("InstanceID", str(11 + 10 * n)),
+                ("ResourceSubType", "VmxNet3"),
+                ("ResourceType", "10"),
+            ],
+            configs=[("wakeOnLanEnabled", "true" if p.legacy_hardware else "false")],
+        )
     if not p.legacy_hardware:  # FCOS: CPU, memory, SCSI, VMCI, disk, NIC
         return out + vmci + disk + nic
 
@@ -504,6 +506,7 @@ def build_ovf_descriptor(
     cpus: int | None = None,
     memory_mb: int | None = None,
     product_version: str | None = None,
+    nics: int = 1,
 ) -> str:
     """Return an OVF 1.x descriptor (str, UTF-8 XML) for one of DISTROS.
 
@@ -565,7 +568,7 @@ def build_ovf_descriptor(
         f"    <vssd:VirtualSystemType>{p.vmx}</vssd:VirtualSystemType>",
         "  </System>",
     ]
-    vs += ["  " + line for line in _hardware_items(p, cpus or p.cpus, memory_mb or p.memory_mb, network)]
+    vs += ["  " + line for line in _hardware_items(p, cpus or p.cpus, memory_mb or p.memory_mb, network, nics)]
     vs += ["  " + _config(k, v) for k, v in _hardware_configs(p)]
     vs.append("</VirtualHardwareSection>")
     if p.product is not None:  # FCOS puts it last
@@ -823,6 +826,7 @@ def build_ova(
     extra_members: Sequence[Member] = (),
     mtime: int = DEFAULT_MTIME,
     product_version: str | None = None,
+    nics: int = 1,
 ) -> Path:
     """Write a test OVA and return its path.
 
@@ -873,6 +877,7 @@ def build_ova(
         capacity_units=capacity_units,
         vm_name=vm_name,
         product_version=product_version,
+        nics=nics,
     ).encode("utf-8")
 
     dest = Path(dest)

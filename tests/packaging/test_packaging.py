@@ -88,3 +88,12 @@ def test_wheel_builds_without_warnings_and_ships_every_data_file(tmp_path):
     assert not missing, f"the wheel lacks {sorted(missing)}; add them to [tool.setuptools.package-data]"
     assert "License-Expression: Apache-2.0" in metadata
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+
+def test_the_real_vcenter_example_needs_no_checkout():
+    # It ran `vmcoreos deploy -c configs/cluster.yaml`, a file a pip or pipx user does not have.
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Using it with a real vCenter"):]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    assert "configs/" not in block
+    assert "vmcoreos init " in block and "vmcoreos deploy" in block

@@ -3,8 +3,8 @@
 Commands are grouped by what they act on (cluster: deploy/status/rebuild/destroy;
 images: fetch/images; configs: render/encode/convert/init) and register
 themselves; command bodies import the core lazily so `--help` stays fast.
-The App in typer's context (cli/application.py) owns each run's output,
-prompts and connection options.
+The App in typer's context (cli/application.py) is each run's terminal, and
+owns its prompts and connection options.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from vmcoreos.cli import cluster, configs, images
+from vmcoreos.cli import cluster, common, configs, images, vcenter
 from vmcoreos.cli.application import App
 from vmcoreos.errors import ExitCode
 
@@ -23,7 +23,9 @@ app = typer.Typer(
     help="Stand up and maintain CoreOS-family (Flatcar, CoreOS, Fedora CoreOS) clusters on VMware vSphere.",
     no_args_is_help=True,
     add_completion=True,
-    epilog="VMCOREOS_DEBUG=1 shows the traceback of an unexpected error (a bug to report) instead of its one line.",
+    epilog="-v, -q, --json, --metrics-file and the connection options also work after the command (vmcoreos status"
+    " -v). VMCOREOS_DEBUG=1 shows the traceback"
+    " of an unexpected error (a bug to report) instead of its one line.",
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -37,27 +39,29 @@ def _version(value: bool) -> None:
         raise typer.Exit(ExitCode.OK)
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v",
-        help="Log each SOAP call and HTTP request (method and host; never bodies or credentials) on stderr.",
-    ),
     _show_version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print vmcoreos's version and exit."
     ),
 ) -> None:
-    """Stand up and maintain CoreOS-family clusters on VMware vSphere."""
-    ctx.obj = App()
-    if verbose:
-        from vmcoreos.cli import verbose as verbose_log
+    """Stand up and maintain CoreOS-family clusters on VMware vSphere.
 
-        verbose_log.enable()
+    -v, -q, --json, --metrics-file and the connection options work before the command or after it.
+    """
+    App.of(ctx)
 
 
-for module in (cluster, images, configs):
+# The global options, typed before the command; each command takes them after itself too (cli/common.py).
+app.callback()(common.add_options(
+    _root, [*common.GLOBAL_OPTIONS, ("json_out", bool, common.JsonOpt), *common.CONNECTION_OPTIONS], common.root_options,
+))
+
+
+for module in (cluster, images, configs, vcenter):
     module.register(app)
+for info in app.registered_commands:
+    info.callback = common.with_globals(info.callback)
 
 
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>

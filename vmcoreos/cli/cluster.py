@@ -14,8 +14,9 @@ import typer
 from vmcoreos.cli.application import App
 from vmcoreos.cli.common import (
     EXIT_CODES_HELP, AdoptTemplateOpt, CacheDirOpt, ConfigOpt, CountOpt, DiscoveryEtcdOpt, DryRunOpt, JsonOpt,
-    ParallelOpt, QuietOpt, RetriesOpt, exit_codes, with_connection,
+    ParallelOpt, QuietOpt, RetriesOpt, WideOpt, exit_codes, wide, with_connection,
 )
+from vmcoreos.cli.tables import Column, unique_prefixes
 from vmcoreos.errors import ExitCode
 
 
@@ -35,6 +36,7 @@ def _prepared(app: App, config: Path, overrides, *, warn: bool = False):
     from vmcoreos.clusterfile import load_cluster_file
 
     settings = load_cluster_file(config)
+    app.cluster = settings.name
     overrides.check()
     conn = app.connection()
     prepared = cluster.prepare(settings, overrides)
@@ -55,7 +57,7 @@ def _show_plan(app: App, command: str, cluster_name: str, steps, image, *, json_
             data["image"] = image.as_dict() if image is not None else None
         app.json(data)
         return
-    term = app.term
+    term = app
     term.text(f"{command} plan for cluster {cluster_name!r} (dry run: nothing was changed)")
     term.table(["NODE", "ACTION"], [list(step) for step in steps])
     if command != "destroy":
@@ -91,6 +93,7 @@ def deploy(
     retries: int = RetriesOpt,
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
+    output: Optional[str] = WideOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -104,6 +107,7 @@ def deploy(
         from vmcoreos import cluster
         from vmcoreos.settings import Overrides
 
+        json_out = app.json_out
         overrides = Overrides(
             count=count, timeout=timeout, ova=ova, sig=sig, trusted_keys=tuple(str(k) for k in trusted_key),
             insecure_skip_verify=insecure_skip_verify, discovery_etcd=discovery_etcd,
@@ -125,23 +129,19 @@ def deploy(
                     " refusing without a terminal to ask on: pass --yes to confirm, or --dry-run to see the plan",
                 )
             cluster.claim_discovery(prepared, term)
+            app.applying()
             result = cluster.deploy.apply(run, plan, rollback=rollback)
+        app.replaced = len(result.created) + len(result.removed)
         if json_out:
             app.json(result.as_dict())
         else:
-            term.table(
-                ["NODE", "ACTION", "POWER", "IP", "ETCD MEMBER", "HEALTH"],
-                [
-                    [s.name, s.action, s.power, s.ip, s.member_id, "healthy" if s.healthy else s.stage]
-                    for s in result.nodes
-                ],
-            )
+            _node_table(app, DEPLOY_COLUMNS, result.nodes, wide=wide(output))
             if result.removed:
                 term.text(f"removed {', '.join(result.removed)}")
 
 
 @with_connection
-def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOpt) -> None:
+def status(ctx: typer.Context, config: Path = ConfigOpt, output: Optional[str] = WideOpt, json_out: bool = JsonOpt) -> None:
     """One row per node: power, tools, IP, image, etcd member, health, leader, config drift.
 
     For monitoring: exit 0 is healthy, 1 critical, 6 unknown (vCenter or etcd could not be asked).
@@ -152,6 +152,7 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
         from vmcoreos.errors import EtcdError, StatusUnknownError, VSphereError
         from vmcoreos.settings import Overrides
 
+        json_out = app.json_out
         prepared, conn = _prepared(app, config, Overrides())
         try:
             with cluster.open_run(prepared, conn, lock=False) as run:
@@ -162,16 +163,7 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, json_out: bool = JsonOp
         if json_out:
             app.json({**result.as_dict(), "state": state})
         else:
-            term.table(
-                ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD MEMBER", "HEALTH", "LEADER", "CONFIG"],
-                [
-                    [
-                        s.name, s.power, _tools(s.tools), s.ip, s.image_version, s.member_id, s.stage,
-                        "*" if s.leader else "", "drift" if s.drift else "current",
-                    ]
-                    for s in result.nodes
-                ],
-            )
+            _node_table(app, STATUS_COLUMNS, result.nodes, wide=wide(output))
         if state == "unknown":
             term.warn("no etcd member answered though nodes are powered on; health is unknown (exit 6):"
                       " check the network path to the nodes' client port")
@@ -182,12 +174,37 @@ def _tools(value: str | None) -> str:
     return {"guestToolsRunning": "running", "guestToolsNotRunning": "not running"}.get(value or "", value or "")
 
 
-def _no_skip_verify(value: bool) -> None:
+# The node tables: each column with its place in the drop order (0: always shown; on a narrow terminal the
+# highest number is shortened or left out first; -o wide shows all). A new column picks its number here.
+STATUS_COLUMNS = [
+    (Column("NODE"), lambda s: s.name),
+    (Column("POWER", 4), lambda s: s.power),
+    (Column("TOOLS", 8), lambda s: _tools(s.tools)),
+    (Column("IP", 2), lambda s: s.ip),
+    (Column("IMAGE", 5), lambda s: s.image_version),
+    (Column("ETCD MEMBER", 6, short=unique_prefixes), lambda s: s.member_id),
+    (Column("HEALTH"), lambda s: s.stage),
+    (Column("LEADER", 7), lambda s: "*" if s.leader else ""),
+    (Column("CONFIG", 3), lambda s: "drift" if s.drift else "current"),
+]
+DEPLOY_COLUMNS = [
+    (Column("NODE"), lambda s: s.name),
+    (Column("ACTION"), lambda s: s.action),
+    (Column("POWER", 4), lambda s: s.power),
+    (Column("IP", 2), lambda s: s.ip),
+    (Column("ETCD MEMBER", 6, short=unique_prefixes), lambda s: s.member_id),
+    (Column("HEALTH"), lambda s: "healthy" if s.healthy else s.stage),
+]
+
+
+def _node_table(app: App, columns, nodes, *, wide: bool) -> None:
+    app.table([c for c, _ in columns], [[get(s) for _, get in columns] for s in nodes], wide=wide)
+
+
+def _no_skip_verify(ctx: typer.Context, value: bool) -> None:
     # Without this, click suggests --insecure, which is vCenter TLS: a different trust altogether.
     if value:
-        from vmcoreos.cli.terminal import Terminal
-
-        Terminal().error(
+        App.of(ctx).error(
             "rebuild has no --insecure-skip-verify: it runs unattended and always verifies the image"
             " (--insecure is about vCenter's TLS certificate, not images); sign the image or pass --trusted-key"
         )
@@ -218,6 +235,7 @@ def rebuild(
         from vmcoreos import cluster
         from vmcoreos.settings import Overrides
 
+        json_out, quiet = app.json_out, app.quiet
         overrides = Overrides(version=to_version, ova=ova, sig=sig, trusted_keys=tuple(str(k) for k in trusted_key))
         prepared, conn = _prepared(app, config, overrides)
         with cluster.open_run(prepared, conn, reporter=term, parallel=parallel, adopt_template=adopt_template,
@@ -227,7 +245,9 @@ def rebuild(
                 _show_plan(app, "rebuild", run.name, plan.steps(), planned_image, json_out=json_out)
                 return
             plan, image = cluster.rebuild.plan(run, prepared, force=force)
+            app.applying()
             result = cluster.rebuild.apply(run, plan, image)
+        app.replaced = len(result.rebuilt)
         if json_out:
             app.json(result.as_dict())
         elif result.rebuilt:
@@ -252,7 +272,9 @@ def destroy(
         from vmcoreos import cluster
         from vmcoreos.clusterfile import load_cluster_file
 
+        json_out, quiet = app.json_out, app.quiet
         settings = load_cluster_file(config)
+        app.cluster = settings.name
         conn = app.connection()
         with cluster.session_for(settings, conn, lock=not dry_run) as session:
             plan = cluster.destroy.plan(settings, session, templates=templates)
@@ -273,7 +295,9 @@ def destroy(
                     term.text(f"  {name}")
             if not yes:
                 app.confirm("delete them?", refusal="refusing to delete without a terminal to ask on; pass --yes to confirm")
+            app.applying()
             deleted = cluster.destroy.apply(session, plan, reporter=term)
+        app.replaced = len(deleted)
         if json_out:
             app.json({"cluster": settings.name, "deleted": deleted})
         elif not quiet:

@@ -1,21 +1,23 @@
-"""What every command shares: options (declared once, environment variables from vmcoreos.environment), error mapping."""
+"""What every command shares: options, declared once (environment variables from vmcoreos.environment).
+
+The global options (-v, -q, --json, --metrics-file and the six connection
+options) are accepted before the command and after it, as git, kubectl and
+govc accept theirs: the root declares them, and every command gets them
+added to its own (with_globals, with_connection); both land on the App.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-import signal
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
-from vmcoreos import environment
-from vmcoreos.cli.terminal import Terminal
-from vmcoreos.errors import ExitCode, VmcoreosError
+from vmcoreos.cli.application import App
 from vmcoreos.environment import (
-    ENV_CA_FILE, ENV_CACHE_DIR, ENV_DEBUG, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME,
+    ENV_CA_FILE, ENV_CACHE_DIR, ENV_CONFIG, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME,
 )
 
 _EXIT_MEANINGS = {
@@ -34,52 +36,36 @@ def exit_codes(*codes: int, **meanings: str) -> str:
 EXIT_CODES_HELP = exit_codes(0, 1, 2, 3, 4, 5, 130)
 
 
-def redact_urls(text: str) -> str:
-    """text with the credentials of every URL in it replaced by *** (the package's one scrubber, vmcoreos.text)."""
-    from vmcoreos.text import redact
-
-    return redact(text, "***")
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def reporting(term: Terminal) -> Iterator[None]:
-    """Run a command body: typed errors become one line and their exit code; never a traceback."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    except VmcoreosError as exc:
-        term.failure(redact_urls(exc.message), exc.exit_code, exc.findings)
-        raise typer.Exit(exc.exit_code)
-    except KeyboardInterrupt:
-        term.failure("interrupted; work in progress was rolled back where it could be", ExitCode.INTERRUPTED)
-        raise typer.Exit(ExitCode.INTERRUPTED)
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        if environment.debug():
-            raise
-        # A bug of ours, not the user's: still one line, with a way to get the details.
-        # Library exceptions quote URLs as given, credentials included (requests' InvalidURL does).
-        term.failure(
-            redact_urls(f"unexpected {type(exc).__name__}: {exc}; rerun with {ENV_DEBUG}=1 and report the traceback"),
-            ExitCode.FAILED,
-        )
-        raise typer.Exit(ExitCode.FAILED)
-    finally:
-        term.finish_transfer()
-        signal.signal(signal.SIGTERM, previous)
-
-
 # Shared options ---------------------------------------------------------------
-ConfigOpt = typer.Option(..., "--config", "-c", help="Cluster file (YAML).", dir_okay=False)
+CLUSTER_FILE = "cluster.yaml"
+
+
+def cluster_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """-c: a file, or a directory holding cluster.yaml; without -c, $VMCOREOS_CONFIG, else ./cluster.yaml."""
+    if ctx.resilient_parsing:
+        return value
+    if value is None:
+        value = Path(CLUSTER_FILE)
+        if not value.is_file():
+            raise typer.BadParameter(f"no cluster file: there is no ./{CLUSTER_FILE}; pass -c FILE (or a directory"
+                                     f" holding {CLUSTER_FILE}), set {ENV_CONFIG}, or run where {CLUSTER_FILE} is")
+    if value.is_dir():
+        if not (value / CLUSTER_FILE).is_file():
+            raise typer.BadParameter(f"{value} is a directory without a {CLUSTER_FILE}; pass the cluster file itself"
+                                     f" (-c {value / 'NAME.yaml'}) or run `vmcoreos init {value}`")
+        value = value / CLUSTER_FILE
+    return value
+
+
+ConfigOpt = typer.Option(
+    None, "--config", "-c", envvar=ENV_CONFIG, show_envvar=True, callback=cluster_file, show_default=False,
+    help=f"Cluster file (YAML), or a directory holding {CLUSTER_FILE}. [default: ./{CLUSTER_FILE}]",
+)
 AdoptTemplateOpt = typer.Option(
     False, "--adopt-template",
     help="Trust the cluster's existing template for this image though this host did not import it (from an older"
-    " vmcoreos or another host), and record it. Check it first: its marks can be forged.",
+    " vmcoreos, another host or another user's cache), and record it in this user's cache. Check it first: its"
+    " marks can be forged.",
 )
 JsonOpt = typer.Option(
     False, "--json", help='Print the result on stdout as JSON ("schema": 1); on failure an "error" object instead.'
@@ -89,6 +75,18 @@ RetriesOpt = typer.Option(5, "--retries", min=0, max=100, help="Retries per imag
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the result.")
 CountOpt = typer.Option(None, "--count", "-n", help="Number of nodes (overrides 'count').")
 ParallelOpt = typer.Option(4, "--parallel", min=1, max=32, help="Node operations run at once.")
+
+
+def _output_format(value: Optional[str]) -> Optional[str]:
+    if value not in (None, "wide"):
+        raise typer.BadParameter(f"{value!r} is not an output format; the one format is -o wide")
+    return value
+
+
+WideOpt = typer.Option(
+    None, "--output", "-o", metavar="wide", callback=_output_format,
+    help="wide: every column at full width even on a narrow terminal (rows may run past its edge).",
+)
 CacheDirOpt = typer.Option(
     None, "--cache-dir", envvar=ENV_CACHE_DIR, show_envvar=True, file_okay=False,
     help="Image cache directory (default: the user cache dir, e.g. ~/.cache/vmcoreos).",
@@ -99,6 +97,11 @@ DiscoveryEtcdOpt = typer.Option(
     metavar="URL",
     help="Mint a discovery token on this etcd (v2 keys API, e.g. etcd --enable-v2=true) and bootstrap with it.",
 )
+
+
+def wide(value: Optional[str]) -> bool:
+    """-o wide given (the option's callback refused any other value)."""
+    return value == "wide"
 
 
 def _env_help(names) -> str:
@@ -124,36 +127,96 @@ CONNECTION_OPTIONS: list[tuple[str, object, object]] = [
         None, "--ca-file", help="PEM CA bundle that signed vCenter's certificate.", envvar=list(ENV_CA_FILE),
         show_envvar=True)),
     ("thumbprint", Optional[str], typer.Option(
-        None, "--thumbprint", help="Pin vCenter's certificate by SHA-1 thumbprint.", envvar=list(ENV_THUMBPRINT),
-        show_envvar=True)),
+        None, "--thumbprint", help="Pin vCenter's certificate by SHA-1 or SHA-256 thumbprint (`vmcoreos thumbprint URL`"
+        " prints it).", envvar=list(ENV_THUMBPRINT), show_envvar=True)),
 ]
+CONNECTION_NAMES = [name for name, _, _ in CONNECTION_OPTIONS]
+
+# The options every command takes, after the command or before it (on the root).
+GLOBAL_OPTIONS: list[tuple[str, object, object]] = [
+    ("verbose", bool, typer.Option(
+        False, "--verbose", "-v",
+        help="Log each SOAP call and HTTP request (method and host; never bodies or credentials) on stderr.")),
+    ("quiet", bool, QuietOpt),
+    ("metrics_file", Optional[Path], typer.Option(
+        None, "--metrics-file", metavar="PATH", dir_okay=False,
+        help="Record this run (time, duration, exit code, nodes replaced) in PATH, a node_exporter textfile"
+        " (*.prom), per command and cluster.")),
+]
+GLOBAL_NAMES = [name for name, _, _ in GLOBAL_OPTIONS]
 
 
-def with_connection(fn):
-    """Add the connection options to a command, before --json/--quiet; their values go to the App."""
-    names = [name for name, _, _ in CONNECTION_OPTIONS]
+def given(ctx: typer.Context, name: str, value):
+    """value if it was typed on the command line, else None (defaults; environment values are
+    left to connection_from, which knows their precedence)."""
+    source = ctx.get_parameter_source(name)
+    return value if getattr(source, "name", "") in ("COMMANDLINE", "PROMPT") else None
+
+
+def root_options(ctx: typer.Context, values: dict) -> None:
+    """What the root (the options before the command) was given, kept on the App for the command."""
+    app = App.of(ctx)
+    app.root_flags = {"json_out": bool(values.get("json_out")), "quiet": bool(values.get("quiet"))}
+    app.connection_options = {name: given(ctx, name, values.get(name)) for name in CONNECTION_NAMES}
+    app.metrics_file = values.get("metrics_file")
+    if values.get("verbose"):
+        _verbose()
+
+
+def _verbose() -> None:
+    from vmcoreos.cli import verbose as verbose_log
+
+    verbose_log.enable()
+
+
+def add_options(fn, added: list[tuple[str, object, object]], take, *, before: tuple[str, ...] = ()):
+    """fn with the `added` options in its signature (before the first parameter named in `before`, else
+    last); take(ctx, values) receives their values, and fn the rest."""
     signature = inspect.signature(fn, eval_str=True)
-    params = list(signature.parameters.values())
-    at = next((i for i, p in enumerate(params) if p.name in ("json_out", "quiet")), len(params))
-    added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in CONNECTION_OPTIONS]
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
-    assert params and params[0].name == "ctx", "a command with connection options takes ctx: typer.Context first"
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
+    assert params and params[0].name == "ctx", f"{fn.__name__} takes ctx: typer.Context first"
+    have = {p.name for p in params}
+    added = [a for a in added if a[0] not in have]
+    names = [name for name, _, _ in added]
+    at = next((i for i, p in enumerate(params) if p.name in before), len(params))
+    new = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in added]
 
     @functools.wraps(fn)
     def command(**kwargs):
-        from vmcoreos.cli.application import App
-
-        ctx: typer.Context = kwargs["ctx"]
-        given = {}
-        for name in names:
-            value = kwargs.pop(name)
-            # Environment values are left to connection_from, which knows their precedence.
-            source = ctx.get_parameter_source(name)
-            given[name] = None if getattr(source, "name", "") == "ENVIRONMENT" else value
-        App.of(ctx).connection_options = given
+        take(kwargs["ctx"], {name: kwargs.pop(name) for name in names})
         return fn(**kwargs)
 
-    command.__signature__ = signature.replace(parameters=params[:at] + added + params[at:])
-    command.__annotations__ = {**{p.name: p.annotation for p in params}, **{n: t for n, t, _ in CONNECTION_OPTIONS}}
+    command.__signature__ = signature.replace(parameters=params[:at] + new + params[at:])
+    command.__annotations__ = {**{p.name: p.annotation for p in params}, **{n: t for n, t, _ in added}}
     del command.__wrapped__  # typer must read the signature above, not fn's
     return command
+
+
+def with_connection(fn):
+    """Add the connection options to a command, before --json/--quiet; typed here or before the command,
+    their values go to the App (the command's win)."""
+
+    def take(ctx: typer.Context, values: dict) -> None:
+        app = App.of(ctx)
+        before = app.connection_options
+        app.connection_options = {
+            name: v if (v := given(ctx, name, values[name])) is not None else before.get(name)
+            for name in CONNECTION_NAMES
+        }
+
+    return add_options(fn, CONNECTION_OPTIONS, take, before=("json_out", "quiet"))
+
+
+def with_globals(fn):
+    """Add -v, -q and --metrics-file to a command (those it does not declare itself), merged with the root's."""
+
+    def take(ctx: typer.Context, values: dict) -> None:
+        app = App.of(ctx)
+        if values.get("verbose"):
+            _verbose()
+        if values.get("quiet"):
+            app.root_flags["quiet"] = True
+        if values.get("metrics_file") is not None:
+            app.metrics_file = values["metrics_file"]
+
+    return add_options(fn, GLOBAL_OPTIONS, take)

@@ -39,6 +39,7 @@ def render(
         from vmcoreos.clusterfile import load_cluster_file
         from vmcoreos.settings import Overrides
 
+        json_out = app.json_out
         settings = load_cluster_file(config)
         prepared = prepare(settings, Overrides(count=count, discovery_etcd=discovery_etcd))
         app.warnings(prepared.warnings)
@@ -62,7 +63,7 @@ def render(
                         value = f"<redacted: {len(value)} bytes, holds secrets; use --node {c.name} to show>"
                 keys[key] = value
             out.append({"name": c.name, "index": c.index, "address": str(c.address) if c.address else None,
-                        "kind": c.kind, "digest": c.digest, "config": text, "guestinfo": keys})
+                        "mac": c.mac, "kind": c.kind, "digest": c.digest, "config": text, "guestinfo": keys})
         if json_out:
             term.json({"nodes": out})
             return
@@ -82,7 +83,7 @@ def encode(
     encoding: str = typer.Option("gzip+base64", "--encoding", help="gzip+base64 or base64."),
 ) -> None:
     """Print FILE encoded for guestinfo.*.config.data (replaces `gzip -c FILE | base64 -w0`)."""
-    with App.of(ctx).run() as term:
+    with App.of(ctx).run(json_out=None) as term:
         import sys
 
         from vmcoreos.errors import ConfigError
@@ -106,14 +107,15 @@ def encode(
 def convert(
     ctx: typer.Context,
     file: Path = typer.Argument(..., dir_okay=False, help="The cloud-config to convert (never changed)."),
-    to: str = typer.Option(..., "--to", help="Target: flatcar (etcd-member.service, no fleet)."),
+    to: str = typer.Option("flatcar", "--to", help="Target: flatcar (etcd-member.service, no fleet), the only one."),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", metavar="OUT", help="Write the result here; '-' or none prints it on stdout."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the report (and the config, without -o) as JSON."),
 ) -> None:
     """Rewrite a CoreOS-era cloud-config (coreos.etcd2 / coreos.etcd, fleet) for Flatcar; one report line per change on stderr."""
-    with App.of(ctx).run(quiet=json_out, json_out=json_out) as term:
+    app = App.of(ctx)
+    with app.run(quiet=json_out, json_out=json_out) as term:
         import os
         import tempfile
 
@@ -132,6 +134,7 @@ def convert(
             raise ConfigError(f"{file} does not exist; pass the path of your cloud-config") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
+        json_out = app.json_out
         result = core.to_flatcar(text, source=str(file))
         if not to_stdout:
             target = Path(output)
@@ -164,7 +167,7 @@ def init(
     directory: Path = typer.Argument(Path("."), file_okay=False, help="Where to write cluster.yaml and node.yaml."),
 ) -> None:
     """Write a commented cluster.yaml and a Flatcar node.yaml (etcd-member.service) to start from; never overwrites."""
-    with App.of(ctx).run() as term:
+    with App.of(ctx).run(json_out=None) as term:
         from importlib.resources import files
 
         from vmcoreos.errors import ConfigError

@@ -9,7 +9,8 @@ import typer
 
 from vmcoreos import environment
 from vmcoreos.cli.application import App
-from vmcoreos.cli.common import CacheDirOpt, JsonOpt, QuietOpt, RetriesOpt, exit_codes
+from vmcoreos.cli.tables import Column
+from vmcoreos.cli.common import CacheDirOpt, JsonOpt, QuietOpt, RetriesOpt, WideOpt, exit_codes, wide
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,8 @@ def register(app: typer.Typer) -> None:
 def fetch(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(
-        None, "--config", "-c", dir_okay=False, help="Cluster file (YAML) whose image section to use; flags override it."
+        None, "--config", "-c", help="Cluster file (YAML), or a directory holding cluster.yaml, whose image section to"
+        " use; flags override it."
     ),
     distro: Optional[str] = typer.Option(None, "--distro", help="flatcar (default), coreos or fedora-coreos."),
     channel: Optional[str] = typer.Option(
@@ -55,6 +57,9 @@ def fetch(
         from vmcoreos.clusterfile import load_cluster_file
         from vmcoreos.settings import ImageSettings, Overrides
 
+        json_out = app.json_out
+        if config is not None and config.is_dir():
+            config = config / "cluster.yaml"
         image = load_cluster_file(config).image if config is not None else ImageSettings()
         overrides = Overrides(
             distro=distro, channel=channel, version=version, base_url=base_url, ova=ova,
@@ -65,6 +70,7 @@ def fetch(
         )
         image, warnings = overrides.apply_image(image)
         app.warnings(warnings)
+        app.applying()  # the download writes into the cache from here
         result = obtain(image, cache_dir=environment.cache_dir(cache_dir), reporter=term, retries=retries)
         result.close()  # fetch only reports on it; deploy keeps it open for the upload
         verdict = result.verdict
@@ -101,11 +107,15 @@ def fetch(
 def images(
     ctx: typer.Context,
     cache_dir: Optional[Path] = CacheDirOpt,
+    output: Optional[str] = WideOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """List the cached images: distro, channel, version, size and verification state."""
-    with App.of(ctx).run(quiet=json_out, json_out=json_out) as term:
+    app = App.of(ctx)
+    with app.run(quiet=json_out, json_out=json_out) as term:
         from vmcoreos.images import cache
+
+        json_out = app.json_out
 
         root = environment.cache_dir(cache_dir)
         if not root.is_dir():
@@ -117,11 +127,13 @@ def images(
             term.json({"cache_dir": str(root), "images": [c.as_dict() for c in found]})
             return
         term.table(
-            ["DISTRO", "CHANNEL", "VERSION", "SIZE", "STATE", "VERIFIED (UTC)"],
+            [Column("DISTRO"), Column("CHANNEL", 3), Column("VERSION"), Column("SIZE", 2), Column("STATE"),
+             Column("VERIFIED (UTC)", 4)],
             [
                 [c.distro, c.channel, c.version, _size(c.size), c.state, (c.verified_at or "")[:16].replace("T", " ")]
                 for c in found
             ],
+            wide=wide(output),
         )
 
 

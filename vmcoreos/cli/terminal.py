@@ -125,19 +125,12 @@ class Terminal:
         for key, value in items.items():
             print(f"{key:<{width}}  {'' if value is None else value}", flush=True)
 
-    def table(self, columns: list[str], rows: list[list[str]]) -> None:
-        """Columns on a terminal; anywhere else (a pipe, cron, CI) plain aligned lines, one row per line, never cut."""
-        cells = [[("" if c is None else str(c)) for c in row] for row in rows]
-        if not self.out.is_terminal:
-            widths = [max(len(x) for x in column) for column in zip(columns, *cells)]
-            for row in [columns, *cells]:
-                print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), flush=True)
-            return
-        from rich.table import Table
+    def table(self, columns, rows: list[list[str]], *, wide: bool = False) -> None:
+        """One row per line, values never wrapped or cut (cli/tables.py). On a terminal narrower than the
+        table, the least important columns are shortened, then left out; wide (-o wide) keeps them all.
+        Anywhere else (a pipe, cron, CI) every column at full width."""
+        from vmcoreos.cli.tables import layout
 
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for name in columns:
-            table.add_column(name, overflow="fold")  # wrapped within its cell, never cut off with an ellipsis
-        for row in cells:
-            table.add_row(*row)
-        self.out.print(table)
+        width = self.out.width if self.out.is_terminal and not wide else None
+        for line in layout(columns, rows, width):
+            print(line, flush=True)

@@ -67,17 +67,16 @@ def cluster_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
     except (EtcdError, requests.RequestException, ValueError, KeyError) as exc:
         detail = exc.message if isinstance(exc, EtcdError) else type(exc).__name__
         raise EtcdError(
-            f"could not take cluster {name!r}'s etcd lock at {live[0]} ({detail}); nothing was"
+            f"could not take the etcd lock of cluster {name!r} at {live[0]} ({detail}); nothing was"
             " changed. Check etcd with `vmcoreos status` and run again"
         ) from None
     if got is False:
         holder = None
         with contextlib.suppress(Exception):
             holder = lock.holder_of()
-        # The holder comes from etcd: quoted, so it cannot forge output lines.
         raise LockedError(
-            f"another vmcoreos run ({repr(holder) if holder else 'unknown'}) holds cluster {name!r}'s etcd lock;"
-            " it expires a minute after that run dies"
+            f"another vmcoreos run holds the etcd lock of cluster {name!r}: {_etcd_holder(holder)}, until that run"
+            f" ends or {lock.ttl} s after it stops renewing the lock's lease; let it finish and try again"
         )
     members.lock = lock if got else None
     try:
@@ -86,6 +85,14 @@ def cluster_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
         members.lock = None
         if got:
             lock.release()
+
+
+def _etcd_holder(holder: str | None) -> str:
+    """The holder as its run recorded it (host:PID). It comes from etcd: quoted, so it cannot forge output lines."""
+    host, _, pid = (holder or "").rpartition(":")
+    if host and pid.isdigit():
+        return f"host {host!r}, PID {pid}"
+    return f"recorded as {holder!r}" if holder else "a holder that recorded nothing"
 
 
 @contextlib.contextmanager

@@ -10,12 +10,12 @@ from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
 from vmcoreos.cluster.joining import join_deadline, wait_guests, wait_joined
 from vmcoreos.guest import guestinfo, planning
-from vmcoreos.guest.configvalues import NodeConfig
+from vmcoreos.guest.configvalues import IGNITION, NodeConfig
 from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str):
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, nic):
     settings = run.settings
     extra = dict(config.guestinfo)
     extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
@@ -24,6 +24,8 @@ def _spec(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
         linked_snapshot=template.linked_snapshot,
+        # The MAC the node's config names its NIC by (guest/macs.py).
+        devices=(vms.mac_edit(nic, config.mac),) if nic is not None and config.mac else (),
     )
 
 
@@ -39,9 +41,10 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     """
     refs: list = []
     names: list[str] = []
+    nic = vms.first_nic(run.session, template.vm)
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        specs = [(config.name, _spec(run, template, image, config, digest)) for config, digest in batch]
+        specs = [(config.name, _spec(run, template, image, config, digest, nic)) for config, digest in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
@@ -58,8 +61,9 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     """
     clone_all(run, template, image, [(c, c.digest) for c in configs])
     deadline = join_deadline(run)
-    if run.dhcp:
+    if run.dhcp and run.user.kind != IGNITION:
         # First boot done without etcd; now each node's leased address goes into every config.
+        # (Ignition nodes boot once and work out their own address: guest/leased.py.)
         names = [c.name for c in configs]
         guests = wait_guests(run, names, deadline)
         leases = {n: st.ip for n, st in guests.items()}
@@ -95,6 +99,8 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
     peers.pop(config.name, None)
     count = max([config.index] + [naming.node_index(run.name, n) or 0 for n in peers])
+    if run.dhcp and run.user.kind == IGNITION:
+        return _join_leased(run, template, image, config, endpoint, peers, count)
     leases = None
     if run.dhcp:
         # First boot without etcd, to learn the address the member must be added with.
@@ -122,6 +128,31 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     except (KeyboardInterrupt, SystemExit):
         # Interrupted half way: take back the VM and the member we added, so the next run starts
         # clean. A node that merely failed to join is kept for inspection instead.
+        if added is not None:
+            with contextlib.suppress(Exception):
+                _rollback_join(run, config, endpoint, added)
+        raise
+
+
+def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoint: str, peers: dict[str, str],
+                 count: int) -> NodeStatus:
+    """An Ignition node under DHCP joins in its one boot: it starts with the live peers and works out its own
+    address (guest/leased.py); the member is added as soon as guest tools report the lease. Until then its
+    etcd is refused by the peers and its unit restarts it."""
+    joined = planning.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
+    clone(run, template, image, joined, config.digest)
+    deadline = join_deadline(run)
+    ip = wait_guests(run, [config.name], deadline)[config.name].ip
+    peer_url = run.members.peer_url(ip)
+    view = etcd.check_view(run.members.client.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
+    added = None
+    try:
+        if not any(peer_url in m.peer_urls for m in view.members):
+            run.members.before_change(endpoint, view, run.inventory().nodes)
+            run.reporter.event(f"{config.name}: leased {ip}; etcd member add {peer_url}")
+            added = run.members.client.member_add(endpoint, peer_url)
+        return wait_joined(run, [config], deadline)[config.name]
+    except (KeyboardInterrupt, SystemExit):
         if added is not None:
             with contextlib.suppress(Exception):
                 _rollback_join(run, config, endpoint, added)

@@ -244,18 +244,22 @@ def _check_imported_here(run: Run, vm: vms.VmInfo) -> None:
         vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512)
     ):
         return
+    vouching = f"the record of imported templates that user {state.current_user()!r} keeps ({state.state_dir() / state.TEMPLATES_FILE})"
     if run.adopt_template:
-        run.reporter.event(f"adopting template {vm.name} ({vm.moref}) on your word (--adopt-template)")
+        run.reporter.event(f"adopting template {vm.name} ({vm.moref}) on your word (--adopt-template), into {vouching}")
         state.remember_template(
             vcenter, vm.name, state.TemplateRecord(vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512) or "")
         )
         return
-    why = "this host has no record of importing it" if record is None else "it is not the one this host imported"
+    why = "has no entry for it" if record is None else "names another template by that name"
     raise VSphereError(
-        f"template {vm.name!r} ({vm.moref}) carries cluster {run.name!r}'s marks but {why}, so its disk"
-        " is not trusted; if it was planted, delete that template in vCenter and run again to import a verified"
-        " copy; if you know where it came from (an older vmcoreos, another host), run again with --adopt-template"
+        f"template {vm.name!r} ({vm.moref}) carries the marks of cluster {run.name!r} but {vouching} {why}, so"
+        " its disk is not trusted; if it was planted, delete that template in vCenter and run again to import a"
+        " verified copy; if you know where it came from (an older vmcoreos, another host, another user's cache),"
+        " run again with --adopt-template as the user that will run vmcoreos from now on (cron and the timer run"
+        " as 'vmcoreos'), so that user's record vouches for it"
     )
+
 
 
 def _linked_base(run: Run, template: vms.VmInfo):

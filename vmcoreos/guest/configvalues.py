@@ -20,6 +20,7 @@ class NodeConfig:
     guestinfo: dict[str, str]
     digest: str
     kind: str = CLOUD_CONFIG
+    mac: str = ""  # set on the clone's first NIC (guest/macs.py); the config names the NIC by it
 
     @property
     def ip(self) -> str | None:

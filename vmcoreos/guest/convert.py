@@ -23,7 +23,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import validate
+from vmcoreos.guest import ports, staticnet, validate
 from vmcoreos.guest.schema import CLOUD_CONFIG, ETCD2, Field
 
 MEMBER = "etcd-member.service"
@@ -139,9 +139,16 @@ def to_flatcar(text: str, *, source: str = "the config") -> Conversion:
     out = _dump(doc)
     findings = validate.errors(validate.check_cloud_config(out)[0])
     if findings:
+        # The errors come from the converted text; the input's own lines are what the user fixes.
+        findings = [f for f in validate.errors(validate.check_cloud_config(text)[0]) if _own(f)] or findings
         raise ConfigError(f"{source} has problems conversion does not fix; fix them and convert again",
-                          findings=[str(f) for f in findings])
+                          findings=[str(f) for f in findings] + [f"(once fixed, convert will) {c}" for c in changes])
     return Conversion(out, changes)
+
+
+def _own(finding: validate.Finding) -> bool:
+    """A finding convert does not fix itself (the CoreOS-era keys it converts are not among them)."""
+    return "no name" in finding.message
 
 
 def _dump(doc: CommentedMap) -> str:
@@ -149,6 +156,7 @@ def _dump(doc: CommentedMap) -> str:
     _yaml().dump(doc, buf)
     body = buf.getvalue()
     # The header is a comment to YAML; ruamel keeps it, but a config whose only content was removed loses it.
+    body = body if body.endswith("\n") else body + "\n"  # a text file ends with one; `cat a b` needs it
     return body if body.startswith(validate.HEADER + "\n") else f"{validate.HEADER}\n{body}"
 
 
@@ -204,26 +212,21 @@ def _convert_coreos(coreos: CommentedMap, changes: list[Change]) -> None:
         changes.append(Change(_line(coreos, "fleet"), REMOVED, "coreos.fleet", FLEET_GONE))
         del coreos["fleet"]
     units = coreos.get("units")
+    legacy = isinstance(coreos.get("etcd"), dict) or _has_unit(units, "etcd.service")
     if isinstance(units, CommentedSeq):
+        changes += staticnet.drop_static_units(units, _item_line)  # first: the lines are read by index
         had_etcd = _convert_units(units, changes) or had_etcd
     if had_etcd:
         env["ETCD_ENABLE_V2"] = "true"
         changes.append(Change(0, ADDED, f"{MEMBER} {DROPIN}", V2_API))
-        changes += _port_notes(env)
+        explicit = {"ETCD_LISTEN_CLIENT_URLS", "ETCD_ADVERTISE_CLIENT_URLS"} & set(env)
+        changes += ports.port_notes(env) if explicit else ports.default_port_notes(legacy)
         _add_dropin(coreos, env)
     changes.sort(key=lambda c: (c.line == 0, c.line))
 
 
-def _port_notes(env: dict[str, str]) -> list[Change]:
-    """deploy builds member URLs and waits on the cluster file's ports, so they must be the config's."""
-    out = []
-    for var, key, default in (("ETCD_ADVERTISE_CLIENT_URLS", "client_port", 2379),
-                              ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "peer_port", 2380)):
-        m = re.search(r":(\d+)(?:/|,|$)", env.get(var, ""))
-        if m and int(m.group(1)) != default:
-            out.append(Change(0, NOTE, var, f"etcd uses port {m.group(1)}; set etcd.{key}: {m.group(1)} in the"
-                              " cluster file"))
-    return out
+def _has_unit(units, name: str) -> bool:
+    return isinstance(units, list) and any(isinstance(u, dict) and u.get("name") == name for u in units)
 
 
 def _set_fields(section: dict, name: str):

@@ -20,13 +20,14 @@ from vmcoreos.guest.configvalues import CLOUD_CONFIG, DEFAULT_KIND, IGNITION, Us
 from vmcoreos.guest.validate import ERROR, WARNING, Finding
 from vmcoreos.settings import ClusterSettings
 
-# DHCP nodes boot twice: first without etcd, so guest tools report the leased address, then
-# with the membership written for that address (coreos-cloudinit applies guestinfo on every boot).
-# Ignition applies its config on the first boot only, so it cannot take part.
+# DHCP nodes with a cloud-config boot twice: first without etcd, so guest tools report the leased address,
+# then with the membership written for that address (coreos-cloudinit applies guestinfo on every boot).
+# Ignition applies its config on the first boot only, so Ignition nodes work out their address themselves
+# when etcd starts (guest/leased.py); their membership cannot list addresses in advance, so it is discovery.
 DHCP_IGNITION_MESSAGE = (
-    "node.network.mode is dhcp with an Ignition config: each etcd member must advertise its own address, which"
-    " vmcoreos learns only after the first boot, and Ignition never reads its config again; use"
-    " node.network.mode static, or a cloud-config (coreos-cloudinit re-reads guestinfo on every boot)"
+    "node.network.mode is dhcp with an Ignition config: Ignition reads its config once, before the lease is"
+    " known, so the members cannot be listed in advance; set etcd.bootstrap: discovery (with etcd.discovery, or"
+    " deploy --discovery-etcd URL), or use node.network.mode static"
 )
 
 
@@ -129,7 +130,11 @@ def settings_findings(settings, kind, text, doc, located, source="node.yaml") ->
     etcd_kind = _config_kind(settings, user)
     refused = kind == CLOUD_CONFIG and _legacy_findings(doc, located, distro, etcd_kind, source, out)
     if net.mode == "dhcp" and kind == IGNITION:
-        out.append(Finding(0, ERROR, DHCP_IGNITION_MESSAGE))
+        if distro == "coreos":
+            out.append(Finding(0, ERROR, "node.network.mode dhcp with Ignition is supported on Flatcar and Fedora"
+                               " CoreOS; on CoreOS Container Linux use a cloud-config or static addresses"))
+        elif settings.etcd.bootstrap != "discovery":
+            out.append(Finding(0, ERROR, DHCP_IGNITION_MESSAGE))
     # Substitution: coreos-cloudinit fills $private_ipv4 only from static guestinfo addresses with role private.
     for line, var in validate.substitution_lines(text):
         if kind == IGNITION:
@@ -255,10 +260,11 @@ def _shadowed_network_units(doc: dict, located, *, static: bool) -> list[Finding
         if not isinstance(unit, dict):
             continue
         name, content = str(unit.get("name") or ""), str(unit.get("content") or "")
-        if name.endswith(".network") and re.search(r"^\s*Address\s*=", content, re.MULTILINE) and name > guestinfo.NETWORK_UNIT:
+        ours = guestinfo.NETWORK_UNIT_PREFIX + "00:50:56"  # 00-<the node's MAC>.network
+        if name.endswith(".network") and re.search(r"^\s*Address\s*=", content, re.MULTILINE) and name > ours:
             path = ("coreos", "units", i, "name")
             out.append(Finding(located.line(path) if located else 0, WARNING,
                                f"unit {name} sets Address=, but vmcoreos gives the node its address through"
-                               f" guestinfo.interface.0 (coreos-cloudinit writes {guestinfo.NETWORK_UNIT}, which"
+                               " guestinfo.interface.0 (coreos-cloudinit writes 00-<the node's MAC>.network, which"
                                " systemd-networkd applies first); this unit only takes effect on another NIC"))
     return out

@@ -27,12 +27,12 @@ DATA_KEYS = (IGNITION_DATA, CLOUDINIT_DATA)
 IGNITION_CLEARED = "e30K"
 HOSTNAME = "guestinfo.hostname"
 AFTERBURN_KARGS = "guestinfo.afterburn.initrd.network-kargs"
-# The first VMXNET3 NIC of the Flatcar/CoreOS OVAs; networkd's Name= takes globs.
-INTERFACE_MATCH = "e*"
-# dracut's ip= takes no globs: the name predictable naming gives that NIC (PCI slot 192).
-KARGS_INTERFACE = "ens192"
-# The runtime unit coreos-cloudinit writes for interface 0 (network/interface.go Filename(): "%02x-%s").
-NETWORK_UNIT = f"00-{INTERFACE_MATCH}.network"
+# The node's NIC is named by its MAC (guest/macs.py): dracut's ifname= gives it this name in the initramfs,
+# where Afterburn's ip= karg then applies (the booted system matches the MAC again, not this name).
+KARGS_INTERFACE = "vmcoreos0"
+# The runtime unit coreos-cloudinit writes for interface 0: network/interface.go Filename() is "%02x-%s" of the
+# interface's name, or its MAC when it has no name.
+NETWORK_UNIT_PREFIX = "00-"
 
 
 def config_keys(data_key: str, payload: bytes, encoding: str) -> dict[str, str]:
@@ -54,12 +54,15 @@ def cloudinit_network_keys(
     address: ipaddress.IPv4Interface | None,
     gateway: ipaddress.IPv4Address | None,
     dns: tuple[ipaddress.IPv4Address, ...],
+    *,
+    mac: str,
 ) -> dict[str, str]:
+    """interface.0 matched by MAC (networkd [Match] MACAddress=), never by a name glob."""
     keys: dict[str, str] = {}
     if address is None:
         return keys
     prefix = "guestinfo.interface.0."
-    keys[prefix + "name"] = INTERFACE_MATCH
+    keys[prefix + "mac"] = mac
     keys[prefix + "dhcp"] = "no"
     keys[prefix + "role"] = "private"
     keys[prefix + "ip.0.address"] = address.with_prefixlen
@@ -77,11 +80,14 @@ def afterburn_network_keys(
     dns: tuple[ipaddress.IPv4Address, ...],
     *,
     hostname: str,
+    mac: str,
 ) -> dict[str, str]:
-    """dracut `ip=<ip>::<gw>:<netmask>:<hostname>:<iface>:off` (+ nameserver=) for the first boot's initramfs."""
+    """dracut `ifname=<name>:<mac> ip=<ip>::<gw>:<netmask>:<hostname>:<name>:off` (+ nameserver=) for the first
+    boot's initramfs: the NIC named by its MAC, whatever name its PCI slot would give it."""
     if address is None:
         return {}
     gw = str(gateway) if gateway is not None else ""
-    words = [f"ip={address.ip}::{gw}:{address.netmask}:{hostname}:{KARGS_INTERFACE}:off"]
+    words = [f"ifname={KARGS_INTERFACE}:{mac}",
+             f"ip={address.ip}::{gw}:{address.netmask}:{hostname}:{KARGS_INTERFACE}:off"]
     words += [f"nameserver={d}" for d in dns]
     return {AFTERBURN_KARGS: " ".join(words)}

@@ -18,6 +18,7 @@ import urllib.parse
 
 import yaml
 
+from vmcoreos.guest import leased, podman
 from vmcoreos.guest.cloudconfig import environment_lines, unit_value
 from vmcoreos.guest.validate import ERROR, WARNING, Finding
 
@@ -28,7 +29,7 @@ NETWORKD_FILE = "/etc/systemd/network/00-vmcoreos.network"
 NM_FILE = "/etc/NetworkManager/system-connections/vmcoreos.nmconnection"
 NETWORKD_UNIT = "00-vmcoreos.network"
 # Paths vmcoreos writes per node; render shows these, and masks every other file's contents.
-OWN_PATHS = (HOSTNAME_PATH, NETWORKD_FILE, NM_FILE)
+OWN_PATHS = (HOSTNAME_PATH, NETWORKD_FILE, NM_FILE, podman.MEMBER_ENV, *leased.SCRIPT_PATHS.values())
 
 # Accepted spec versions (coreos-facts §4.4).
 _V3 = tuple(f"3.{m}.0" for m in range(7)) + ("3.7.0-experimental",)
@@ -220,12 +221,18 @@ def checks_for_settings(doc: dict, text: str, *, distro: str, version: str | Non
                            " newer release or a cloud-config"))
     units = ((doc.get("systemd") or {}).get("units") or []) if isinstance(doc.get("systemd"), dict) else []
     member = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
-    if distro == "fedora-coreos" and not (member and member.get("contents")):
-        idx = units.index(member) if member in units else None
-        line = lines.get(("systemd", "units", idx), 0) if idx is not None else 0
-        out.append(Finding(line, ERROR, f"Fedora CoreOS ships no etcd; define {MEMBER_UNIT} with its contents"
-                           " (e.g. running the etcd container with podman) so vmcoreos' drop-in has a unit to"
-                           " configure"))
+    contents = str(member.get("contents") or "") if member else ""
+    if distro == "fedora-coreos" and "podman" in contents and not static and not podman.passes_address(contents):
+        line = lines.get(("systemd", "units", units.index(member), "contents"), 0)
+        out.append(Finding(line, ERROR, f"{MEMBER_UNIT} runs podman but under DHCP hands the container no"
+                           f" address: add --env-file {leased.ADDRESS_ENV} to its podman run (the node writes its"
+                           " advertise URLs there when etcd starts), or leave the unit out and vmcoreos supplies one"))
+    if distro == "fedora-coreos" and "podman" in contents and not podman.passes_membership(contents):
+        line = lines.get(("systemd", "units", units.index(member), "contents"), 0)
+        out.append(Finding(line, ERROR, f"{MEMBER_UNIT} runs podman but hands none of vmcoreos's membership to the"
+                           " container (podman passes a variable in only with --env, --env-file or --env-host, never"
+                           f" the unit's Environment=); add --env-file {podman.MEMBER_ENV} to its podman run, or"
+                           " leave the unit out and vmcoreos supplies one"))
     for i, unit in enumerate(units):
         if isinstance(unit, dict) and unit.get("name") == MEMBER_UNIT and unit.get("mask"):
             out.append(Finding(lines.get(("systemd", "units", i, "mask"), 0), ERROR,
@@ -254,19 +261,20 @@ def _file(major: int, path: str, text: str, mode: int) -> dict:
     return entry
 
 
-def networkd_unit(address, gateway, dns) -> str:
-    lines = ["[Match]", "Name=e*", "", "[Network]", f"Address={unit_value('Address', address.with_prefixlen)}"]
+def networkd_unit(address, gateway, dns, mac: str) -> str:
+    lines = ["[Match]", f"MACAddress={unit_value('MACAddress', mac)}", "", "[Network]",
+             f"Address={unit_value('Address', address.with_prefixlen)}"]
     if gateway is not None:
         lines.append(f"Gateway={unit_value('Gateway', gateway)}")
     lines += [f"DNS={unit_value('DNS', d)}" for d in dns]
     return "\n".join(lines) + "\n"
 
 
-def nm_keyfile(address, gateway, dns, iface: str) -> str:
+def nm_keyfile(address, gateway, dns, mac: str) -> str:
     addr = address.with_prefixlen + (f",{gateway}" if gateway is not None else "")
     lines = [
-        "[connection]", "id=vmcoreos", "type=ethernet", f"interface-name={unit_value('interface-name', iface)}", "",
-        "[ipv4]", "method=manual", f"address1={unit_value('address1', addr)}",
+        "[connection]", "id=vmcoreos", "type=ethernet", "", "[ethernet]", f"mac-address={unit_value('mac-address', mac)}",
+        "", "[ipv4]", "method=manual", f"address1={unit_value('address1', addr)}",
     ]
     if dns:
         lines.append("dns=" + "".join(f"{unit_value('dns', d)};" for d in dns))
@@ -282,7 +290,9 @@ def merge_node(
     address=None,
     gateway=None,
     dns=(),
-    iface: str = "ens192",
+    mac: str = "",
+    image: str | None = None,
+    lease_step: str | None = None,
 ) -> dict:
     """A copy of the user's Ignition config with this node's hostname, network and etcd drop-in."""
     out = copy.deepcopy(doc)
@@ -292,27 +302,54 @@ def merge_node(
     files.append(_file(major, HOSTNAME_PATH, hostname + "\n", 0o644))
     if address is not None:
         if distro == "fedora-coreos":
-            files.append(_file(major, NM_FILE, nm_keyfile(address, gateway, dns, iface), 0o600))
+            files.append(_file(major, NM_FILE, nm_keyfile(address, gateway, dns, mac), 0o600))
         elif major == 3:
-            files.append(_file(major, NETWORKD_FILE, networkd_unit(address, gateway, dns), 0o644))
+            files.append(_file(major, NETWORKD_FILE, networkd_unit(address, gateway, dns, mac), 0o644))
         else:
             networkd = out.setdefault("networkd", {})
             units = [u for u in networkd.get("units") or [] if not (isinstance(u, dict) and u.get("name") == NETWORKD_UNIT)]
-            networkd["units"] = units + [{"name": NETWORKD_UNIT, "contents": networkd_unit(address, gateway, dns)}]
+            networkd["units"] = units + [{"name": NETWORKD_UNIT, "contents": networkd_unit(address, gateway, dns, mac)}]
+    if lease_step is not None:
+        # DHCP: the node writes its advertise URLs when etcd starts (guest/leased.py); env comes without them.
+        files.append(_file(major, leased.SCRIPT_PATHS[distro], leased.SCRIPT, 0o755))
+    if env is not None and distro == "fedora-coreos":
+        files.append(_file(major, podman.MEMBER_ENV, podman.env_file(_container_env(out, env)), 0o644))
     storage["files"] = files
     if env is not None:
-        systemd = out.setdefault("systemd", {})
-        units = systemd.setdefault("units", [])
-        unit = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
-        if unit is None:
-            unit = {"name": MEMBER_UNIT}
-            units.append(unit)
-        enable_key = "enable" if (out.get("ignition") or {}).get("version") == "2.0.0" else "enabled"
-        unit.setdefault(enable_key, True)
-        dropins = [d for d in unit.get("dropins") or [] if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)]
-        contents = "[Service]\n" + environment_lines(env)
-        unit["dropins"] = dropins + [{"name": MEMBER_DROPIN, "contents": contents}]
+        _member_unit(out, distro=distro, env=env, image=image, lease_step=lease_step)
     return out
+
+
+def _container_env(doc: dict, env: dict[str, str]) -> dict[str, str]:
+    """What etcd's container gets from the env file: the user's ETCD_* (which a podman unit would not pass) and ours."""
+    merged = {**user_env(doc), **env}
+    merged.pop("ETCD_IMAGE", None)  # the unit's image, not etcd's setting
+    return merged
+
+
+def _member_unit(out: dict, *, distro: str, env: dict[str, str], image: str | None, lease_step: str | None) -> None:
+    """Enable etcd-member.service with our drop-in; on Fedora CoreOS supply the unit unless the user wrote one."""
+    systemd = out.setdefault("systemd", {})
+    units = systemd.setdefault("units", [])
+    unit = next((u for u in units if isinstance(u, dict) and u.get("name") == MEMBER_UNIT), None)
+    if unit is None:
+        unit = {"name": MEMBER_UNIT}
+        units.append(unit)
+    enable_key = "enable" if (out.get("ignition") or {}).get("version") == "2.0.0" else "enabled"
+    unit.setdefault(enable_key, True)
+    dropins = [d for d in unit.get("dropins") or [] if not (isinstance(d, dict) and d.get("name") == MEMBER_DROPIN)]
+    step = f"EnvironmentFile=-{leased.ADDRESS_ENV}\nExecStartPre={lease_step}\n" if lease_step else ""
+    if distro == "fedora-coreos" and not unit.get("contents"):
+        # Ours passes the env files to the container; a drop-in's Environment= would reach only podman.
+        leased_files = (leased.ADDRESS_ENV,) if lease_step else ()
+        unit["contents"] = podman.member_unit(image, extra_env_files=leased_files,
+                                              pre=(lease_step,) if lease_step else ())
+    else:
+        dropins.append({"name": MEMBER_DROPIN, "contents": "[Service]\n" + step + environment_lines(env)})
+    if dropins:
+        unit["dropins"] = dropins
+    else:
+        unit.pop("dropins", None)
 
 
 def user_env(doc: dict) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 Pure: it needs the cluster settings and the user's config, never vSphere,
 so `render` runs offline and before any change. Static nodes get their
-address from the cluster file; DHCP nodes boot twice (first_boot, then
-their membership once the lease is known).
+address from the cluster file. DHCP nodes with a cloud-config boot twice
+(first_boot, then their membership once the lease is known); DHCP nodes with
+Ignition boot once and work out their own address (guest/leased.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import cloudconfig, guestinfo, ignition
+from vmcoreos.guest import cloudconfig, guestinfo, ignition, leased, macs
 from vmcoreos.guest.configvalues import DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
 from vmcoreos.guest.findings import raise_if_errors, url_findings
 from vmcoreos.guest.validate import ERROR, Finding
@@ -62,7 +63,7 @@ def plan(
     """
     names = settings.node_names(count)
     _bootstrap_checks(settings)
-    if settings.node.network.mode == "dhcp":
+    if settings.node.network.mode == "dhcp" and user.kind != IGNITION:
         missing = [n for n in names if n not in (leases or {}) and (only is None or n in only)]
         if missing:
             return first_boot(settings, user, missing)
@@ -70,6 +71,7 @@ def plan(
     addresses = node_addresses(settings, count)
     etcd = settings.etcd
     peers = {n: _url(a, etcd.peer_port) for n, a in zip(names, addresses)}
+    mac_of = macs.node_macs(settings.name, names)
     out: list[NodeConfig] = []
     findings: list[Finding] = []
     for index, (name, address) in enumerate(zip(names, addresses), start=1):
@@ -77,11 +79,11 @@ def plan(
             continue
         membership = _membership(settings, name, address, peers, existing_members)
         if user.kind == IGNITION:
-            text, keys = _ignition_node(settings, user, name, address, membership)
+            text, keys = _ignition_node(settings, user, name, address, membership, mac_of[name])
         else:
-            text, keys = _cloud_config_node(settings, user, name, address, membership)
+            text, keys = _cloud_config_node(settings, user, name, address, membership, mac_of[name])
         findings += url_findings(user, address)
-        node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind)
+        node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind, mac_of[name])
         if len(keys[node.data_key]) > guestinfo.MAX_VALUE_BYTES:
             findings.append(Finding(0, ERROR, f"{name}: the encoded config is {len(keys[node.data_key])} bytes,"
                                     f" over the {guestinfo.MAX_VALUE_BYTES}-byte guestinfo limit; shrink it (fetch"
@@ -94,6 +96,8 @@ def plan(
 def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) -> list[NodeConfig]:
     """DHCP nodes' first boot: the user's config and hostname, etcd left stopped until the address is known."""
     out = []
+    mac_of = macs.node_macs(settings.name, settings.node_names(max(naming.node_index(settings.name, n) or 0
+                                                                   for n in names)))
     for name in names:
         doc = cloudconfig.without_etcd(cloudconfig.merge_node(
             user.doc, hostname=name, membership=None, default_kind=DEFAULT_KIND[settings.image.distro]
@@ -104,7 +108,7 @@ def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) ->
         index = naming.node_index(settings.name, name)
         # The digest covers what the cluster file says (config, hostname), not the leased address,
         # so a DHCP node's mark stays the same across its two boots and across re-leases.
-        out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind))
+        out.append(NodeConfig(name, index, None, text, keys, _digest(text, keys), user.kind, mac_of[name]))
     return out
 
 
@@ -114,17 +118,21 @@ def _plan_leased(settings, user, *, count, only, existing, leases) -> list[NodeC
     etcd = settings.etcd
     addresses = {n: ipaddress.IPv4Interface(f"{leases[n]}/32") for n in names if n in leases}
     peers = {n: _url(a, etcd.peer_port) for n, a in addresses.items()}
+    mac_of = macs.node_macs(settings.name, names)
     out: list[NodeConfig] = []
     for index, name in enumerate(names, start=1):
         if only is not None and name not in only:
             continue
         membership = _membership(settings, name, addresses[name], peers, existing)
-        text, keys = _cloud_config_node(settings, user, name, addresses[name], membership, static_network=False)
-        out.append(NodeConfig(name, index, addresses[name], text, keys, _digest(text, keys), user.kind))
+        text, keys = _cloud_config_node(settings, user, name, addresses[name], membership, mac_of[name],
+                                        static_network=False)
+        out.append(NodeConfig(name, index, addresses[name], text, keys, _digest(text, keys), user.kind,
+                              mac_of[name]))
     return out
 
 
-def _cloud_config_node(settings, user, name, address, membership, *, static_network=True) -> tuple[str, dict[str, str]]:
+def _cloud_config_node(settings, user, name, address, membership, mac, *,
+                       static_network=True) -> tuple[str, dict[str, str]]:
     doc = cloudconfig.merge_node(
         user.doc, hostname=name, membership=membership, default_kind=DEFAULT_KIND[settings.image.distro]
     )
@@ -132,24 +140,33 @@ def _cloud_config_node(settings, user, name, address, membership, *, static_netw
     net = settings.node.network
     keys = {guestinfo.HOSTNAME: name}
     if static_network:
-        keys.update(guestinfo.cloudinit_network_keys(address, net.gateway, net.dns))
+        keys.update(guestinfo.cloudinit_network_keys(address, net.gateway, net.dns, mac=mac))
     keys.update(guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, text.encode(), "gzip+base64"))
     return text, keys
 
 
-def _ignition_node(settings, user, name, address, membership) -> tuple[str, dict[str, str]]:
-    distro, net = settings.image.distro, settings.node.network
+def _ignition_node(settings, user, name, address, membership, mac) -> tuple[str, dict[str, str]]:
+    distro, net, etcd = settings.image.distro, settings.node.network, settings.etcd
     env = None
     if membership is not None:
         env = cloudconfig.member_env(membership, ignition.user_env(user.doc))
+    # DHCP: one boot; the node works out its address when etcd starts (guest/leased.py).
+    lease_step = None
+    if net.mode == "dhcp" and leased.supported(distro):
+        joining = None
+        if membership is not None and membership.state == "existing":
+            joining = leased.joining(name, membership.initial_cluster or "")
+        lease_step = leased.command(distro, scheme=etcd.scheme, client_port=etcd.client_port,
+                                    peer_port=etcd.peer_port, mac=mac, joining=joining)
+        env = leased.without_advertise(env or {}, joining=joining is not None)
     doc = ignition.merge_node(
         user.doc, distro=distro, hostname=name, env=env, address=address, gateway=net.gateway, dns=net.dns,
-        iface=guestinfo.KARGS_INTERFACE,
+        mac=mac, image=etcd.image, lease_step=lease_step,
     )
     text = ignition.render(doc)
     keys: dict[str, str] = {}
     if distro != "coreos":  # CoreOS CL has no Afterburn kargs; its networkd unit is in the config
-        keys.update(guestinfo.afterburn_network_keys(address, net.gateway, net.dns, hostname=name))
+        keys.update(guestinfo.afterburn_network_keys(address, net.gateway, net.dns, hostname=name, mac=mac))
     data_key = guestinfo.CLOUDINIT_DATA if distro == "coreos" else guestinfo.IGNITION_DATA
     keys.update(guestinfo.config_keys(data_key, text.encode(), "gzip+base64"))
     return text, keys

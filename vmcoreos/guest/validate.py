@@ -165,6 +165,7 @@ def check_cloud_config(text: str) -> tuple[list[Finding], Located | None]:
             findings.append(Finding(loc.line(path), WARNING, f"{dotted(path)} is set per node by vmcoreos ({what});"
                                     " the value here is replaced"))
     _check_discovery_url(loc, findings)
+    findings += nameless_users(loc)
     return sorted(set(findings)), loc
 
 
@@ -265,6 +266,38 @@ def _check_discovery_url(loc: Located, out: list[Finding]) -> None:
         parts = urlsplit(node.value)
         if not parts.scheme or not (parts.netloc or parts.path.startswith("/")):
             out.append(Finding(loc.line(path), WARNING, "discovery URL is not valid"))
+
+
+def nameless_users(loc: Located) -> list[Finding]:
+    """users[] items without a name: coreos-cloudinit logs "User object has no 'name' field, skipping" and drops
+    them, groups and keys included, while its -validate says nothing. Usually an indentation slip: the keys were
+    meant for the user above, so the finding says so (the user's name is no secret; keys' values are never quoted)."""
+    users = loc.nodes.get(("users",))
+    if not isinstance(users, yaml.SequenceNode):
+        return []
+    out = []
+    for i, item in enumerate(users.value):
+        if not isinstance(item, yaml.MappingNode):
+            continue
+        fields = {k.value: v for k, v in item.value if isinstance(k, yaml.ScalarNode)}
+        name = fields.get("name")
+        if isinstance(name, yaml.ScalarNode) and name.value.strip():
+            continue
+        keys = ", ".join(k for k in fields if k != "name") or "nothing"
+        above = _user_name(users.value[i - 1]) if i > 0 else None
+        fix = (f"if they belong to the user above ({above!r}), indent them under it, without the '- ' that starts"
+               " a new user" if above else "give it a name")
+        out.append(Finding(item.start_mark.line + 1, ERROR, f"users[{i}] has no name, so coreos-cloudinit skips it"
+                           f" and its {keys} are lost; {fix}"))
+    return out
+
+
+def _user_name(node: yaml.Node) -> str | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == "name" and isinstance(v, yaml.ScalarNode) and v.value:
+                return v.value
+    return None
 
 
 # -- values in the text ----------------------------------------------------------

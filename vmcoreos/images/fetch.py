@@ -48,6 +48,7 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
             return verify_local(image, signing, http, reporter, _state_root(cache_dir))
         cache_root = cache.check_root(Path(cache_dir))
         release = current.choose(image, signing, http, cache_root, reporter, floor)
+        signing = release_keys(signing, release, image)
         return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
 
 
@@ -101,19 +102,24 @@ def _state_root(cache_dir: Path) -> Path | None:
 
 def signing_keys(image: ImageSettings) -> list[keymod.PublicKey]:
     """The distro's pinned key plus the user's (--trusted-key); refusing early when there is none."""
-    found = []
-    pinned = keymod.pinned_key(image.distro)
-    if pinned is not None:
-        found.append(pinned)
+    found = keymod.pinned_keys(image.distro)
     found.extend(keymod.trusted_keys(image.trusted_keys, image.distro))
     if not found and not image.insecure_skip_verify:
-        if image.distro == "fedora-coreos":
-            raise ConfigError(
-                "Fedora CoreOS images are signed with Fedora's release keys, which vmcoreos does not pin;"
-                f" download {FEDORA_KEYS}, check it, and pass it with --trusted-key (or image.trusted_keys)"
-            )
         raise ConfigError(f"no key to verify {image.distro} images with; pass --trusted-key FILE")
     return found
+
+
+def release_keys(signing: list[keymod.PublicKey], release: Release, image: ImageSettings) -> list[keymod.PublicKey]:
+    """The keys that may sign this release (a Fedora build: its major version's key); refusing when none may."""
+    narrowed = keymod.for_release(signing, release.distro, release.version)
+    if not narrowed and not image.insecure_skip_verify:
+        major = release.version.split(".", 1)[0]
+        raise ConfigError(
+            f"Fedora CoreOS {release.version} is signed with the Fedora {major} key, which this vmcoreos does not pin;"
+            f" download {FEDORA_KEYS}, check its fingerprint on https://fedoraproject.org/security/, and pass it with"
+            " --trusted-key fedora-coreos=FILE (or image.trusted_keys)"
+        )
+    return narrowed
 
 
 def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Http, reporter: Reporter,

@@ -21,6 +21,14 @@ PINNED = {
     # CoreOS Buildbot; end of life, kept for mirrors of old releases.
     "coreos": ("04127D0BFABEC8871FFB2CCE50E0885593D2DCB4", "CoreOS_Image_Signing_Key.asc"),
 }
+# Fedora signs each FCOS build with the release key of its major version (coreos-facts §2.4); one key per major,
+# rotated twice a year. The next one is added by a newer vmcoreos, or meanwhile by --trusted-key fedora-coreos=FILE.
+FEDORA_KEYS_FILE = "Fedora_43_44_45_release_keys.asc"
+PINNED_FEDORA = {
+    43: "C6E7F081CF80E13146676E88829B606631645531",
+    44: "36F612DCF27F7D1A48A835E4DBFCF71C6D9F90A6",
+    45: "4F50A6114CD5C6976A7F1179655A4B02F577861E",
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,31 @@ def pinned_key(distro: str) -> PublicKey | None:
             f"the {name} shipped with vmcoreos is not the pinned key {fingerprint}; reinstall vmcoreos"
         )
     return keys[0]
+
+
+def pinned_keys(distro: str) -> list[PublicKey]:
+    """Every key pinned for distro: the vendor's one, or each Fedora release key (for_release picks one)."""
+    if distro != "fedora-coreos":
+        key = pinned_key(distro)
+        return [key] if key is not None else []
+    raw = resources.files("vmcoreos.keys").joinpath(FEDORA_KEYS_FILE).read_bytes()
+    keys = load_key_bytes(raw, FEDORA_KEYS_FILE)
+    if sorted(k.fingerprint for k in keys) != sorted(PINNED_FEDORA.values()):
+        raise ConfigError(f"the {FEDORA_KEYS_FILE} shipped with vmcoreos is not the pinned Fedora keys; reinstall vmcoreos")
+    return keys
+
+
+def for_release(keys: list[PublicKey], distro: str, version: str) -> list[PublicKey]:
+    """keys narrowed to what may sign this release: of the pinned Fedora keys only its major version's.
+
+    The user's own keys (--trusted-key) are kept: that is how the next Fedora key is trusted before vmcoreos pins it.
+    """
+    if distro != "fedora-coreos":
+        return keys
+    major = version.split(".", 1)[0]
+    wanted = PINNED_FEDORA.get(int(major)) if major.isdigit() else None
+    pinned = set(PINNED_FEDORA.values())
+    return [k for k in keys if k.fingerprint not in pinned or k.fingerprint == wanted]
 
 
 def trusted_keys(entries, distro: str) -> list[PublicKey]:

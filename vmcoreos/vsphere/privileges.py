@@ -20,6 +20,7 @@ FOLDER = (
     "VirtualMachine.Provisioning.DeployTemplate",
     "VirtualMachine.Provisioning.MarkAsTemplate",
     "VirtualMachine.Config.AdvancedConfig",
+    "VirtualMachine.Config.EditDevice",  # the clone spec sets the first NIC's MAC (guest/macs.py)
     "VirtualMachine.Interact.PowerOn",
     "VirtualMachine.Interact.PowerOff",
 )

@@ -24,6 +24,8 @@ from vmcoreos import __version__
 from vmcoreos.environment import ENV_API_TIMEOUT, api_timeout
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.connection import Connection
+from vmcoreos.vsphere import probe
+from vmcoreos.vsphere.probe import colons, unverified_context
 from vmcoreos.text import reason
 
 
@@ -74,16 +76,12 @@ class _PinnedSocket(ssl.SSLSocket):
         algo = {40: "sha1", 64: "sha256", 128: "sha512"}[len(self.pin)]
         seen = hashlib.new(algo, self.getpeercert(binary_form=True)).hexdigest()
         if seen != self.pin:
-            raise ThumbprintMismatch(f"certificate {algo} thumbprint {_colons(seen)} is not the pinned one")
+            raise ThumbprintMismatch(f"certificate {algo} thumbprint {colons(seen)} is not the pinned one")
 
 
 def host_port(host: str, port: int) -> str:
     """host:port for a URL or a message, an IPv6 literal in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _colons(hexdigest: str) -> str:
-    return ":".join(hexdigest[i : i + 2] for i in range(0, len(hexdigest), 2)).upper()
 
 
 def ssl_context(conn: Connection) -> ssl.SSLContext:
@@ -92,13 +90,6 @@ def ssl_context(conn: Connection) -> ssl.SSLContext:
     if conn.insecure:
         return unverified_context()
     return ca_context(conn)
-
-
-def unverified_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def ca_context(conn: Connection) -> ssl.SSLContext:
@@ -262,9 +253,12 @@ def connect(conn: Connection) -> Session:
     except ThumbprintMismatch as exc:
         raise VSphereError(f"vCenter {where}: {exc.args[0]}; check --thumbprint (a different server answered)") from None
     except ssl.SSLCertVerificationError as exc:
+        seen = probe.sha256_or_none(conn.host, conn.port)
+        pin = f"pin it with --thumbprint {seen} if that is your vCenter's" if seen else "pin it with --thumbprint"
         raise VSphereError(
-            f"vCenter {where}'s TLS certificate is not trusted ({exc.verify_message});"
-            " pass --ca-file with its CA, pin it with --thumbprint, or use --insecure in a lab"
+            f"vCenter {where}'s TLS certificate is not trusted ({exc.verify_message}); its SHA-256 thumbprint is"
+            f" {seen or 'unknown (it could not be read again)'}: pass --ca-file with its CA, {pin}, or use --insecure"
+            " in a lab"
         ) from None
     except vim.fault.HostConnectFault as exc:
         raise VSphereError(f"vCenter {where}: {exc.msg}") from None
@@ -279,6 +273,9 @@ def connect(conn: Connection) -> Session:
     except vmodl.MethodFault as exc:
         raise VSphereError(f"vCenter {where} refused the session: {exc.msg}") from None
     except Exception as exc:  # pyvmomi raises plain Exceptions for some protocol failures
+        if "is not a VIM server" in str(exc):
+            # The server answered (a refused or dead one is an OSError above): the path is what is wrong.
+            raise VSphereError(_wrong_path(conn, where, kwargs["path"], ctx)) from None
         if "thumbprint" in str(exc).lower():
             raise VSphereError(
                 f"vCenter {where}'s certificate does not match the pinned thumbprint; check --thumbprint"
@@ -287,6 +284,13 @@ def connect(conn: Connection) -> Session:
     session = Session(si=si, conn=conn, ssl=ctx)
     _guard(session)
     return session
+
+
+def _wrong_path(conn: Connection, where: str, path: str, ctx: ssl.SSLContext) -> str:
+    said = f"{where} answered, but serves no vSphere API at {path}"
+    if path.rstrip("/") != "/sdk" and probe.serves_vim(conn.host, conn.port, "/sdk", ctx):
+        return f"{said} (it does at /sdk); fix the path in --url or VMCOREOS_URL: https://{where}/sdk"
+    return f"{said}; check the path in --url or VMCOREOS_URL (vCenter serves it at /sdk) and that {where} is a vCenter"
 
 
 def _guard(session: Session) -> None:

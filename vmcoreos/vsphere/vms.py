@@ -153,8 +153,12 @@ def option_values(values: dict[str, str]) -> list:
     return [vim.option.OptionValue(key=k, value=v) for k, v in values.items()]
 
 
-def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None):
-    """Everything a node needs in the clone itself: one task per node, no reconfigure after."""
+def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None,
+               devices: tuple = ()):
+    """Everything a node needs in the clone itself: one task per node, no reconfigure after.
+
+    devices: device edits for the clone (mac_edit: its first NIC's MAC, which its config names).
+    """
     relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
@@ -165,10 +169,31 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         # No vApp options, so vSphere hands the guest no OVF environment that would
         # shadow the extraConfig guestinfo keys for coreos-cloudinit.
         vAppConfigRemoved=True,
+        deviceChange=list(devices),
     )
     return vim.vm.CloneSpec(
         location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
     )
+
+
+def first_nic(session: Session, vm: VmInfo):
+    """The VM's first network card (lowest device key): the one a node's config gives its address."""
+    props = session.retrieve([vm.ref], ["config.hardware.device"], vim.VirtualMachine).get(vm.ref) or {}
+    nics = [d for d in props.get("config.hardware.device") or [] if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    return min(nics, key=lambda d: d.key) if nics else None
+
+
+def mac_edit(nic, mac: str):
+    """An edit giving the clone's copy of nic this MAC (addressType manual: vCenter keeps it as set).
+
+    A copy of the device, not nic itself: every node's spec carries its own MAC.
+    """
+    device = type(nic)()
+    for prop in nic._GetPropertyList():
+        setattr(device, prop.name, getattr(nic, prop.name))
+    device.addressType = "manual"
+    device.macAddress = mac
+    return vim.vm.device.VirtualDeviceSpec(operation="edit", device=device)
 
 
 LINKED_BASE = "vmcoreos-linked-clone-base"  # the template snapshot linked clones share
