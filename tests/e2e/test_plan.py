@@ -121,7 +121,7 @@ def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
 
     # On a terminal 80 columns wide, no value is split across lines (it showed `poweredO`/`n`, `127.0.60`/`.21`).
     term_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))},
-                "TMPDIR": str(_STATE / "tmp"), **env}
+                "TMPDIR": str(STATE / "tmp"), **env}
     code, shown = run_on_a_terminal([VMCOREOS, "status", "-c", str(cluster)], term_env, columns=80)
     OUTPUT_LOG.append(shown)
     assert code == 0, shown
