@@ -252,3 +252,40 @@ def test_settings_carry_every_section_value_from_the_file(tmp_path):
     assert (got.etcd.bootstrap, got.etcd.discovery, got.etcd.client_port, got.etcd.peer_port, got.etcd.scheme) == (
         "discovery", "https://d.example/x", 12379, 12380, "http")
     assert (got.wait_timeout, got.task_stall, got.upload_stall) == (90, 30, 20)
+
+
+def _loaded(tmp_path: Path, text: str, environ=None):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    return load_cluster_file(path, environ=environ or {})
+
+
+def test_datastores_is_a_list_whose_first_is_the_datastore(tmp_path):
+    target = _loaded(tmp_path, "cluster: lab\nvsphere:\n  datastores: [ds-a, 7]\n").vsphere
+    assert target.datastores == ("ds-a", "7") and target.datastore == "ds-a"
+    assert target.datastore_names == ("ds-a", "7")
+    # The one-item form, and govc's variable, stay as they were.
+    one = _loaded(tmp_path, "cluster: lab\nvsphere:\n  datastore: ds-a\n").vsphere
+    assert one.datastores is None and one.datastore_names == ("ds-a",)
+    govc = _loaded(tmp_path, "cluster: lab\n", {"GOVC_DATASTORE": "ds-g"}).vsphere
+    assert govc.datastore_names == ("ds-g",)
+    # datastores wins over GOVC_DATASTORE: the file names them.
+    both = _loaded(tmp_path, "cluster: lab\nvsphere:\n  datastores: [ds-a, ds-b]\n", {"GOVC_DATASTORE": "ds-g"}).vsphere
+    assert both.datastore_names == ("ds-a", "ds-b")
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("vsphere:\n  datastore: a\n  datastores: [a, b]\n", "is set together with vsphere.datastore; keep one"),
+    ("vsphere:\n  datastores: [a, a]\n", "names a datastore twice"),
+    ("vsphere:\n  datastores: []\n", "at least 1 item"),
+])
+def test_datastores_mistakes_are_one_finding_on_the_key(tmp_path, text, finding):
+    err = _refused(tmp_path, "cluster: lab\n" + text)
+    assert finding in err.message + " ".join(err.findings)
+    assert "datastores" in err.message + " ".join(err.findings)
+
+
+def test_linked_clones_over_several_datastores_are_refused(tmp_path):
+    err = _refused(tmp_path, "cluster: lab\nvsphere:\n  datastores: [a, b]\nnode:\n  linked_clone: true\n")
+    assert err.message.startswith("node.linked_clone: true keeps every member's base disk on the template's datastore")
+    _loaded(tmp_path, "cluster: lab\nvsphere:\n  datastores: [a]\nnode:\n  linked_clone: true\n")  # one is fine

@@ -181,6 +181,11 @@ def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: 
     """The typed settings: a key the model and the settings name alike carries over as it is (`_typed`);
     only what the parser resolves (paths, addresses, keys, GOVC_* defaults) is spelled out here."""
     vs, im, nd, et, wait = model.vsphere, model.image, model.node, model.etcd, model.wait
+    if nd.linked_clone and vs.datastores and len(vs.datastores) > 1:
+        raise ConfigError(
+            "node.linked_clone: true keeps every member's base disk on the template's datastore, so spreading"
+            " members over vsphere.datastores would not keep them apart; use full clones or name one datastore"
+        )
     net = nd.network
     network = _typed(
         NetworkSettings, net,
@@ -191,7 +196,8 @@ def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: 
     return _typed(
         ClusterSettings, wait,
         name=model.cluster, count=model.count, wait_timeout=wait.timeout, source=source,
-        vsphere=with_govc_defaults(_typed(VSphereTarget, vs), environ),
+        vsphere=with_govc_defaults(_typed(VSphereTarget, vs, datastores=tuple(vs.datastores) if vs.datastores else None),
+                                   environ),
         image=_typed(
             ImageSettings, im,
             ova=_resolve_source(base_dir, im.ova), sig=_resolve_source(base_dir, im.sig),

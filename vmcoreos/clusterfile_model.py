@@ -108,13 +108,28 @@ class VSphere(Section):
     datacenter: Text | None = Field(None, description="datacenter name (default GOVC_DATACENTER)")
     cluster: Text | None = Field(None, description="compute cluster; its root resource pool is used"
                                  " (default from GOVC_RESOURCE_POOL)")
-    datastore: Text | None = Field(None, description="datastore name (default GOVC_DATASTORE)")
+    datastore: Text | None = Field(None, description="datastore name (default GOVC_DATASTORE); the one-item form"
+                                   " of vsphere.datastores")
+    datastores: list[Text] | None = Field(None, min_length=1, description="datastores the etcd members are spread"
+                                          " over, fewest members first; the template goes on the first")
     network: Text | None = Field(None, description="port group name (default GOVC_NETWORK, else 'VM Network')")
     folder: Text | None = Field(None, description="VM folder path under the datacenter (default GOVC_FOLDER)")
     resource_pool: Text | None = Field(None, description="resource pool path below the cluster's root pool"
                                        " (default: the root pool)")
-    host: Text | None = Field(None, description="ESXi host for clones and imports (default: DRS places them,"
-                              " or the first usable host of a cluster without DRS)")
+    host: Text | None = Field(None, description="ESXi host for every clone and import (default: members are"
+                              " spread over the cluster's usable hosts, one host each where there are enough)")
+
+    @model_validator(mode="after")
+    def _one_datastore_key(self) -> "VSphere":
+        if self.datastores is None:
+            return self
+        if self.datastore is not None:
+            raise KeyProblem("datastores", "is set together with vsphere.datastore; keep one: datastore is the"
+                             " one-item form of datastores")
+        if len(set(self.datastores)) != len(self.datastores):
+            raise KeyProblem("datastores", "names a datastore twice; list each once")
+        self.datastore = self.datastores[0]
+        return self
 
 
 class Image(Section):

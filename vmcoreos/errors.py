@@ -16,6 +16,8 @@ class ExitCode:
     LOCKED = 5
     # status only: vCenter or etcd could not be asked, so health is unknown (monitoring's UNKNOWN, not CRITICAL).
     UNKNOWN = 6
+    # status only: every member healthy, but two share a host or datastore although a usable one is free.
+    DEGRADED = 7
     INTERRUPTED = 130
 
 

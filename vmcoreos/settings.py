@@ -33,13 +33,19 @@ CHANNELS = {
 class VSphereTarget:
     datacenter: str | None = None
     cluster: str | None = None
-    datastore: str | None = None
+    datastore: str | None = None  # the first of datastores (the template goes there)
+    datastores: tuple[str, ...] | None = None  # vsphere.datastores, the members spread over them; None: datastore
     network: str | None = None
     folder: str | None = None
     resource_pool: str | None = None  # a path below the cluster's root pool
-    host: str | None = None  # the ESXi host clones and imports go to (else DRS, or the first usable)
+    host: str | None = None  # the ESXi host every clone and import goes to (else members are spread)
     # (key, variable) for each value a GOVC_* variable supplied, so a lookup error names what to fix.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def datastore_names(self) -> tuple[str | None, ...]:
+        """The datastores members spread over, the template's first; (None,): the only one vCenter has."""
+        return self.datastores or (self.datastore,)
 
     def origin(self, key: str) -> str:
         """Where vsphere.<key>'s value came from: the cluster file's key or a GOVC_* variable."""

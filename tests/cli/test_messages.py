@@ -105,7 +105,8 @@ def test_encode_dash_reads_stdin():
     ("encode", "Exit codes: 0 done, 2 bad usage or config."),
     ("render", "Exit codes: 0 done, 1 --discovery-etcd could not mint a token, 2 bad usage or config."),
     ("status", "Exit codes: 0 every node healthy, 1 a node is missing, down or unhealthy, 2 bad usage or config,"
-               " 6 status unknown (vCenter or etcd could not be asked)."),
+               " 6 status unknown (vCenter or etcd could not be asked), 7 degraded placement (healthy, but members"
+               " share a host or datastore a free one could take)."),
 ])
 def test_help_lists_only_the_exit_codes_a_command_returns(command, codes):
     result = CliRunner().invoke(app, [command, "--help"], terminal_width=400)

@@ -60,7 +60,8 @@ def test_status_at_80_columns_on_a_terminal_splits_no_value(tables):
 def test_o_wide_shows_every_column_whole(tables):
     lines = tables[80, True]
     assert len(lines) == 4
-    assert lines[0].split() == ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD", "MEMBER", "HEALTH", "LEADER", "CONFIG"]
+    assert lines[0].split() == ["NODE", "POWER", "TOOLS", "IP", "IMAGE", "ETCD", "MEMBER", "HEALTH", "LEADER", "CONFIG",
+                                "HOST", "DATASTORE", "SHARES"]
     for line, member in zip(lines[1:], MEMBERS):
         assert member in line.split()
 

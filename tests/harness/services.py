@@ -77,7 +77,9 @@ class Vcsim:
     drop_answer: "METHOD[:N]": the simulator carries out the Nth call of METHOD (default the
     first) and then resets the connection instead of answering, once (what a client sees when
     the network breaks after vCenter took a request; a TCP proxy cannot pick a request out of TLS).
-    deny: privileges HasPrivilegeOnEntities reports as not granted (a user whose role lacks them)."""
+    deny: privileges HasPrivilegeOnEntities reports as not granted (a user whose role lacks them); on the strict bed
+    a denied Host.Inventory.ModifyCluster also makes a DRS rule change NoPermission.
+    datastores: how many datastores (LocalDS_0, LocalDS_1, ...) every host mounts."""
 
     workdir: Path
     strict: bool = False
@@ -91,6 +93,7 @@ class Vcsim:
     nfc_advertise: str = ""
     drop_answer: str = ""
     deny: tuple[str, ...] = ()  # privilege IDs HasPrivilegeOnEntities says are not granted
+    datastores: int = 1
     proc: subprocess.Popen | None = None
     url: str = ""
     thumbprint: str = ""
@@ -138,6 +141,8 @@ class Vcsim:
             args += ["-drop-answer", self.drop_answer]
         if self.deny:
             args += ["-deny-privilege", ",".join(self.deny)]
+        if self.datastores != 1:
+            args += ["-datastores", str(self.datastores)]
         self.proc = subprocess.Popen(
             args,
             stdout=log,

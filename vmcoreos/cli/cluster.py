@@ -22,7 +22,7 @@ from vmcoreos.errors import ExitCode
 
 def register(app: typer.Typer) -> None:
     app.command(epilog=EXIT_CODES_HELP)(deploy)
-    app.command(epilog=exit_codes(0, 1, 2, 6, c0="every node healthy", c1="a node is missing, down or unhealthy"))(status)
+    app.command(epilog=exit_codes(0, 1, 2, 6, 7, c0="every node healthy", c1="a node is missing, down or unhealthy"))(status)
     app.command(epilog=EXIT_CODES_HELP)(rebuild)
     app.command(epilog=exit_codes(0, 1, 2, 5, 130))(destroy)
 
@@ -144,7 +144,8 @@ def deploy(
 def status(ctx: typer.Context, config: Path = ConfigOpt, output: Optional[str] = WideOpt, json_out: bool = JsonOpt) -> None:
     """One row per node: power, tools, IP, image, etcd member, health, leader, config drift.
 
-    For monitoring: exit 0 is healthy, 1 critical, 6 unknown (vCenter or etcd could not be asked).
+    For monitoring: exit 0 is healthy, 1 critical, 6 unknown (vCenter or etcd could not be asked),
+    7 degraded placement (healthy, but members share a host or datastore although a free one exists).
     """
     app = App.of(ctx)
     with app.run(quiet=json_out, json_out=json_out) as term:
@@ -167,7 +168,14 @@ def status(ctx: typer.Context, config: Path = ConfigOpt, output: Optional[str] =
         if state == "unknown":
             term.warn("no etcd member answered though nodes are powered on; health is unknown (exit 6):"
                       " check the network path to the nodes' client port")
-        raise typer.Exit({"healthy": ExitCode.OK, "critical": ExitCode.FAILED}.get(state, ExitCode.UNKNOWN))
+        if result.drs_rule in ("missing", "differs"):
+            term.warn(f"DRS rule vmcoreos-{result.cluster}-etcd is {result.drs_rule} (it should hold exactly the"
+                      " nodes): DRS may move members together; `vmcoreos deploy` writes it again")
+        if state == "degraded":
+            term.warn("etcd members share a host or datastore although a usable one is free (exit 7): a failure"
+                      " there costs more than one member; `vmcoreos rebuild --force` places them apart again")
+        codes = {"healthy": ExitCode.OK, "critical": ExitCode.FAILED, "degraded": ExitCode.DEGRADED}
+        raise typer.Exit(codes.get(state, ExitCode.UNKNOWN))
 
 
 def _tools(value: str | None) -> str:
@@ -186,6 +194,10 @@ STATUS_COLUMNS = [
     (Column("HEALTH"), lambda s: s.stage),
     (Column("LEADER", 7), lambda s: "*" if s.leader else ""),
     (Column("CONFIG", 3), lambda s: "drift" if s.drift else "current"),
+    # Where each node runs: the first to go on a narrow terminal (status warns of degraded placement anyway).
+    (Column("HOST", 9), lambda s: s.host),
+    (Column("DATASTORE", 10), lambda s: s.datastore),
+    (Column("SHARES", 11), lambda s: s.shares),
 ]
 DEPLOY_COLUMNS = [
     (Column("NODE"), lambda s: s.name),

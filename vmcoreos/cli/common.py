@@ -22,7 +22,8 @@ from vmcoreos.environment import (
 
 _EXIT_MEANINGS = {
     0: "done", 1: "failed", 2: "bad usage or config", 3: "image verification failed", 4: "nodes did not join in time",
-    5: "another run holds the lock", 6: "status unknown (vCenter or etcd could not be asked)", 130: "interrupted",
+    5: "another run holds the lock", 6: "status unknown (vCenter or etcd could not be asked)",
+    7: "degraded placement (healthy, but members share a host or datastore a free one could take)", 130: "interrupted",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from vmcoreos.cluster import nodes as node_ops
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.plan import DeployPlan, plan_deploy, removal_order
 from vmcoreos.prepare import Prepared
@@ -37,6 +38,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
         for name in planned.remove:
             node_ops.remove_node(run, nodes.pop(name), nodes)
             result.removed.append(name)
+        spread.keep_rule(run, nodes)  # the rule holds the nodes that stay (and those made before it existed)
         for name in planned.power_on:
             run.reporter.event(f"{name}: powering on")
             vms.power_on(session, nodes[name])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vmcoreos.cluster import inventory
+from vmcoreos.cluster import inventory, spread
 from vmcoreos.cluster.parallel import first_failure, run_all
 from vmcoreos.cluster.plan import DestroyPlan, plan_destroy
 from vmcoreos.reporting import Reporter
@@ -25,7 +25,9 @@ def apply(session: Session, planned: DestroyPlan, *, reporter: Reporter, paralle
         vms.destroy(session, fresh, planned.cluster)
         return fresh.name
 
-    # Nodes first, then templates; an interrupt drops what has not started (cluster/parallel.py).
+    # The DRS rule first, while its VMs still show they are ours; then nodes, then templates.
+    # An interrupt drops what has not started (cluster/parallel.py).
+    spread.drop_rule(session, planned.cluster, planned.nodes, reporter)
     done = []
     for batch in (planned.nodes, planned.templates):
         futures = run_all(one, [(vm,) for vm in batch], parallel)

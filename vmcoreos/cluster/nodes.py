@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from vmcoreos import etcd, naming
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
@@ -15,15 +16,17 @@ from vmcoreos.images import source
 from vmcoreos.vsphere import vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, nic):
+def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, nic, where):
     settings = run.settings
     extra = dict(config.guestinfo)
     extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
     linked = " (linked clone)" if template.linked_snapshot is not None else ""
     run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
+    host, datastore = where
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
-        linked_snapshot=template.linked_snapshot,
+        linked_snapshot=template.linked_snapshot, host=host, datastore=datastore,
+        power_on=spread.powers_on_in_clone(run),
         # The MAC the node's config names its NIC by (guest/macs.py).
         devices=(vms.mac_edit(nic, config.mac),) if nic is not None and config.mac else (),
     )
@@ -33,7 +36,8 @@ def clone(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     clone_all(run, template, image, [(config, digest)])
 
 
-def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]]) -> None:
+def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: list[tuple[NodeConfig, str]],
+              nodes: dict[str, vms.VmInfo] | None = None) -> None:
     """Clone and boot nodes, `parallel` clones at a time, each batch's clones awaited together.
 
     Then one look at all of them, and one wait over the power-ons that are still needed: a look and a
@@ -41,14 +45,19 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
     """
     refs: list = []
     names: list[str] = []
+    # Placed all at once, apart from the nodes there are (nodes: the caller knows them; else one listing).
+    nodes = run.inventory().nodes if nodes is None else nodes
+    where = spread.choose(run, [config.name for config, _ in jobs], nodes)
     nic = vms.first_nic(run.session, template.vm)
     for at in range(0, len(jobs), run.parallel):
         batch = jobs[at : at + run.parallel]
-        specs = [(config.name, _spec(run, template, image, config, digest, nic)) for config, digest in batch]
+        specs = [(config.name, _spec(run, template, image, config, digest, nic, where[config.name]))
+                 for config, digest in batch]
         refs += vms.clone_many(run.session, template.vm, specs, run.placement, cluster=run.name,
                               stall=run.settings.task_stall, note=run.reporter.event)
         names += [name for name, _ in specs]
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
+    spread.keep_rule(run, nodes, made)  # on a DRS cluster, before they power on
     # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
     vms.power_on_many(run.session, made)
 
@@ -59,7 +68,7 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     The members' clock starts once all are cloned and powered on: none can
     form the cluster before the others are up.
     """
-    clone_all(run, template, image, [(c, c.digest) for c in configs])
+    clone_all(run, template, image, [(c, c.digest) for c in configs], nodes={})  # a new cluster: none yet
     deadline = join_deadline(run)
     if run.dhcp and run.user.kind != IGNITION:
         # First boot done without etcd; now each node's leased address goes into every config.
@@ -211,6 +220,7 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
             run.members.client.member_remove(endpoint, member.id)
+    spread.leave(run, vm, nodes)
     run.reporter.event(f"{vm.name}: powering off and deleting")
     vms.destroy(run.session, vm, run.name)
 

@@ -18,6 +18,9 @@ class NodeStatus:
     leader: bool = False
     drift: bool = False
     stage: str = "planned"
+    host: str | None = None  # the ESXi host it runs on
+    datastore: str | None = None
+    shares: str = ""  # status: "host with lab-02", "datastore with lab-03", when it shares one with other members
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -35,6 +38,8 @@ class RunResult:
     rebuilt: list[str] = field(default_factory=list)
     message: str = ""
     etcd_answered: bool | None = None  # status: whether any etcd member answered (None: not asked)
+    placement_degraded: bool | None = None  # status: members share a host or datastore though a free one exists
+    drs_rule: str | None = None  # status on a DRS cluster: "exact", "missing" or "differs" (None: no DRS, < 2 nodes)
 
     def as_dict(self) -> dict:
         data = dict(self.__dict__)

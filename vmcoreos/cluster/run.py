@@ -34,6 +34,8 @@ class Run:
     retries: int = 5  # --retries, per image request
     placement: Placement | None = None
     members: Members = field(init=False)
+    said: set = field(default_factory=set, init=False)  # placement warnings given this run (each once)
+    replaced: dict = field(default_factory=dict, init=False)  # node -> Spot it had before this run removed it
 
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)

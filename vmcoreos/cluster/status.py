@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vmcoreos import etcd, naming
+from vmcoreos.cluster import placement, spread
 from vmcoreos.prepare import Prepared
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.cluster.run import Run
@@ -25,6 +26,8 @@ def apply(run: Run, prepared: Prepared) -> RunResult:
             st.stage = "missing"
         else:
             st.power, st.tools, st.ip = vm.power, vm.tools, vm.ip
+            spot = spread.spot_of(run.placement.topology, vm)
+            st.host, st.datastore = spot.host, spot.datastore
             st.image_version = vm.extra.get(vms.MARK_VERSION)
             expected = configs.get(name)
             st.drift = expected is None or vm.extra.get(vms.MARK_DIGEST) != expected.digest
@@ -37,18 +40,34 @@ def apply(run: Run, prepared: Prepared) -> RunResult:
             else:
                 st.stage = "not a member" if vm.power == "poweredOn" else vm.power
         result.nodes.append(st)
+    _flag_sharing(run, result)
+    result.drs_rule = spread.rule_state(run, nodes)
     return result
 
 
+def _flag_sharing(run: Run, result: RunResult) -> None:
+    """Each node that shares a host or datastore with other members says so; degraded when that was avoidable."""
+    topo = run.placement.topology
+    spots = {s.name: placement.Spot(s.host, s.datastore) for s in result.nodes if s.host or s.datastore}
+    found = placement.sharing(spots, len(topo.hosts), len(topo.datastores))
+    for st in result.nodes:
+        parts = [f"{what} with {', '.join(found_in[st.name])}"
+                 for what, found_in in (("host", found.shared_host), ("datastore", found.shared_datastore))
+                 if st.name in found_in and (what == "host" or len(topo.datastores) > 1)]
+        st.shares = "; ".join(parts)
+    result.placement_degraded = found.degraded
+
+
 def verdict(result: RunResult) -> str:
-    """healthy, critical (a node missing, down or unhealthy) or unknown (no etcd member answered though a node runs).
+    """healthy, critical (a node missing, down or unhealthy), unknown (no etcd member answered though a node runs),
+    or degraded: every member healthy, but some share a host or datastore although a usable one is free.
 
     A cluster whose VMs vCenter reports powered off is known to be down; silence from running ones may be
     the network between here and them, so monitoring should call that unknown, not critical.
     """
     nodes = result.nodes
     if nodes and all(s.healthy for s in nodes):
-        return "healthy"
+        return "degraded" if result.placement_degraded else "healthy"
     if not result.etcd_answered and any(s.power == "poweredOn" for s in nodes):
         return "unknown"
     return "critical"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from vmcoreos import naming, state
+from vmcoreos.cluster import spread
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.images import source
@@ -118,19 +119,33 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[
     populated = archive().disk_populated() if have is None else 0
     per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
     swap = settings.node.memory_mb << 20
+    # Members spread over the datastores (cluster/spread.py); the template goes on the first.
+    shares = spread.datastore_shares(run, new_nodes)
+    first = next(iter(run.placement.topology.datastores))
+    for ds_name, store in run.placement.topology.datastores.items():
+        nodes = shares.get(ds_name, 0)
+        imports = ds_name == first and have is None
+        if nodes or imports:
+            _check_one(run, archive, store, ds_name, populated if imports else None, per_clone, swap, nodes, gib)
+
+
+def _check_one(run: Run, archive, store, ds_name: str, imported: int | None, per_clone: int, swap: int, new_nodes: int,
+               gib: int) -> None:
+    """One datastore: what it receives (the import, if imported is not None; full clones; swap files)."""
+    settings = run.settings
     copies = 0 if settings.node.linked_clone else new_nodes
-    need = (0 if have is not None else populated) + copies * per_clone + new_nodes * swap
-    free = inventory.free_space(run.session, run.placement.datastore)
-    where = f"datastore {settings.vsphere.datastore or 'chosen'}"
+    need = (imported or 0) + copies * per_clone + new_nodes * swap
+    free = inventory.free_space(run.session, store)
+    where = f"datastore {ds_name}"
     if need > free:
-        parts = [] if have is not None else [f"the template import {populated / gib:.1f} GiB"]
+        parts = [f"the template import {imported / gib:.1f} GiB"] if imported is not None else []
         parts += [f"{copies} full clone(s) of {per_clone / gib:.1f} GiB", f"{new_nodes} swap file(s) of {swap / gib:.1f} GiB"]
         raise VSphereError(
             f"{where} has {free / gib:.1f} GiB free but this run writes {need / gib:.1f} GiB ({', '.join(parts)});"
             " free space, pick another datastore (vsphere.datastore), lower the count or node.memory_mb,"
             " or use node.linked_clone: true"
         )
-    disks = (0 if have is not None else 1) + copies
+    disks = (0 if imported is None else 1) + copies
     provisioned = (disks * archive().disk_capacity() if disks else 0) + new_nodes * swap
     if provisioned > free:
         run.reporter.warn(

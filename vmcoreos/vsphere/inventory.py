@@ -13,6 +13,7 @@ from pyVmomi import vim
 
 from vmcoreos.errors import ConfigError, VSphereError
 from vmcoreos.settings import VSphereTarget
+from vmcoreos.vsphere import topology
 from vmcoreos.vsphere.session import Session
 
 
@@ -26,9 +27,10 @@ class Placement:
     folder: Any
     cluster_name: str
     folder_path: str = ""  # vsphere.folder as given; "" for the datacenter's VM folder
-    # The host clones and imports go to: vsphere.host, or one chosen on a cluster without DRS.
-    # None lets DRS (or a standalone host's own resource) place them.
+    # The host the template import goes to: vsphere.host, or one chosen on a cluster without DRS.
+    # None lets DRS (or a standalone host's own resource) place it. Each clone's host is placement's choice.
     host: Any = None
+    topology: topology.Topology | None = None  # usable hosts, datastores, DRS: what node placement chooses from
 
 
 def _pick(kind: str, where: str, wanted: str | None, found: dict[str, Any]) -> Any:
@@ -70,8 +72,12 @@ def _labels(session: Session, obj, root) -> list[str]:
 
 
 def _choose(session: Session, kind: str, key: str, wanted: str | None, root, vim_kind, default: str | None = None,
-            origin: str | None = None):
-    """The one object of vim_kind below root that wanted names (a name or a path); ambiguity lists paths."""
+            origin: str | None = None, narrow=None):
+    """The one object of vim_kind below root that wanted names (a name or a path); ambiguity lists paths.
+
+    narrow(candidates): of several that match, the ones that can serve (a port group on the cluster's hosts);
+    when it leaves exactly one, that one is meant.
+    """
     # By moref: the same object can be listed twice (vcsim lists datacenter.network's first twice).
     found = {obj: props.get("name") for obj, props in session.retrieve_all(root, vim_kind, ["name"]).items()}
     where = origin or f"vsphere.{key}"  # a GOVC_* variable, when it supplied the value
@@ -85,6 +91,8 @@ def _choose(session: Session, kind: str, key: str, wanted: str | None, root, vim
     same = [o for o, n in found.items() if n == base]
     if "/" in name.strip("/"):
         same = [o for o in same if name.strip("/") in _labels(session, o, root)]
+    if len(same) > 1 and narrow is not None and len(narrow(same)) == 1:
+        return narrow(same)[0]
     if len(same) == 1:
         return same[0]
     if not same:
@@ -110,9 +118,6 @@ def refuse_standalone_esxi(session: Session) -> None:
         )
 
 
-HOST_PROPS = ["name", "runtime.connectionState", "runtime.inMaintenanceMode", "datastore", "network"]
-
-
 def locate(session: Session, target: VSphereTarget) -> Placement:
     refuse_standalone_esxi(session)
     dc = find_datacenter(session, target)
@@ -120,75 +125,34 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
 
     compute = _choose(session, "cluster", "cluster", target.cluster, props["hostFolder"], vim.ComputeResource,
                       origin=target.origin("cluster"))
-    cprops = session.retrieve([compute], ["name", "resourcePool", "host"], vim.ComputeResource)[compute]
+    cprops = session.retrieve([compute], ["name", "resourcePool", "host", "configurationEx"], vim.ComputeResource)[compute]
     pool = _find_pool(session, cprops["resourcePool"], target.resource_pool)
 
-    if target.datastore is not None and "/" not in target.datastore.strip("/"):
-        if target.datastore not in _names(session, props["datastoreFolder"], vim.Datastore):
-            _refuse_storage_pod(session, props["datastoreFolder"], target.datastore)
-    datastore = _choose(session, "datastore", "datastore", target.datastore, props["datastoreFolder"], vim.Datastore,
-                        origin=target.origin("datastore"))
+    datastores = [_datastore(session, props["datastoreFolder"], name, target) for name in target.datastore_names]
+    if len(set(datastores)) != len(datastores):
+        raise VSphereError(f"vsphere.datastores {', '.join(map(str, target.datastore_names))} name one datastore"
+                           " more than once; list each once")
     networks = _names(session, props["networkFolder"], vim.Network)
     default_net = None if target.network else ("VM Network" if "VM Network" in networks else None)
+    # An NSX segment is one port group per switch: the one on this cluster's hosts is meant.
+    hosts = topology.read_hosts(session, cprops.get("host"))
+    on_cluster = topology.networks_of(hosts)
     network = _choose(session, "network", "network", target.network, props["networkFolder"], vim.Network, default_net,
-                      origin=target.origin("network"))
+                      origin=target.origin("network"), narrow=lambda objs: [o for o in objs if o in on_cluster])
     network_name = session.retrieve([network], ["name"], vim.Network)[network]["name"]
     folder = _find_folder(session, props["vmFolder"], target.folder, target.origin("folder"))
     folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
-    host = _choose_host(session, compute, cprops, datastore, network, target)
-    return Placement(dc, pool, datastore, network, network_name, folder, cprops["name"], folder_path, host)
+    topo = topology.read(session, compute, cprops, hosts, datastores, network, network_name, target)
+    return Placement(dc, pool, datastores[0], network, network_name, folder, cprops["name"], folder_path,
+                     topology.import_host(topo), topo)
 
 
-def _drs_enabled(session: Session, compute) -> bool:
-    if not isinstance(compute, vim.ClusterComputeResource):
-        return True  # a standalone host's compute resource places on its one host
-    got = session.retrieve([compute], ["configurationEx"], vim.ClusterComputeResource)[compute]
-    drs = getattr(got.get("configurationEx"), "drsConfig", None)
-    return bool(getattr(drs, "enabled", False))
-
-
-def _choose_host(session: Session, compute, cprops, datastore, network, target: VSphereTarget):
-    """vsphere.host if set; on a cluster without DRS the first usable host by name; else None (DRS places).
-
-    vCenter refuses CloneVM_Task and ImportVApp without a host on a cluster without DRS.
-    Usable: connected, not in maintenance mode, and it mounts the datastore and the network.
-    """
-    hosts = session.retrieve(cprops.get("host") or [], HOST_PROPS, vim.HostSystem)
-    names = {o: p.get("name", o._moId) for o, p in hosts.items()}
-    ds_name = session.retrieve([datastore], ["name"], vim.Datastore)[datastore].get("name")
-    net_name = session.retrieve([network], ["name"], vim.Network)[network].get("name")
-
-    def unusable(obj) -> str | None:
-        p = hosts[obj]
-        if p.get("runtime.connectionState") != "connected":
-            return f"is {p.get('runtime.connectionState')}"
-        if p.get("runtime.inMaintenanceMode"):
-            return "is in maintenance mode"
-        if datastore not in (p.get("datastore") or []):
-            return f"does not mount datastore {ds_name!r}"
-        if network not in (p.get("network") or []):
-            return f"is not on network {net_name!r}"
-        return None
-
-    if target.host:
-        chosen = [o for o, n in names.items() if n == target.host]
-        if not chosen:
-            listing = ", ".join(sorted(names.values())) or "none"
-            raise VSphereError(f"host {target.host!r} (vsphere.host) is not in cluster {cprops['name']!r}; found: {listing}")
-        why = unusable(chosen[0])
-        if why:
-            raise VSphereError(f"host {target.host!r} (vsphere.host) {why}; pick another host in vsphere.host")
-        return chosen[0]
-    usable = sorted((o for o in hosts if unusable(o) is None), key=lambda o: names[o])
-    if not usable:
-        detail = "; ".join(f"{names[o]} {unusable(o)}" for o in sorted(hosts, key=lambda o: names[o])) or "it has none"
-        raise VSphereError(
-            f"no host in cluster {cprops['name']!r} can run the nodes ({detail});"
-            " pick a datastore and network its hosts share, or bring a host out of maintenance"
-        )
-    if _drs_enabled(session, compute):
-        return None
-    return usable[0]
+def _datastore(session: Session, root, name: str | None, target: VSphereTarget):
+    if name is not None and "/" not in name.strip("/"):
+        if name not in _names(session, root, vim.Datastore):
+            _refuse_storage_pod(session, root, name)
+    key = "datastores" if target.datastores else "datastore"
+    return _choose(session, "datastore", key, name, root, vim.Datastore, origin=target.origin(key))
 
 
 def _refuse_storage_pod(session: Session, root, name: str) -> None:

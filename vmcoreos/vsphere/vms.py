@@ -38,6 +38,8 @@ VM_PROPS = [
     "guest.toolsRunningStatus",
     "guest.ipAddress",
     "guest.net",
+    "runtime.host",
+    "datastore",
 ]
 
 
@@ -51,6 +53,8 @@ class VmInfo:
     ip: str | None
     extra: dict[str, str] = field(default_factory=dict)
     instance_uuid: str | None = None
+    host: Any = None  # the HostSystem it runs on (runtime.host)
+    datastores: tuple = ()  # the Datastores its files are on
 
     @property
     def moref(self) -> str:
@@ -87,6 +91,8 @@ def _info(ref, props: dict) -> VmInfo:
         ip=guestnet.node_address(props.get("guest.net"), props.get("guest.ipAddress")),
         extra=_extra(props.get("config.extraConfig")),
         instance_uuid=props.get("config.instanceUuid") or None,
+        host=props.get("runtime.host"),
+        datastores=tuple(props.get("datastore") or ()),
     )
 
 
@@ -154,12 +160,15 @@ def option_values(values: dict[str, str]) -> list:
 
 
 def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None,
-               devices: tuple = ()):
+               host=None, datastore=None, power_on: bool = True, devices: tuple = ()):
     """Everything a node needs in the clone itself: one task per node, no reconfigure after.
 
+    host, datastore: where placement put this node (default: the placement's import host and first datastore).
+    power_on=False when the node must join the DRS rule before it runs.
     devices: device edits for the clone (mac_edit: its first NIC's MAC, which its config names).
     """
-    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=placement.datastore, host=placement.host)
+    relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=datastore or placement.datastore,
+                                   host=host or placement.host)
     if linked_snapshot is not None:
         relocate.diskMoveType = "createNewChildDiskBacking"
     config = vim.vm.ConfigSpec(
@@ -172,7 +181,7 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         deviceChange=list(devices),
     )
     return vim.vm.CloneSpec(
-        location=relocate, config=config, powerOn=True, template=False, snapshot=linked_snapshot
+        location=relocate, config=config, powerOn=power_on, template=False, snapshot=linked_snapshot
     )
 
 

@@ -214,6 +214,7 @@ func main() {
 	certOut := flag.String("cert-out", "", "write the server certificate (PEM) here")
 	infoOut := flag.String("info-out", "", "write url=, thumbprint= lines here once serving")
 	hosts := flag.Int("hosts", 3, "hosts in the cluster DC0_C0")
+	datastores := flag.Int("datastores", 1, "datastores LocalDS_0.. mounted on every host")
 	statsOut := flag.String("stats-out", os.Getenv("VCSIM_STATS_OUT"),
 		"count requests by User-Agent and SOAP method; write them here as JSON on SIGUSR1 and at exit [VCSIM_STATS_OUT]")
 	username := flag.String("username", "user", "the only user name Login accepts")
@@ -253,6 +254,7 @@ func main() {
 
 	model := simulator.VPX()
 	model.ClusterHost = *hosts
+	model.Datastore = *datastores
 	if *esx {
 		model = simulator.ESX()
 	}
