@@ -87,7 +87,8 @@ VARIABLES: tuple[Variable, ...] = (
              " the test bed's profile (`lenient` or `strict`)", "10; lenient", "tests/conftest.py, tests/harness"),
     Variable((ENV_DATACENTER,), "`vsphere.datacenter` when the cluster file leaves it out", "the only datacenter",
              "settings.with_govc_defaults"),
-    Variable((ENV_DATASTORE,), "`vsphere.datastore` when unset in the cluster file (a name or `/DC/datastore/NAME`)",
+    Variable((ENV_DATASTORE,), "`vsphere.datastore` when neither it nor `vsphere.datastores` is set in the cluster"
+             " file (a name or `/DC/datastore/NAME`)",
              "the only datastore", "settings.with_govc_defaults"),
     Variable((ENV_NETWORK,), "`vsphere.network` when unset (a name or `/DC/network/NAME`)", "`VM Network`",
              "settings.with_govc_defaults"),
