@@ -83,6 +83,21 @@ def test_password_never_shows_in_repr():
     assert conn.password == "s3cret"
 
 
+@pytest.mark.parametrize("password", ["S3cr/et", "Top Secret Pw", "pa#ss", "q?x=1", "a@b/c d#e"])
+def test_a_password_with_url_delimiters_is_read_whole_and_never_reaches_a_message(password):
+    # '/', '#', '?' and a space end the host for a URL parser: the password's text became host, port or path.
+    conn = connection_from(url=None, environ={"VMCOREOS_URL": f"https://administrator:{password}@vc.example.com/sdk"})
+    assert (conn.host, conn.port, conn.username, conn.password) == ("vc.example.com", 443, "administrator", password)
+    assert conn.url == "https://vc.example.com:443/sdk"
+    for broken in (f"https://administrator:{password}@", f"https://administrator:{password}@vc:44x/sdk"):
+        with pytest.raises(ConfigError) as refused:
+            connection_from(url=None, environ={"VMCOREOS_URL": broken})
+        assert password not in refused.value.message and password.split("/")[0] not in refused.value.message
+    with pytest.raises(ConfigError, match="process list") as refused:
+        connection_from(url=f"https://administrator:{password}@vc.example.com/sdk", environ={})
+    assert password not in refused.value.message
+
+
 def test_password_file_must_be_private(tmp_path):
     f = tmp_path / "pw"
     f.write_text("pw\n")

@@ -26,3 +26,34 @@ def test_an_unreadable_record_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "state" / "templates.json").write_text("{not json")
     with pytest.raises(ConfigError, match=r"templates\.json.*destroy --templates"):
         state.template_record("vc", "t", cache_root=tmp_path)
+
+
+def test_the_records_folder_must_be_private(tmp_path):
+    # Whoever can write it can vouch for a planted template (issue 21).
+    from vmcoreos.errors import ConfigError
+
+    record = state.TemplateRecord("uuid", "vm-1", "ab" * 64)
+    state.remember_template("vc", "t", record, cache_root=tmp_path / "cache")
+    (tmp_path / "cache" / "state").chmod(0o777)
+    with pytest.raises(ConfigError, match="is not private"):
+        state.template_record("vc", "t", cache_root=tmp_path / "cache")
+    (tmp_path / "cache" / "state").chmod(0o700)
+    (tmp_path / "cache").chmod(0o775)
+    with pytest.raises(ConfigError, match="writable by group or others"):
+        state.template_record("vc", "t", cache_root=tmp_path / "cache")
+
+
+def test_template_records_honour_the_runs_cache_dir(tmp_path, monkeypatch):
+    # --cache-dir (run.cache_dir) is where a run's template records live, not the default cache root.
+    from types import SimpleNamespace
+
+    from vmcoreos.cluster import template
+
+    record = state.TemplateRecord("uuid-1", "vm-7", "cd" * 64)
+    state.remember_template("vc", "lab-template", record, cache_root=tmp_path / "mine")
+    run = SimpleNamespace(session=SimpleNamespace(vcenter_id="vc"), cache_dir=tmp_path / "mine", adopt_template=False,
+                          reporter=SimpleNamespace(event=lambda *a: None), name="lab")
+    vm = SimpleNamespace(name="lab-template", instance_uuid="uuid-1", moref="vm-7",
+                         extra={"vmcoreos.image_sha512": "cd" * 64})
+    monkeypatch.setenv("VMCOREOS_CACHE_DIR", str(tmp_path / "default"))  # not where this run keeps its records
+    template._check_imported_here(run, vm)  # found under --cache-dir: trusted

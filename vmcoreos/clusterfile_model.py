@@ -36,7 +36,7 @@ Text = Annotated[str, BeforeValidator(_number_to_text), WithJsonSchema({"type": 
 
 
 def _cluster_name(value: str) -> str:
-    if not re.match(NAME_PATTERN, value):
+    if not re.fullmatch(NAME_PATTERN, value):
         raise ValueError("must be lower-case letters, digits and '-' (it becomes host names); pick another")
     return value
 

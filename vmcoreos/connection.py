@@ -69,6 +69,18 @@ def read_password_file(path: Path, flag: str = "--password-file") -> str:
     return password
 
 
+def _split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """(the URL without user:password@, user, password), split before any URL parser sees it: a password
+    may hold '/', '#', '?' or a space, which a parser takes for the end of the host, so its text would end
+    up in the host, the port or the path, and from there in a message."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url, None, None
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}://{host}", unquote(user) or None, unquote(password) if colon else None
+
+
 def connection_from(
     *,
     url: str | None,
@@ -81,7 +93,7 @@ def connection_from(
 ) -> Connection:
     """Flags first, then VMCOREOS_*, then GOVC_*; a URL may carry user:password as govc's does."""
     env = environ  # None: the process's (vmcoreos.environment reads it)
-    if url and urlsplit(url if "://" in url else "https://" + url).password:
+    if url and _split_credentials(url if "://" in url else "https://" + url)[2] is not None:
         # A flag's value is on the process list for every user of the machine to read.
         raise ConfigError(
             "--url carries a password, which would show in the process list; put it in VMCOREOS_PASSWORD"
@@ -92,14 +104,20 @@ def connection_from(
         raise ConfigError("no vCenter given; pass --url or set VMCOREOS_URL (or GOVC_URL)")
     if "://" not in url:
         url = "https://" + url
-    parts = urlsplit(url)
+    url, url_user, url_password = _split_credentials(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number raises here, with the URL's text)
+    except ValueError:
+        raise ConfigError(f"vCenter URL {url!r} has a port that is not a number; e.g. https://vcenter.example.com:443/sdk"
+                          ) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(f"vCenter URL {parts.hostname or url!r} is not an https:// URL; e.g. https://vcenter.example.com/sdk")
-    user = username or (unquote(parts.username) if parts.username else None) or _env(ENV_USERNAME, env)
+    user = username or url_user or _env(ENV_USERNAME, env)
     if password_file is not None:
         password = read_password_file(password_file)
     else:
-        password = (unquote(parts.password) if parts.password else None) or _env(ENV_PASSWORD, env)
+        password = url_password or _env(ENV_PASSWORD, env)
     if not user or password is None:
         raise ConfigError(
             "no vCenter credentials; set VMCOREOS_USERNAME and VMCOREOS_PASSWORD (or use --password-file)"

@@ -28,7 +28,7 @@ def node_names(cluster: str, count: int) -> list[str]:
 
 def node_index(cluster: str, name: str) -> int | None:
     """The node number in a node's name, or None for a name that is not one of cluster's nodes."""
-    match = re.fullmatch(re.escape(cluster) + r"-(\d{2,})", name)
+    match = re.fullmatch(re.escape(cluster) + r"-([0-9]{2,})", name)
     return int(match.group(1)) if match else None
 
 
@@ -68,4 +68,4 @@ def check_node_names(cluster: str, count: int) -> None:
 
 def named_like_ours(cluster: str, name: str) -> bool:
     """A node or template name of this cluster (whether the VM is really ours is the mark's call)."""
-    return bool(re.fullmatch(re.escape(cluster) + r"-(\d{2,}|template-.+)", name))
+    return bool(re.fullmatch(re.escape(cluster) + r"-([0-9]{2,}|template-.+)", name))

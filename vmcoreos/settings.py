@@ -161,12 +161,12 @@ class EtcdSettings:
 _IMAGE_RE = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?\Z"
 )
 
 
 def check_image(value: str, where: str = "etcd.image") -> str:
-    if len(value) > 255 or not _IMAGE_RE.match(value):
+    if len(value) > 255 or not _IMAGE_RE.fullmatch(value):
         raise ConfigError(f"{where} is not a container image reference; write one such as"
                           " registry.lab:5000/coreos/etcd:v3.5.16 (no quotes, spaces or line breaks)")
     return value

@@ -70,9 +70,23 @@ def state_dir(cache_root: Path | None = None) -> Path:
     return cache_dir(cache_root) / "state"
 
 
+def _check_private(directory: Path) -> None:
+    """The state directory and the cache root above it: whoever can write either can vouch for a template."""
+    from vmcoreos.images.cache import check_root
+
+    check_root(directory.parent)
+    directory.mkdir(exist_ok=True, mode=0o700)
+    st = directory.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ConfigError(
+            f"{directory} is not private (owned by uid {st.st_uid}, mode {st.st_mode & 0o777:o}): whoever can write"
+            f" it can vouch for a planted template; run chown $(id -u) {directory} && chmod 700 {directory}"
+        )
+
+
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_private(directory)
     lock = FileLock(str(directory / (TEMPLATES_FILE + ".lock")))
     try:
         lock.acquire(timeout=LOCK_WAIT)

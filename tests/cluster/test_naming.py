@@ -60,3 +60,12 @@ def test_the_lock_folder_name_is_fixed_per_cluster_never_a_node_and_fits_vcenter
     longest = naming.lock_folder_name("a" * 80)
     assert len(longest) <= naming.MAX_ENTITY_NAME and longest == naming.lock_folder_name("a" * 80)
     assert longest != naming.lock_folder_name("a" * 79)
+
+
+def test_only_ascii_digits_number_a_node_and_nothing_trails_a_name():
+    # \d also matches Arabic-Indic and other Unicode digits, which int() reads: lab-٠٥ was node 5.
+    from vmcoreos import naming
+
+    assert naming.node_index("lab", "lab-05") == 5
+    for name in ("lab-٠٥", "lab-0５", "lab-05\n"):
+        assert naming.node_index("lab", name) is None

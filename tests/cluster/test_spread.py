@@ -44,7 +44,7 @@ def test_a_clone_joins_the_rule_before_it_powers_on(mocker, drs):
     mocker.patch.object(spread, "_sync", side_effect=lambda run, refs: order.rule(sorted(r._moId for r in refs)))
     mocker.patch.object(vms, "power_on_many", side_effect=lambda session, found: order.power([v.name for v in found]))
     template = SimpleNamespace(vm=None, name="t", linked_snapshot=None)
-    image = SimpleNamespace(distro="flatcar", version="1")
+    image = SimpleNamespace(distro="flatcar", version="1", sha512="ab" * 64, signed=None)
     configs = [SimpleNamespace(name=f"lab-0{i}", guestinfo={}, mac=None) for i in (1, 2)]
     nodes.clone_all(run, template, image, [(c, "digest") for c in configs], nodes={})
 

@@ -4,6 +4,7 @@ ships through the tool's own validation."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from vmcoreos import examples
 from vmcoreos.connection import read_password_file
+from vmcoreos.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -185,6 +187,14 @@ def test_every_shipped_example_renders(cli, tmp_path, node_config):
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("=== lab-01 "), run.stdout[:200]
     assert run.stderr == ""
+
+
+def test_a_stuck_nightly_run_is_ended_by_the_unit_and_by_cron():
+    settings = _unit_settings((CONFIGS / "vmcoreos-rebuild.service").read_text())
+    # A oneshot's run is bounded by TimeoutStartSec= (systemd ignores RuntimeMaxSec= there).
+    assert settings["TimeoutStartSec"] == ["7h"] and settings["Type"] == ["oneshot"]
+    _, _, command = _cron_job((CONFIGS / "crontab").read_text())
+    assert "exec timeout -k 150 7h /usr/local/bin/vmcoreos rebuild" in command
 
 
 def test_the_fcos_example_renders_etcd_as_a_podman_unit(cli):

@@ -198,3 +198,22 @@ def test_cluster_file_etcd_tls_settings(tmp_path, tls_files):
         parse_cluster({"cluster": "lab", "etcd": {"ca_file": str(ca), "scheme": "http"}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="etcd.ca_file .* does not exist"):
         parse_cluster({"cluster": "lab", "etcd": {"ca_file": "nope.pem"}}, base_dir=tmp_path)
+
+
+def test_with_scheme_https_a_member_advertising_http_is_still_spoken_to_over_tls(tmp_path, subnet, tls_files):
+    # Member-advertised URLs are etcd's word: with etcd.scheme https, an http:// one must not take the lock,
+    # the health checks or a leader move into the clear.
+    ca, cert, key = tls_files
+    server = RealEtcd(tmp_path, f"{subnet}.11", tls=(cert, key))
+    tls = server.client = etcd.Client(str(ca), "https")
+    try:
+        server.start()
+        plain = server.endpoint.replace("https://", "http://")
+        assert tls.healthy(plain)
+        assert [m.name for m in tls.member_list(plain).members] == ["lab-01"]
+        lock = etcd.EtcdLock(tls, [plain], "lab", "host:1")
+        assert lock.acquire()
+        lock.release()
+    finally:
+        tls.close()
+        server.stop()

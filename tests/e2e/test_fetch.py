@@ -19,6 +19,7 @@ import pytest
 from tests.harness.ova_builder import DEFECTS, build_ova
 from tests.harness.release_server import ReleaseServer, ReleaseTree, version_txt
 from tests.harness.signing import TestSigner, write_digests
+from vmcoreos.images.streamed import upload_read
 
 VERSION = "4593.2.5"
 OVA = "flatcar_production_vmware_ova.ova"
@@ -607,7 +608,7 @@ def test_an_image_swapped_after_verification_is_never_read(signed_ova, tmp_path)
     try:
         other = build_ova(tmp_path / "other.ova", disk_bytes=4 << 20, seed=99)
         os.replace(other, ova)  # a writable --ova directory: another file under the same name
-        with verified.archive() as archive:
+        with upload_read(verified) as archive:
             disk = archive.descriptor.files[0].href
             stream, _ = archive.open(disk)
             with stream:
@@ -629,12 +630,12 @@ def test_an_image_written_to_after_verification_fails_the_final_check(signed_ova
     image = ImageSettings(ova=str(ova), sig=str(signed_ova["sig"]), trusted_keys=(TrustedKey(signed_ova["key"], "flatcar"),))
     verified = obtain(image, cache_dir=tmp_path / "cache", reporter=SimpleNamespace(event=print, transfer=lambda *a: None))
     try:
-        with verified.archive() as archive:
+        with upload_read(verified) as archive:
             archive.check_unchanged()  # untouched: fine
         with open(ova, "r+b") as writer:
             writer.seek(0, 2)
             writer.write(bytes(512))  # in place, same inode: caught before the upload would complete
-        with verified.archive() as archive, pytest.raises(VerificationError, match="written to"):
+        with upload_read(verified) as archive, pytest.raises(VerificationError, match="written to"):
             archive.check_unchanged()
     finally:
         verified.close()
@@ -654,3 +655,90 @@ def test_a_cache_others_can_write_is_refused(cli, release):
     run = fetch(cli, release, "-q")
     assert_refused(run, 2, f"run chmod go-w {release.cache}", release.cache)
     assert release.server.requests == []
+
+
+# -- issue 21, item 1: an image is bound to the release it is served as -----------------------------
+
+DAY = 86400
+
+
+def _mix(tree, new: str, old: str, *, digests: bool = False) -> Path:
+    """Release new's directory (and current/) with its own signed version.txt but release old's signed OVA
+    (and old's DIGESTS if asked, else none)."""
+    d = tree.channel_dir() / new
+    for f in d.glob(OVA + "*"):
+        f.unlink()
+    for f in (tree.channel_dir() / old).glob(OVA + "*"):
+        if digests or ".DIGESTS" not in f.name:
+            shutil.copyfile(f, d / f.name)
+    tree.set_current(new)
+    return d
+
+
+def test_an_old_signed_ova_beside_a_new_signed_version_txt_is_refused(cli, release):
+    # The issue's attack: the newest release's genuine version.txt, a release's OVA signed 60 days before, no DIGESTS.
+    import time as _time
+
+    release.tree.publish("4459.2.4", signed_at=int(_time.time()) - 60 * DAY, current=False)
+    release.tree.publish(VERSION)
+    _mix(release.tree, VERSION, "4459.2.4")
+    run = fetch(cli, release, "-q")
+    assert_refused(run, 3, "more than 36 h apart", release.cache)
+    assert release.server.gets(".ova") == []  # refused before a byte of the image
+    # Its signed DIGESTS served too: still the old build's times.
+    _mix(release.tree, VERSION, "4459.2.4", digests=True)
+    run = fetch(cli, release, "-q")
+    assert_refused(run, 3, "more than 72 h apart", release.cache)
+    # A pinned version is bound by its own directory's version.txt the same way.
+    mixed = release.tree.channel_dir() / "4593.9.9"
+    shutil.copytree(release.tree.channel_dir() / VERSION, mixed)
+    (mixed / "version.txt").write_text(version_txt("4593.9.9"))
+    release.tree.signer.sign_detached(mixed / "version.txt")
+    for f in mixed.glob("*.DIGESTS*"):
+        f.unlink()
+    run = fetch(cli, release, "-q", "--version", "4593.9.9")
+    assert_refused(run, 3, "more than 36 h apart", release.cache)
+
+
+def test_a_release_with_neither_digests_nor_a_signed_label_is_refused(cli, release):
+    release.tree.publish(VERSION, digests=None)
+    (release.tree.channel_dir() / VERSION / "version.txt").unlink()
+    run = fetch(cli, release, "-q", "--version", VERSION)
+    assert_refused(run, 3, "has no signed DIGESTS and no signed version.txt", release.cache)
+    # Its label back: the same image is bound and fetched.
+    release.tree.publish(VERSION, digests=None)
+    ok = fetch(cli, release, "-q", "--version", VERSION, "--json")
+    assert ok.returncode == 0, ok.output and json.loads(ok.stdout)["version"] == VERSION
+
+
+def test_bytes_recorded_under_another_version_are_refused(cli, release):
+    # Two releases signed the same day (within the window), the old one's bytes served as the new one.
+    release.tree.publish("4459.2.4")
+    assert fetch(cli, release, "-q").returncode == 0
+    release.tree.publish(VERSION, current=False)
+    _mix(release.tree, VERSION, "4459.2.4", digests=True)
+    run = fetch(cli, release, "-q")
+    assert run.returncode == 3, run.output
+    assert "recorded in this host's image cache as 4459.2.4, not 4593.2.5" in run.stderr
+    assert [p for p in cache_files(release.cache) if VERSION in p] == []
+
+
+def test_an_image_signed_before_what_the_nodes_run_needs_a_pinned_version(release, tmp_path):
+    import time as _time
+
+    from vmcoreos.errors import VerificationError
+    from vmcoreos.images.binding import Deployed
+    from vmcoreos.images.fetch import obtain
+    from vmcoreos.settings import ImageSettings, TrustedKey
+
+    release.tree.publish(VERSION, signed_at=int(_time.time()) - 10 * DAY)
+    image = ImageSettings(base_url=f"{release.server.url}/stable/amd64-usr/",
+                          trusted_keys=(TrustedKey(release.key, "flatcar"),))
+    quiet = SimpleNamespace(event=lambda *a: None, transfer=lambda *a: None)
+    nodes = Deployed("4000.0.0", int(_time.time()) - DAY, {})
+    with pytest.raises(VerificationError, match="before the image the cluster's nodes run"):
+        obtain(image, cache_dir=release.cache, reporter=quiet, deployed=nodes)
+    pinned = obtain(ImageSettings(base_url=image.base_url, trusted_keys=image.trusted_keys, version=VERSION),
+                    cache_dir=release.cache, reporter=quiet, deployed=nodes)
+    pinned.close()
+    assert pinned.version == VERSION

@@ -153,6 +153,38 @@ def test_rebuild_rolls_onto_the_channels_new_release_keeping_data_and_a_leader(
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
 
+def test_an_old_image_served_as_a_new_release_is_refused_on_rebuild_and_on_a_fresh_host(
+        cli, vcsim, guestsim, release, signer, subnet, tmp_path, env):
+    # Issue 21: a newer release's signed version.txt beside an older release's signed OVA and .sig, no DIGESTS.
+    import shutil
+
+    from tests.harness.release_server import FILE_PREFIX
+
+    tree, server = release
+    cluster = _channel_cluster(tmp_path, subnet, server, signer)
+    assert cli(["deploy", "-c", str(cluster), "--json"], env=env).returncode == 0
+    deployed = {n: vm["extra"].get("vmcoreos.image_sha512") for n, vm in inventory(vcsim).items() if n.startswith("lab-0")}
+    assert len(set(deployed.values())) == 1 and len(deployed) == 3
+
+    old = tree.publish("4459.2.4", disk_bytes=2 << 20, signed_at=int(time.time()) - 60 * 86400, current=False)
+    new = tree.publish("4593.3.0", disk_bytes=2 << 20, digests=None)
+    ova = FILE_PREFIX["flatcar"] + ".ova"
+    for suffix in ("", ".sig"):
+        shutil.copyfile(old / (ova + suffix), new / (ova + suffix))
+    tree.set_current("4593.3.0")
+    server.clear_log()
+
+    for cache in (env["VMCOREOS_CACHE_DIR"], str(tmp_path / "fresh-host-cache")):
+        run = cli(["rebuild", "-c", str(cluster), "--json"], env={**env, "VMCOREOS_CACHE_DIR": cache})
+        assert run.returncode == 3, run.output
+        assert "more than 36 h apart" in json.loads(run.stdout)["error"]["message"]
+        assert "Traceback" not in run.output
+    assert server.gets(".ova") == []
+    after = {n: vm["extra"] for n, vm in inventory(vcsim).items() if n.startswith("lab-")}
+    assert {n: x.get("vmcoreos.image_sha512") for n, x in after.items() if x.get("vmcoreos.role") == "node"} == deployed
+    assert not any(x.get("vmcoreos.image_version") == "4593.3.0" for x in after.values())
+
+
 def test_rebuild_killed_half_way_resumes(cli, vcsim, guestsim, signed_ova, newer_ova, subnet, tmp_path, env):
     import os
 

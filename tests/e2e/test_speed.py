@@ -42,8 +42,10 @@ def settle(path) -> None:
 
 
 def test_unchanged_image_is_not_read_again_and_a_changed_one_is(cli, bed, signer, subnet, tmp_path):
-    (tmp_path / "image").mkdir()
-    image = signed_image(tmp_path / "image", signer, disk_bytes=8 << 20, seed=16)
+    # A record vouches only for a file inside the private cache (issue 21): the image is kept there.
+    cache = tmp_path / "cache"
+    (cache / "mine").mkdir(parents=True)
+    image = signed_image(cache / "mine", signer, disk_bytes=8 << 20, seed=16)
     ova, size = image["ova"], image["ova"].stat().st_size
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet)
     settle(ova)
@@ -51,7 +53,7 @@ def test_unchanged_image_is_not_read_again_and_a_changed_one_is(cli, bed, signer
     def deploy(count: int):
         evict(ova)
         run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--ova", str(ova),
-                   "--trusted-key", str(image["key"]), "--json"], env=bed.env())
+                   "--trusted-key", str(image["key"]), "--json"], env={**bed.env(), "VMCOREOS_CACHE_DIR": str(cache)})
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout), resident(ova), run.output
 
@@ -172,16 +174,19 @@ def test_power_ons_are_awaited_once_for_every_batch(cli, bed, signed_ova, subnet
 def test_with_the_template_present_and_linked_clones_not_a_byte_of_the_image_is_read(cli, bed, signer, subnet,
                                                                                       tmp_path):
     # The space check needs the OVA's sizes only for an import or a full clone: here it opens nothing.
-    (tmp_path / "image").mkdir()
-    image = signed_image(tmp_path / "image", signer, disk_bytes=8 << 20, seed=19)
+    # (The image is kept in the private cache: only there may its record stand in for reading it.)
+    cache = tmp_path / "cache"
+    (cache / "mine").mkdir(parents=True)
+    image = signed_image(cache / "mine", signer, disk_bytes=8 << 20, seed=19)
     ova = image["ova"]
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"node": {"linked_clone": True}})
     settle(ova)
     args = ["deploy", "-c", str(cluster), "--ova", str(ova), "--trusted-key", str(image["key"]), "--json"]
-    first = cli([*args, "--count", "1"], env=bed.env())
+    env = {**bed.env(), "VMCOREOS_CACHE_DIR": str(cache)}
+    first = cli([*args, "--count", "1"], env=env)
     assert first.returncode == 0, first.stderr
     evict(ova)
-    second = cli([*args, "--count", "2"], env=bed.env())
+    second = cli([*args, "--count", "2"], env=env)
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["created"] == ["lab-02"]
     assert resident(ova) == 0

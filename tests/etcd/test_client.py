@@ -109,3 +109,23 @@ def test_a_run_carries_its_own_etcd_client_trusting_its_cluster_files_ca(tmp_pat
     assert with_ca.client.verify == str(tmp_path / "ca.pem") and without.client.verify is True
     assert with_ca.client.session is not without.client.session
     assert not hasattr(etcd, "use_ca") and not hasattr(etcd.client, "default_client")  # nothing module-wide
+
+
+def test_an_etcd_that_trickles_its_reply_is_cut_at_the_request_limit(monkeypatch):
+    # One byte a second, inside the 5 s read timeout: only a deadline that cuts the blocked read ends it.
+    import time as _time
+
+    from tests.harness.silentpeer import SilentPeer
+    from vmcoreos.errors import EtcdError
+    from vmcoreos.etcd import client as etcd_client
+
+    monkeypatch.setattr(etcd_client, "REQUEST_LIMIT", 2.0)
+    with SilentPeer(trickle=1.0, prefix=b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{") as peer:
+        c = etcd_client.Client()
+        try:
+            started = _time.monotonic()
+            with pytest.raises(EtcdError, match=rf"etcd at http://127.0.0.1:{peer.port}/version did not answer within 2s"):
+                c.request("GET", f"http://127.0.0.1:{peer.port}/version")
+            assert _time.monotonic() - started < 8
+        finally:
+            c.close()

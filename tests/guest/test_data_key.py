@@ -39,3 +39,21 @@ def test_the_digest_covers_every_key_but_the_encoded_config(tmp_path, mocker):
     assert planning._digest(node.config_text, same) == node.digest
     moved = dict(node.guestinfo, **{guestinfo.HOSTNAME: "lab-09"})
     assert planning._digest(node.config_text, moved) != node.digest
+
+
+def test_an_applied_ignition_config_is_cleared_from_either_data_key_but_a_cloud_config_stays():
+    # CoreOS CL's Ignition v0.x reads guestinfo.coreos.config.data: its password hashes must not stay there.
+    from vmcoreos.guest import guestinfo
+    from vmcoreos.guest.encoding import encode
+
+    ignition = b'{"ignition": {"version": "2.2.0"}, "passwd": {"users": [{"name": "core", "passwordHash": "$6$x"}]}}'
+    coreos = guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, ignition, "gzip+base64")
+    assert guestinfo.clear_applied_ignition(coreos) == {
+        guestinfo.CLOUDINIT_DATA: "e30K", guestinfo.CLOUDINIT_DATA + ".encoding": "base64"}
+    flatcar = guestinfo.config_keys(guestinfo.IGNITION_DATA, ignition, "base64")
+    assert guestinfo.clear_applied_ignition(flatcar)[guestinfo.IGNITION_DATA] == "e30K"
+    cloud = guestinfo.config_keys(guestinfo.CLOUDINIT_DATA, b"#cloud-config\nhostname: a\n", "base64")
+    assert guestinfo.clear_applied_ignition(cloud) == {}  # coreos-cloudinit reads it on every boot
+    assert guestinfo.clear_applied_ignition({guestinfo.CLOUDINIT_DATA: "e30K"}) == {}  # already cleared
+    assert guestinfo.clear_applied_ignition({guestinfo.CLOUDINIT_DATA: encode(b"{}", "base64") + "!",
+                                             guestinfo.CLOUDINIT_DATA + ".encoding": "base64"}) == {}

@@ -92,6 +92,7 @@ class ReleaseTree:
         digests_signature: str = "both",
         version_prefix: str | None = None,
         current: bool = True,
+        signed_at: int | None = None,
     ) -> Path:
         """Publish a signed release; return its directory.
 
@@ -100,7 +101,8 @@ class ReleaseTree:
         "asc" (clearsigned), "sig" (detached), "both". ``ova``: an existing
         file to publish instead of building one. ``version_prefix``: FLATCAR
         or COREOS keys in version.txt (default: the distro's). ``current``:
-        also copy the release to ``current/``.
+        also copy the release to ``current/``. ``signed_at``: the time every signature
+        of the release says it was made (epoch; default now), as an older build's would.
         """
         prefix = FILE_PREFIX[distro]
         d = self.channel_dir(channel) / version
@@ -111,18 +113,18 @@ class ReleaseTree:
         else:
             build_ova(image, distro=distro, disk_bytes=disk_bytes, defect=defect,
                       seed=seed if seed is not None else int(hashlib.sha1(version.encode()).hexdigest()[:6], 16))
-        self.signer.sign_detached(image)
+        self.signer.sign_detached(image, at=signed_at)
         vt = d / "version.txt"
         vt.write_text(version_txt(version, version_prefix or VERSION_KEYS[distro]))
-        self.signer.sign_detached(vt)
+        self.signer.sign_detached(vt, at=signed_at)
         if digests is not None:
             name = image.name + ".DIGESTS" if digests == "per-file" else f"{prefix}.DIGESTS"
             # The combined file of older releases covers several files of the image.
             write_digests([image] if digests == "per-file" else [vt, image], d / name)
             if digests_signature in ("asc", "both"):
-                self.signer.clearsign(d / name)
+                self.signer.clearsign(d / name, at=signed_at)
             if digests_signature in ("sig", "both"):
-                self.signer.sign_detached(d / name)
+                self.signer.sign_detached(d / name, at=signed_at)
         if current:
             self.set_current(version, channel=channel)
         return d

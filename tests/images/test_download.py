@@ -6,6 +6,8 @@ tests/e2e/test_download_server.py.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from vmcoreos.errors import ConfigError, DownloadError
@@ -77,3 +79,38 @@ def test_an_https_to_http_redirect_is_refused():
             http.session.get_redirect_target(resp)
         resp.headers["Location"] = "/b.ova"  # same scheme: followed as before
         assert http.session.get_redirect_target(resp) == "/b.ova"
+
+
+def test_a_small_file_trickled_a_byte_at_a_time_is_cut_at_its_deadline():
+    # Each byte comes within the read timeout, so no read times out; the old check between 64 KiB reads
+    # waited for all 40 bytes (40 s). The deadline cuts the blocked read itself.
+    import time as _time
+
+    from tests.harness.silentpeer import SilentPeer
+    from vmcoreos.errors import DownloadError
+    from vmcoreos.images.download import Http
+
+    quiet = SimpleNamespace(event=lambda *a: None, transfer=lambda *a: None)
+    with SilentPeer(trickle=1.0, prefix=b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nx") as peer:
+        with Http(quiet, retries=0, timeout=(5, 5), small_deadline=3) as http:
+            started = _time.monotonic()
+            with pytest.raises(DownloadError, match=r"version.txt http://127.0.0.1:\d+/v did not arrive within 3s"):
+                http.get_bytes(f"http://127.0.0.1:{peer.port}/v", "version.txt")
+            assert _time.monotonic() - started < 8
+
+
+def test_a_download_trickled_a_byte_at_a_time_is_cut_at_its_deadline(tmp_path):
+    import time as _time
+
+    from tests.harness.silentpeer import SilentPeer
+    from vmcoreos.errors import DownloadError
+    from vmcoreos.images.download import Http
+    from vmcoreos.images.verify import Sha512Tap
+
+    quiet = SimpleNamespace(event=lambda *a: None, transfer=lambda *a: None)
+    with SilentPeer(trickle=1.0, prefix=b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nx") as peer:
+        with Http(quiet, retries=0, timeout=(5, 5), deadline=3) as http:
+            started = _time.monotonic()
+            with pytest.raises(DownloadError, match="not done after 3s"):
+                http.download(f"http://127.0.0.1:{peer.port}/a.ova", tmp_path / "a.part", Sha512Tap, "a.ova")
+            assert _time.monotonic() - started < 8

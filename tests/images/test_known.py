@@ -18,7 +18,8 @@ SIG = b"signature bytes"
 
 @pytest.fixture
 def image(tmp_path):
-    path = tmp_path / "image.ova"
+    path = tmp_path / "state" / "image.ova"  # in the cache root the tests pass: only there a record vouches
+    path.parent.mkdir()
     path.write_bytes(b"x" * 4096)
     settled = os.stat(path).st_mtime_ns - 10 * known.RACY_NS
     os.utime(path, ns=(settled, settled))
@@ -78,3 +79,13 @@ def test_unverified_images_are_never_recorded(image, tmp_path):
         known.remember(image, identity(f), 0, None, [KEY], None, "ab" * 64, "local-abab", cache_root=tmp_path)
     assert recall(image, tmp_path, sig=None) is None
     assert not (tmp_path / "state" / "images.json").exists()
+
+
+def test_a_file_outside_the_cache_is_never_vouched_for(tmp_path):
+    outside = tmp_path / "elsewhere.ova"
+    outside.write_bytes(b"x" * 4096)
+    settled = os.stat(outside).st_mtime_ns - 10 * known.RACY_NS
+    os.utime(outside, ns=(settled, settled))
+    record(outside, tmp_path / "state")
+    assert recall(outside, tmp_path / "state") is None
+    assert not (tmp_path / "state" / "state" / "images.json").exists()

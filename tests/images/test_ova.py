@@ -1,7 +1,7 @@
 import pytest
 
 from tests.harness.ova_builder import build_ova
-from vmcoreos.errors import UnsafeArchiveError
+from vmcoreos.errors import UnsafeArchiveError, VerificationError
 from vmcoreos.images import ovf
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.stream import pump
@@ -66,7 +66,7 @@ def test_not_a_tar(tmp_path):
 
 @pytest.mark.parametrize("units, factor", [("byte", 1), ("byte * 2^20", 1 << 20), ("byte * 1024", 1024), ("byte*2^30", 1 << 30)])
 def test_allocation_units(units, factor):
-    from vmcoreos.images.ova import _allocation_units
+    from vmcoreos.images.ovf import allocation_units as _allocation_units
 
     assert _allocation_units(units) == factor
 
@@ -102,14 +102,20 @@ def test_a_verified_image_is_not_hashed_again_on_upload_but_its_manifest_check_s
     # The image's one pass checked the .mf digests and the upload reads the descriptor held to that
     # pass's identity: a second SHA-1 during the upload would only take a core from TLS.
     from vmcoreos.images.source import VerifiedImage, identity, open_image
+    from vmcoreos.images.streamed import upload_read
 
     good = build_ova(tmp_path / "good.ova", disk_bytes=1 << 20)
     f = open_image(good)
     image = VerifiedImage(good, "flatcar", "local-x", "0" * 128, good.stat().st_size, None, file=f, identity=identity(f))
     try:
-        with image.archive() as archive:
+        with upload_read(image) as archive:
             assert archive.manifest_check(archive.descriptor.files[0].href) is None
-            archive.verify_manifest()  # still reads and checks every listed member when asked
+            stream, _ = archive.open(archive.descriptor.files[0].href)
+            with stream:
+                stream.read()
+            # Its one read is hashed instead, and held to the verified SHA-512 (here a wrong one).
+            with pytest.raises(VerificationError, match="are not the ones verified"):
+                archive.verify_uploaded()
     finally:
         image.close()
     with OvaArchive(good) as unverified:

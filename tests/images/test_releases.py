@@ -211,3 +211,16 @@ def test_ova_url_signature_defaults_to_dot_sig():
     assert releases.from_url(ImageSettings(), "http://m/a.ova").sig_url == "http://m/a.ova.sig"
     assert releases.from_url(ImageSettings(sig="http://m/s"), "http://m/a.ova").sig_url == "http://m/s"
     assert releases.from_url(ImageSettings(insecure_skip_verify=True), "http://m/a.ova").sig_url is None
+
+
+def test_patterns_take_ascii_digits_and_no_trailing_newline():
+    # `$` matches before a final newline and \d matches any Unicode digit: both let odd text through.
+    from vmcoreos.errors import ConfigError
+    from vmcoreos.etcd.trust import url_host
+    from vmcoreos.images import releases
+
+    with pytest.raises(ConfigError):
+        releases.check_version("4593.2.5\n", "image.version")
+    assert releases.version_key("4593.2.5\n") is None and releases.version_key("٤٥٩٣.2.5") is None
+    assert releases.version_key("4593.2.5") == (4593, 2, 5)
+    assert url_host("http://10.0.0.1:٢٣٧٩") is None and str(url_host("http://10.0.0.1:2379")) == "10.0.0.1"

@@ -258,3 +258,58 @@ def test_an_armored_signature_is_read_as_its_packets_and_judged_by_sqv(verifier,
     assert sig.read_bytes().startswith(b"-----BEGIN PGP SIGNATURE")
     verdict = _verdict(signer, image, sig)
     assert (verdict.verifier, verdict.signing_key) == (verifier, signer.subkey_fingerprint)
+
+
+# -- issue 21: a signature the packet reader cannot take as exactly one packet is refused -------------------
+
+
+def _late_signature(own, image, tmp_path):
+    """A signature made after its subkey expired: gpgv alone accepts it (EXPKEYSIG)."""
+    now = int(time.time())
+    sk = own.add_signing_subkey(created=now - 3 * DAY, expires=now - 2 * DAY)
+    sig = own.sign_detached(image, tmp_path / "late.sig", subkey=sk, at=now - 2 * DAY - 5)
+    armored = own.sign_detached(image, tmp_path / "late.asc", subkey=sk, at=now - 2 * DAY - 5, armor=True)
+    own.expire_subkey(sk, at=now - 2 * DAY - 3600)
+    return sig.read_bytes(), armored.read_bytes()
+
+
+def _refused(own, image, data: bytes, tmp_path) -> VerificationError:
+    sig = tmp_path / "mangled.sig"
+    sig.write_bytes(data)
+    with pytest.raises(VerificationError) as refused:
+        _verdict(own, image, sig)
+    return refused.value
+
+
+def test_two_signature_packets_are_refused_not_left_to_gpgv(verifier, own, image, tmp_path):
+    good = own.sign_detached(image, tmp_path / "good.sig").read_bytes()
+    late, _ = _late_signature(own, image, tmp_path)
+    for data in (late + late, good + late, late + good):
+        assert "not a signature" in _refused(own, image, data, tmp_path).message
+
+
+def test_junk_before_the_armor_is_refused(verifier, own, image, tmp_path):
+    _, armored = _late_signature(own, image, tmp_path)
+    for junk in (b"junk\n", b"Hash: SHA256\n\n", b"\x00", b"-----BEGIN PGP MESSAGE-----\n"):
+        assert "not a signature" in _refused(own, image, junk + armored, tmp_path).message
+
+
+def test_a_fuzz_of_duplicated_packets_and_junk_before_armor_never_gets_a_verdict(verifier, own, image, tmp_path):
+    # Whatever the mix, a mangled late signature is refused; only the one untouched good signature passes.
+    import random
+
+    first = own.subkey_fingerprint
+    good = own.sign_detached(image, tmp_path / "good.sig").read_bytes()
+    late, late_armored = _late_signature(own, image, tmp_path)
+    rng = random.Random(21)
+    pieces = [late, good, late_armored, b"\n", b"junk", bytes([rng.randrange(256)]), b"-----BEGIN PGP SIGNATURE-----\n"]
+    for _ in range(12):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(2, 4)))
+        if data in (good, good.strip()):
+            continue
+        sig = tmp_path / "fuzz.sig"
+        sig.write_bytes(data)
+        with pytest.raises(VerificationError):
+            _verdict(own, image, sig)
+    (tmp_path / "good.sig").write_bytes(good)
+    assert _verdict(own, image, tmp_path / "good.sig").signing_key == first

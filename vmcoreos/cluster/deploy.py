@@ -71,7 +71,7 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult) -> float | 
     missing = list(planned.create)
     template.check_privileges(run)
     templates = planned.inventory.templates
-    pending = template.begin_streamed(run, templates)
+    pending = template.begin_streamed(run, templates, nodes.values())
     if pending is not None:
         # A fresh local OVA: the upload's read is its verification, and the template is trusted after it.
         with pending:
@@ -85,8 +85,10 @@ def _create(run: Run, planned: DeployPlan, nodes, result: RunResult) -> float | 
             opened = []
 
             def archive():
+                from vmcoreos.images.streamed import upload_read
+
                 if not opened:
-                    opened.append(stack.enter_context(image.archive()))
+                    opened.append(stack.enter_context(upload_read(image)))
                 return opened[0]
 
             template.check_room(run, image, archive, templates, len(missing))

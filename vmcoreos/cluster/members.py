@@ -13,8 +13,9 @@ class Members:
 
     def __init__(self, settings: ClusterSettings, client: etcd.Client | None = None):
         self.settings = settings
-        # The run's etcd client: one session for the run, trusting etcd.ca_file for https client URLs.
-        self.client = client if client is not None else etcd.Client(settings.etcd.ca_file)
+        # The run's etcd client: one session for the run, trusting etcd.ca_file for https client URLs (and with
+        # etcd.scheme https speaking TLS to every member).
+        self.client = client if client is not None else etcd.Client(settings.etcd.ca_file, settings.etcd.scheme)
 
     def endpoint(self, vm: vms.VmInfo) -> str | None:
         return self.endpoint_at(vm.ip) if vm.ip else None

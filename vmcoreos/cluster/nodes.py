@@ -19,7 +19,8 @@ from vmcoreos.vsphere import vms
 def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, digest: str, nic, where):
     settings = run.settings
     extra = dict(config.guestinfo)
-    extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest))
+    extra.update(vms.marks(settings.name, "node", distro=image.distro, version=image.version, digest=digest,
+                           sha512=image.sha512, signed=None if image.signed is None else str(image.signed)))
     linked = " (linked clone)" if template.linked_snapshot is not None else ""
     run.reporter.event(f"{config.name}: cloning from {template.name}{linked}")
     host, datastore = where
@@ -193,10 +194,11 @@ def record_joined(run: Run, names: list[str]) -> None:
         changes = {}
         if cluster_id and not vm.extra.get(vms.MARK_ETCD_CLUSTER_ID):
             changes[vms.MARK_ETCD_CLUSTER_ID] = cluster_id
-        if vm.extra.get(guestinfo.IGNITION_DATA, "") not in ("", guestinfo.IGNITION_CLEARED):
-            changes[guestinfo.IGNITION_DATA] = guestinfo.IGNITION_CLEARED
-            changes[guestinfo.IGNITION_DATA + ".encoding"] = "base64"
-            run.reporter.event(f"{name}: joined; clearing {guestinfo.IGNITION_DATA} (Ignition has applied it)")
+        cleared = guestinfo.clear_applied_ignition(vm.extra)
+        for key in cleared:
+            if key in guestinfo.DATA_KEYS:
+                run.reporter.event(f"{name}: joined; clearing {key} (Ignition has applied it)")
+        changes.update(cleared)
         if changes:
             batch.append((vm, changes))
     if batch:

@@ -81,7 +81,7 @@ def plan_deploy(configs: list[NodeConfig], inventory: Inventory) -> DeployPlan:
 
 # -- rebuild ----------------------------------------------------------------------------
 
-_RELEASE = re.compile(r"\d+(\.\d+)*")
+_RELEASE = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def runs_older(vm: vms.VmInfo, distro: str, version: str) -> bool:

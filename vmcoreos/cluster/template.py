@@ -35,15 +35,26 @@ def template_name(settings: ClusterSettings, image: source.VerifiedImage) -> str
     return naming.template_name(settings.name, image.distro, image.version)
 
 
-def _floor(settings: ClusterSettings, nodes) -> str | None:
-    """The highest release the nodes (VmInfo) of this distro already run: a channel's "current" may not be older."""
+def _deployed(settings: ClusterSettings, nodes):
+    """What the nodes (VmInfo) of this distro run, from their marks (images/binding.py): the floor."""
+    from vmcoreos.images.binding import Deployed
     from vmcoreos.images.releases import version_key
 
-    deployed = [vm.extra.get(vms.MARK_VERSION) for vm in nodes if vm.extra.get(vms.MARK_DISTRO) == settings.image.distro]
-    return max((v for v in deployed if version_key(v) is not None), key=version_key, default=None)
+    ours = [vm.extra for vm in nodes if vm.extra.get(vms.MARK_DISTRO) == settings.image.distro]
+    versions = [x.get(vms.MARK_VERSION) for x in ours]
+    signed = [int(x[vms.MARK_SIGNED]) for x in ours if str(x.get(vms.MARK_SIGNED, "")).isascii()
+              and str(x.get(vms.MARK_SIGNED, "")).isdigit()]
+    images = {x[vms.MARK_SHA512]: x.get(vms.MARK_VERSION) or "" for x in ours if x.get(vms.MARK_SHA512)}
+    return Deployed(max((v for v in versions if version_key(v) is not None), key=version_key, default=None),
+                    max(signed, default=None), images)
 
 
-def begin_streamed(run: Run, templates) -> StreamedOva | None:
+def _floor(settings: ClusterSettings, nodes) -> str | None:
+    """The highest release the nodes (VmInfo) of this distro already run: a channel's "current" may not be older."""
+    return _deployed(settings, nodes).version
+
+
+def begin_streamed(run: Run, templates, nodes=()) -> StreamedOva | None:
     """A fresh local OVA to verify in the read that uploads it, when no template of the cluster could be reused.
 
     With any template present the image is verified first (resolve_image): its SHA-512 may name one.
@@ -52,7 +63,8 @@ def begin_streamed(run: Run, templates) -> StreamedOva | None:
         return None
     from vmcoreos.images.fetch import begin_local
 
-    return begin_local(run.settings.image, cache_dir=run.cache_dir, reporter=run.reporter, retries=run.retries)
+    return begin_local(run.settings.image, cache_dir=run.cache_dir, reporter=run.reporter, retries=run.retries,
+                       deployed=_deployed(run.settings, nodes))
 
 
 def resolve_image(run: Run, nodes=()) -> source.VerifiedImage:
@@ -60,7 +72,7 @@ def resolve_image(run: Run, nodes=()) -> source.VerifiedImage:
     from vmcoreos.images.fetch import obtain
 
     return obtain(run.settings.image, cache_dir=run.cache_dir, reporter=run.reporter, retries=run.retries,
-                  floor=_floor(run.settings, nodes))
+                  deployed=_deployed(run.settings, nodes))
 
 
 @dataclass(frozen=True)
@@ -168,8 +180,11 @@ def ensure_template(run: Run, image: source.VerifiedImage, templates, archive=No
             return Template(vm, False, _linked_base(run, vm))
     _clear_unfinished(run, name)
     run.reporter.event(f"importing {image.path.name} as template {name}")
-    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
-    with (contextlib.nullcontext(archive) if archive is not None else image.archive()) as opened:
+    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512,
+                      signed=None if image.signed is None else str(image.signed))
+    from vmcoreos.images.streamed import upload_read
+
+    with (contextlib.nullcontext(archive) if archive is not None else upload_read(image)) as opened:
         ref = _import(run, opened, name, extra, image.path.name)
     return _make_template(run, ref, name, extra, image)
 
@@ -189,7 +204,8 @@ def stream_template(run: Run, pending: StreamedOva) -> tuple[source.VerifiedImag
     ref = _import(run, pending, provisional, extra, pending.path.name)
     image = pending.image
     name = template_name(settings, image)
-    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512)
+    extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512,
+                      signed=None if image.signed is None else str(image.signed))
     try:
         _clear_unfinished(run, name)
         vms.rename_and_mark(run.session, vms.VmInfo(ref, provisional, False, "poweredOff", None, None, extra),
@@ -246,7 +262,8 @@ def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: sourc
         raise
     made = vms.refresh(session, vms.VmInfo(ref, name, True, "poweredOff", None, None))
     state.remember_template(
-        session.vcenter_id, name, state.TemplateRecord(made.instance_uuid or "", made.moref, image.sha512)
+        session.vcenter_id, name, state.TemplateRecord(made.instance_uuid or "", made.moref, image.sha512),
+        cache_root=run.cache_dir,
     )
     return Template(made, True, snapshot)
 
@@ -254,7 +271,7 @@ def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: sourc
 def _check_imported_here(run: Run, vm: vms.VmInfo) -> None:
     """Clone only from a template this host imported: a mark alone can be forged by anyone who may edit VMs."""
     vcenter = run.session.vcenter_id
-    record = state.template_record(vcenter, vm.name)
+    record = state.template_record(vcenter, vm.name, cache_root=run.cache_dir)
     if record is not None and (record.instance_uuid, record.moref, record.sha512) == (
         vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512)
     ):
@@ -263,7 +280,8 @@ def _check_imported_here(run: Run, vm: vms.VmInfo) -> None:
     if run.adopt_template:
         run.reporter.event(f"adopting template {vm.name} ({vm.moref}) on your word (--adopt-template), into {vouching}")
         state.remember_template(
-            vcenter, vm.name, state.TemplateRecord(vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512) or "")
+            vcenter, vm.name, state.TemplateRecord(vm.instance_uuid or "", vm.moref, vm.extra.get(vms.MARK_SHA512) or ""),
+            cache_root=run.cache_dir,
         )
         return
     why = "has no entry for it" if record is None else "names another template by that name"

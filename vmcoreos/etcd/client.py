@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import requests
 import tenacity
 
 from vmcoreos.errors import EtcdError
+from vmcoreos.http_deadlines import WatchedAdapter, within
 from vmcoreos.etcd.view import ClusterView, Member
 
 TIMEOUT = (3, 5)
+# The wall clock one request may take, however etcd (or whoever answers there) paces its bytes.
+REQUEST_LIMIT = 15.0
 # A member list of a few hundred members is well under this; anything larger is not an etcd we want.
 MAX_REPLY_BYTES = 1 << 20
 V2 = ""  # the "prefix" of an etcd without the v3 gateway
@@ -53,11 +57,12 @@ def v3_prefix(server_version: str) -> str:
 class Client:
     """One requests session for every etcd call of a run, trusting `ca_file` for https client URLs."""
 
-    def __init__(self, ca_file: str | None = None):
+    def __init__(self, ca_file: str | None = None, scheme: str = "http"):
         self.verify: bool | str = str(ca_file) if ca_file else True
+        self.scheme = scheme
         self.session = requests.Session()
         # wait_joined polls up to 16 members at once; a smaller pool would log "pool is full" warnings.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=16)
+        adapter = WatchedAdapter(pool_connections=32, pool_maxsize=16)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._prefixes: dict[str, str] = {}
@@ -69,8 +74,13 @@ class Client:
     # -- one request ---------------------------------------------------------------
 
     def request(self, method: str, url: str, **kwargs) -> tuple[requests.Response, bytes]:
-        """One request whose reply body is read up to MAX_REPLY_BYTES, never more."""
-        with self.session.request(method, url, timeout=TIMEOUT, verify=self.verify, stream=True, **kwargs) as resp:
+        """One request whose reply body is read up to MAX_REPLY_BYTES, never more, within REQUEST_LIMIT."""
+        if self.scheme == "https" and url.startswith("http://"):
+            # etcd.scheme https: a member advertising http:// is still spoken to over TLS, never in the clear.
+            url = "https://" + url[len("http://"):]
+        too_slow = lambda: f"etcd at {url} did not answer within {REQUEST_LIMIT:g}s"  # noqa: E731
+        with within(time.monotonic() + REQUEST_LIMIT, f"etcd {url}", too_slow, EtcdError), \
+                self.session.request(method, url, timeout=TIMEOUT, verify=self.verify, stream=True, **kwargs) as resp:
             body = bytearray()
             for chunk in resp.iter_content(64 << 10):
                 body += chunk

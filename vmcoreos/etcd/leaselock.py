@@ -58,25 +58,34 @@ class EtcdLock:
                     self.endpoints.append(e.rstrip("/"))
 
     def _post_any(self, path: str, body: dict) -> dict:
-        """POST to the endpoint that answered last, else to the others in turn (moving the winner first)."""
+        """POST a v3 call (path after the gateway prefix, which each endpoint's etcd version decides: /v3,
+        /v3beta on 3.3, /v3alpha on 3.2) to the endpoint that answered last, else to the others in turn
+        (moving the winner first). FileNotFoundError only when no endpoint has the v3 API at all."""
         with self._mutex:
             order = list(self.endpoints)
         last: Exception | None = None
+        without_v3 = 0
         for endpoint in order:
             try:
-                data = self.client.post(endpoint + path, body)
+                answer = self.client.v3(endpoint, path, body)
             except (requests.RequestException, ValueError) as exc:
                 last = exc
+                continue
+            if answer is None:  # v2 only, or a 404 from whatever answers there: another member may have it
+                without_v3 += 1
                 continue
             with self._mutex:
                 if self.endpoints[0] != endpoint and endpoint in self.endpoints:
                     self.endpoints.remove(endpoint)
                     self.endpoints.insert(0, endpoint)
-            return data
-        raise EtcdError(f"no etcd member answers at {', '.join(order)} ({type(last).__name__})")
+            return answer[1]
+        if without_v3 == len(order):
+            raise FileNotFoundError(path)
+        why = type(last).__name__ if last is not None else "no v3 API"
+        raise EtcdError(f"no etcd member answers at {', '.join(order)} ({why})")
 
     def acquire(self) -> bool:
-        grant = self._post_any("/v3/lease/grant", {"TTL": self.ttl})
+        grant = self._post_any("/lease/grant", {"TTL": self.ttl})
         self.lease = grant["ID"]
         self._renewed = time.monotonic()
         key = _b64(self.key)
@@ -84,11 +93,11 @@ class EtcdLock:
             "compare": [{"key": key, "target": "CREATE", "create_revision": "0"}],
             "success": [{"request_put": {"key": key, "value": _b64(self.holder), "lease": self.lease}}],
         }
-        if not self._post_any("/v3/kv/txn", txn).get("succeeded"):
+        if not self._post_any("/kv/txn", txn).get("succeeded"):
             if not self._break_stale():
                 self._revoke()
                 return False
-            if not self._post_any("/v3/kv/txn", txn).get("succeeded"):
+            if not self._post_any("/kv/txn", txn).get("succeeded"):
                 self._revoke()
                 return False
         self._stop = threading.Event()
@@ -102,7 +111,7 @@ class EtcdLock:
         Otherwise a run killed with SIGKILL would block the next cron run until
         its lease expired; other hosts' locks are left to expire on their own.
         """
-        data = self._post_any("/v3/kv/range", {"key": _b64(self.key)})
+        data = self._post_any("/kv/range", {"key": _b64(self.key)})
         kvs = data.get("kvs") or []
         if not kvs:
             return True
@@ -119,19 +128,19 @@ class EtcdLock:
             return False
         lease = kvs[0].get("lease")
         if lease:
-            self._post_any("/v3/lease/revoke", {"ID": lease})
+            self._post_any("/lease/revoke", {"ID": lease})
         return True
 
     def holder_of(self) -> str | None:
-        data = self._post_any("/v3/kv/range", {"key": _b64(self.key)})
+        data = self._post_any("/kv/range", {"key": _b64(self.key)})
         kvs = data.get("kvs") or []
         return base64.b64decode(kvs[0]["value"]).decode(errors="replace") if kvs and kvs[0].get("value") else None
 
     def _keepalive(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                reply = self._post_any("/v3/lease/keepalive", {"ID": self.lease})
-            except EtcdError:
+                reply = self._post_any("/lease/keepalive", {"ID": self.lease})
+            except (EtcdError, FileNotFoundError):
                 continue  # check() stops the run once the misses add up
             # The gateway streams one result per request; a lease that expired comes back without a TTL.
             if str((reply.get("result") or {}).get("TTL", "0")) in ("0", ""):
@@ -153,7 +162,7 @@ class EtcdLock:
         if self.lease is None:
             return
         try:
-            self._post_any("/v3/lease/revoke", {"ID": self.lease})
+            self._post_any("/lease/revoke", {"ID": self.lease})
         except Exception:
             pass  # it expires by itself
         self.lease = None

@@ -18,7 +18,7 @@ from vmcoreos.etcd.view import ClusterView
 # Node numbers above this are refused from etcd: a member named lab-99999999 must not set the node count.
 MAX_NODE_INDEX = 999
 
-_URL = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[0-9.]+):(\d{1,5})")
+_URL = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 
 
 def url_host(url: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from vmcoreos.guest.encoding import encode
+from vmcoreos.guest.encoding import DecodeError, decode, encode
 
 # guest tools' RPC messages cap a value near 64 KiB; a longer one never reaches the guest.
 MAX_VALUE_BYTES = 64 * 1024
@@ -91,3 +91,28 @@ def afterburn_network_keys(
              f"ip={address.ip}::{gw}:{address.netmask}:{hostname}:{KARGS_INTERFACE}:off"]
     words += [f"nameserver={d}" for d in dns]
     return {AFTERBURN_KARGS: " ".join(words)}
+
+
+def clear_applied_ignition(extra: dict[str, str]) -> dict[str, str]:
+    """The changes that take an applied Ignition config out of a joined node's guestinfo ({} when none).
+
+    Ignition reads its config on the first boot only: guestinfo.ignition.config.data (Flatcar, FCOS) and,
+    on CoreOS CL, guestinfo.coreos.config.data when it holds Ignition JSON (its password hashes and keys
+    would stay readable to every vCenter user who can read the VM). A cloud-config there stays:
+    coreos-cloudinit reads it on every boot.
+    """
+    changes: dict[str, str] = {}
+    for key in DATA_KEYS:
+        value = extra.get(key, "")
+        if value in ("", IGNITION_CLEARED):
+            continue
+        if key == CLOUDINIT_DATA:
+            try:
+                text = decode(value, extra.get(encoding_key(key), ""))
+            except DecodeError:  # unreadable: not ours to judge, left as it is
+                continue
+            if not text.lstrip().startswith(b"{"):
+                continue  # cloud-config or a script
+        changes[key] = IGNITION_CLEARED
+        changes[encoding_key(key)] = "base64"
+    return changes

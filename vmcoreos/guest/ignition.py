@@ -192,7 +192,7 @@ def _check_keys(node, path, keys, lines, out) -> None:
 
 
 def _pinned_major(version: str | None) -> int | None:
-    m = re.match(r"^(\d+)\.\d+\.\d+$", version or "")
+    m = re.fullmatch(r"([0-9]+)\.[0-9]+\.[0-9]+", version or "")
     return int(m.group(1)) if m else None
 
 

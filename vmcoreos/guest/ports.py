@@ -17,7 +17,7 @@ def port_notes(env: dict[str, str]) -> list:
     out = []
     for var, key, default in (("ETCD_ADVERTISE_CLIENT_URLS", "client_port", 2379),
                               ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "peer_port", 2380)):
-        m = re.search(r":(\d+)(?:/|,|$)", env.get(var, ""))
+        m = re.search(r":([0-9]+)(?:/|,|\Z)", env.get(var, ""))
         if m and int(m.group(1)) != default:
             out.append(_note(var, f"etcd uses port {m.group(1)}; set etcd.{key}: {m.group(1)} in the"
                               " cluster file"))

@@ -220,3 +220,20 @@ def list_cached(root: Path) -> list[CachedImage]:
             for part in directory.glob("*" + PART_SUFFIX):
                 found.append(CachedImage(distro, channel, version, part.stat().st_size, "incomplete", part))
     return found
+
+
+def recorded_images(root: Path, distro: str) -> list[tuple[str, str]]:
+    """(SHA-512, version) of every verified release image of a distro in the cache, any channel or mirror."""
+    found = []
+    for record_path in Path(root, distro).glob("*/*/*" + RECORD_SUFFIX):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or not record.get("signer"):
+            continue
+        version = record.get("version")
+        # An image by URL is labelled by its own SHA-512 (url-...): that names no release.
+        if record.get("sha512") and version and not str(version).startswith(("url-", "local-")):
+            found.append((str(record["sha512"]), str(version)))
+    return found

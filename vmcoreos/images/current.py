@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import VerificationError
-from vmcoreos.images import cache, keys as keymod, releases
+from vmcoreos.images import binding, cache, keys as keymod, releases
 from vmcoreos.images.download import Http
 from vmcoreos.images.imagepass import note_expired, warn
 from vmcoreos.images.releases import Release
@@ -29,12 +29,31 @@ def choose(image: ImageSettings, signing, http: Http, cache_root: Path, reporter
         return releases.from_url(image, image.ova)
     release = releases.resolve(image, lambda url, what: http.get_bytes(url, what))
     _warn_plain_http(image, release, reporter)
-    if not image.insecure_skip_verify:
-        vouch_version(image, release, signing, http, reporter)
     if (image.version or "current") == "current":
+        if not image.insecure_skip_verify:
+            release = vouch_version(image, release, signing, http, reporter)
         release = _hold_floor(release, floor, cache_root, reporter)
         reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
+    if not image.insecure_skip_verify and release.version_text is None:
+        # A pinned or held release is bound by its own directory's signed version.txt too (images/binding.py).
+        release = vouch_version(image, _own_label(release, http), signing, http, reporter)
     return release
+
+
+def _own_label(release: Release, http: Http) -> Release:
+    """The release with the version.txt of its own directory, when the mirror has one that names it."""
+    if not release.root or not release.version:
+        return release
+    where = release.url.rsplit("/", 1)[0] + "/version.txt"
+    text = http.get_bytes(where, "version.txt", missing_ok=True)
+    if text is None:
+        return release
+    named = releases.parse_version_txt(text.decode("utf-8", "replace"), where)
+    if named != release.version:
+        raise VerificationError(
+            f"{redact(where)} names {named}, not {release.version}; the server mixes releases, refusing it"
+        )
+    return replace(release, version_url=where, version_text=text)
 
 
 
@@ -50,10 +69,12 @@ def _warn_plain_http(image: ImageSettings, release: Release, reporter: Reporter)
 
 
 def vouch_version(image: ImageSettings, release: Release, signing: list[keymod.PublicKey], http: Http,
-                  reporter: Reporter) -> None:
-    """The version.txt that named the release must carry a good signature, unless the user opted out."""
+                  reporter: Reporter) -> Release:
+    """The version.txt that named the release must carry a good signature, unless the user opted out.
+
+    Returns the release with the time that signature was made (label_signed), which binds the OVA to it."""
     if release.version_text is None or release.version_url is None:
-        return  # a pinned version (the user's word) or FCOS metadata (https vouches for it)
+        return release  # a pinned version without a label (the user's word) or FCOS metadata (https vouches)
     where = redact(release.version_url)
     signature = http.get_bytes(release.version_url + ".sig", "version.txt signature", missing_ok=True)
     if signature is None:
@@ -63,9 +84,10 @@ def vouch_version(image: ImageSettings, release: Release, signing: list[keymod.P
                 " publish the .sig on the mirror, pin --version, or pass --allow-unsigned-version"
             )
         warn(reporter, f"{where} is unsigned; trusting its version {release.version} (--allow-unsigned-version)")
-        return
+        return release
     verdict = verify_detached(release.version_text, signature, signing, "version.txt.sig")
     note_expired(reporter, verdict, "version.txt")
+    return replace(release, label_signed=binding.signature_time(signature))
 
 
 def _hold_floor(release: Release, floor: str | None, cache_root: Path, reporter: Reporter) -> Release:

@@ -23,6 +23,7 @@ import urllib3
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, DownloadError
 from vmcoreos.images.cachefile import CacheFile
+from vmcoreos.http_deadlines import WatchedAdapter, within as _within
 from vmcoreos.images.stream import CHUNK
 from vmcoreos.images.verify import Check
 from vmcoreos.reporting import Reporter
@@ -38,7 +39,7 @@ DOWNLOAD_DEADLINE = 4 * 3600.0  # seconds for one image, every retry included
 SMALL_DEADLINE = 120.0  # seconds for one small file (a signature, version.txt), every retry included
 # However often a download makes progress, it ends after this many requests (times (retries + 1)).
 ATTEMPTS_PER_RETRY = 10
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
 
 
 class _Transient(Exception):
@@ -120,6 +121,8 @@ class Http:
         self.deadline = deadline
         self.small_deadline = small_deadline
         self.session = _Session()
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, WatchedAdapter())
         # identity: Range offsets must count the bytes we store, not a decoded stream.
         self.session.headers.update({"User-Agent": f"vmcoreos/{__version__}", "Accept-Encoding": "identity"})
 
@@ -180,8 +183,10 @@ class Http:
         """A small file (version.txt, a signature, DIGESTS, stream metadata); None if missing and missing_ok."""
         try:
             ends = time.monotonic() + self.small_deadline
+            too_slow = lambda: (f"{what} {redact(url)} did not arrive within {self.small_deadline:g}s;"  # noqa: E731
+                                f" the server is too slow")
             for attempt in self._retrying(f"fetching {what}", deadline=self.small_deadline):
-                with attempt:
+                with attempt, _within(ends, what, too_slow):
                     return self._get_small(url, what, missing_ok, limit, ends)
         except _Transient as exc:
             raise DownloadError(f"cannot fetch {what} {redact(url)}: {exc.reason} (tried {self.retries + 1} times)") from None
@@ -190,8 +195,10 @@ class Http:
     def status(self, url: str) -> int:
         """The HTTP status of a HEAD request: does a file exist, without fetching it."""
         try:
+            ends = time.monotonic() + self.small_deadline
             for attempt in self._retrying("checking the release", deadline=self.small_deadline):
-                with attempt:
+                with attempt, _within(ends, "checking the release",
+                                      lambda: f"{redact(url)} did not answer within {self.small_deadline:g}s"):
                     try:
                         resp = self.session.head(url, timeout=self.timeout, allow_redirects=True)
                     except _URL_ERRORS as exc:
@@ -246,8 +253,10 @@ class Http:
             transfer = _Transfer(self, url, out, start, label)
             started = time.monotonic()
             try:
+                too_slow = lambda: (f"cannot download {redact(url)}: not done after {self.deadline:g}s;"  # noqa: E731
+                                    " the server is too slow")
                 for attempt in self._retrying(label, lambda: transfer.progress_attempt):
-                    with attempt:
+                    with attempt, _within(transfer.ends, label, too_slow):
                         transfer.attempt(attempt.retry_state.attempt_number)
             except _Transient as exc:
                 transfer.check.abort()
@@ -307,7 +316,7 @@ class _Transfer:
             if status in RETRY_STATUSES:
                 raise _Transient(f"HTTP {status}", _retry_after(resp))
             if status == 206 and self.done:
-                match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+                match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
                 if not match or int(match.group(1)) != self.done:
                     self.http.reporter.event(f"{self.label}: the server resumed at the wrong offset; starting over")
                     self._restart()

@@ -2,7 +2,8 @@
 
 `obtain()` is the one entry point (`vmcoreos fetch` and deploy call it).
 Every image is read exactly once, and that one read feeds the file on disk,
-SHA-512, the signature verifier and the OVA's manifest digests together (an ImagePass). The
+SHA-512, the signature verifier and the OVA's manifest digests together, through
+the one verification pipeline (images/verification.py). The
 checks give their verdicts only when asked, explicitly, after the last byte;
 a download becomes the cached file only after every check passed, and on
 any failure nothing of it is left behind. A cached image is reused only if
@@ -15,15 +16,17 @@ import hashlib
 import hmac
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.images import cache, current, keys as keymod, known, releases
+from vmcoreos.images import binding, cache, current, keys as keymod, known, releases
 from vmcoreos.images.download import Http
-from vmcoreos.images.imagepass import ImagePass, note_expired, read_signature, read_through
+from vmcoreos.images.imagepass import note_expired, read_signature
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.images.releases import Release
 from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
+from vmcoreos.images.verification import Origin, Verification
 from vmcoreos.images.streamed import StreamedOva
 from vmcoreos.images.signature import verify_clearsigned, verify_detached
 from vmcoreos.images.verify import parse_digests
@@ -35,24 +38,40 @@ FEDORA_KEYS = "https://fedoraproject.org/fedora.gpg"
 
 
 def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5,
-           floor: str | None = None) -> VerifiedImage:
+           floor: str | None = None, deployed: binding.Deployed | None = None) -> VerifiedImage:
     """A verified OVA for the image settings: a local --ova checked in place, anything else via the cache.
 
     floor: the highest release already deployed (the cluster's nodes); a channel's "current" below
     it, or below the highest version cached from the same source, is held at that version instead.
+    deployed: what the nodes run (images/binding.py): its version is the floor, its signature time and
+    SHA-512s bind the image too.
     """
     releases.check_distro(image.distro)  # an unknown distro is the first thing to say, before any key
     signing = signing_keys(image)
+    deployed = deployed or binding.Deployed(floor)
     with Http(reporter, retries=retries) as http:
         if image.ova and not is_url(image.ova):
-            return verify_local(image, signing, http, reporter, _state_root(cache_dir))
-        cache_root = cache.check_root(Path(cache_dir))
-        release = current.choose(image, signing, http, cache_root, reporter, floor)
-        signing = release_keys(signing, release, image)
-        return Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify).get(release)
+            got = verify_local(image, signing, http, reporter, _state_root(cache_dir))
+        else:
+            cache_root = cache.check_root(Path(cache_dir))
+            release = current.choose(image, signing, http, cache_root, reporter, deployed.version)
+            signing = release_keys(signing, release, image)
+            got = Fetcher(http, signing, cache_root, reporter, insecure=image.insecure_skip_verify,
+                          deployed=deployed).get(release)
+    try:
+        binding.check_not_older(got.path.name, got.signed, deployed, pinned=_pinned(image))
+    except BaseException:
+        got.close()
+        raise
+    return got
 
 
-def begin_local(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5) -> StreamedOva | None:
+def _pinned(image: ImageSettings) -> bool:
+    return (image.version or "current") != "current"
+
+
+def begin_local(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5,
+                deployed: binding.Deployed | None = None) -> StreamedOva | None:
     """A local --ova to be verified by its own upload (images/streamed.py), opened with its signature.
 
     None when obtain() is the way: not a local OVA, no signature to check (--insecure-skip-verify), or
@@ -68,11 +87,14 @@ def begin_local(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, re
     try:
         with Http(reporter, retries=retries) as http:
             signature = read_signature(image.sig or image.ova + ".sig", path.name, http)
-        if state_root and known.recall(path, f, signature, signing, cache_root=state_root) is not None:
+        binding.check_not_older(path.name, binding.signature_time(signature), deployed, pinned=_pinned(image))
+        check = Verification(path, path.name, signature, signing, Origin(image.distro, "local", str(path)), reporter,
+                             cache_root=state_root)
+        if check.recall(f) is not None:
             f.close()
             return None
         reporter.event(f"verifying {path} as it is uploaded")
-        return StreamedOva(path, f, image.distro, signature, signing, reporter, state_root)
+        return StreamedOva(f, check)
     except BaseException:
         f.close()
         raise
@@ -126,7 +148,8 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
                  state_root: Path | None = None) -> VerifiedImage:
     """A local OVA (--ova FILE) checked in place, in one read of one descriptor, against its detached signature.
 
-    state_root: where verified images are recorded; one whose file and signature are unchanged is not read again.
+    state_root: the private cache, where verified images are recorded; a file there whose record still holds
+    is not read again (images/known.py).
     """
     if not image.ova:
         raise ConfigError("no local OVA given; pass --ova FILE")
@@ -134,37 +157,26 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
     f = open_image(path)
     try:
         signature = None if image.insecure_skip_verify else read_signature(image.sig or image.ova + ".sig", path.name, http)
-        record = known.recall(path, f, signature, signing, cache_root=state_root) if state_root else None
-        if record is not None:
+        check = Verification(path, path.name, signature, signing, Origin(image.distro, "local", str(path)), reporter,
+                             cache_root=state_root)
+        recalled = check.recall(f)
+        if recalled is not None:
             reporter.event(f"{path} is unchanged since it was verified; not reading it again")
-            before = identity(f)
-            return VerifiedImage(path, image.distro, record.version, record.sha512, before[2], known.verdict(record),
-                                 "local", str(path), file=f, identity=before)
+            return recalled
         reporter.event(f"verifying {path}")
-        stamped = known.stamp()
-        before = identity(f)
-        check = ImagePass(path.name, signature, signing)
-        size = read_through(f, check, reporter, f"verifying {path.name}")
-        verdict, sha512 = check.finish()
-        note_expired(reporter, verdict, path.name)
-        with OvaArchive(path, fileobj=f, identity=before) as archive:
-            archive.verify_manifest(check.members)
-            archive.check_unchanged()  # written to while we read it: what was verified is unknown
-        if state_root:
-            known.remember(path, before, stamped, signature, signing, verdict, sha512, f"local-{sha512[:12]}",
-                           cache_root=state_root)
+        check.read(f, f"verifying {path.name}")
+        return check.finish(f)
     except BaseException:
         f.close()
         raise
-    return VerifiedImage(path, image.distro, f"local-{sha512[:12]}", sha512, size, verdict, "local", str(path),
-                         file=f, identity=before)
 
 
 class Fetcher:
     """Releases into the cache: reuse what still verifies, else download and verify in one pass."""
 
     def __init__(self, http: Http, signing: list[keymod.PublicKey], cache_dir: Path, reporter: Reporter, *,
-                 insecure: bool = False):
+                 insecure: bool = False, deployed: binding.Deployed | None = None):
+        self.deployed = deployed or binding.Deployed()
         self.http = http
         self.signing = signing
         self.cache_dir = cache_dir
@@ -184,7 +196,27 @@ class Fetcher:
             if signature is None:
                 signature = self._signature(release)
             expected = self._digests(release)
+            self._bind(release, signature, expected)  # before a byte of the image is downloaded
             return self._download(entry, release, signature, expected)
+
+    def _bind(self, release: Release, signature: bytes | None, digests: tuple[str, str, int | None] | None) -> None:
+        """The OVA's signature close in time to its release label's and DIGESTS' (images/binding.py)."""
+        if self.insecure or release.channel == "url":
+            return  # nothing labels it: its version is its own SHA-512 prefix
+        if release.sha256:
+            return  # FCOS: the stream metadata names these exact bytes, and the signed OVF its version
+        binding.check_window(
+            release.file_name, binding.signature_time(signature), label_signed=release.label_signed,
+            label_what="the version.txt naming it", digests_signed=digests[2] if digests else None,
+            digests=digests is not None, version=release.version,
+        )
+
+    def _recorded(self, distro: str):
+        """(SHA-512, version, where) for every image this host's cache and the cluster's nodes hold."""
+        for sha512, version in self.deployed.images.items():
+            yield sha512, version, "on the cluster's nodes"
+        for sha512, version in cache.recorded_images(self.cache_dir, distro):
+            yield sha512, version, "in this host's image cache"
 
     # -- what vouches for the image --------------------------------------------------
 
@@ -195,8 +227,8 @@ class Fetcher:
             raise VerificationError(f"{release.file_name}: no signature location; pass --sig")
         return read_signature(release.sig_url, release.file_name, self.http, release.url)
 
-    def _digests(self, release: Release) -> tuple[str, str] | None:
-        """(SHA-512, DIGESTS name) from the first signed DIGESTS published for the release, if any."""
+    def _digests(self, release: Release) -> tuple[str, str, int | None] | None:
+        """(SHA-512, DIGESTS name, when it was signed) from the first signed DIGESTS published for the release."""
         if self.insecure:
             return None
         for url in release.digests_urls:
@@ -207,6 +239,7 @@ class Fetcher:
             clearsigned = self.http.get_bytes(url + ".asc", "DIGESTS signature", missing_ok=True)
             if clearsigned is not None:
                 verdict, text = verify_clearsigned(clearsigned, self.signing, name + ".asc")
+                signed = binding.signature_time(clearsigned)
             else:
                 detached = self.http.get_bytes(url + ".sig", "DIGESTS signature", missing_ok=True)
                 if detached is None:
@@ -214,6 +247,7 @@ class Fetcher:
                         f"{name} has neither a .asc nor a .sig signature; refusing an unsigned digest list"
                     )
                 verdict, text = verify_detached(data, detached, self.signing, name + ".sig"), data
+                signed = binding.signature_time(detached)
             listed = parse_digests(text.decode("utf-8", "replace"), name)
             sha512 = listed.get(release.file_name, {}).get("SHA512")
             if sha512 is None:
@@ -221,8 +255,9 @@ class Fetcher:
             self._match_version_txt(release, listed.get("version.txt", {}).get("SHA512"), name)
             self.reporter.event(f"{name}: signed by {verdict.primary_fingerprint}")
             note_expired(self.reporter, verdict, name)
-            return sha512, name
-        self.reporter.event(f"no DIGESTS published for {release.file_name} {release.version}; the signature alone vouches for it")
+            return sha512, name, signed
+        self.reporter.event(f"no DIGESTS published for {release.file_name} {release.version}; its signature and"
+                            " the signed version.txt's, made within hours of each other, vouch for it")
         return None
 
     @staticmethod
@@ -264,25 +299,21 @@ class Fetcher:
                 self.reporter.event(f"the signature at {redact(release.sig_url or '')} changed; downloading again")
                 entry.discard()
                 return None
+        if release.label_signed is not None and release.version == record.get("version"):
+            self._bind(release, signature, ("", "", None) if record.get("digests") else None)
         f = open_image(entry.path, "cached image")
-        version = record.get("version") or release.version
+        origin = Origin(release.distro, release.channel, record.get("source", ""),
+                        record.get("version") or release.version, release.sha256, cached=True)
+        check = Verification(entry.path, entry.file, signature, self.signing, origin, self.reporter,
+                             cache_root=self.cache_dir, members=False)
         try:
-            seen = known.recall(entry.path, f, signature, self.signing, sha256=release.sha256, cache_root=self.cache_dir)
-            if seen is not None and seen.sha512 == record.get("sha512"):
+            recalled = check.recall(f, sha512=record.get("sha512"))
+            if recalled is not None:
                 self.reporter.event(f"cached {entry.path} is unchanged since it was verified; not reading it again")
-                before = identity(f)
-                return VerifiedImage(entry.path, release.distro, version, seen.sha512, before[2], known.verdict(seen),
-                                     release.channel, record.get("source", ""), cached=True, file=f, identity=before)
+                return recalled
             self.reporter.event(f"checking cached {entry.path}")
-            check = ImagePass(entry.file, signature, self.signing, sha256=release.sha256, members=False)
-            stamped = known.stamp()
-            before = identity(f)
-            size = read_through(f, check, self.reporter, f"checking {entry.file}")
-            verdict, sha512 = check.finish(record.get("sha512"), "its cache record")
-            if identity(f) != before:
-                raise VerificationError("it changed while it was read")
-            known.remember(entry.path, before, stamped, signature, self.signing, verdict, sha512, version,
-                           sha256=release.sha256, cache_root=self.cache_dir)
+            check.read(f, f"checking {entry.file}")
+            return check.finish(f, expected_sha512=record.get("sha512"), digests_name="its cache record")
         except VerificationError as exc:
             f.close()
             self.reporter.event(f"cached {entry.file} failed verification ({exc.message}); discarding it")
@@ -291,8 +322,6 @@ class Fetcher:
         except BaseException:
             f.close()
             raise
-        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel,
-                             record.get("source", ""), cached=True, file=f, identity=before)
 
     def _download(self, entry: cache.Entry, release: Release, signature: bytes | None,
                   expected: tuple[str, str] | None) -> VerifiedImage:
@@ -300,28 +329,23 @@ class Fetcher:
         label = f"downloading {entry.file}"
         self.reporter.event(f"downloading {source}")
         entry.prepare()
+        origin = Origin(release.distro, release.channel, source, release.version or None, release.sha256)
+        check = Verification(entry.part, entry.file, signature, self.signing, origin, self.reporter,
+                             cache_root=self.cache_dir)
         f = None
         try:
-            size, check = self.http.download(
-                release.url, entry.part,
-                lambda: ImagePass(entry.file, signature, self.signing, sha256=release.sha256),
-                label,
-            )
-            verdict, sha512 = check.finish(*(expected or (None, "")))
-            note_expired(self.reporter, verdict, entry.file)
+            size, _ = self.http.download(release.url, entry.part, check.restart, label)
+            verdict, sha512 = check.verdicts(*(expected[:2] if expected else (None, "")))
+            if release.version and not self.insecure:
+                binding.check_one_version(entry.file, sha512, release.version, self._recorded(release.distro))
             f = open_image(entry.part, "downloaded image")
-            before = identity(f)
-            if before[2] != size:
+            if identity(f)[2] != size:
                 raise VerificationError(f"{entry.part} is not the {size} bytes just verified; something writes to the cache")
-            with OvaArchive(entry.part, name=entry.file, fileobj=f, identity=before) as archive:
-                archive.verify_manifest(check.members)
-                self._match_product_version(release, archive)
+            check.confirm(f, inspect=lambda archive: self._match_product_version(release, archive))
             version = release.version or f"url-{sha512[:12]}"
             if signature is not None:
                 cache.write_file(entry.sig, signature)
             os.replace(entry.part, entry.path)  # the open descriptor stays the verified file
-            stamped = known.stamp()
-            before = identity(f)  # a rename changes ctime: the identity to hold is the renamed file's
             entry.write_record({
                 "distro": release.distro,
                 "channel": release.channel,
@@ -338,13 +362,13 @@ class Fetcher:
                 "source": source,
             })
             # Just renamed, so racy (images.known): the next use reads it once more, then the record settles.
-            known.remember(entry.path, before, stamped, signature, self.signing, verdict, sha512, version,
-                           sha256=release.sha256, cache_root=self.cache_dir)
+            check.origin = replace(origin, version=version)
+            check.remember(f, path=entry.path)  # a rename changes ctime: the identity to hold is the renamed file's
         except BaseException:
+            check.abort()
             if f is not None:
                 f.close()
             entry.discard()
             raise
         self.reporter.event(f"verified {entry.file} {version}" + (f": signed by {verdict.primary_fingerprint}" if verdict else ""))
-        return VerifiedImage(entry.path, release.distro, version, sha512, size, verdict, release.channel, source,
-                             file=f, identity=before)
+        return check.image(f, path=entry.path)

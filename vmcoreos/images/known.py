@@ -1,6 +1,8 @@
 """Images verified before: knowing a file's SHA-512 and verdict without reading it again.
 
-A record (vmcoreos.state.ImageRecord) vouches for an open file only when
+A record (vmcoreos.state.ImageRecord) vouches only for a file inside the
+private cache (an --ova elsewhere is read in full on every run: see inside()),
+and for an open file only when
 all of these are what they were at its verification: the file's identity
 (device, inode, size, mtime_ns, ctime_ns), the SHA-256 of the signature
 bytes, the set of trusted primary fingerprints, and the stream metadata's
@@ -37,8 +39,8 @@ def _signers(signing: list[keymod.PublicKey]) -> tuple[str, ...]:
 def recall(path: Path, f: BinaryIO, signature: bytes | None, signing: list[keymod.PublicKey], *,
            sha256: str | None = None, cache_root: Path | None = None) -> state.ImageRecord | None:
     """The record vouching for the open file f at path, if every input of its verification is unchanged."""
-    if signature is None:
-        return None  # only a signature's verdict is worth remembering
+    if signature is None or not inside(path, cache_root):
+        return None  # only a signature's verdict is worth remembering, and only for a file in the cache
     record = state.image_record(Path(path).absolute(), cache_root=cache_root)
     if record is None:
         return None
@@ -51,6 +53,18 @@ def recall(path: Path, f: BinaryIO, signature: bytes | None, signing: list[keymo
         and record.sha256 == (sha256 or "").lower()
     )
     return record if same and settled else None
+
+
+def inside(path: Path, cache_root: Path | None) -> bool:
+    """Whether path is a file in the private cache. Only there may a record stand in for reading it: whoever
+    can write a file elsewhere (shared storage, a group-writable directory) can change its bytes through a
+    shared writable mapping without moving mtime or ctime, so its identity no longer says it is unchanged."""
+    if cache_root is None:
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(Path(cache_root).resolve())
+    except OSError:
+        return False
 
 
 def verdict(record: state.ImageRecord) -> Verdict:
@@ -66,7 +80,7 @@ def remember(path: Path, ident: tuple[int, ...], stamped_ns: int, signature: byt
              signing: list[keymod.PublicKey], found: Verdict | None, sha512: str, version: str, *,
              sha256: str | None = None, cache_root: Path | None = None) -> None:
     """Record a verification that passed; ident was taken after stamped_ns, from the very descriptor read."""
-    if signature is None or found is None:
+    if signature is None or found is None or not inside(path, cache_root):
         return
     state.remember_image(Path(path).absolute(), state.ImageRecord(
         ident, stamped_ns, hashlib.sha256(signature).hexdigest(), _signers(signing), (sha256 or "").lower(),

@@ -8,14 +8,14 @@ import tarfile
 from vmcoreos.errors import UnsafeArchiveError
 from vmcoreos.images.verify import Check, DigestCheck
 
-MF_LINE = re.compile(r"^(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*$")
+MF_LINE = re.compile(r"(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*")
 
 
 def parse_manifest(text: str) -> dict[str, tuple[str, str]]:
     """member name -> (algorithm, hex digest); lines that are not digests are skipped."""
     entries = {}
     for line in text.splitlines():
-        match = MF_LINE.match(line.strip())
+        match = MF_LINE.fullmatch(line.strip())
         if match:
             algo, name, digest = match.groups()
             entries[name] = (algo.lower(), digest.lower())

@@ -6,7 +6,10 @@ we pin (keys.py), which verifier can judge a signature the way we need
 (signature.py), and what the verdict reports (which subkey signed, whether
 it has expired or been revoked since). A wrong answer here can only make us
 refuse a good image or misreport a note, never accept a bad one: the
-verifier's own check still decides, and an unparseable packet is refused.
+verifier's own check still decides, and a signature file that is not exactly
+one readable signature packet (two packets, junk before the armor) is refused
+before any verifier sees it (signature.py), whose own parser might read it
+differently.
 """
 
 from __future__ import annotations

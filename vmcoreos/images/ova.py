@@ -17,15 +17,11 @@ from typing import BinaryIO, Callable, Protocol
 from vmcoreos.errors import UnsafeArchiveError, VerificationError
 from vmcoreos.images import ovf
 from vmcoreos.images.manifest import ManifestCheck, MemberDigestTap, parse_manifest
-from vmcoreos.images.ovf import OVF_NS, Ovf, OvfDisk, OvfFile, allocation_units
+from vmcoreos.images.ovf import Ovf
+from vmcoreos.images.source import identity
 from vmcoreos.images.stream import pump
 from vmcoreos.images.verify import Check
 
-# Names other modules and tests know these by.
-Descriptor = Ovf
-_allocation_units = allocation_units
-__all__ = ["Archive", "CheckedArchive", "Descriptor", "MemberDigestTap", "OVF_NS", "OvaArchive", "Ovf", "OvfDisk",
-           "OvfFile"]
 
 
 class Archive(Protocol):
@@ -100,8 +96,6 @@ class OvaArchive:
         """Refuse if the verified file was written to since it was verified (before an upload completes)."""
         if self._file is None or self._identity is None:
             return
-        from vmcoreos.images.source import identity
-
         if identity(self._file) != self._identity:
             raise VerificationError(
                 f"{self.name} was written to, replaced or renamed after it was verified; whatever else"

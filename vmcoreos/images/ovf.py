@@ -21,7 +21,7 @@ OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
 _NS = f"{{{OVF_NS}}}"
 # No real disk comes near this (1 EiB); it only stops a hostile descriptor's 9^999999999 from hanging us.
 MAX_ALLOCATION_UNIT = 1 << 60
-_UNIT_TERM = re.compile(r"^(\d{1,19})(?:\^(\d{1,3}))?$")
+_UNIT_TERM = re.compile(r"([0-9]{1,19})(?:\^([0-9]{1,3}))?")
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def allocation_units(text: str) -> int:
         raise UnsafeArchiveError(f"the OVF's allocation unit {text[:60]!r} is not in bytes; refusing the OVA")
     factor = 1
     for term in terms[1:]:
-        match = _UNIT_TERM.match(term)
+        match = _UNIT_TERM.fullmatch(term)
         if not match:
             raise UnsafeArchiveError(f"the OVF's allocation unit {text[:60]!r} is not like 'byte * 2^20'; refusing the OVA")
         base, exp = int(match.group(1)), int(match.group(2) or 1)

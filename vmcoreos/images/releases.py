@@ -25,8 +25,8 @@ FCOS_BUILDS = "https://builds.coreos.fedoraproject.org/prod/streams/{stream}/bui
 FILE_PREFIX = {"flatcar": "flatcar_production_vmware_ova", "coreos": "coreos_production_vmware_ova"}
 
 # A version becomes a URL path segment and a cache directory: nothing else may hide in it.
-_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Release:
     # The version.txt that named the version (channel "current"), to be checked against its .sig before use.
     version_url: str | None = None
     version_text: bytes | None = None
+    label_signed: int | None = None  # when version_text's signature was made (images/binding.py), once checked
     # Who serves it, for the cache key: "" for the vendor's own host, else a digest of the mirror's root.
     source_id: str = ""
     root: str = ""  # the channel root (Flatcar, CoreOS): where any other version of the channel lives
@@ -61,7 +62,7 @@ def file_name(url: str) -> str:
 
 
 def check_version(version: str, where: str, error: type[Exception] = ConfigError) -> str:
-    if not _VERSION_RE.match(version) or ".." in version:
+    if not _VERSION_RE.fullmatch(version) or ".." in version:
         raise error(f"{redact(where)}: {version!r} is not a release version (like 4593.2.5)")
     return version
 
@@ -73,12 +74,12 @@ def source_id(root: str, vendor_root: str) -> str:
     return "m" + hashlib.sha256(redact(root).encode("utf-8")).hexdigest()[:10]
 
 
-_RELEASE_NUMBERS = re.compile(r"^\d+(\.\d+)*$")
+_RELEASE_NUMBERS = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def version_key(version: str | None) -> tuple[int, ...] | None:
     """4593.2.5 -> (4593, 2, 5), for ordering releases; None for anything that is not a numbered release."""
-    if not version or not _RELEASE_NUMBERS.match(version):
+    if not version or not _RELEASE_NUMBERS.fullmatch(version):
         return None
     return tuple(int(p) for p in version.split("."))
 
@@ -137,7 +138,7 @@ def parse_fcos_stream(data: bytes, where: str, stream: str, source: str = "") ->
             f"{redact(where)} is not FCOS stream metadata with .architectures.x86_64.artifacts.vmware.formats.ova.disk"
         ) from None
     sha256 = str(disk.get("sha256") or "").lower()
-    if not _SHA256_RE.match(sha256):
+    if not _SHA256_RE.fullmatch(sha256):
         raise DownloadError(f"{redact(where)}: the OVA entry has no valid sha256")
     url = urljoin(where, location)  # a mirror may use relative locations
     signature = urljoin(where, disk["signature"]) if disk.get("signature") else url + ".sig"

@@ -73,15 +73,21 @@ class SignatureCheck(Check):
         self.label = label
         self.allowed = {k.fingerprint for k in keys}
         keyring = keyring_of(keys)
+        # Exactly one version 4 signature packet, binary or armored from its first byte: anything else
+        # (two packets, junk before the armor) is refused here, never left to a verifier alone, which
+        # would judge it by rules of its own (gpgv takes the first good packet and EXPKEYSIG).
+        unreadable = None
         try:
-            self.info: openpgp.SignatureInfo | None = openpgp.read_detached_signature(_binary(signature))
+            packets = _binary(signature)
+            self.info: openpgp.SignatureInfo | None = openpgp.read_detached_signature(packets)
             self.signer = openpgp.signer_of(self.info, keyring)
         except (ValueError, IndexError):
-            self.info, self.signer = None, None
+            packets, self.info, self.signer = signature, None, None
+            unreadable = verifiers.not_a_signature(label)
         sqv = verifiers.sqv_binary()
         self.verifier = choose_verifier(self.info, self.signer, sqv)
         # A refusal the signature and keyring alone decide; still given only by finish().
-        self._refusal = self._decided_before_reading()
+        self._refusal = unreadable or self._decided_before_reading()
         self._proc: subprocess.Popen | None = None
         self._dir = tempfile.mkdtemp(prefix="vmcoreos-verify-")
         self._out = open(Path(self._dir, "out"), "w+b")
@@ -89,7 +95,7 @@ class SignatureCheck(Check):
         self._broken = self._refusal is not None
         if self._refusal is None:
             try:
-                self._start(signature, keyring, sqv)
+                self._start(packets, keyring, sqv)
             except BaseException:  # gpgv missing, say: nothing of ours is left behind
                 self._cleanup()
                 raise

@@ -1,12 +1,13 @@
 """What every image source yields: a VerifiedImage, a file whose checks all passed.
 
-The sources themselves (a release channel, a URL, a local path) and the
-one-pass verification live in vmcoreos.images.fetch; obtain() there is the
-entry point.
+The sources themselves (a release channel, a URL, a local path) live in
+vmcoreos.images.fetch, whose obtain() is the entry point; the one-pass
+verification in vmcoreos.images.verification.
 
 A VerifiedImage holds the file open: the space check and the upload read
-the very descriptor that was verified, never the path again, so a file
-swapped in under the same name afterwards is never read. `identity` is the
+the very descriptor that was verified (images/streamed.py upload_read()),
+never the path again, so a file swapped in under the same name afterwards is
+never read. It is built in one place: images/verification.py. `identity` is the
 fstat of that descriptor at verification; OvaArchive.check_unchanged()
 compares it before the upload is declared complete.
 """
@@ -35,12 +36,7 @@ class VerifiedImage:
     cached: bool = False  # reused from the cache after re-verification, not downloaded this run
     file: BinaryIO | None = field(default=None, compare=False, repr=False)  # the verified descriptor
     identity: tuple[int, ...] | None = None  # identity(file) when it was verified
-
-    def archive(self):
-        """The OVA, read through the verified descriptor (by path only for images made without one)."""
-        from vmcoreos.images.ova import OvaArchive
-
-        return OvaArchive(self.path, fileobj=self.file, identity=self.identity, verified=True)
+    signed: int | None = None  # when its signature says it was made (epoch; images/binding.py)
 
     def close(self) -> None:
         if self.file is not None:

@@ -13,6 +13,13 @@ calls after the last byte went up and before it completes the lease, feeds
 the rest of the file, asks every check for its verdict and only then yields
 the VerifiedImage. Any failure there aborts the import (nothing is left in
 vSphere), and the caller marks and records the template only after it.
+
+An image verified before its upload (a download, a cached file, a local file
+read in full) goes up through a RehashedOva: the same one read, through a
+SHA-512 only, which must be the verified one before the lease completes. The
+file's identity (images/source.py) cannot see every write: a page already
+dirty in a shared writable mapping changes without moving mtime or ctime
+until writeback, so the bytes themselves are compared.
 """
 
 from __future__ import annotations
@@ -21,35 +28,27 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from vmcoreos.images import known
-from vmcoreos.images.imagepass import ImagePass, note_expired
+from vmcoreos.errors import VerificationError
 from vmcoreos.images.ova import MemberReader, OvaArchive
 from vmcoreos.images.source import VerifiedImage, identity
-from vmcoreos.images.stream import CHUNK
-from vmcoreos.reporting import Reporter
+from vmcoreos.images.stream import CHUNK, BackgroundTap
+from vmcoreos.images.verification import Verification
+from vmcoreos.images.verify import Check, Sha512Tap, abbreviate
 
 
-class StreamedOva:
-    """An opened, not yet verified local OVA whose upload is its verification read."""
+class OnePass:
+    """An opened OVA whose upload reads it once, in order, through a check (see the module's docstring)."""
 
-    def __init__(self, path: Path, f: BinaryIO, distro: str, signature: bytes, signing, reporter: Reporter,
-                 state_root: Path | None):
+    def __init__(self, path: Path, f: BinaryIO, check: Check, ident: tuple[int, ...] | None = None):
         self.path = Path(path)
         self._file = f
-        self._distro = distro
-        self._signature = signature
-        self._signing = signing
-        self._reporter = reporter
-        self._state_root = state_root
-        self._stamped = known.stamp()
-        self._identity = identity(f)
+        self._identity = ident or identity(f)
         self._size = self._identity[2]
+        self._check = check
         self._archive = OvaArchive(self.path, fileobj=f, identity=self._identity)
         self.name = self._archive.name
         self.descriptor = self._archive.descriptor
-        self._check = ImagePass(self.path.name, signature, signing)
         self._fed = 0  # bytes of the file the pass has seen, from its start
-        self.image: VerifiedImage | None = None  # set by verify_uploaded()
 
     # -- what the space check reads (the tar index and the OVF only) ----------------
 
@@ -66,25 +65,16 @@ class StreamedOva:
         return MemberReader(self._read, offset, size, self.name), size
 
     def manifest_check(self, name: str) -> None:
-        return None  # the pass's .mf digests cover the member; it is not hashed a second time
+        return None  # the pass covers the member; it is not hashed a second time
 
     def verify_descriptor_against_manifest(self) -> None:
         self._archive.verify_descriptor_against_manifest()
 
     def verify_uploaded(self) -> None:
-        """After the last byte went up: the rest of the file through the pass, then every verdict, explicitly."""
-        self._feed_to(self._size)
-        verdict, sha512 = self._check.finish()
-        note_expired(self._reporter, verdict, self.path.name)
-        self._archive.verify_manifest(self._check.members)
-        self._archive.check_unchanged()  # written to while it was read: what went up is unknown
-        version = f"local-{sha512[:12]}"
-        if self._state_root:
-            known.remember(self.path, self._identity, self._stamped, self._signature, self._signing, verdict, sha512,
-                           version, cache_root=self._state_root)
-        self._reporter.event(f"verified {self.path.name} while uploading it: signed by {verdict.primary_fingerprint}")
-        self.image = VerifiedImage(self.path, self._distro, version, sha512, self._size, verdict, "local",
-                                   str(self.path), file=self._file, identity=self._identity)
+        raise NotImplementedError
+
+    def check_unchanged(self) -> None:
+        self._archive.check_unchanged()
 
     # -- the one pass ------------------------------------------------------------------
 
@@ -108,15 +98,69 @@ class StreamedOva:
             self._fed += len(chunk)
 
     def close(self) -> None:
-        """Ends the pass: its checks are aborted unless verify_uploaded() passed; the file stays open only then."""
         self._archive.close()
-        if self.image is None:
-            self._check.abort()
-            self._file.close()
 
-    def __enter__(self) -> "StreamedOva":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+def upload_read(image: VerifiedImage):
+    """The verified image for its upload: read once through the verified descriptor, its SHA-512 held to the
+    verified one before the lease completes; by path, every .mf digest checked, for one made without one."""
+    if image.file is None or image.identity is None:
+        return OvaArchive(image.path)
+    return RehashedOva(image)
+
+
+class RehashedOva(OnePass):
+    """A verified image's upload: its one read through SHA-512, which must be the verified one."""
+
+    def __init__(self, image: VerifiedImage):
+        self._sha512 = Sha512Tap()
+        super().__init__(image.path, image.file, BackgroundTap(self._sha512), image.identity)
+        self._expected = image.sha512
+
+    def verify_uploaded(self) -> None:
+        self._feed_to(self._size)
+        self._check.finish()
+        actual = self._sha512.hexdigest
+        if actual != self._expected.lower() or self._fed != self._size:
+            want, got = abbreviate(self._expected.lower(), actual or "")
+            raise VerificationError(
+                f"{self.name}: the bytes uploaded (SHA-512 {got}) are not the ones verified ({want}); something"
+                " writes to the file (a shared mapping, another process): stop it, then run again"
+            )
+        self._archive.check_unchanged()
+
+    def close(self) -> None:
+        super().close()
+        self._check.abort()  # a no-op after finish(); stops the hashing thread of an upload cut short
+
+
+class StreamedOva(OnePass):
+    """An opened, not yet verified local OVA whose upload is its verification read (images/verification.py)."""
+
+    def __init__(self, f: BinaryIO, check: Verification):
+        self._verification = check
+        super().__init__(check.path, f, check.check)
+        self.image: VerifiedImage | None = None  # set by verify_uploaded()
+
+    def verify_uploaded(self) -> None:
+        """After the last byte went up: the rest of the file through the pass, then every verdict, explicitly."""
+        self._feed_to(self._size)
+        check = self._verification
+        verdict, _ = check.verdicts()
+        check.confirm(self._file, archive=self._archive, ident=self._identity)
+        check.remember(self._file)
+        self.image = check.image(self._file)
+        check.reporter.event(f"verified {self.path.name} while uploading it: signed by {verdict.primary_fingerprint}")
+
+    def close(self) -> None:
+        """Ends the pass: its checks are aborted unless verify_uploaded() passed; the file stays open only then."""
+        super().close()
+        if self.image is None:
+            self._check.abort()
+            self._file.close()

@@ -119,14 +119,14 @@ def judge_gpgv(status: str, allowed: set[str], label: str) -> Verdict:
     return Verdict(primary, valid[0], "EXPKEYSIG" in words, "gpgv")
 
 
-_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}")
 
 
 def judge_sqv(returncode: int, stdout: str, stderr: str, allowed: set[str], label: str) -> str:
     """The primary fingerprint sqv vouches for, or the refusal its exit status and words call for."""
     if returncode == 0:
         found = [line.strip().upper() for line in stdout.splitlines() if line.strip()]
-        if len(found) != 1 or not _FINGERPRINT.match(found[0]):
+        if len(found) != 1 or not _FINGERPRINT.fullmatch(found[0]):
             raise VerificationError(f"{label}: sqv gave an answer that is not one fingerprint; refusing the image")
         if found[0] not in allowed:
             raise not_pinned(label, found[0])

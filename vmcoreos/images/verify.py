@@ -72,8 +72,8 @@ class Sha512Tap(Check):
 
 
 _DIGEST_LENGTHS = {"MD5": 32, "SHA1": 40, "SHA256": 64, "SHA512": 128}
-_DIGEST_HEADER = re.compile(r"^# ([A-Z0-9]+) HASH$")
-_DIGEST_LINE = re.compile(r"^([0-9a-fA-F]+) [ *](.+)$")
+_DIGEST_HEADER = re.compile(r"# ([A-Z0-9]+) HASH")
+_DIGEST_LINE = re.compile(r"([0-9a-fA-F]+) [ *](.+)")
 
 
 def parse_digests(text: str, where: str) -> dict[str, dict[str, str]]:
@@ -88,11 +88,11 @@ def parse_digests(text: str, where: str) -> dict[str, dict[str, str]]:
         line = raw.strip()
         if not line:
             continue
-        header = _DIGEST_HEADER.match(line)
+        header = _DIGEST_HEADER.fullmatch(line)
         if header:
             algo = header.group(1)
             continue
-        entry = _DIGEST_LINE.match(line)
+        entry = _DIGEST_LINE.fullmatch(line)
         if algo is None or entry is None:
             raise VerificationError(f"{where} line {number} is not a DIGESTS line; refusing it")
         digest, name = entry.group(1).lower(), entry.group(2)

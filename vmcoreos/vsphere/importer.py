@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 from pyVmomi import vim, vmodl
 
+from vmcoreos import watchdog
 from vmcoreos.errors import VmcoreosError, VSphereError
 from vmcoreos.images.ova import CheckedArchive
 from vmcoreos.images.stream import CHUNK, BackgroundTap, TeeReader
 from vmcoreos.vsphere.inventory import Placement
-from vmcoreos.vsphere.session import (
-    Session, ThumbprintMismatch, ca_context, host_port, pinned_context, unverified_context,
-)
+from vmcoreos.vsphere.session import Session
+from vmcoreos.vsphere.tls import ThumbprintMismatch, ca_context, host_port, pinned_context, unverified_context
 from vmcoreos.vsphere.vms import option_values
 from vmcoreos.text import reason
 from vmcoreos.vsphere import lease as nfc
@@ -274,8 +274,18 @@ def _upload(
     sent_all = False
     try:
         conn.request("PUT" if item.create else "POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
+        # Its answer within `stall` of wall clock, however the host paces it (watchdog.py cuts the read).
+        with watchdog.deadline(stall, "the upload's answer") as phase:
+            watchdog.watch(conn)
+            try:
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                if phase.expired:
+                    raise TimeoutError from None
+                raise
+            if phase.expired:
+                raise TimeoutError
         if resp.status >= 500:
             raise UploadInterrupted(f"uploading {item.path} failed: HTTP {resp.status} {resp.reason}")
         if resp.status not in (200, 201):

@@ -6,7 +6,6 @@ objects, instead of pyvmomi's one-call-per-attribute access.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import select
 import socket
@@ -20,13 +19,13 @@ from urllib.parse import urlsplit
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
-from vmcoreos import __version__
+from vmcoreos import __version__, watchdog
 from vmcoreos.environment import ENV_API_TIMEOUT, api_timeout
-from vmcoreos.errors import ConfigError, VSphereError
+from vmcoreos.errors import VSphereError
 from vmcoreos.connection import Connection
 from vmcoreos.vsphere import probe
-from vmcoreos.vsphere.probe import colons, unverified_context
 from vmcoreos.text import reason
+from vmcoreos.vsphere.tls import ThumbprintMismatch, host_port, ssl_context
 
 
 class ConnectionLost(VSphereError):
@@ -43,6 +42,10 @@ def poll_seconds() -> int:
 
 # Every SOAP call gets a socket timeout (VMCOREOS_API_TIMEOUT, environment.api_timeout); long polls ask for less.
 WAIT_POLL_SECONDS = 30
+# Wall-clock limits, in socket timeouts: one SOAP call (its reads trickling or not), and connecting
+# (TCP, TLS handshake, pyvmomi's API version probe, RetrieveServiceContent and Login).
+CALL_LIMIT = 2
+CONNECT_CALLS = 3
 
 # Calls that read or only renew state: safe to send again after the connection dropped.
 # Anything else (tasks, ImportVApp, lease completion, Login) is never resent blindly.
@@ -60,56 +63,6 @@ RESENDS = 2
 POOL_IDLE_SECONDS = 30
 _DROPPED = (ConnectionError, http.client.HTTPException, ssl.SSLError)
 USER_AGENT = f"vmcoreos/{__version__}"
-
-
-class ThumbprintMismatch(ssl.SSLError):
-    pass
-
-
-class _PinnedSocket(ssl.SSLSocket):
-    """Checks the peer certificate's thumbprint on every handshake, uploads included."""
-
-    pin = ""
-
-    def do_handshake(self, *args, **kwargs):
-        super().do_handshake(*args, **kwargs)
-        algo = {40: "sha1", 64: "sha256", 128: "sha512"}[len(self.pin)]
-        seen = hashlib.new(algo, self.getpeercert(binary_form=True)).hexdigest()
-        if seen != self.pin:
-            raise ThumbprintMismatch(f"certificate {algo} thumbprint {colons(seen)} is not the pinned one")
-
-
-def host_port(host: str, port: int) -> str:
-    """host:port for a URL or a message, an IPv6 literal in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def ssl_context(conn: Connection) -> ssl.SSLContext:
-    if conn.thumbprint:
-        return pinned_context(conn.thumbprint, "--thumbprint")
-    if conn.insecure:
-        return unverified_context()
-    return ca_context(conn)
-
-
-def ca_context(conn: Connection) -> ssl.SSLContext:
-    """Trust --ca-file's bundle, or the system's."""
-    try:
-        return ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"cannot load CA file {conn.ca_file}: {exc}; pass a PEM certificate with --ca-file") from None
-
-
-def pinned_context(thumbprint: str, source: str) -> ssl.SSLContext:
-    """Trust exactly the certificate with this SHA-1/256/512 thumbprint (source names where it came from)."""
-    # A pinned thumbprint replaces CA trust, as govc's known-hosts does. pyvmomi's own
-    # pin is checked only when CA verification fails, so we check every handshake ourselves.
-    pin = thumbprint.replace(":", "").lower()
-    if len(pin) not in (40, 64, 128) or any(c not in "0123456789abcdef" for c in pin):
-        raise ConfigError(f"{source} {thumbprint!r} is not a SHA-1/256/512 thumbprint (hex, colons allowed)")
-    ctx = unverified_context()
-    ctx.sslsocket_class = type("PinnedSocket", (_PinnedSocket,), {"pin": pin})
-    return ctx
 
 
 @dataclass
@@ -242,8 +195,33 @@ def connect(conn: Connection) -> Session:
         customHeaders={"User-Agent": USER_AGENT},
     )
     where = host_port(conn.host, conn.port)
+    limit = CONNECT_CALLS * api_timeout()
+    # pyvmomi's API version probe opens connections without a timeout: the default gives them one.
+    default = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(api_timeout())
     try:
-        si = SmartConnect(**kwargs)
+        with watchdog.deadline(limit, "connect") as phase:
+            try:
+                si = _smart_connect(kwargs, conn, where)
+            except VSphereError:
+                if phase.expired:
+                    raise VSphereError(
+                        f"vCenter {where} did not finish the connection, TLS handshake, API version probe and"
+                        f" login within {limit:.0f}s; check --url and that vCenter is up"
+                        f" (raise {ENV_API_TIMEOUT} if it is just slow)"
+                    ) from None
+                raise
+    finally:
+        socket.setdefaulttimeout(default)
+    session = Session(si=si, conn=conn, ssl=ctx)
+    _guard(session)
+    return session
+
+
+def _smart_connect(kwargs: dict, conn: Connection, where: str):
+    """SmartConnect, its failures as one-line VSphereErrors."""
+    try:
+        return SmartConnect(**kwargs)
     except vim.fault.InvalidLogin:
         # One attempt only: retrying a wrong password is how accounts get locked.
         raise VSphereError(
@@ -262,7 +240,12 @@ def connect(conn: Connection) -> Session:
         ) from None
     except vim.fault.HostConnectFault as exc:
         raise VSphereError(f"vCenter {where}: {exc.msg}") from None
-    except (ConnectionRefusedError, socket.gaierror, socket.timeout, TimeoutError, OSError,
+    except (socket.timeout, TimeoutError):
+        raise VSphereError(
+            f"vCenter {where} did not answer within {api_timeout():.0f}s while connecting (TCP, TLS handshake,"
+            f" API version probe, login); check --url and that vCenter is up (raise {ENV_API_TIMEOUT} if it is slow)"
+        ) from None
+    except (ConnectionRefusedError, socket.gaierror, OSError,
             http.client.HTTPException) as exc:
         why = reason(exc)
         if "thumbprint" in str(exc).lower():
@@ -275,15 +258,12 @@ def connect(conn: Connection) -> Session:
     except Exception as exc:  # pyvmomi raises plain Exceptions for some protocol failures
         if "is not a VIM server" in str(exc):
             # The server answered (a refused or dead one is an OSError above): the path is what is wrong.
-            raise VSphereError(_wrong_path(conn, where, kwargs["path"], ctx)) from None
+            raise VSphereError(_wrong_path(conn, where, kwargs["path"], kwargs["sslContext"])) from None
         if "thumbprint" in str(exc).lower():
             raise VSphereError(
                 f"vCenter {where}'s certificate does not match the pinned thumbprint; check --thumbprint"
             ) from None
         raise VSphereError(f"cannot open a session with vCenter at {where}: {exc}") from None
-    session = Session(si=si, conn=conn, ssl=ctx)
-    _guard(session)
-    return session
 
 
 def _wrong_path(conn: Connection, where: str, path: str, ctx: ssl.SSLContext) -> str:
@@ -307,6 +287,7 @@ def _guard(session: Session) -> None:
     stub = session.si._stub
     invoke, access = stub.InvokeMethod, stub.InvokeAccessor
     timeout = api_timeout()
+    where = host_port(session.conn.host, session.conn.port)
     _live_connections(stub)
 
     def call(name: str, fn, *args):
@@ -315,7 +296,13 @@ def _guard(session: Session) -> None:
         while True:
             generation = session.generation
             try:
-                return fn(*args)
+                with watchdog.deadline(CALL_LIMIT * timeout, name) as phase:
+                    try:
+                        return fn(*args)
+                    except Exception:
+                        if phase.expired:
+                            raise TimeoutError from None
+                        raise
             except vim.fault.NotAuthenticated:
                 # Refused again after this call's own login (or after a few other threads'):
                 # that is a real refusal, not an expired session.
@@ -327,7 +314,8 @@ def _guard(session: Session) -> None:
                     waited += 1
             except (TimeoutError, socket.timeout):
                 raise VSphereError(
-                    f"vCenter did not answer {name} within {timeout:.0f}s; it is stalled or overloaded"
+                    f"vCenter {where} did not answer {name} within {timeout:.0f}s (a read) or"
+                    f" {CALL_LIMIT * timeout:.0f}s (the whole call); it is stalled or overloaded"
                     f" (raise {ENV_API_TIMEOUT} if it is just slow)"
                 ) from None
             except _DROPPED as exc:
@@ -359,6 +347,7 @@ def _live_connections(stub) -> None:
     def get_live():
         while True:
             conn = get()
+            watchdog.watch(conn)  # the calling phase's deadline cuts it (its .sock, once connected)
             # Only pooled sockets: a fresh TLS 1.3 one may still be receiving its session tickets.
             if not getattr(conn, "_vmcoreos_pooled", False) or not _peer_closed(conn):
                 return conn

@@ -26,6 +26,8 @@ MARK_DISTRO = "vmcoreos.distro"
 MARK_VERSION = "vmcoreos.image_version"
 MARK_SHA512 = "vmcoreos.image_sha512"
 MARK_DIGEST = "vmcoreos.config_digest"
+# When the image's signature was made (epoch seconds): a later image may not be signed before it.
+MARK_SIGNED = "vmcoreos.image_signed"
 # The etcd cluster the node belongs to (hex ID): membership changes are refused against any other.
 MARK_ETCD_CLUSTER_ID = "vmcoreos.etcd_cluster_id"
 
@@ -149,9 +151,11 @@ def require_owned(vm: VmInfo, cluster: str, action: str) -> None:
 
 def marks(cluster: str, role: str, **values: str) -> dict[str, str]:
     out = {MARK_CLUSTER: cluster, MARK_ROLE: role}
-    keys = {"distro": MARK_DISTRO, "version": MARK_VERSION, "sha512": MARK_SHA512, "digest": MARK_DIGEST}
+    keys = {"distro": MARK_DISTRO, "version": MARK_VERSION, "sha512": MARK_SHA512, "digest": MARK_DIGEST,
+            "signed": MARK_SIGNED}
     for key, value in values.items():
-        out[keys[key]] = value
+        if value is not None:
+            out[keys[key]] = value
     return out
 
 
