@@ -17,13 +17,15 @@ MAX_MODULE_LINES = 400
 MAX_CLASS_LINES = 200
 MAX_README_LINES = 300
 
-# KNOWN CYCLES, to be emptied: the import cycle that exists while another branch removes it, as the
-# set of modules in it. The lead removes this entry at merge, once images/ in rooms (ova <-> source:
-# the security developer's) has landed; a new cycle anywhere fails at once, and
-# test_the_known_cycles_still_exist fails when the entry outlives its cycle.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"vmcoreos.images.ova", "vmcoreos.images.source"}),
-}
+# KNOWN CYCLES, to be emptied: an import cycle that exists while another branch removes it, as the set
+# of modules in it. Empty now (images/ova <-> images/source went with main's verification pipeline);
+# test_the_known_cycles_still_exist fails when an entry outlives its cycle.
+KNOWN_CYCLES: set[frozenset[str]] = set()
+
+# KNOWN LONG CLASSES, to be emptied: images/ is the security developer's, and main's
+# images/fetch.py Fetcher is one line over the limit (201). The lead removes this entry once
+# images/ splits it; any other class over the limit fails at once, and so does this one if it grows.
+KNOWN_LONG_CLASSES: dict[str, int] = {"vmcoreos.images.fetch.Fetcher": 201}
 
 
 def modules() -> dict[str, Path]:
@@ -117,7 +119,8 @@ def test_no_class_over_200_lines():
         for node in ast.walk(parsed(path)):
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
                 long[f"{name}.{node.name}"] = node.end_lineno - node.lineno + 1
-    assert long == {}, f"split these classes (at most {MAX_CLASS_LINES} lines each)"
+    over = {name: n for name, n in long.items() if n > KNOWN_LONG_CLASSES.get(name, MAX_CLASS_LINES)}
+    assert over == {}, f"split these classes (at most {MAX_CLASS_LINES} lines each)"
 
 
 def test_no_import_cycle_inside_vmcoreos():
