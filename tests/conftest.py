@@ -1,7 +1,7 @@
 """What every test may use: the CLI runner, a test signing key, the e2e marker by folder, the
 session-wide leak check and the unit suite's CPU budget.
 
-The bed's fixtures (vcsim, guestsim, signed OVAs, subnets, the fault proxy) live in
+The bed's fixtures (vcsim, guestsim, the big OVA, subnets, the fault proxy) live in
 tests/e2e/conftest.py, so only tests under tests/e2e/ can use them, and every test there is marked
 e2e; `make test-unit` runs everything else (which may call Debian's command-line checkers: gnupg,
 gpgv, sqv, ignition-validate, systemd-analyze, never the simulator, the guest simulator, etcd or
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.bed import signed_image
 from tests.harness.runner import LOCK_DIRS, LOCKED_IN, OUTPUT_LOG, STATE, run_vmcoreos
 
 E2E = Path(__file__).parent / "e2e"
@@ -45,6 +46,12 @@ def signer(tmp_path_factory):
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def signed_ova(tmp_path_factory, signer):
+    """A small signed Flatcar-like OVA (4 MiB disk), its .sig and key: no simulator needed to read it."""
+    return signed_image(tmp_path_factory.mktemp("ova"), signer, disk_bytes=4 << 20)
 
 
 _LEAKS = pytest.StashKey[list]()  # what pytest_sessionfinish found, for the terminal summary

@@ -57,11 +57,6 @@ def guestsim(vcsim, tmp_path, subnet):
 
 
 @pytest.fixture(scope="session")
-def signed_ova(tmp_path_factory, signer):
-    return signed_image(tmp_path_factory.mktemp("ova"), signer, disk_bytes=4 << 20)
-
-
-@pytest.fixture(scope="session")
 def big_ova(tmp_path_factory, signer):
     """An OVA large enough that its upload can be cut in the middle (16 MiB disk)."""
     return signed_image(tmp_path_factory.mktemp("big-ova"), signer, disk_bytes=16 << 20, seed=3)
