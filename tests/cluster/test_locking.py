@@ -90,8 +90,8 @@ def test_a_lock_folder_that_stays_is_said(mocker, lock):
 def test_the_lock_privileges_are_asked_only_when_the_lock_is_taken():
     placement = SimpleNamespace(folder=object(), resource_pool=object(), datastore=object(), network=object(),
                                 folder_path="", cluster_name="C", network_name="N")
-    plain = privileges.needed(placement, linked_clone=False)[0][2]
-    locked = privileges.needed(placement, linked_clone=False, lock=True)[0][2]
+    plain = {n.privilege for _, _, n in privileges.needed(placement, linked_clone=False)}
+    locked = {n.privilege for _, _, n in privileges.needed(placement, linked_clone=False, lock=True)}
     assert set(locked) - set(plain) == {"Folder.Create", "Folder.Delete", "Global.SetCustomField"}
 
 

@@ -63,6 +63,18 @@ def target(**fields) -> VSphereTarget:
     return VSphereTarget(**{"datacenter": "DC0", "cluster": "DC0_C0", "datastore": "LocalDS_0", **fields})
 
 
+def import_refused(sim, ova, name, **trust) -> str:
+    """The one-line error an import on sim fails with, through a session trusting vCenter as trust says."""
+    s = session_on(sim, **trust)
+    try:
+        with pytest.raises(VSphereError) as raised:
+            _import(s, ova, name)
+    finally:
+        s.close()
+    assert "\n" not in raised.value.message
+    return raised.value.message
+
+
 def _import(session, ova, name, **kwargs):
     placement = inventory.locate(session, target())
     retries = []
@@ -107,13 +119,8 @@ def test_a_host_that_is_not_the_one_vcenter_vouches_for_is_one_line_and_not_retr
 
 def test_an_unresolvable_host_is_one_line_and_not_retried(tmp_path, signed_ova):
     with _sim(tmp_path / "vcsim", drs=True, nfc_advertise="esxi-07.invalid:443") as sim:
-        s = session_on(sim)
-        try:
-            with pytest.raises(VSphereError) as raised:
-                _import(s, signed_ova["ova"], "rv-dns")
-        finally:
-            s.close()
-    assert raised.value.message.startswith("cannot resolve ESXi host esxi-07.invalid:443, where vCenter sends the upload")
+        message = import_refused(sim, signed_ova["ova"], "rv-dns")
+    assert message.startswith("cannot resolve ESXi host esxi-07.invalid:443, where vCenter sends the upload")
 
 
 def test_a_star_in_the_device_url_is_the_vcenter_host_bracketed_when_ipv6():
@@ -243,9 +250,9 @@ def test_with_every_privilege_granted_the_check_passes_and_asks_for_snapshots_on
     privileges.require(session, placement, linked_clone=True)
 
     def asked(linked: bool) -> set[str]:
-        return {p for _, _, privs in privileges.needed(placement, linked_clone=linked) for p in privs}
+        return {n.privilege for _, _, n in privileges.needed(placement, linked_clone=linked)}
 
-    assert asked(True) - asked(False) == {"VirtualMachine.State.CreateSnapshot"}
+    assert asked(True) - asked(False) == {"VirtualMachine.State.CreateSnapshot", "VirtualMachine.Provisioning.MarkAsVM"}
     assert {"Network.Assign", "Datastore.AllocateSpace", "Resource.AssignVMToPool", "VApp.Import"} <= asked(False)
 
 
@@ -299,5 +306,5 @@ def test_deploy_without_a_privilege_exits_2_naming_it_before_any_upload(cli, tmp
 
 def test_the_mac_set_in_the_clone_spec_asks_for_edit_device(session):
     placement = inventory.locate(session, target())
-    folder = next(privs for _, what, privs in privileges.needed(placement, linked_clone=False) if what.startswith("folder"))
+    folder = {n.privilege for _, what, n in privileges.needed(placement, linked_clone=False) if what.startswith("folder")}
     assert "VirtualMachine.Config.EditDevice" in folder

@@ -261,7 +261,7 @@ def test_encoded_value_over_64_kib(tmp_path):
     blob = base64.b64encode(os.urandom(60000)).decode()
     text = H + f"write_files:\n  - path: /etc/blob\n    encoding: base64\n    content: {blob}\n"
     found = _problems(tmp_path, text)
-    assert len(found) == 3 and all(re.match(r"error: lab-0\d: the encoded config is \d+ bytes, over the 65536-byte"
+    assert len(found) == 3 and all(re.match(r"error: lab-0\d: the encoded config is \d+ bytes, over the 64512-byte"
                                             " guestinfo limit", f) for f in found)
 
 

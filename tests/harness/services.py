@@ -77,8 +77,10 @@ class Vcsim:
     drop_answer: "METHOD[:N]": the simulator carries out the Nth call of METHOD (default the
     first) and then resets the connection instead of answering, once (what a client sees when
     the network breaks after vCenter took a request; a TCP proxy cannot pick a request out of TLS).
-    deny: privileges HasPrivilegeOnEntities reports as not granted (a user whose role lacks them); on the strict bed
-    a denied Host.Inventory.ModifyCluster also makes a DRS rule change NoPermission.
+    deny: privileges the user lacks ("Priv.Id" everywhere, "Priv.Id@name" on the entities of that name only):
+    HasPrivilegeOnEntities reports them as not granted and the calls that need them fault with NoPermission.
+    clone_power_on (strict only): "spec" powers a clone on when its spec says powerOn, "always" powers every clone
+    on, either way in a task of its own power_on_delay seconds long after the clone task, as vCenter does.
     datastores: how many datastores (LocalDS_0, LocalDS_1, ...) every host mounts."""
 
     workdir: Path
@@ -92,7 +94,14 @@ class Vcsim:
     session_idle: float = 0.0
     nfc_advertise: str = ""
     drop_answer: str = ""
-    deny: tuple[str, ...] = ()  # privilege IDs HasPrivilegeOnEntities says are not granted
+    deny: tuple[str, ...] = ()  # privilege IDs the user lacks (Priv.Id or Priv.Id@entity-name)
+    clone_power_on: str = "spec"
+    power_on_delay: float = 0.3
+    datastore_free: int = 0  # strict only: every datastore's free bytes (0: the simulator's)
+    datastore_type: str = ""  # strict only: every datastore's summary.type, e.g. "vsan"
+    vsan_ftt: int = 1  # strict only: FTT of the vSAN default policy PBM names (0: PBM names none)
+    datastore_thick: bool = False  # strict only: no datastore has thin provisioning
+    nfc_cert_expired: bool = False  # strict only: the NFC host's certificate expired an hour ago
     datastores: int = 1
     proc: subprocess.Popen | None = None
     url: str = ""
@@ -130,7 +139,10 @@ class Vcsim:
             args += ["-strict", "-nfc-cert-out", str(self.nfc_cert), "-task-delay", f"{self.task_delay}s",
                      "-task-progress-steps", str(self.task_progress_steps),
                      "-lease-timeout", f"{self.lease_timeout}s", f"-drs={str(self.drs).lower()}",
-                     "-destroy-delay", f"{self.destroy_delay}s"]
+                     "-destroy-delay", f"{self.destroy_delay}s", "-clone-power-on", self.clone_power_on,
+                     "-power-on-delay", f"{self.power_on_delay}s", "-datastore-free", str(self.datastore_free),
+                     "-datastore-type", self.datastore_type, f"-nfc-cert-expired={str(self.nfc_cert_expired).lower()}",
+                     f"-datastore-thick={str(self.datastore_thick).lower()}", "-vsan-ftt", str(self.vsan_ftt)]
             if self.nfc_advertise:
                 args += ["-nfc-advertise", self.nfc_advertise]
         if self.esx:

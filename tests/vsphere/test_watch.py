@@ -13,7 +13,7 @@ from vmcoreos.vsphere.waits import Watch
 def _update(version, flt, obj, **props):
     changes = [SimpleNamespace(op="assign", name=k, val=v) for k, v in props.items()]
     return SimpleNamespace(version=version, filterSet=[SimpleNamespace(filter=flt, objectSet=[
-        SimpleNamespace(obj=obj, kind="enter", changeSet=changes)])])
+        SimpleNamespace(obj=obj, kind="enter", changeSet=changes, missingSet=[])])])
 
 
 class Filter:

@@ -69,8 +69,8 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
 def _create(run: Run, planned: DeployPlan, nodes, result: RunResult) -> float | None:
     """Make the missing nodes; a new cluster's join deadline (its members are awaited together), else None."""
     missing = list(planned.create)
-    template.check_privileges(run)
     templates = planned.inventory.templates
+    template.check_privileges(run, templates)
     pending = template.begin_streamed(run, templates, nodes.values())
     if pending is not None:
         # A fresh local OVA: the upload's read is its verification, and the template is trusted after it.

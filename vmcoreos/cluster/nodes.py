@@ -27,7 +27,6 @@ def _spec(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     return vms.clone_spec(
         run.placement, cpus=settings.node.cpus, memory_mb=settings.node.memory_mb, extra=extra,
         linked_snapshot=template.linked_snapshot, host=host, datastore=datastore,
-        power_on=spread.powers_on_in_clone(run),
         # The MAC the node's config names its NIC by (guest/macs.py).
         devices=(vms.mac_edit(nic, config.mac),) if nic is not None and config.mac else (),
     )
@@ -59,7 +58,6 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage, jobs: l
         names += [name for name, _ in specs]
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
     spread.keep_rule(run, nodes, made)  # on a DRS cluster, before they power on
-    # Some vCenters (and the simulator) create the clone powered off despite spec.powerOn.
     vms.power_on_many(run.session, made)
 
 

@@ -17,7 +17,7 @@ from vmcoreos.images import source
 def plan(run: Run, prepared: Prepared, *, force: bool = False) -> tuple[RebuildPlan, source.VerifiedImage]:
     """What to replace, for the image the channel (or --to-version, --ova) names now."""
     inventory = _inventory(run)
-    template.check_privileges(run)
+    template.check_privileges(run, inventory.templates)
     image = template.resolve_image(run, inventory.nodes.values())
     planned = plan_rebuild(list(prepared.configs), inventory, image.distro, image.version, force=force)
     return planned, image

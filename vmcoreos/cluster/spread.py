@@ -58,11 +58,6 @@ def datastore_shares(run: Run, count: int) -> dict[str, int]:
     return dict(Counter(s.datastore for s in spots.values()))
 
 
-def powers_on_in_clone(run: Run) -> bool:
-    """Whether a clone may power itself on: not on a DRS cluster, where it joins the rule first."""
-    return not run.placement.topology.drs
-
-
 def keep_rule(run: Run, nodes: dict[str, vms.VmInfo], adding: list[vms.VmInfo] = ()) -> None:
     """On a DRS cluster, the anti-affinity rule holds the nodes (all there are) and those being added, before
     they power on. Fewer than two: nothing to keep apart (leave() takes a rule down)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from vmcoreos import naming, state
 from vmcoreos.cluster import spread
 from vmcoreos.cluster.run import Run
-from vmcoreos.errors import ConfigError, VSphereError
+from vmcoreos.errors import ConfigError, VmcoreosError, VSphereError
 from vmcoreos.images import source
 from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import importer, inventory, vms
@@ -103,24 +103,31 @@ def plan_image(run: Run, nodes, templates) -> PlannedImage:
     return PlannedImage(release.distro, release.version, name, not any(t.name == name for t in templates))
 
 
-def check_privileges(run: Run) -> None:
-    """Before any download or upload: the user may do everything the run will do, on the objects it touches."""
+def check_privileges(run: Run, templates=()) -> None:
+    """Before any download or upload: the user may do everything the run will do, on the objects it touches.
+
+    templates: the cluster's existing ones, each asked for DeployTemplate itself.
+    """
     from vmcoreos.vsphere import privileges
 
-    privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone)
+    privileges.require(run.session, run.placement, linked_clone=run.settings.node.linked_clone,
+                       templates=[t for t in templates if t.template], warn=run.reporter.warn)
 
 
 def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[], Any], templates,
                new_nodes: int) -> None:
-    """Refuse before the first upload when the datastore cannot hold what the run writes.
+    """Refuse before the first upload when a datastore cannot hold what the run writes to it.
 
     Thin disks take what is written, not their capacity: the import writes the
-    OVA's populated bytes, and a full clone copies the template's committed
-    bytes (a linked clone's child disk starts empty). Each node powered on
-    also gets a swap file of its memory (vmcoreos sets no reservation).
-    Provisioned capacity beyond the free space is only a warning: thin disks
-    can grow into it later. archive() opens the OVA, only when its sizes count: with the template
-    present and linked clones nothing of the image is read.
+    OVA's populated bytes (its disk file's size when the OVF says 0 or nothing,
+    as Flatcar's does), and a full clone copies the template's committed bytes
+    (a linked clone's child disk starts empty). A datastore without thin disks
+    takes every disk's capacity; vSAN writes every byte more than once
+    (vsphere/space.py). Each node powered on also gets a swap file of its memory
+    (vmcoreos sets no reservation). Provisioned capacity beyond the free space is
+    only a warning: thin disks can grow into it later. archive() opens the OVA,
+    only when its sizes count: with the template present and linked clones
+    nothing of the image is read.
     """
     settings = run.settings
     gib = 1 << 30
@@ -144,21 +151,31 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[
 def _check_one(run: Run, archive, store, ds_name: str, imported: int | None, per_clone: int, swap: int, new_nodes: int,
                gib: int) -> None:
     """One datastore: what it receives (the import, if imported is not None; full clones; swap files)."""
+    from vmcoreos.vsphere import space
+
     settings = run.settings
     copies = 0 if settings.node.linked_clone else new_nodes
-    need = (imported or 0) + copies * per_clone + new_nodes * swap
-    free = inventory.free_space(run.session, store)
+    ds = space.room(run.session, store)
+    if ds.note:
+        run.reporter.event(f"datastore {ds_name}: {ds.note}")
+    if not ds.thin and (imported is not None or copies):  # every disk takes its capacity here
+        capacity = archive().disk_capacity()
+        imported = capacity if imported is not None else None
+        per_clone = max(per_clone, capacity)
+    need = ds.charge((imported or 0) + copies * per_clone + new_nodes * swap)
+    free = ds.free
     where = f"datastore {ds_name}"
+    times = f", each byte x{space.factor_text(ds.factor)} on vSAN" if ds.factor != 1 else ""
     if need > free:
         parts = [f"the template import {imported / gib:.1f} GiB"] if imported is not None else []
         parts += [f"{copies} full clone(s) of {per_clone / gib:.1f} GiB", f"{new_nodes} swap file(s) of {swap / gib:.1f} GiB"]
         raise VSphereError(
-            f"{where} has {free / gib:.1f} GiB free but this run writes {need / gib:.1f} GiB ({', '.join(parts)});"
+            f"{where} has {free / gib:.1f} GiB free but this run writes {need / gib:.1f} GiB ({', '.join(parts)}{times});"
             " free space, pick another datastore (vsphere.datastore), lower the count or node.memory_mb,"
             " or use node.linked_clone: true"
         )
     disks = (0 if imported is None else 1) + copies
-    provisioned = (disks * archive().disk_capacity() if disks else 0) + new_nodes * swap
+    provisioned = ds.charge((disks * archive().disk_capacity() if disks else 0) + new_nodes * swap)
     if provisioned > free:
         run.reporter.warn(
             f"{where} has {free / gib:.1f} GiB free, less than the {provisioned / gib:.1f} GiB these thin disks"
@@ -212,7 +229,7 @@ def stream_template(run: Run, pending: StreamedOva) -> tuple[source.VerifiedImag
                             name, extra, settings.name)
     except BaseException as exc:
         _remove(run, ref, provisional)
-        if isinstance(exc, Exception) and not isinstance(exc, VSphereError):
+        if isinstance(exc, Exception) and not isinstance(exc, VmcoreosError):
             raise VSphereError(f"could not name the verified import {name}: {getattr(exc, 'msg', exc)}") from None
         raise
     return image, _make_template(run, ref, name, extra, image)
@@ -255,7 +272,7 @@ def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: sourc
         ref.MarkAsTemplate()
     except BaseException as exc:
         _remove(run, ref, name)
-        if isinstance(exc, VSphereError):
+        if isinstance(exc, VmcoreosError):
             raise
         if isinstance(exc, Exception):
             raise VSphereError(f"could not mark {name} as a template: {getattr(exc, 'msg', exc)}") from None

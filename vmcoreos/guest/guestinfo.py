@@ -16,8 +16,11 @@ import ipaddress
 
 from vmcoreos.guest.encoding import DecodeError, decode, encode
 
-# guest tools' RPC messages cap a value near 64 KiB; a longer one never reaches the guest.
-MAX_VALUE_BYTES = 64 * 1024
+# open-vm-tools' RPC channel caps a message at 64 KiB, and the message carries the RPC's own command
+# and reply header besides the value: a value of exactly 65,536 bytes already never reaches the guest.
+# 1 KiB is left for that overhead.
+RPC_LIMIT_BYTES = 64 * 1024
+MAX_VALUE_BYTES = RPC_LIMIT_BYTES - 1024
 
 CLOUDINIT_DATA = "guestinfo.coreos.config.data"
 IGNITION_DATA = "guestinfo.ignition.config.data"

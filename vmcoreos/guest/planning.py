@@ -66,8 +66,11 @@ def plan(
     if settings.node.network.mode == "dhcp" and user.kind != IGNITION:
         missing = [n for n in names if n not in (leases or {}) and (only is None or n in only)]
         if missing:
-            return first_boot(settings, user, missing)
-        return _plan_leased(settings, user, count=count, only=only, existing=existing_members, leases=leases)
+            nodes = first_boot(settings, user, missing)
+        else:
+            nodes = _plan_leased(settings, user, count=count, only=only, existing=existing_members, leases=leases)
+        raise_if_errors(user.source, [f for node in nodes for f in _size_findings(node)])
+        return nodes
     addresses = node_addresses(settings, count)
     etcd = settings.etcd
     peers = {n: _url(a, etcd.peer_port) for n, a in zip(names, addresses)}
@@ -84,13 +87,20 @@ def plan(
             text, keys = _cloud_config_node(settings, user, name, address, membership, mac_of[name])
         findings += url_findings(user, address)
         node = NodeConfig(name, index, address, text, keys, _digest(text, keys), user.kind, mac_of[name])
-        if len(keys[node.data_key]) > guestinfo.MAX_VALUE_BYTES:
-            findings.append(Finding(0, ERROR, f"{name}: the encoded config is {len(keys[node.data_key])} bytes,"
-                                    f" over the {guestinfo.MAX_VALUE_BYTES}-byte guestinfo limit; shrink it (fetch"
-                                    " large files from a URL instead)"))
+        findings += _size_findings(node)
         out.append(node)
     raise_if_errors(user.source, findings)
     return out
+
+
+def _size_findings(node: NodeConfig) -> list[Finding]:
+    """Every path (static, a DHCP first boot, a leased re-plan) checks the value that goes to the guest."""
+    size = len(node.guestinfo[node.data_key])
+    if size <= guestinfo.MAX_VALUE_BYTES:
+        return []
+    return [Finding(0, ERROR, f"{node.name}: the encoded config is {size} bytes, over the {guestinfo.MAX_VALUE_BYTES}-byte"
+                              " guestinfo limit (open-vm-tools' 64 KiB less its RPC overhead); shrink it (fetch large"
+                              " files from a URL instead)")]
 
 
 def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) -> list[NodeConfig]:

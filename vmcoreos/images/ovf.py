@@ -70,7 +70,8 @@ class Ovf:
         total = 0
         for disk in self.disks:
             capacity = replace(self, disks=(disk,)).capacity(label)
-            held = disk.populated_size
+            # 0 means unknown, not empty: Flatcar's OVF template writes a literal 0 (coreos-facts §8).
+            held = disk.populated_size or None
             if held is None and disk.file_ref in files:
                 file = files[disk.file_ref]
                 held = file.size if file.size is not None or file_size is None else file_size(file.href)

@@ -21,6 +21,7 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import vms
+from vmcoreos.vsphere.faults import PermissionDenied
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.waits import wait_task
 
@@ -120,7 +121,7 @@ def _write(session: Session, compute, name: str, operation: str, info) -> Writte
     verb, what = verbs[operation]
     try:
         task = compute.ReconfigureComputeResource_Task(spec=vim.cluster.ConfigSpecEx(rulesSpec=[spec]), modify=True)
-    except vim.fault.NoPermission as exc:
+    except (vim.fault.NoPermission, PermissionDenied) as exc:  # the session's guard raises the latter
         privilege = getattr(exc, "privilegeId", None) or PRIVILEGE
         return Written(warning=f"could not {verb} DRS rule {name!r}: your vCenter user lacks {privilege} on the"
                        " cluster; the members were placed apart, but DRS may later move them together: grant it and"

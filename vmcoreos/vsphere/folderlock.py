@@ -37,6 +37,7 @@ from vmcoreos import naming
 from vmcoreos.errors import ConfigError, LockedError, VmcoreosError, VSphereError
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.waits import wait_task
+from vmcoreos.vsphere.faults import PermissionDenied
 
 FIELD = "vmcoreos.lock"
 TTL = 300.0  # seconds a lock outlives its last renewal; the holder renews every TTL/3
@@ -175,7 +176,7 @@ class FolderLock:
                     self._destroy(found.ref)
                 broken = holder
                 continue
-            except vim.fault.NoPermission as exc:
+            except (vim.fault.NoPermission, PermissionDenied) as exc:
                 raise ConfigError(self._denied(exc, "Folder.Create", f"folder {self.where}")) from None
             self._own(folder, now)
             return broken
@@ -279,7 +280,7 @@ class FolderLock:
                     " owner in one for folders: rename or remove that attribute"
                 ) from None
             return key
-        except vim.fault.NoPermission as exc:
+        except (vim.fault.NoPermission, PermissionDenied) as exc:
             raise ConfigError(self._denied(
                 exc, "Global.ManageCustomFields", "vCenter's root folder",
                 also=f", or have an administrator define the custom attribute {FIELD!r} for folders once",
@@ -295,7 +296,7 @@ class FolderLock:
     def _write(self, holder: Holder) -> None:
         try:
             self.session.content.customFieldsManager.SetField(entity=self.folder, key=self._key, value=holder.value())
-        except vim.fault.NoPermission as exc:
+        except (vim.fault.NoPermission, PermissionDenied) as exc:
             raise ConfigError(self._denied(exc, "Global.SetCustomField", f"folder {self.where}")) from None
 
     def _find(self) -> _Found | None:
@@ -319,5 +320,5 @@ class FolderLock:
             wait_task(self.session, ref.Destroy_Task(), what=f"removing the lock folder {self.name}")
         except vmodl.fault.ManagedObjectNotFound:
             pass  # already gone
-        except vim.fault.NoPermission as exc:
+        except (vim.fault.NoPermission, PermissionDenied) as exc:
             raise ConfigError(self._denied(exc, "Folder.Delete", f"the lock folder {self.name!r}")) from None

@@ -25,7 +25,7 @@ from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.tls import ThumbprintMismatch, ca_context, host_port, pinned_context, unverified_context
 from vmcoreos.vsphere.vms import option_values
 from vmcoreos.text import reason
-from vmcoreos.vsphere import lease as nfc
+from vmcoreos.vsphere import hostcert, lease as nfc
 from vmcoreos.vsphere.lease import ByteCounter, LeaseKeepalive
 from vmcoreos.vsphere.waits import TASK_STALL, Stall, Watch, until_stalled
 
@@ -215,18 +215,30 @@ def _open_host(session: Session, parts, pin: str | None, stall: float) -> http.c
     try:
         return _connect_host(_https(host, port, first, stall), where)
     except ssl.SSLCertVerificationError as exc:
+        if not hostcert.may_pin(exc.verify_code):
+            # govc's rule: the thumbprint stands in for an unknown issuer or another name, never an expiry.
+            raise VSphereError(
+                f"ESXi host {where}'s TLS certificate is refused ({exc.verify_message}), which no thumbprint"
+                " excuses; renew or fix the host's certificate in vCenter (Certificates > Renew)"
+            ) from None
         if not pin:
             raise VSphereError(
                 f"ESXi host {where}'s TLS certificate is not trusted ({exc.verify_message}) and vCenter gave no"
                 " thumbprint for it; add the hosts' CA (VMCA) to --ca-file, or use --insecure in a lab"
             ) from None
     try:
-        return _connect_host(_https(host, port, pinned_context(pin, "the lease's sslThumbprint"), stall), where)
+        conn = _connect_host(_https(host, port, pinned_context(pin, "the lease's sslThumbprint"), stall), where)
     except ThumbprintMismatch:
         raise VSphereError(
             f"ESXi host {where}'s TLS certificate is not the one vCenter vouches for (its lease thumbprint);"
             " something between here and the host answered in its place"
         ) from None
+    why = hostcert.outside_validity(conn.sock.getpeercert(binary_form=True))
+    if why:
+        conn.close()
+        raise VSphereError(f"ESXi host {where}'s TLS certificate is refused ({why}), even pinned by the lease's"
+                           " thumbprint; renew the host's certificate in vCenter (Certificates > Renew)")
+    return conn
 
 
 def _https(host: str, port: int | None, context: ssl.SSLContext, stall: float) -> http.client.HTTPSConnection:

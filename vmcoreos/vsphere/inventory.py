@@ -31,18 +31,7 @@ class Placement:
     # None lets DRS (or a standalone host's own resource) place it. Each clone's host is placement's choice.
     host: Any = None
     topology: topology.Topology | None = None  # usable hosts, datastores, DRS: what node placement chooses from
-
-
-def _pick(kind: str, where: str, wanted: str | None, found: dict[str, Any]) -> Any:
-    if wanted is None:
-        if len(found) == 1:
-            return next(iter(found.values()))
-        listing = ", ".join(sorted(found)) or "none"
-        raise VSphereError(f"more than one {kind} (or none) and {where} is not set; pick one of: {listing}")
-    if wanted not in found:
-        listing = ", ".join(sorted(found)) or "none"
-        raise VSphereError(f"{kind} {wanted!r} ({where}) does not exist; found: {listing}")
-    return found[wanted]
+    compute: Any = None  # the cluster (or a standalone host's compute resource) vsphere.cluster names
 
 
 def _names(session: Session, root, kind) -> dict[str, Any]:
@@ -89,7 +78,7 @@ def _choose(session: Session, kind: str, key: str, wanted: str | None, root, vim
         raise VSphereError(f"more than one {kind} (or none) and vsphere.{key} is not set; pick one of: {listing}")
     base = name.rstrip("/").rsplit("/", 1)[-1]
     same = [o for o, n in found.items() if n == base]
-    if "/" in name.strip("/"):
+    if "/" in name.rstrip("/"):  # a path; "/DC0" is the one directly below the root
         same = [o for o in same if name.strip("/") in _labels(session, o, root)]
     if len(same) > 1 and narrow is not None and len(narrow(same)) == 1:
         return narrow(same)[0]
@@ -106,7 +95,9 @@ def _choose(session: Session, kind: str, key: str, wanted: str | None, root, vim
 
 
 def find_datacenter(session: Session, target: VSphereTarget):
-    return _pick("datacenter", target.origin("datacenter"), target.datacenter, _names(session, session.content.rootFolder, vim.Datacenter))
+    """By name, or by path (lab/DC0) when folders hold two datacenters of one name: never one for the other."""
+    return _choose(session, "datacenter", "datacenter", target.datacenter, session.content.rootFolder, vim.Datacenter,
+                   origin=target.origin("datacenter"))
 
 
 def refuse_standalone_esxi(session: Session) -> None:
@@ -144,7 +135,7 @@ def locate(session: Session, target: VSphereTarget) -> Placement:
     folder_path = "/".join(p for p in (target.folder or "").split("/") if p)
     topo = topology.read(session, compute, cprops, hosts, datastores, network, network_name, target)
     return Placement(dc, pool, datastores[0], network, network_name, folder, cprops["name"], folder_path,
-                     topology.import_host(topo), topo)
+                     topology.import_host(topo), topo, compute=compute)
 
 
 def _datastore(session: Session, root, name: str | None, target: VSphereTarget):
@@ -175,7 +166,14 @@ def _find_pool(session: Session, root_pool, path: str | None):
         kids = session.retrieve([pool], ["resourcePool"], vim.ResourcePool)[pool].get("resourcePool") or []
         return {p.get("name"): o for o, p in session.retrieve(kids, ["name"], vim.ResourcePool).items()}
 
-    return _walk(root_pool, path, children, "resource pool", "vsphere.resource_pool", "the cluster's root pool")
+    pool = _walk(root_pool, path, children, "resource pool", "vsphere.resource_pool", "the cluster's root pool")
+    if isinstance(pool, vim.VirtualApp):
+        # A vApp's VMs belong to no folder, and vmcoreos finds its nodes in vsphere.folder.
+        raise ConfigError(
+            f"vsphere.resource_pool {path!r} is a vApp, whose VMs are in no VM folder where vmcoreos could find its"
+            " nodes again; name a resource pool instead (or the cluster's root pool by leaving it out)"
+        )
+    return pool
 
 
 def _find_folder(session: Session, vm_folder, path: str | None, origin: str = "vsphere.folder"):
@@ -207,7 +205,3 @@ def committed_bytes(session: Session, vm) -> int:
     props = session.retrieve([vm], ["summary.storage.committed"], vim.VirtualMachine)[vm]
     return int(props.get("summary.storage.committed") or 0)
 
-
-def free_space(session: Session, datastore) -> int:
-    summary = session.retrieve([datastore], ["summary.freeSpace"], vim.Datastore)[datastore]
-    return int(summary.get("summary.freeSpace") or 0)

@@ -20,20 +20,15 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from vmcoreos import __version__, watchdog
+from vmcoreos.connection import Connection
 from vmcoreos.environment import ENV_API_TIMEOUT, api_timeout
 from vmcoreos.errors import VSphereError
-from vmcoreos.connection import Connection
+from vmcoreos.vsphere.faults import ConnectionLost, MissingProperty, permission_denied  # noqa: F401 (re-exported)
 from vmcoreos.vsphere import probe
 from vmcoreos.text import reason
 from vmcoreos.vsphere.tls import ThumbprintMismatch, host_port, ssl_context
 
 
-class ConnectionLost(VSphereError):
-    """The connection dropped during a call that must not be resent blindly."""
-
-    def __init__(self, method: str, reason: str):
-        super().__init__(f"the connection to vCenter dropped during {method} ({reason})")
-        self.method = method
 
 
 def poll_seconds() -> int:
@@ -167,11 +162,24 @@ class Session:
                 del self._views[(root._moId, kind, recursive)]
 
     def _collect(self, spec) -> dict[Any, dict[str, Any]]:
+        for attempt in (1, 2):
+            generation = self.generation
+            try:
+                return self._collect_once(spec)
+            except MissingProperty as exc:
+                # A NotAuthenticated per property (the simulator's way) is an expired session too.
+                if attempt == 2 or not isinstance(exc.fault, vim.fault.NotAuthenticated):
+                    raise
+                self.relogin(generation)
+
+    def _collect_once(self, spec) -> dict[Any, dict[str, Any]]:
         pc = self.content.propertyCollector
         out: dict[Any, dict[str, Any]] = {}
         result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
         while result is not None:
             for obj in result.objects:
+                if obj.missingSet:
+                    raise MissingProperty(obj.obj, obj.missingSet[0])
                 out[obj.obj] = {p.name: p.val for p in (obj.propSet or [])}
             if not result.token:
                 break
@@ -312,6 +320,8 @@ def _guard(session: Session) -> None:
                     logged_in = True
                 else:
                     waited += 1
+            except vim.fault.NoPermission as exc:  # after NotAuthenticated, its subclass
+                raise permission_denied(session, exc, name) from None
             except (TimeoutError, socket.timeout):
                 raise VSphereError(
                     f"vCenter {where} did not answer {name} within {timeout:.0f}s (a read) or"

@@ -164,11 +164,10 @@ def option_values(values: dict[str, str]) -> list:
 
 
 def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[str, str], linked_snapshot=None,
-               host=None, datastore=None, power_on: bool = True, devices: tuple = ()):
+               host=None, datastore=None, devices: tuple = ()):
     """Everything a node needs in the clone itself: one task per node, no reconfigure after.
 
     host, datastore: where placement put this node (default: the placement's import host and first datastore).
-    power_on=False when the node must join the DRS rule before it runs.
     devices: device edits for the clone (mac_edit: its first NIC's MAC, which its config names).
     """
     relocate = vim.vm.RelocateSpec(pool=placement.resource_pool, datastore=datastore or placement.datastore,
@@ -184,8 +183,10 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         vAppConfigRemoved=True,
         deviceChange=list(devices),
     )
+    # powerOn=False: the tool powers nodes on (power_on_many), one owner. vCenter would power the clone
+    # on in a task of its own after the clone task, racing the tool's own PowerOn (InvalidPowerState).
     return vim.vm.CloneSpec(
-        location=relocate, config=config, powerOn=power_on, template=False, snapshot=linked_snapshot
+        location=relocate, config=config, powerOn=False, template=False, snapshot=linked_snapshot
     )
 
 
@@ -363,14 +364,14 @@ def rename_and_mark(session: Session, vm: VmInfo, name: str, extra: dict[str, st
 
 
 def power_on(session: Session, vm: VmInfo) -> None:
-    if vm.power != "poweredOn":
-        _wait(session, [vm.ref.PowerOnVM_Task()], f"powering on {vm.name}")
+    power_on_many(session, [vm])
 
 
 def power_on_many(session: Session, found: list[VmInfo]) -> None:
-    """Power on every VM that is off, with one wait over all their tasks."""
-    off = [vm for vm in found if vm.power != "poweredOn"]
-    _wait(session, [vm.ref.PowerOnVM_Task() for vm in off], f"powering on {', '.join(v.name for v in off)}")
+    """Power on every VM that is off, with one wait over them all (vsphere/power.py: the tool is the one owner)."""
+    from vmcoreos.vsphere import power
+
+    power.on_many(session, found)
 
 
 def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VSphereError
+from vmcoreos.vsphere.faults import MissingProperty, permission_denied
 from vmcoreos.vsphere.session import Session, poll_seconds
 
 PC = vmodl.query.PropertyCollector
@@ -131,6 +132,8 @@ class Watch:
                     if obj.kind == "leave":
                         self.values[obj.obj] = {"_gone": True}
                         continue
+                    if obj.missingSet:  # a property vCenter would not give is an error, never "no value"
+                        raise MissingProperty(obj.obj, obj.missingSet[0])
                     props = self.values.setdefault(obj.obj, {})
                     for change in obj.changeSet or []:
                         if change.op in ("remove", "indirectRemove"):
@@ -203,9 +206,19 @@ def _stuck(values: dict, tasks: list, names: list[str] | None) -> str:
     return ", ".join(out)
 
 
+class TaskFailed(VSphereError):
+    """A task ended in error; fault is vCenter's (a NoPermission names the privilege and object)."""
+
+    def __init__(self, message: str, fault):
+        super().__init__(message)
+        self.fault = fault
+
+
 def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, timeout: float | None = None,
-               what: str = "vSphere task", names: list[str] | None = None) -> list:
-    """Wait for every task; raise the first failure as a VSphereError. Returns the results.
+               what: str = "vSphere task", names: list[str] | None = None, tolerate: tuple = ()) -> list:
+    """Wait for every task; raise the first failure as TaskFailed. Returns the results.
+
+    tolerate: fault classes that are no failure here; such a task's result is the fault itself.
 
     No limit on the total time: a batch is given up only when none of its
     tasks changed state or info.progress for `stall` seconds (or, for
@@ -236,8 +249,14 @@ def wait_tasks(session: Session, tasks: list, *, stall: float = TASK_STALL, time
             values = watch.values[task]
             if values.get("info.state") == "error":
                 err = values.get("info.error")
-                msg = getattr(err, "localizedMessage", None) or getattr(getattr(err, "fault", None), "msg", None)
-                raise VSphereError(f"{what} failed: {msg or type(getattr(err, 'fault', err)).__name__}")
+                fault = getattr(err, "fault", err)
+                if tolerate and isinstance(fault, tolerate):
+                    results.append(fault)
+                    continue
+                if isinstance(fault, vim.fault.NoPermission):
+                    raise permission_denied(session, fault, what)
+                msg = getattr(err, "localizedMessage", None) or getattr(fault, "msg", None)
+                raise TaskFailed(f"{what} failed: {msg or type(fault).__name__}", fault)
             results.append(values.get("info.result"))
         return results
 

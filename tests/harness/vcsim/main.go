@@ -37,6 +37,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/object"
+	pbmsim "github.com/vmware/govmomi/pbm/simulator"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
@@ -44,6 +45,15 @@ import (
 )
 
 func selfSigned(host, name string) (tls.Certificate, []byte) {
+	return selfSignedUntil(host, name, time.Now().Add(24*time.Hour))
+}
+
+// selfSignedUntil: a certificate valid from a day before notAfter (or an hour ago) until notAfter.
+func selfSignedUntil(host, name string, notAfter time.Time) (tls.Certificate, []byte) {
+	notBefore := time.Now().Add(-time.Hour)
+	if notAfter.Before(notBefore) {
+		notBefore = notAfter.Add(-24 * time.Hour)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		log.Fatal(err)
@@ -51,8 +61,8 @@ func selfSigned(host, name string) (tls.Certificate, []byte) {
 	tmpl := x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -226,6 +236,7 @@ func main() {
 	nfcAdvertise := flag.String("nfc-advertise", "",
 		"with -strict: the host:port leases name for NFC (default: the NFC listener's), e.g. a fault proxy in front of it")
 	nfcCertOut := flag.String("nfc-cert-out", "", "with -strict: write the NFC host's certificate (PEM) here")
+	nfcCertExpired := flag.Bool("nfc-cert-expired", false, "with -strict: the NFC host's certificate expired an hour ago")
 	taskDelay := flag.Duration("task-delay", 0,
 		"with -strict: clone tasks run this long in the background, cancelable, and register the VM only at the end")
 	taskProgressSteps := flag.Int("task-progress-steps", 0,
@@ -240,11 +251,19 @@ func main() {
 		"METHOD[:N]: carry out the Nth (default first) SOAP call of METHOD, then reset the connection instead of answering, once")
 	deny := flag.String("deny-privilege", "",
 		"comma-separated privilege IDs HasPrivilegeOnEntities reports as not granted, e.g. VirtualMachine.Config.AdvancedConfig")
+	clonePowerOn := flag.String("clone-power-on", "spec",
+		"with -strict: \"spec\" powers a clone on when its spec says powerOn, \"always\" powers every clone on, both in a task of its own after the clone task, as vCenter does")
+	powerOnDelay := flag.Duration("power-on-delay", 300*time.Millisecond,
+		"with -strict: how long that power-on task runs; a PowerOnVM_Task meanwhile fails with InvalidPowerState")
+	dsFree := flag.Int64("datastore-free", 0, "with -strict: every datastore has this many bytes free (0: as the simulator says)")
+	dsType := flag.String("datastore-type", "", "with -strict: every datastore's summary.type, e.g. vsan")
+	vsanFTT := flag.Int("vsan-ftt", 1,
+		"hostFailuresToTolerate of the vSAN Default Storage Policy PBM names for a vSAN datastore (0: PBM names none)")
+	dsThick := flag.Bool("datastore-thick", false, "with -strict: no datastore has thin provisioning")
 	flag.Parse()
-	for _, id := range strings.Split(*deny, ",") {
-		if id != "" {
-			simulator.DeniedPrivileges[id] = true
-		}
+	pbmsim.VsanFTT = int32(*vsanFTT)
+	if *clonePowerOn != "spec" && *clonePowerOn != "always" {
+		log.Fatalf("bad -clone-power-on %q: want spec or always", *clonePowerOn)
 	}
 
 	host, _, err := net.SplitHostPort(*listen)
@@ -278,11 +297,14 @@ func main() {
 		simulator.Strict.TaskProgressSteps = *taskProgressSteps
 		simulator.Strict.DestroyDelay = *destroyDelay
 		simulator.Strict.LeaseTimeout = *leaseTimeout
+		simulator.StrictPower.CloneAlways = *clonePowerOn == "always"
+		simulator.StrictPower.Delay = *powerOnDelay
+		simulator.StrictDatastores(*dsFree, *dsType, *dsThick)
 		addr := *nfcListen
 		if addr == "" {
 			addr = net.JoinHostPort(host, "0")
 		}
-		nfc = startNfcHost(addr, *nfcCertOut)
+		nfc = startNfcHost(addr, *nfcCertOut, *nfcCertExpired)
 		defer nfc.server.Close()
 		simulator.Strict.NfcHost = nfc.addr
 		if *nfcAdvertise != "" {
@@ -293,6 +315,7 @@ func main() {
 
 	pair, certPEM := selfSigned(host, "vcsim-vmcoreos")
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	model.Service.RegisterEndpoints = true // PBM (/pbm/sdk), the one endpoint package imported
 	// Explicit credentials: with the default ones vcsim accepts any non-empty login,
 	// so a wrong password could never be tested.
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
@@ -320,6 +343,8 @@ func main() {
 			}
 		}
 	}
+	// Denied only now: the bed's own setup above (the twin port group) is not the tested user's.
+	simulator.SetDeniedPrivileges(*deny)
 	if *certOut != "" {
 		if err := ioutil.WriteFile(*certOut, certPEM, 0o644); err != nil {
 			log.Fatal(err)
@@ -379,12 +404,16 @@ type nfcHost struct {
 	thumbprint string
 }
 
-func startNfcHost(addr, certOut string) *nfcHost {
+func startNfcHost(addr, certOut string, expired bool) *nfcHost {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		log.Fatalf("bad -nfc-listen %q: %v", addr, err)
 	}
-	pair, certPEM := selfSigned(host, "esxi-host-vmcoreos")
+	notAfter := time.Now().Add(24 * time.Hour)
+	if expired {
+		notAfter = time.Now().Add(-time.Hour) // expired an hour ago
+	}
+	pair, certPEM := selfSignedUntil(host, "esxi-host-vmcoreos", notAfter)
 	if certOut != "" {
 		if err := ioutil.WriteFile(certOut, certPEM, 0o644); err != nil {
 			log.Fatal(err)
