@@ -10,7 +10,7 @@ fresh bed (vcsim and guest simulator):
   guestinfo, power-on, wait until every node is a healthy etcd member).
 
 Runs alternate (vmcoreos, Ansible, vmcoreos, ...) so a machine getting busier
-favours neither; medians of --repeat. Target (issue 16): vmcoreos >= 2.5x
+favours neither; medians of --repeat. Target: vmcoreos >= 2.5x
 faster. Prints a table, writes bench/peers.json; exits 1 on a miss only with
 BENCH_STRICT=1.
 
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.run import VSPHERE, Bed, Bench, MiB, Run, log, run_measured, summary
+from bench.bed import VSPHERE, Bed, Bench, MiB, Run, log, run_measured
+from bench.measurements import summary
 from bench.run import parse_args as bench_run_args
 from tests.harness.ova_builder import build_ova
 from tests.harness.services import PASSWORD, ROOT, USER

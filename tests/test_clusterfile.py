@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from vmcoreos.errors import ConfigError, ExitCode
-from vmcoreos.settings import VSphereTarget, load_cluster_file, parse_cluster
+from vmcoreos.clusterfile import load_cluster_file, parse_cluster
+from vmcoreos.settings import VSphereTarget
 
 STATIC = "node:\n  network:\n    mode: static\n    addresses: [10.0.0.21-10.0.0.23/24]\n"
 
@@ -219,23 +220,38 @@ def test_govc_path_of_the_wrong_kind_names_the_variable():
         parse_cluster({"cluster": "lab"}, base_dir=Path("."), environ={"GOVC_DATASTORE": "/DC1/network/x"})
 
 
-@pytest.mark.e2e
-def test_deploy_uses_govc_datastore_and_names_it_when_wrong(cli, vcsim, signed_ova, subnet, tmp_path):
-    # The cluster file leaves the datastore to GOVC_DATASTORE; the simulator's answer shows the variable was used.
-    import yaml
+def test_every_cluster_file_key_lands_in_a_settings_field_of_its_name():
+    """The settings are built from the model by name (clusterfile._typed): a key added to the model
+    without a settings field of the same name (or a spelled-out mapping) would be dropped silently."""
+    import dataclasses
 
-    from tests.e2e.helpers import inventory, write_cluster
+    from vmcoreos import clusterfile_model as m
+    from vmcoreos import settings as s
 
-    cluster = write_cluster(tmp_path / "c.yaml", subnet, name="govc")
-    data = yaml.safe_load(cluster.read_text())
-    del data["vsphere"]["datastore"]
-    cluster.write_text(yaml.safe_dump(data))
-    env = {**vcsim.env(), "GOVC_DATASTORE": "/DC0/datastore/DS9"}
-    run = cli(["deploy", "-c", str(cluster), "--ova", str(signed_ova["ova"]), "--trusted-key", str(signed_ova["key"])],
-              env=env)
-    assert (run.returncode, run.stderr.splitlines()[-1]) == (
-        1, "vmcoreos: error: datastore 'DS9' (GOVC_DATASTORE) does not exist; found: LocalDS_0")
-    assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "govc"]
+    sections = [(m.VSphere, s.VSphereTarget, {}), (m.Image, s.ImageSettings, {}), (m.Network, s.NetworkSettings, {}),
+                (m.Node, s.NodeSettings, {}), (m.Etcd, s.EtcdSettings, {}),
+                (m.Wait, s.ClusterSettings, {"timeout": "wait_timeout"}),
+                (m.ClusterFile, s.ClusterSettings, {"cluster": "name", "wait": None})]
+    for model, typed, renamed in sections:
+        fields = {f.name for f in dataclasses.fields(typed)}
+        keys = {renamed.get(k, k) for k in model.model_fields} - {None}
+        assert keys <= fields, (model.__name__, keys - fields)
+
+
+def test_settings_carry_every_section_value_from_the_file(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("cluster: lab\ncount: 5\nvsphere: {datacenter: DC, host: esx-2}\n"
+                    "image: {channel: beta, version: '4593.2.5', allow_unsigned_version: true}\n"
+                    "node: {cpus: 4, memory_mb: 4096, linked_clone: true}\n"
+                    "etcd: {bootstrap: discovery, discovery: 'https://d.example/x', client_port: 12379, peer_port: 12380}\n"
+                    "wait: {timeout: 90, task_stall: 30, upload_stall: 20}\n")
+    got = load_cluster_file(path, environ={})
+    assert (got.name, got.count, got.vsphere.datacenter, got.vsphere.host) == ("lab", 5, "DC", "esx-2")
+    assert (got.image.channel, got.image.version, got.image.allow_unsigned_version) == ("beta", "4593.2.5", True)
+    assert (got.node.cpus, got.node.memory_mb, got.node.linked_clone) == (4, 4096, True)
+    assert (got.etcd.bootstrap, got.etcd.discovery, got.etcd.client_port, got.etcd.peer_port, got.etcd.scheme) == (
+        "discovery", "https://d.example/x", 12379, 12380, "http")
+    assert (got.wait_timeout, got.task_stall, got.upload_stall) == (90, 30, 20)
 
 
 def _loaded(tmp_path: Path, text: str, environ=None):

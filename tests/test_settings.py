@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.settings import connection_from, load_cluster_file, parse_addresses, parse_cluster
+from vmcoreos.clusterfile import load_cluster_file, parse_addresses, parse_cluster
+from vmcoreos.connection import connection_from
 
 
 def test_address_range_expands_in_cidr_form():

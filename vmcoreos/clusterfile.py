@@ -9,11 +9,11 @@ govc's GOVC_* inventory variables fill vsphere.* keys the file leaves out.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
-import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -27,6 +27,8 @@ from vmcoreos.settings import (
 )
 
 __all__ = ["load_cluster_file", "parse_cluster", "parse_addresses"]
+
+T = TypeVar("T")
 
 
 def load_cluster_file(path: Path, environ: Mapping[str, str] | None = None) -> ClusterSettings:
@@ -72,7 +74,7 @@ def parse_cluster(
             raise ConfigError(shown[0])
         where = f"cluster file {source}" if source else "the cluster file"
         raise ConfigError(f"{where} has {len(shown)} problems; fix them and run again", findings=shown)
-    return _settings(model, base_dir, source, os.environ if environ is None else environ)
+    return _settings(model, base_dir, source, environ)
 
 
 # -- findings ---------------------------------------------------------------------
@@ -175,53 +177,46 @@ def _finding(source: Path | None, line: int, where: str, message: str) -> str:
 # -- settings ---------------------------------------------------------------------
 
 
-def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: Mapping[str, str]) -> ClusterSettings:
-    vs, im, nd, et = model.vsphere, model.image, model.node, model.etcd
+def _settings(model: ClusterFile, base_dir: Path, source: Path | None, environ: Mapping[str, str] | None) -> ClusterSettings:
+    """The typed settings: a key the model and the settings name alike carries over as it is (`_typed`);
+    only what the parser resolves (paths, addresses, keys, GOVC_* defaults) is spelled out here."""
+    vs, im, nd, et, wait = model.vsphere, model.image, model.node, model.etcd, model.wait
     if nd.linked_clone and vs.datastores and len(vs.datastores) > 1:
         raise ConfigError(
             "node.linked_clone: true keeps every member's base disk on the template's datastore, so spreading"
             " members over vsphere.datastores would not keep them apart; use full clones or name one datastore"
         )
-    fields = {**vs.model_dump(), "datastores": tuple(vs.datastores) if vs.datastores else None}
-    target = with_govc_defaults(VSphereTarget(**fields), environ)
-    image = ImageSettings(
-        distro=im.distro,
-        channel=im.channel,
-        version=im.version,
-        base_url=im.base_url,
-        ova=_resolve_source(base_dir, im.ova),
-        sig=_resolve_source(base_dir, im.sig),
-        trusted_keys=tuple(trusted_key(k, im.distro, base_dir) for k in im.trusted_keys),
-        allow_unsigned_version=im.allow_unsigned_version,
-    )
     net = nd.network
-    network = NetworkSettings(
-        mode=net.mode,
+    network = _typed(
+        NetworkSettings, net,
         addresses=tuple(a for item in net.addresses for a in parse_addresses(item)),
         gateway=ipaddress.IPv4Address(net.gateway) if net.gateway else None,
         dns=tuple(ipaddress.IPv4Address(d) for d in net.dns),
     )
-    node = NodeSettings(
-        cpus=nd.cpus,
-        memory_mb=nd.memory_mb,
-        config=resolve(base_dir, nd.config) if nd.config else None,
-        network=network,
-        linked_clone=nd.linked_clone,
+    return _typed(
+        ClusterSettings, wait,
+        name=model.cluster, count=model.count, wait_timeout=wait.timeout, source=source,
+        vsphere=with_govc_defaults(_typed(VSphereTarget, vs, datastores=tuple(vs.datastores) if vs.datastores else None),
+                                   environ),
+        image=_typed(
+            ImageSettings, im,
+            ova=_resolve_source(base_dir, im.ova), sig=_resolve_source(base_dir, im.sig),
+            trusted_keys=tuple(trusted_key(k, im.distro, base_dir) for k in im.trusted_keys),
+        ),
+        node=_typed(NodeSettings, nd, config=resolve(base_dir, nd.config) if nd.config else None, network=network),
+        etcd=_typed(
+            EtcdSettings, et,
+            scheme=et.scheme or ("https" if et.ca_file else "http"),
+            ca_file=resolve(base_dir, et.ca_file) if et.ca_file else None,
+        ),
     )
-    etcd = EtcdSettings(
-        bootstrap=et.bootstrap,
-        discovery=et.discovery,
-        client_port=et.client_port,
-        peer_port=et.peer_port,
-        image=et.image,
-        scheme=et.scheme or ("https" if et.ca_file else "http"),
-        ca_file=resolve(base_dir, et.ca_file) if et.ca_file else None,
-    )
-    return ClusterSettings(
-        name=model.cluster, count=model.count, vsphere=target, image=image, node=node, etcd=etcd,
-        wait_timeout=model.wait.timeout, task_stall=model.wait.task_stall, upload_stall=model.wait.upload_stall,
-        source=source,
-    )
+
+
+def _typed(cls: type[T], section: BaseModel, **resolved: Any) -> T:
+    """A settings dataclass from a model section: the fields both name carry over unchanged, `resolved` gives
+    the rest. (tests/test_clusterfile.py checks that every key of the model lands in a settings field.)"""
+    same = {f.name for f in dataclasses.fields(cls) if f.init} & set(type(section).model_fields) - set(resolved)
+    return cls(**{name: getattr(section, name) for name in same}, **resolved)
 
 
 def _resolve_source(base: Path, value: str | None) -> str | None:

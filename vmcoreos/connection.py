@@ -9,7 +9,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.settings import ENV_CA_FILE, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME
+from vmcoreos.environment import ENV_CA_FILE, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME
+from vmcoreos.environment import lookup as _env_named, value as _env
 
 
 class Secret(str):
@@ -31,19 +32,6 @@ class Connection:
     thumbprint: str | None = None
     # One-line notices for the CLI to show (an inherited --insecure that a pin overrode).
     notices: tuple[str, ...] = ()
-
-
-def _env(names: tuple[str, ...], environ: dict) -> str | None:
-    return _env_named(names, environ)[1]
-
-
-def _env_named(names: tuple[str, ...], environ: dict) -> tuple[str | None, str | None]:
-    """(name, value) of the first of names set in environ."""
-    for name in names:
-        value = environ.get(name)
-        if value:
-            return name, value
-    return None, None
 
 
 def _truthy(value: str | None) -> bool:
@@ -104,7 +92,7 @@ def connection_from(
     environ: dict | None = None,
 ) -> Connection:
     """Flags first, then VMCOREOS_*, then GOVC_*; a URL may carry user:password as govc's does."""
-    env = os.environ if environ is None else environ
+    env = environ  # None: the process's (vmcoreos.environment reads it)
     if url and _split_credentials(url if "://" in url else "https://" + url)[2] is not None:
         # A flag's value is on the process list for every user of the machine to read.
         raise ConfigError(

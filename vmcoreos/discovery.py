@@ -31,7 +31,7 @@ def new_url(etcd_url: str, token: str | None = None) -> str:
 
 def create(discovery_url: str, size: int) -> None:
     """PUT <token>/_config/size = size; refuses a token that already has one."""
-    where = _shown(discovery_url)
+    where = origin(discovery_url)
     try:
         resp = requests.put(
             discovery_url + "/_config/size", data={"value": str(size)}, params={"prevExist": "false"}, timeout=TIMEOUT
@@ -47,6 +47,3 @@ def create(discovery_url: str, size: int) -> None:
         raise EtcdError(f"discovery token {discovery_url.rsplit('/', 1)[-1]} already has a size; mint a new one")
     if resp.status_code not in (200, 201):
         raise EtcdError(f"the discovery etcd at {where} answered HTTP {resp.status_code} to the size key")
-
-
-_shown = origin  # cli/render.py shows the discovery etcd through this name

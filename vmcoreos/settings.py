@@ -3,7 +3,7 @@
 Everything the rest of the code reads comes from here, already checked, so a
 typo in the cluster file fails before any vSphere call with the key's path.
 The cluster file's parser lives in vmcoreos.clusterfile and the vCenter
-connection in vmcoreos.connection; both stay importable from here.
+connection in vmcoreos.connection; import them from there.
 """
 
 from __future__ import annotations
@@ -16,29 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vmcoreos import naming
+from vmcoreos.environment import (
+    ENV_DATACENTER, ENV_DATASTORE, ENV_FOLDER, ENV_NETWORK, ENV_RESOURCE_POOL, value as env_value,
+)
 from vmcoreos.errors import ConfigError
-
-# Environment variables, ours first, then govc's so govc users need nothing new.
-ENV_URL = ("VMCOREOS_URL", "GOVC_URL")
-ENV_USERNAME = ("VMCOREOS_USERNAME", "GOVC_USERNAME")
-ENV_PASSWORD = ("VMCOREOS_PASSWORD", "GOVC_PASSWORD")
-ENV_INSECURE = ("VMCOREOS_INSECURE", "GOVC_INSECURE")
-ENV_CA_FILE = ("VMCOREOS_CA_FILE", "GOVC_TLS_CA_CERTS")
-ENV_THUMBPRINT = ("VMCOREOS_THUMBPRINT",)
-ENV_CACHE_DIR = "VMCOREOS_CACHE_DIR"
-ENV_GPGV = "VMCOREOS_GPGV"  # absolute path of gpgv, when it is not in /usr/bin
-ENV_SQV = "VMCOREOS_SQV"  # absolute path of sqv, when it is not in /usr/bin; "off": gpgv checks every signature
-ENV_RETRY_MAX_DELAY = "VMCOREOS_RETRY_MAX_DELAY"  # seconds; the cap of the doubling delay between download retries
-ENV_LOCK_DIR = "VMCOREOS_LOCK_DIR"
-ENV_DEBUG = "VMCOREOS_DEBUG"  # set: an unexpected error shows its traceback
-ENV_CONFIG = "VMCOREOS_CONFIG"  # the cluster file (or a directory holding cluster.yaml) when -c is not given
-# govc's inventory defaults, read for vsphere.* keys the cluster file leaves out (the file wins). No VMCOREOS_*
-# twins: the cluster file is our place for a cluster's placement; these only spare govc users retyping it.
-ENV_DATACENTER = "GOVC_DATACENTER"
-ENV_DATASTORE = "GOVC_DATASTORE"
-ENV_NETWORK = "GOVC_NETWORK"
-ENV_RESOURCE_POOL = "GOVC_RESOURCE_POOL"  # fills vsphere.cluster: we place VMs in a compute cluster's root pool
-ENV_FOLDER = "GOVC_FOLDER"
 
 DISTROS = ("flatcar", "coreos", "fedora-coreos")
 CHANNELS = {
@@ -71,12 +52,12 @@ class VSphereTarget:
         return dict(self.origins).get(key, f"vsphere.{key}")
 
 
-def with_govc_defaults(target: VSphereTarget, environ: Mapping[str, str]) -> VSphereTarget:
+def with_govc_defaults(target: VSphereTarget, environ: Mapping[str, str] | None = None) -> VSphereTarget:
     """`target` with its unset keys taken from the GOVC_* inventory variables; govc's absolute paths
-    (/DC/datastore/DS) are cut to our names. A variable is read only for a key it would fill."""
+    (/DC/datastore/DS) are cut to our names. A variable is read only for a key it would fill; environ None: the process's."""
 
     def under(name: str, kind: str) -> str | None:
-        value = environ.get(name) or None
+        value = env_value(name, environ)
         if value and value.startswith("/"):
             parts = value.strip("/").split("/")
             if len(parts) < 3 or parts[1] != kind:
@@ -86,7 +67,7 @@ def with_govc_defaults(target: VSphereTarget, environ: Mapping[str, str]) -> VSp
         return value
 
     read = {
-        "datacenter": (ENV_DATACENTER, lambda: environ.get(ENV_DATACENTER) or None),
+        "datacenter": (ENV_DATACENTER, lambda: env_value(ENV_DATACENTER, environ)),
         "cluster": (ENV_RESOURCE_POOL, lambda: _cluster_of_pool(under(ENV_RESOURCE_POOL, "host"))),
         "datastore": (ENV_DATASTORE, lambda: under(ENV_DATASTORE, "datastore")),
         "network": (ENV_NETWORK, lambda: under(ENV_NETWORK, "network")),
@@ -263,18 +244,3 @@ class Overrides:
             settings = replace(settings, wait_timeout=self.timeout)
         return settings, warnings
 
-
-# The parser and the connection live in their own modules, loaded on first use (they import this one).
-_MOVED = {
-    "load_cluster_file": "clusterfile", "parse_cluster": "clusterfile",
-    "parse_addresses": "clusterfile", "Connection": "connection", "Secret": "connection",
-    "connection_from": "connection", "read_password_file": "connection",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"vmcoreos.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

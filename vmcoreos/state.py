@@ -65,9 +65,9 @@ def current_user() -> str:
 
 
 def state_dir(cache_root: Path | None = None) -> Path:
-    from vmcoreos.images.cache import default_cache_dir
+    from vmcoreos.environment import cache_dir
 
-    return (cache_root or default_cache_dir()) / "state"
+    return cache_dir(cache_root) / "state"
 
 
 def _check_private(directory: Path) -> None:

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from bench.run import evict, judge, parse_io, resident_bytes, run_measured, summary
+from bench.bed import evict, parse_io, resident_bytes, run_measured
+from bench.measurements import summary
+from bench.report import judge
 
 MiB = 1 << 20
 
@@ -97,7 +99,7 @@ def test_judge_upload_fetch_and_memory():
 
 
 def test_the_fetch_floor_is_its_cpu_over_the_cores_plus_a_fetch_that_reads_nothing():
-    from bench.run import fetch_bound
+    from bench.report import fetch_bound
 
     fetch = {"fetch_cpu_user_seconds": 3.0, "fetch_cpu_system_seconds": 1.0, "cpus": 2,
              "known_fetch_seconds": 0.5, "gpgv_seconds": 2.0}

@@ -13,15 +13,15 @@ import pytest
 import typer
 import yaml
 
-from tests.conftest import OUTPUT_LOG, VMCOREOS, _STATE
-from vmcoreos import locks
+from tests.harness.runner import OUTPUT_LOG, STATE, VMCOREOS
+from vmcoreos import hostlock
 from vmcoreos.cli.application import App
 from vmcoreos.errors import LockedError
 
 HOLD = """
 import sys, time
-from vmcoreos import locks
-with locks.host_lock("lab"):
+from vmcoreos import hostlock
+with hostlock.host_lock("lab"):
     print("held", flush=True)
     sys.stdin.read()
 """
@@ -35,7 +35,7 @@ def test_a_held_host_lock_names_its_holder_since_and_until(tmp_path, monkeypatch
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(LockedError) as caught:
-            with locks.host_lock("lab"):
+            with hostlock.host_lock("lab"):
                 pass
     finally:
         holder.stdin.close()
@@ -47,7 +47,7 @@ def test_a_held_host_lock_names_its_holder_since_and_until(tmp_path, monkeypatch
     assert ", since '20" in message and "until that run ends" in message and "let it finish and try again" in message
     # The holder's record goes with it: the next run takes the lock and records itself.
     assert not list(tmp_path.glob("*.owner"))
-    with locks.host_lock("lab") as path:
+    with hostlock.host_lock("lab") as path:
         assert f'"pid": {os.getpid()}' in (tmp_path / "lab.lock.owner").read_text()
     assert not (tmp_path / "lab.lock.owner").exists() and path == tmp_path / "lab.lock"
 
@@ -58,7 +58,7 @@ def test_a_lock_whose_holder_has_not_recorded_itself_says_so(tmp_path, monkeypat
     monkeypatch.setenv("VMCOREOS_LOCK_DIR", str(tmp_path))
     with filelock.FileLock(str(tmp_path / "lab.lock")):
         with pytest.raises(LockedError, match="holds the lock for cluster 'lab': a run that has not recorded itself yet"):
-            with locks.host_lock("lab"):
+            with hostlock.host_lock("lab"):
                 pass
 
 
@@ -96,7 +96,7 @@ def test_ctrl_c_while_connecting_says_nothing_was_changed(tmp_path):
         port = listener.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
         env.update(VMCOREOS_URL=f"https://127.0.0.1:{port}/sdk", VMCOREOS_USERNAME="u", VMCOREOS_PASSWORD="pw",
-                   VMCOREOS_LOCK_DIR=str(tmp_path / "locks"), TMPDIR=str(_STATE / "tmp"))
+                   VMCOREOS_LOCK_DIR=str(tmp_path / "locks"), TMPDIR=str(STATE / "tmp"))
         proc = subprocess.Popen([VMCOREOS, "deploy", "--ova", str(tmp_path / "x.ova")], cwd=tmp_path, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         listener.settimeout(60)

@@ -10,7 +10,7 @@ import yaml
 
 from typer.testing import CliRunner
 
-from tests.conftest import _STATE, run_vmcoreos
+from tests.harness.runner import STATE, run_vmcoreos
 from vmcoreos.cli.app import app
 
 # Nothing listens on port 1: a status that got as far as connecting exits 6 (unknown).
@@ -24,7 +24,7 @@ def invoke(args, monkeypatch, cwd=None, env=UNREACHABLE):
     if cwd is not None:
         monkeypatch.chdir(cwd)
     clear = {k: None for k in os.environ if k.startswith(("VMCOREOS_", "GOVC_"))}
-    result = CliRunner().invoke(app, args, env={**clear, "VMCOREOS_LOCK_DIR": str(_STATE / "locks"), **env})
+    result = CliRunner().invoke(app, args, env={**clear, "VMCOREOS_LOCK_DIR": str(STATE / "locks"), **env})
     return result
 
 

@@ -1,4 +1,4 @@
-"""issue 15: the messages a new user met, each naming the problem and the fix, and the output scripts read."""
+"""The messages a new user met, each naming the problem and the fix, and the output scripts read."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import run_vmcoreos
+from tests.harness.runner import run_vmcoreos
 from vmcoreos.cli.app import app
 from vmcoreos.cli.terminal import Terminal
 
@@ -181,12 +181,12 @@ def test_a_held_lock_is_still_exit_5_not_an_unusable_lock_dir(tmp_path, monkeypa
     # filelock's Timeout is an OSError: caught as one, a held lock read "cannot hold lock files: None" (exit 2).
     import filelock
 
-    from vmcoreos import locks
+    from vmcoreos import hostlock
     from vmcoreos.errors import LockedError
 
     monkeypatch.setenv("VMCOREOS_LOCK_DIR", str(tmp_path))
     held = filelock.FileLock(str(tmp_path / "lab.lock"))
     with held:
         with pytest.raises(LockedError, match="another vmcoreos run holds the lock for cluster 'lab'"):
-            with locks.host_lock("lab"):
+            with hostlock.host_lock("lab"):
                 pass

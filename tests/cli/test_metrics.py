@@ -8,7 +8,6 @@ import threading
 import pytest
 import typer
 
-from tests.harness import textfile
 from vmcoreos.cli import metrics
 from vmcoreos.cli.application import App
 from vmcoreos.errors import VSphereError
@@ -51,20 +50,6 @@ def test_concurrent_runs_lose_no_series(tmp_path):
     for t in threads:
         t.join()
     assert sorted(cluster for _, cluster in metrics.read(path)) == sorted(f"c{i}" for i in range(12))
-
-
-@pytest.mark.e2e  # Debian's prometheus-node-exporter, not the venv
-def test_node_exporter_reads_every_series(tmp_path):
-    path = tmp_path / "vmcoreos.prom"
-    metrics.record(path, command="rebuild", cluster="lab", code=0, started=10.0, ended=70.0, replaced=3)
-    metrics.record(path, command="status", cluster="lab", code=1, started=80.0, ended=81.0, replaced=0)
-    exposition = textfile.scrape(tmp_path)
-    assert textfile.scrape_error(exposition) == 0
-    got = textfile.samples(exposition, "vmcoreos_")
-    labels = frozenset({("command", "rebuild"), ("cluster", "lab")})
-    assert got[("vmcoreos_last_success_timestamp_seconds", labels)] == 70.0
-    assert got[("vmcoreos_last_run_nodes_replaced", labels)] == 3
-    assert got[("vmcoreos_last_run_exit_code", frozenset({("command", "status"), ("cluster", "lab")}))] == 1
 
 
 @pytest.mark.parametrize("raised, code", [(None, 0), (VSphereError("vCenter refused"), 1), (typer.Exit(6), 6)])

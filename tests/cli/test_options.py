@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from vmcoreos.cli.app import app
-from vmcoreos.settings import ENV_CA_FILE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME
+from vmcoreos.environment import ENV_CA_FILE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME
 
 COMMANDS = ["deploy", "status", "rebuild", "destroy"]
 FLAGS = ["--url", "--username", "--password-file", "--insecure", "--ca-file", "--thumbprint"]

@@ -97,7 +97,6 @@ def test_render_prints_warnings_on_stderr(cli, tmp_path):
                           " vmcoreos (the host name); the value here is replaced\n")
 
 
-@pytest.mark.e2e  # Debian's ignition-validate
 def test_rendered_ignition_passes_ignition_validate(cli, tmp_path):
     shutil.copy(CONFIGS / "flatcar-ignition.json", tmp_path / "node.json")
     run = cli(["render", "-c", str(_cluster(tmp_path, "node.json")), "--json"])

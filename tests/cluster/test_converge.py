@@ -11,7 +11,7 @@ from vmcoreos.cluster import converge
 from vmcoreos.cluster.desired import Desired, sections_mark
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.errors import EtcdError
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere.vminfo import MARK_CLUSTER, MARK_DIGEST, MARK_ROLE, MARK_SECTIONS, VmInfo
 
 WANT = Desired("flatcar", None, 4, 2048)
@@ -35,6 +35,7 @@ class FakeMembers:
 
     leader: str
     sick: set = field(default_factory=set)
+    client: object = None  # the run's etcd client; the key calls it goes to are faked
 
     def view(self, nodes):
         members = [etcd.Member(n[-1], n, (f"http://10.0.0.{n[-1]}:2380",), (f"http://10.0.0.{n[-1]}:2379",))
@@ -74,12 +75,12 @@ def faked(monkeypatch):
     log: list[tuple[str, str]] = []
     store: dict[str, str] = {}
 
-    def put(endpoint, key, value):
+    def put(client, endpoint, key, value):
         store[key] = value
         return True
 
     monkeypatch.setattr(etcd, "put_key", put)
-    monkeypatch.setattr(etcd, "get_key", lambda endpoint, key: (log.append(("read", endpoint)), store.get(key))[1])
+    monkeypatch.setattr(etcd, "get_key", lambda client, endpoint, key: (log.append(("read", endpoint)), store.get(key))[1])
     return log
 
 
@@ -152,7 +153,7 @@ def test_a_changed_node_that_loses_the_data_stops_the_roll(monkeypatch, faked):
     configs = {i: _config(i) for i in (1, 2)}
     run = FakeRun({c.name: _vm(c, 2) for c in configs.values()}, FakeMembers(leader="lab-01"), faked)
     _wire(monkeypatch, run, {c.name: c for c in configs.values()})
-    monkeypatch.setattr(etcd, "get_key", lambda endpoint, key: "something else")
+    monkeypatch.setattr(etcd, "get_key", lambda client, endpoint, key: "something else")
     with pytest.raises(EtcdError, match="lab-02 is a healthy member but does not return the key written before"):
         converge.roll(run, list(configs.values()), WANT, RunResult("lab", []), template=lambda: None)
     assert ("resize", "lab-01") not in faked

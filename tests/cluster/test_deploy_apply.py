@@ -14,7 +14,7 @@ from vmcoreos.cluster.desired import Desired, sections_mark
 from vmcoreos.cluster.inventory import Inventory
 from vmcoreos.cluster.plan import plan_deploy
 from vmcoreos.cluster.results import NodeStatus
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere.vminfo import MARK_CLUSTER, MARK_DIGEST, MARK_ROLE, MARK_SECTIONS, VmInfo
 
 WANT = Desired("flatcar", None, 2, 2048)

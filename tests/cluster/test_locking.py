@@ -24,7 +24,7 @@ class Events:
 
 
 def _run(mocker, nodes_now=()):
-    settings = SimpleNamespace(name="lab", node=SimpleNamespace(linked_clone=False))
+    settings = SimpleNamespace(name="lab", node=SimpleNamespace(linked_clone=False), etcd=SimpleNamespace(ca_file=None, scheme="http"))
     run = SimpleNamespace(settings=settings, name="lab", session=mocker.Mock(), reporter=Events(),
                           placement=SimpleNamespace(folder=mocker.Mock(), folder_path="team/lab"),
                           members=Members(settings))

@@ -12,7 +12,7 @@ from vmcoreos.cluster import plan
 from vmcoreos.cluster.desired import Desired
 from vmcoreos.cluster.inventory import Inventory
 from vmcoreos.errors import EtcdError, OwnershipError
-from vmcoreos.guest.nodeconfig import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere.vminfo import MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ROLE, MARK_VERSION, VmInfo
 
 WANT = Desired("flatcar", None, 2, 2048)
@@ -121,7 +121,7 @@ def test_sick_members_before_a_roll_step(skip, skip_peer, sick):
 
 
 def test_plan_steps_name_every_node_once_in_apply_order():
-    # issue 15: what --dry-run prints is the plan apply is given, node by node.
+    # What --dry-run prints is the plan apply is given, node by node.
     existing = {"lab-01": "poweredOn", "lab-02": "poweredOff", "lab-03": "poweredOn", "lab-04": "poweredOn"}
     inventory = Inventory("lab", {n: _vm(n, power=p) for n, p in existing.items()})
     assert [s[:2] for s in plan.plan_deploy([_config(i) for i in (1, 2)], inventory, WANT).steps()] == [

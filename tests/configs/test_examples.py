@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from vmcoreos import examples
+from vmcoreos.connection import read_password_file
 from vmcoreos.errors import ConfigError
-from vmcoreos.settings import read_password_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"

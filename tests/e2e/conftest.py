@@ -1,4 +1,8 @@
-"""Fixtures of the end-to-end suite only."""
+"""The bed's fixtures: vcsim, the guest simulator, real etcd addresses, signed OVAs, the fault proxy.
+
+Only tests under tests/e2e/ see them (and the root conftest marks every test here e2e); the
+pieces themselves are in tests/harness/bed.py and tests/harness/services.py.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,56 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.harness.bed import next_subnet, running_vcsim, signed_image, strict_bed, strict_guests
 from tests.harness.faultproxy import FaultProxy
-from tests.harness.services import Vcsim, free_port, strict_profile
+from tests.harness.services import GuestSim, Vcsim, free_port, strict_profile
+
+
+@pytest.fixture
+def vcsim(tmp_path):
+    yield from running_vcsim(tmp_path / "vcsim")
+
+
+@pytest.fixture(scope="module")
+def shared_vcsim(tmp_path_factory):
+    """One simulator for a whole module. A module whose tests change nothing they would see from
+    each other (no test counts VMs or templates another made; each uses its own cluster name)
+    overrides `vcsim` with it and saves a simulator start per test."""
+    yield from running_vcsim(tmp_path_factory.mktemp("vcsim"))
+
+
+@pytest.fixture
+def strict_vcsim(tmp_path):
+    """The strict bed whatever VMCOREOS_TEST_PROFILE says, DRS on (so the host is vCenter's choice)."""
+    with strict_bed(tmp_path / "strict-vcsim") as sim:
+        yield sim
+
+
+@pytest.fixture
+def strict_guestsim(strict_vcsim, tmp_path, subnet):
+    """Guest tools as real VMware Tools report them: fe80:: first, docker0 and flannel in guest.net."""
+    yield from strict_guests(strict_vcsim, tmp_path / "strict-guestsim", subnet)
+
+
+@pytest.fixture
+def subnet():
+    """A fresh 127.x.y.0/24 per test, so etcd members of different tests never share an address."""
+    return next_subnet()
+
+
+@pytest.fixture
+def guestsim(vcsim, tmp_path, subnet):
+    sim = GuestSim(vcsim, tmp_path / "guestsim", dhcp_range=f"{subnet}.100-{subnet}.199", strict=vcsim.strict)
+    try:
+        yield sim.start()
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="session")
+def big_ova(tmp_path_factory, signer):
+    """An OVA large enough that its upload can be cut in the middle (16 MiB disk)."""
+    return signed_image(tmp_path_factory.mktemp("big-ova"), signer, disk_bytes=16 << 20, seed=3)
 
 
 @dataclass

@@ -29,7 +29,7 @@ def test_the_builder_writes_flatcars_zero_and_zero_counts_as_unknown():
 
 @pytest.fixture(scope="module")
 def flatcar_ova(tmp_path_factory, signer):
-    from tests.conftest import signed_image
+    from tests.harness.bed import signed_image
 
     return signed_image(tmp_path_factory.mktemp("room-ova"), signer, disk_bytes=DISK)
 
@@ -81,7 +81,7 @@ def test_vsan_without_a_policy_from_pbm_assumes_two_copies_and_says_so(cli, tmp_
 
 
 def test_without_thin_provisioning_every_disk_counts_its_capacity(cli, tmp_path, subnet, signer):
-    from tests.conftest import signed_image
+    from tests.harness.bed import signed_image
 
     # 8 MiB written, 1 GiB provisioned: thin, four disks fit in 1 GiB and the swaps; thick, they do not.
     (tmp_path / "ova").mkdir()

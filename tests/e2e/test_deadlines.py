@@ -1,4 +1,4 @@
-"""Issue 13: wait.timeout bounds joining only; the upload and the clones before it have limits of their own.
+"""wait.timeout bounds joining only; the upload and the clones before it have limits of their own.
 
 On the strict bed with slow tasks (import leases initialize and clones run
 DELAY seconds, as full clones on real storage take minutes), a deploy spends
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import strict_bed, strict_guests
+from tests.harness.bed import strict_bed, strict_guests
 from tests.e2e.helpers import write_cluster
 
 DELAY = 6.0  # seconds every clone task runs, and every import lease stays initializing

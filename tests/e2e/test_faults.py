@@ -112,7 +112,7 @@ def _started_upload(uploads: Uploads, args, **env):
     import os
     import subprocess
 
-    from tests.conftest import VMCOREOS
+    from tests.harness.runner import VMCOREOS
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **uploads.env, **env}
     proc = subprocess.Popen([VMCOREOS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -154,7 +154,7 @@ def test_sigterm_mid_upload_aborts_the_lease_removes_the_vm_and_releases_the_loc
 
 
 def test_an_ova_written_to_during_the_upload_is_not_completed(vcsim, uploads, big_ova, subnet, tmp_path):
-    # issue 10, item 4: the upload reads the verified descriptor; a write to that file meanwhile
+    # The upload reads the verified descriptor; a write to that file meanwhile
     # (same inode, so the bytes on the wire may be the new ones) stops the import before the lease completes.
     import shutil
 

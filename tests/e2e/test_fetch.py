@@ -154,7 +154,7 @@ def test_expired_subkey_is_accepted(cli, tmp_path, own_signer):
     data = json.loads(run.stdout)
     assert data["expired_key"] is True and data["signing_key"] == expired
     assert data["verifier"] == "sqv"  # an ed25519 key bound with SHA-256: sqv's to judge
-    # issue 10, item 2: accepted, but said, in one line.
+    # An unsigned version is accepted when asked for, but said, in one line.
     notes = [line for line in run.stderr.splitlines() if "has expired since" in line]
     assert len(notes) == 1 and expired in notes[0], run.stderr
 
@@ -467,20 +467,20 @@ def test_mirror_credentials_are_never_printed_or_recorded(cli, release):
 def test_images_on_an_empty_cache(cli, tmp_path):
     run = cli(["images", "--cache-dir", str(tmp_path / "none"), "--json"])
     assert run.returncode == 0 and json.loads(run.stdout) == {"schema": 1, "cache_dir": str(tmp_path / "none"), "images": []}
-    # issue 15: the empty listing said nothing of where it looked.
+    # The empty listing once said nothing of where it looked.
     assert run.stderr.strip() == f"vmcoreos: WARNING: no image cache at {tmp_path / 'none'}; `vmcoreos fetch` fills it" \
         " (or pass the --cache-dir fetch used)"
 
 
 def test_a_credentialed_base_url_with_a_bad_port_is_one_line_without_the_password(cli, tmp_path):
-    # issue 10, item 8: this printed "unexpected InvalidURL: ... https://user:secret@...".
+    # This once printed "unexpected InvalidURL: ... https://user:secret@...".
     run = cli(["fetch", "--base-url", "https://user:secret@mirror.invalid:99999/stable/amd64-usr/",
                "--cache-dir", str(tmp_path / "c"), "-q"], env=FAST)
     assert_refused(run, 2, "is not valid", tmp_path / "c")
     assert "secret" not in run.output and "unexpected" not in run.output
 
 
-# -- issue 10, item 2: the version label is signed, and never goes backwards ---------------------
+# -- the version label is signed, and never goes backwards -------------------------------------
 
 
 def test_a_relabelled_old_release_is_refused(cli, release):
@@ -584,7 +584,7 @@ def test_a_plain_http_mirror_is_noted(cli, release):
     assert len([line for line in run.stderr.splitlines() if "is plain http" in line]) == 1
 
 
-# -- issue 10, item 4: one verified descriptor, a private cache ----------------------------------
+# -- one verified descriptor, a private cache -----------------------------------------------------
 
 
 def test_a_symlinked_local_ova_is_refused(cli, signed_ova, tmp_path):

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.conftest import VMCOREOS, signed_image
+from tests.harness.bed import signed_image
+from tests.harness.runner import VMCOREOS
 from tests.e2e import etcdclient
 from tests.e2e.helpers import api_vm, inventory, plant_vm, write_cluster
 from tests.harness import textfile

@@ -222,7 +222,7 @@ def test_hyphenated_keys_are_refused_before_any_vm_exists(cli, vcsim, guestsim, 
     assert run.returncode == 2, run.stderr
     assert "node.yaml has 1 problem" in run.stderr
     assert "line 4: error: unrecognized key 'advertise-client-urls' in coreos.etcd2: write 'advertise_client_urls'" in run.stderr
-    # --json: the same failure as an error object on stdout, findings included (issue 15).
+    # --json: the same failure as an error object on stdout, findings included.
     error = json.loads(run.stdout)["error"]
     assert error["exit_code"] == 2 and "node.yaml has 1 problem" in error["message"]
     assert any("advertise-client-urls" in f for f in error["findings"])

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.conftest import strict_bed, strict_guests
+from tests.harness.bed import strict_bed, strict_guests
 from tests.e2e import etcdclient
 from tests.e2e.helpers import api_vm, write_cluster
 from tests.harness.services import Vcsim
@@ -184,7 +184,7 @@ def test_on_drs_the_rule_holds_exactly_the_nodes_from_deploy_to_destroy(cli, str
     # deleted VM in the rule): the next deploy makes it again and the rule holds exactly the nodes there are.
     first = f"http://{subnet}.11:2379"
     gone = next(m["ID"] for m in etcdclient.members(first) if m.get("name") == "drs-03")
-    etcd.member_remove(first, format(int(gone), "x"))  # patient: etcd refuses for a while after a join
+    etcd.Client().member_remove(first, format(int(gone), "x"))  # patient: etcd refuses for a while after a join
     with api_vm(strict_vcsim, "drs-03") as vm:
         WaitForTask(vm.PowerOffVM_Task())
         WaitForTask(vm.Destroy_Task())

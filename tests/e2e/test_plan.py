@@ -1,4 +1,4 @@
-"""issue 15 on the bed: plan before change (--dry-run, --yes for a scale-down) and output scripts can read."""
+"""On the bed: plan before change (--dry-run, --yes for a scale-down) and output scripts can read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import OUTPUT_LOG, VMCOREOS, _STATE
+from tests.harness.runner import OUTPUT_LOG, STATE, VMCOREOS
 from tests.e2e import etcdclient
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.onterminal import run_on_a_terminal
@@ -30,7 +30,7 @@ def _deploy(cli, cluster, ova, env, *extra):
 def _answer_on_a_terminal(args, env, answer: str) -> tuple[int, str]:
     """Run vmcoreos with a pseudo-terminal as stdin, answer its question: (exit code, stderr)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
-    full.update(TMPDIR=str(_STATE / "tmp"), **env)
+    full.update(TMPDIR=str(STATE / "tmp"), **env)
     leader, follower = os.openpty()
     try:
         proc = subprocess.Popen([VMCOREOS, *args], stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -128,7 +128,7 @@ def test_a_scale_down_off_a_terminal_needs_yes_and_status_piped_is_whole(
 
     # On a terminal 80 columns wide, no value is split across lines (it showed `poweredO`/`n`, `127.0.60`/`.21`).
     term_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))},
-                "TMPDIR": str(_STATE / "tmp"), **env}
+                "TMPDIR": str(STATE / "tmp"), **env}
     code, shown = run_on_a_terminal([VMCOREOS, "status", "-c", str(cluster)], term_env, columns=80)
     OUTPUT_LOG.append(shown)
     assert code == 0, shown

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import strict_bed, strict_guests
+from tests.harness.bed import strict_bed, strict_guests
 from tests.e2e.helpers import write_cluster
 
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from tests.conftest import OUTPUT_LOG, VMCOREOS, _STATE
+from tests.harness.runner import OUTPUT_LOG, STATE, VMCOREOS
 from tests.e2e.helpers import write_cluster
 from tests.harness.services import PASSWORD, USER
 
@@ -22,7 +22,7 @@ def test_no_core_dump_while_the_password_is_in_memory(subnet, tmp_path):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
         env.update(VMCOREOS_URL=f"https://127.0.0.1:{listener.getsockname()[1]}/sdk", VMCOREOS_USERNAME=USER,
                    VMCOREOS_PASSWORD=PASSWORD, VMCOREOS_INSECURE="1", VMCOREOS_API_TIMEOUT="30",
-                   VMCOREOS_LOCK_DIR=str(_STATE / "locks"), VMCOREOS_CACHE_DIR=str(_STATE / "cache"))
+                   VMCOREOS_LOCK_DIR=str(STATE / "locks"), VMCOREOS_CACHE_DIR=str(STATE / "cache"))
         proc = subprocess.Popen([VMCOREOS, "status", "-c", str(cluster)], env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

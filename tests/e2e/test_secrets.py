@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from tests.conftest import VMCOREOS
+from tests.harness.runner import VMCOREOS
 from tests.e2e.helpers import write_cluster
 from tests.harness.services import MARKER, PASSWORD
 
@@ -59,7 +59,7 @@ def test_secrets_never_printed_nor_in_the_process_list(cli, vcsim, guestsim, sig
     assert seen and leaked == []
     # Root reads every environment, so there the values were checked, not only the argv.
     assert environments or os.geteuid() != 0
-    from tests.conftest import OUTPUT_LOG
+    from tests.harness.runner import OUTPUT_LOG
 
     OUTPUT_LOG.append(out + err)
     assert MARKER not in out + err and PASSWORD not in out + err

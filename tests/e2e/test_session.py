@@ -15,7 +15,7 @@ from pyVmomi import vim
 from tests.e2e.helpers import api_vm
 from tests.harness.faultproxy import FaultProxy
 from vmcoreos.errors import VSphereError
-from vmcoreos.settings import connection_from
+from vmcoreos.connection import connection_from
 from vmcoreos.vsphere import session as vsession
 from vmcoreos.vsphere.waits import Watch, wait_task
 
@@ -94,7 +94,7 @@ def test_stalled_vcenter_times_out_naming_the_call(vcsim, monkeypatch):
             s.close()
 
 
-# -- issue 13: re-login, stale pooled sockets ---------------------------------------------
+# -- re-login, stale pooled sockets ------------------------------------------------------
 
 def _our_sessions(admin) -> list:
     """The simulator's live sessions vmcoreos opened (its User-Agent), as a vCenter's session list shows them."""

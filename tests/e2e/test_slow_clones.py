@@ -1,4 +1,4 @@
-"""Clones at real speed (issue 13): a connection lost mid-clone, and an interrupt while clones run.
+"""Clones at real speed: a connection lost mid-clone, and an interrupt while clones run.
 
 The strict bed with slow tasks behaves as a real vCenter: a clone runs for
 seconds, cancelable, and registers its VM only when it ends.
@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import filelock
 import pytest
 
-from tests.conftest import VMCOREOS
+from tests.harness.runner import VMCOREOS
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.services import GuestSim, Vcsim
 

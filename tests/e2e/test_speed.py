@@ -1,4 +1,4 @@
-"""Speed that can be counted (issue 16): image reads, and SOAP requests per node.
+"""Speed that can be counted: image reads, and SOAP requests per node.
 
 Image reads are counted on the image file itself, as bench/run.py does: dropped from the page
 cache before a run, its resident bytes counted after (a read of any byte shows as a page).
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from bench.run import CountingVcsim, evict, resident_bytes as resident
-from tests.conftest import signed_image
+from bench.bed import CountingVcsim, evict, resident_bytes as resident
+from tests.harness.bed import signed_image
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.services import GuestSim
 from vmcoreos.images.known import RACY_NS
@@ -98,7 +98,7 @@ def _drs_rule(bed) -> int:
 
 def _measured_deploy(bed, tmp_path, cluster, image, count: int):
     """deploy --count as a subprocess, with its final I/O counters (gpgv's reads of its pipe included)."""
-    from bench.run import VMCOREOS, run_measured
+    from bench.bed import VMCOREOS, run_measured
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}
     env.update(VMCOREOS_LOCK_DIR=str(tmp_path / "locks"), VMCOREOS_CACHE_DIR=str(tmp_path / "cache"), **bed.env())

@@ -1,4 +1,4 @@
-"""Issue 12 on the strict bed: guest addresses as real VMware Tools report them, thin-disk space."""
+"""On the strict bed: guest addresses as real VMware Tools report them, thin-disk space."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from tests.conftest import signed_image
+from tests.harness.bed import signed_image
 from tests.e2e.helpers import inventory, write_cluster
 
 

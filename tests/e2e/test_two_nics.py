@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import signed_image
+from tests.harness.bed import signed_image
 from tests.e2e.helpers import write_cluster
 from tests.e2e.test_node_configs import CONFIGS, _assert_three_joined, _deploy, _guest_ok
 

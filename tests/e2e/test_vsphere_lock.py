@@ -1,4 +1,4 @@
-"""Two hosts, one new cluster (issue 13, item 6): before etcd exists the vSphere lock folder keeps them apart.
+"""Two hosts, one new cluster: before etcd exists the vSphere lock folder keeps them apart.
 
 Each run has its own VMCOREOS_LOCK_DIR, as two hosts would, so the host lock
 file never meets the other run's; only the lock folder in vSphere does.
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LOCK_DIRS, LOCKED_IN, OUTPUT_LOG, VMCOREOS, strict_bed
+from tests.harness.bed import strict_bed
+from tests.harness.runner import LOCKED_IN, LOCK_DIRS, OUTPUT_LOG, VMCOREOS
 from tests.e2e.helpers import inventory, write_cluster
 
 LOCK_FOLDER = "vmcoreos-lock-lab"

@@ -90,13 +90,25 @@ def test_a_failing_version_endpoint_is_an_error_with_quoted_text(mocker):
 
 def test_one_session_serves_every_call_of_the_run(mocker):
     FakeEtcd(mocker, "3.4.23")
-    etcd.use_ca(None)
-    session = etcd.default_client().session
-    etcd.member_list(ENDPOINT)
-    etcd.healthy(ENDPOINT)
-    assert etcd.default_client().session is session
-    etcd.use_ca(None)  # a new trust setting: a new session, so no connection verified otherwise is reused
-    assert etcd.default_client().session is not session
+    client = etcd.Client()
+    session = client.session
+    client.member_list(ENDPOINT)
+    client.healthy(ENDPOINT)
+    assert client.session is session
+    # Another run (another trust setting) has its own session: no connection verified otherwise is reused.
+    assert etcd.Client().session is not session
+
+
+def test_a_run_carries_its_own_etcd_client_trusting_its_cluster_files_ca(tmp_path):
+    from vmcoreos.cluster.members import Members
+    from vmcoreos.clusterfile import parse_cluster
+
+    (tmp_path / "ca.pem").write_text("not read here")
+    with_ca = Members(parse_cluster({"cluster": "lab", "etcd": {"ca_file": "ca.pem"}}, base_dir=tmp_path))
+    without = Members(parse_cluster({"cluster": "lab"}, base_dir=tmp_path))
+    assert with_ca.client.verify == str(tmp_path / "ca.pem") and without.client.verify is True
+    assert with_ca.client.session is not without.client.session
+    assert not hasattr(etcd, "use_ca") and not hasattr(etcd.client, "default_client")  # nothing module-wide
 
 
 def test_an_etcd_that_trickles_its_reply_is_cut_at_the_request_limit(monkeypatch):

@@ -1,4 +1,4 @@
-"""What vmcoreos accepts from etcd and writes into unit lines (issue 10, items 1, 5, 6): small units, mocked at etcd's edge.
+"""What vmcoreos accepts from etcd and writes into unit lines (member names, URLs, hostile text in unit lines): small units, mocked at etcd's edge.
 
 The same checks against a real etcd are in test_etcd_real.py.
 """
@@ -13,9 +13,9 @@ from vmcoreos.cluster.nodes import remove_node
 from vmcoreos.cluster.run import Run
 from vmcoreos import etcd
 from vmcoreos.errors import ConfigError, EtcdError, LockedError
-from vmcoreos.guest import cloudconfig, nodeconfig
+from vmcoreos.guest import cloudconfig, nodeconfig, planning
 from vmcoreos.reporting import QuietReporter
-from vmcoreos.settings import parse_cluster
+from vmcoreos.clusterfile import parse_cluster
 from vmcoreos.vsphere.vms import MARK_CLUSTER, MARK_ETCD_CLUSTER_ID, VmInfo
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -100,14 +100,14 @@ def test_renderers_refuse_an_injected_member_name_whatever_its_source(tmp_path, 
     user = nodeconfig.load_user_config(settings)
     peers = {"lab-01": "http://10.0.0.21:2380", INJECTED: "http://10.0.0.9:2380"}
     with pytest.raises(ConfigError, match="ETCD_INITIAL_CLUSTER|coreos.etcd2.initial_cluster"):
-        nodeconfig.plan(settings, user, count=4, only=["lab-04"], existing_members=peers)
+        planning.plan(settings, user, count=4, only=["lab-04"], existing_members=peers)
 
 
 def test_a_user_value_with_a_systemd_specifier_is_refused_too(tmp_path):
     settings = _settings(tmp_path, "flatcar-etcd-member.yaml", bootstrap="discovery",
                          discovery="https://discovery.example/%n")
     with pytest.raises(ConfigError, match="ETCD_DISCOVERY .*'%'"):
-        nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3)
+        planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
 
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -171,7 +171,7 @@ def test_removing_a_vm_never_removes_a_member_whose_ip_merely_contains_its_own(m
     # The VM at 10.0.0.2 is not listed by name; the member at 10.0.0.21 must not be taken for it.
     view = _view(GOOD, ("", ("http://10.0.0.21:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()))
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
+    remove = mocker.patch.object(etcd.Client, "member_remove")
     mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {"lab-01": _vm(1, "10.0.0.1"), "lab-03": _vm(3, "10.0.0.3")}
     remove_node(c, _vm(2, "10.0.0.2"), nodes)
@@ -182,7 +182,7 @@ def test_no_member_is_removed_from_an_etcd_with_another_cluster_id(mocker):
     view = _view(GOOD, ("lab-02", ("http://10.0.0.2:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()),
                  cluster_id="f00d")
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
+    remove = mocker.patch.object(etcd.Client, "member_remove")
     destroy = mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}", "abc") for i in (1, 2, 3)}
     with pytest.raises(EtcdError, match="reports cluster ID f00d, but the nodes record abc"):
@@ -194,7 +194,7 @@ def test_no_member_is_removed_from_an_etcd_with_another_cluster_id(mocker):
 def test_nodes_without_the_mark_are_accepted_and_the_id_recorded_later(mocker):
     view = _view(GOOD, ("lab-02", ("http://10.0.0.2:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()))
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
+    remove = mocker.patch.object(etcd.Client, "member_remove")
     mocker.patch("vmcoreos.vsphere.vms.destroy")
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}") for i in (1, 2, 3)}
     remove_node(c, nodes["lab-02"], nodes)
@@ -204,8 +204,8 @@ def test_nodes_without_the_mark_are_accepted_and_the_id_recorded_later(mocker):
 def test_a_lapsed_lock_stops_the_run_before_the_next_membership_change(mocker):
     view = _view(GOOD, ("lab-02", ("http://10.0.0.2:2380",), ()), ("lab-03", ("http://10.0.0.3:2380",), ()))
     c = _cluster(mocker, view)
-    remove = mocker.patch.object(etcd, "member_remove")
-    c.members.lock = etcd.EtcdLock(["http://10.0.0.1:2379"], "lab", "host:1", ttl=60)
+    remove = mocker.patch.object(etcd.Client, "member_remove")
+    c.members.lock = etcd.EtcdLock(c.members.client, ["http://10.0.0.1:2379"], "lab", "host:1", ttl=60)
     c.members.lock._renewed -= 41  # no keepalive got through for two thirds of the TTL
     nodes = {f"lab-0{i}": _vm(i, f"10.0.0.{i}") for i in (1, 2, 3)}
     with pytest.raises(LockedError, match="no longer held"):
@@ -230,7 +230,7 @@ def test_etcd_replies_are_read_with_a_size_limit(mocker):
     resp.iter_content.return_value = iter([b"x" * (64 << 10)] * 17 + [b"x"] * 10**6)
     mocker.patch("requests.Session.request", return_value=resp)
     with pytest.raises(EtcdError, match="reply over 1 MiB"):
-        etcd.member_list("http://10.0.0.1:2379")
+        etcd.Client().member_list("http://10.0.0.1:2379")
 
 
 def test_etcd_error_text_is_quoted_before_it_is_shown(mocker):
@@ -239,7 +239,7 @@ def test_etcd_error_text_is_quoted_before_it_is_shown(mocker):
     resp.iter_content.return_value = iter([b'{"error": "bad\\n\\u001b[31mred"}'])
     mocker.patch("requests.Session.request", return_value=resp)
     with pytest.raises(EtcdError) as err:
-        etcd.member_remove("http://10.0.0.1:2379", "2")
+        etcd.Client().member_remove("http://10.0.0.1:2379", "2")
     assert "\n" not in err.value.message and "\x1b" not in err.value.message
     assert r"'bad\n\x1b[31mred'" in err.value.message
 
@@ -258,5 +258,5 @@ def test_a_v2_only_etcd_gives_its_cluster_id_in_a_header(mocker):
         return resp
 
     mocker.patch("requests.Session.request", side_effect=reply)
-    view = etcd.member_list("http://10.0.0.1:2379")
+    view = etcd.Client().member_list("http://10.0.0.1:2379")
     assert view.cluster_id == "6d3e9ab1b2c3d4e5" and view.members[0].name == "lab-01"

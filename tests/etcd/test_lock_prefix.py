@@ -11,8 +11,7 @@ from vmcoreos import etcd
 @pytest.mark.parametrize("version, prefix", [("3.3.27", "/v3beta"), ("3.2.32", "/v3alpha"), ("3.5.21", "/v3")])
 def test_the_lock_uses_the_prefix_of_the_members_etcd(version, prefix):
     with FakeEtcd(version) as fake:
-        etcd.use_ca(None)  # a fresh client: nothing remembered about this address
-        lock = etcd.EtcdLock([fake.endpoint], "lab", "host:1")
+        lock = etcd.EtcdLock(etcd.Client(), [fake.endpoint], "lab", "host:1")
         assert lock.acquire() is True
         try:
             assert fake.holder("/vmcoreos/lock/lab") == "host:1"
@@ -25,8 +24,7 @@ def test_the_lock_uses_the_prefix_of_the_members_etcd(version, prefix):
 
 def test_a_first_endpoint_answering_404_passes_the_lock_to_the_next():
     with FakeEtcd(None) as stranger, FakeEtcd("3.3.27") as member:
-        etcd.use_ca(None)
-        lock = etcd.EtcdLock([stranger.endpoint, member.endpoint], "lab", "host:1")
+        lock = etcd.EtcdLock(etcd.Client(), [stranger.endpoint, member.endpoint], "lab", "host:1")
         assert lock.acquire() is True
         lock.release()
         assert lock.endpoint == member.endpoint  # the one that answered is asked first from then on
@@ -35,6 +33,5 @@ def test_a_first_endpoint_answering_404_passes_the_lock_to_the_next():
 
 def test_no_endpoint_with_the_v3_api_is_the_only_fallback():
     with FakeEtcd(None) as stranger:
-        etcd.use_ca(None)
         with pytest.raises(FileNotFoundError):
-            etcd.EtcdLock([stranger.endpoint], "lab", "host:1").acquire()
+            etcd.EtcdLock(etcd.Client(), [stranger.endpoint], "lab", "host:1").acquire()

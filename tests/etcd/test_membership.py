@@ -26,12 +26,12 @@ def test_a_node_has_joined_when_listed_with_client_urls_and_healthy(view, health
 
 
 def test_probe_join_asks_health_only_of_a_listed_member(mocker):
-    mocker.patch.object(etcd.client, "member_list", return_value=etcd.ClusterView([_m(1)]))
-    health = mocker.patch.object(etcd.client, "healthy", return_value=True)
-    assert etcd.probe_join("http://10.0.0.2:2379", "lab-02").stage == "etcd reachable"
-    health.assert_not_called()
-    mocker.patch.object(etcd.client, "member_list", side_effect=ConnectionError("refused"))
-    assert etcd.probe_join("http://10.0.0.2:2379", "lab-02").stage is None
+    client = mocker.Mock(spec=etcd.Client)
+    client.member_list.return_value, client.healthy.return_value = etcd.ClusterView([_m(1)]), True
+    assert etcd.probe_join(client, "http://10.0.0.2:2379", "lab-02").stage == "etcd reachable"
+    client.healthy.assert_not_called()
+    client.member_list.side_effect = ConnectionError("refused")
+    assert etcd.probe_join(client, "http://10.0.0.2:2379", "lab-02").stage is None
 
 
 @pytest.mark.parametrize("members,healthy,removed,refused", [
@@ -76,9 +76,10 @@ def test_first_view_skips_silent_endpoints_and_refuses_a_hostile_list(mocker):
             raise views[endpoint]
         return views[endpoint]
 
-    mocker.patch.object(etcd.client, "member_list", side_effect=member_list)
-    assert etcd.first_view(["http://a:2379", "http://b:2379"], "lab")[0] == "http://b:2379"
+    client = mocker.Mock(spec=etcd.Client)
+    client.member_list.side_effect = member_list
+    assert etcd.first_view(client, ["http://a:2379", "http://b:2379"], "lab")[0] == "http://b:2379"
     views["http://b:2379"] = etcd.ClusterView([_m(1, name="evil")])
     with pytest.raises(EtcdError, match="'evil', which is not a lab-NN node name"):
-        etcd.first_view(["http://a:2379", "http://b:2379"], "lab")
-    assert etcd.first_view(["http://a:2379"], "lab") is None
+        etcd.first_view(client, ["http://a:2379", "http://b:2379"], "lab")
+    assert etcd.first_view(client, ["http://a:2379"], "lab") is None

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vmcoreos.guest import guestinfo, nodeconfig
-from vmcoreos.settings import parse_cluster
+from vmcoreos.guest import guestinfo, nodeconfig, planning
+from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -15,7 +15,7 @@ def _nodes(tmp_path, config, distro, mode="static"):
     net = {"mode": "static", "addresses": ["10.0.0.21-10.0.0.23/24"]} if mode == "static" else {"mode": "dhcp"}
     settings = parse_cluster({"cluster": "lab", "count": 2, "image": {"distro": distro},
                               "node": {"config": config, "network": net}}, base_dir=tmp_path)
-    return nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=2)
+    return planning.plan(settings, nodeconfig.load_user_config(settings), count=2)
 
 
 @pytest.mark.parametrize("config,distro,mode,key", [

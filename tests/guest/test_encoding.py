@@ -37,7 +37,7 @@ def test_unknown_encoding_is_refused():
 
 
 def test_gzip_bomb_is_refused_not_expanded():
-    # issue 10, item 10: 64 MiB + 1 of zeros compress to ~64 KiB; decoding must stop at the limit.
+    # 64 MiB + 1 of zeros compress to ~64 KiB; decoding must stop at the limit.
     import base64
     import gzip
 

@@ -12,8 +12,8 @@ import pytest
 
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import guestinfo, nodeconfig, planning
-from vmcoreos.guest.configs import NodeConfig
-from vmcoreos.settings import parse_cluster
+from vmcoreos.guest.configvalues import NodeConfig
+from vmcoreos.clusterfile import parse_cluster
 
 H = "#cloud-config\n"
 
@@ -32,7 +32,7 @@ def _big(tmp_path, mode: str):
 def test_dhcp_configs_are_checked_too(tmp_path, leases):
     settings, user = _big(tmp_path, "dhcp")
     with pytest.raises(ConfigError) as err:
-        nodeconfig.plan(settings, user, count=3, leases=leases)
+        planning.plan(settings, user, count=3, leases=leases)
     assert len(err.value.findings) == 3
     assert all("the encoded config is" in f and "guestinfo limit" in f for f in err.value.findings)
 

@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import cloudconfig, nodeconfig
+from vmcoreos.guest import cloudconfig, nodeconfig, planning
 from vmcoreos.guest.encoding import decode
-from vmcoreos.settings import parse_cluster
+from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -22,7 +22,7 @@ def _settings(tmp_path, config_text=None, distro="flatcar", **net):
 
 
 def _plan(settings, **kw):
-    return nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=kw.pop("count", 3), **kw)
+    return planning.plan(settings, nodeconfig.load_user_config(settings), count=kw.pop("count", 3), **kw)
 
 
 def test_etcd2_fields_merged_and_user_keys_kept(tmp_path):

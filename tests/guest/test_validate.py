@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import nodeconfig
-from vmcoreos.settings import parse_cluster
+from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 H = "#cloud-config\n"
@@ -30,7 +30,7 @@ def _problems(tmp_path, text, **kw) -> list[str]:
     """The findings of a refused config; fails the test if it was accepted."""
     settings = _settings(tmp_path, text, **kw)
     with pytest.raises(ConfigError) as err:
-        nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3)
+        planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
     assert re.match(r"node config .* has \d+ problems?; fix (them|it) and run again", err.value.message)
     return err.value.findings
 
@@ -39,7 +39,7 @@ def _warnings(tmp_path, text, **kw) -> list[str]:
     """The warnings of an accepted config."""
     settings = _settings(tmp_path, text, **kw)
     user = nodeconfig.load_user_config(settings)
-    nodeconfig.plan(settings, user, count=3)
+    planning.plan(settings, user, count=3)
     return list(user.warnings)
 
 
@@ -224,7 +224,7 @@ def test_converted_legacy_ports_give_the_membership_urls(tmp_path):
 
     text = convert.to_flatcar((CONFIGS / "seed-coreos.yaml").read_text()).text
     settings = _settings(tmp_path, text, etcd={"client_port": 4001, "peer_port": 7001})
-    node = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
+    node = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
     assert "ETCD_INITIAL_CLUSTER=lab-01=http://10.0.0.21:7001," in node.config_text
     assert "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:4001" in node.config_text
 
@@ -283,7 +283,7 @@ def test_ignition_spec_versions_per_distro(tmp_path, distro, version, ok):
     text = _ign(version, systemd={"units": units})
     settings = _settings(tmp_path, text, distro=distro, name="c.ign")
     if ok:
-        nodes = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3)
+        nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
         assert json.loads(nodes[0].config_text)["ignition"]["version"] == version
     else:
         with pytest.raises(ConfigError) as err:

@@ -11,6 +11,6 @@ from tests.harness.services import PASSWORD
 
 def test_planted_leak():
     """Prints the password as a careless run would; the test passes, the session must not."""
-    from tests.conftest import OUTPUT_LOG
+    from tests.harness.runner import OUTPUT_LOG
 
     OUTPUT_LOG.append(f"connecting as vmcoreos-admin:{PASSWORD}")

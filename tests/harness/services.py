@@ -40,7 +40,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+def wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
@@ -50,7 +50,7 @@ def _wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 3
         time.sleep(0.05)
 
 
-def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -162,7 +162,7 @@ class Vcsim:
             env=env,
         )
         log.close()
-        _wait_file(info, self.proc, "vcsim")
+        wait_file(info, self.proc, "vcsim")
         fields = dict(line.split("=", 1) for line in info.read_text().split())
         self.url, self.thumbprint = fields["url"], fields["thumbprint"]
         self.nfc_host, self.nfc_thumbprint = fields.get("nfc_host", ""), fields.get("nfc_thumbprint", "")
@@ -188,7 +188,7 @@ class Vcsim:
         return SmartConnect(host=host, port=port, user=USER, pwd=PASSWORD, sslContext=ctx)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
 
 @dataclass
@@ -228,7 +228,7 @@ class GuestSim:
             env=env,
         )
         log.close()
-        _wait_file(self.state_dir / "ready", self.proc, "guest simulator")
+        wait_file(self.state_dir / "ready", self.proc, "guest simulator")
         return self
 
     def node(self, name: str) -> dict:
@@ -237,4 +237,4 @@ class GuestSim:
         return json.loads((self.state_dir / "nodes" / f"{name}.json").read_text())
 
     def stop(self) -> None:
-        _stop(self.proc, timeout=30)
+        stop_process(self.proc, timeout=30)

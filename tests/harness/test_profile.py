@@ -8,7 +8,7 @@ from tests.harness.services import PROFILE_ENV, strict_profile
 
 
 def test_the_bed_is_strict_unless_lenient_is_asked_for(monkeypatch):
-    # The end-to-end suite runs where a real vCenter would fail it, unless told otherwise (issue 12).
+    # The end-to-end suite runs where a real vCenter would fail it, unless told otherwise.
     monkeypatch.delenv(PROFILE_ENV, raising=False)
     assert strict_profile() is True
     monkeypatch.setenv(PROFILE_ENV, "")

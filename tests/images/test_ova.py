@@ -61,7 +61,7 @@ def test_not_a_tar(tmp_path):
         OvaArchive(f)
 
 
-# -- issue 10, item 10: allocation units are bounded -----------------------------------------
+# -- allocation units are bounded -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("units, factor", [("byte", 1), ("byte * 2^20", 1 << 20), ("byte * 1024", 1024), ("byte*2^30", 1 << 30)])

@@ -165,7 +165,7 @@ def test_fcos_mirror_with_relative_locations():
 
 
 def test_fcos_stream_metadata_over_plain_http_is_refused():
-    # issue 10, item 2: the metadata is unsigned; over http anyone on the path picks the version.
+    # The metadata is unsigned; over http anyone on the path picks the version.
     get, asked = _fake_server({"http://m/streams/stable.json": _stream()})
     with pytest.raises(ConfigError, match="must be https://.*--allow-unsigned-version"):
         releases.resolve(ImageSettings(distro="fedora-coreos", base_url="http://m/streams"), get)

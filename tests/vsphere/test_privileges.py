@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.services import Vcsim
-from tests.vsphere.test_real_vcenter import _deploy, _refused_before_upload, session_on, target
+from tests.e2e.test_real_vcenter import _deploy, _refused_before_upload, session_on, target
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError, ExitCode
 from vmcoreos.vsphere import inventory, privileges

@@ -10,7 +10,6 @@ command (cli/options.py).
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -21,7 +20,8 @@ import typer
 
 from vmcoreos.cli.terminal import Terminal
 from vmcoreos.errors import ConfigError, ExitCode, VmcoreosError
-from vmcoreos.settings import ENV_DEBUG
+from vmcoreos import environment
+from vmcoreos.environment import ENV_DEBUG
 
 
 def redact_urls(text: str) -> str:
@@ -108,7 +108,7 @@ class App(Terminal):
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
-            if os.environ.get(ENV_DEBUG):
+            if environment.debug():
                 raise
             # A bug of ours, not the user's: still one line, with a way to get the details.
             # Library exceptions quote URLs as given, credentials included (requests' InvalidURL does).
@@ -148,7 +148,7 @@ class App(Terminal):
     # -- vCenter -------------------------------------------------------------------
     def connection(self):
         """The vCenter connection from the declared options and the environment, its TLS notices shown."""
-        from vmcoreos.settings import connection_from
+        from vmcoreos.connection import connection_from
 
         conn = connection_from(**self.connection_options)
         for notice in conn.notices:

@@ -32,8 +32,8 @@ def _prepared(app: App, config: Path, overrides, *, warn: bool = False):
 
     warn: show the config's warnings (deploy does; status and rebuild run from cron on a config deploy showed).
     """
-    from vmcoreos.cluster.prepare import prepare
-    from vmcoreos.settings import load_cluster_file
+    from vmcoreos.prepare import prepare
+    from vmcoreos.clusterfile import load_cluster_file
 
     settings = load_cluster_file(config)
     app.cluster = settings.name
@@ -165,7 +165,8 @@ def deploy(
     """
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
-        from vmcoreos.cluster import deploy, prepare
+        from vmcoreos import prepare
+        from vmcoreos.cluster import deploy
         from vmcoreos.settings import Overrides
 
         json_out = app.json_out
@@ -345,7 +346,7 @@ def destroy(
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
         from vmcoreos.cluster import destroy
-        from vmcoreos.settings import load_cluster_file
+        from vmcoreos.clusterfile import load_cluster_file
 
         json_out, quiet = app.json_out, app.quiet
         settings = load_cluster_file(config)

@@ -1,4 +1,4 @@
-"""What every command shares: options, declared once (environment variables from vmcoreos.settings).
+"""What every command shares: options, declared once (environment variables from vmcoreos.environment).
 
 The global options (-v, -q, --json, --metrics-file and the six connection
 options) are accepted before the command and after it, as git, kubectl and
@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 
 from vmcoreos.cli.application import App
-from vmcoreos.settings import (
+from vmcoreos.environment import (
     ENV_CA_FILE, ENV_CACHE_DIR, ENV_CONFIG, ENV_INSECURE, ENV_PASSWORD, ENV_THUMBPRINT, ENV_URL, ENV_USERNAME,
 )
 
@@ -110,7 +110,7 @@ def _env_help(names) -> str:
 
 
 # The six vCenter connection options, declared once. Shown with their environment variables, but
-# read from the environment by settings.connection_from, whose precedence (flag, URL user:password,
+# read from the environment by connection.connection_from, whose precedence (flag, URL user:password,
 # VMCOREOS_*, GOVC_*) and TLS notices need to know where a value came from.
 CONNECTION_OPTIONS: list[tuple[str, object, object]] = [
     ("url", Optional[str], typer.Option(None, "--url", help="vCenter URL.", envvar=list(ENV_URL), show_envvar=True)),

@@ -33,10 +33,11 @@ def render(
     """Print each node's final config and every guestinfo key it gets; checks the config, never contacts vCenter."""
     app = App.of(ctx)
     with app.run(quiet=json_out, json_out=json_out) as term:
-        from vmcoreos.cluster.prepare import claim_discovery, prepare
+        from vmcoreos.prepare import claim_discovery, prepare
         from vmcoreos.errors import ConfigError
         from vmcoreos.guest import redact
-        from vmcoreos.settings import Overrides, load_cluster_file
+        from vmcoreos.clusterfile import load_cluster_file
+        from vmcoreos.settings import Overrides
 
         json_out = app.json_out
         settings = load_cluster_file(config)

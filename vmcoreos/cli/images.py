@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from vmcoreos import environment
 from vmcoreos.cli.application import App
 from vmcoreos.cli.tables import Column
 from vmcoreos.cli.common import CacheDirOpt, JsonOpt, QuietOpt, RetriesOpt, WideOpt, exit_codes, wide
@@ -52,9 +53,9 @@ def fetch(
     """Download (or reuse from the cache) a release OVA, verified against its signature and DIGESTS in one pass."""
     app = App.of(ctx)
     with app.run(quiet=quiet, json_out=json_out) as term:  # --json keeps stdout for the result; events go to stderr
-        from vmcoreos.images import cache
         from vmcoreos.images.fetch import obtain
-        from vmcoreos.settings import ImageSettings, Overrides, load_cluster_file
+        from vmcoreos.clusterfile import load_cluster_file
+        from vmcoreos.settings import ImageSettings, Overrides
 
         json_out = app.json_out
         if config is not None and config.is_dir():
@@ -70,7 +71,7 @@ def fetch(
         image, warnings = overrides.apply_image(image)
         app.warnings(warnings)
         app.applying()  # the download writes into the cache from here
-        result = obtain(image, cache_dir=cache_dir or cache.default_cache_dir(), reporter=term, retries=retries)
+        result = obtain(image, cache_dir=environment.cache_dir(cache_dir), reporter=term, retries=retries)
         result.close()  # fetch only reports on it; deploy keeps it open for the upload
         verdict = result.verdict
         info = {
@@ -116,7 +117,7 @@ def images(
 
         json_out = app.json_out
 
-        root = cache_dir or cache.default_cache_dir()
+        root = environment.cache_dir(cache_dir)
         if not root.is_dir():
             # Not an error: nothing was fetched yet, or fetch used another --cache-dir. The line says which
             # directory was looked at; scripts still get a (empty) listing and exit 0.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import typer
 
 from vmcoreos.cli.application import App
 from vmcoreos.cli.common import JsonOpt, exit_codes
-from vmcoreos.settings import ENV_URL
+from vmcoreos.environment import ENV_URL, value as env_value
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +34,7 @@ def thumbprint(
         from vmcoreos.errors import ConfigError, VSphereError
         from vmcoreos.vsphere import probe
 
-        given = url or app.connection_options.get("url") or next((os.environ[n] for n in ENV_URL if os.environ.get(n)), None)
+        given = url or app.connection_options.get("url") or env_value(ENV_URL)
         if not given:
             raise ConfigError(f"no vCenter given; pass its URL (`vmcoreos thumbprint https://vcenter.example.com`)"
                               f" or set {ENV_URL[0]}")

@@ -19,9 +19,9 @@ from vmcoreos.cluster.desired import Desired, drift
 from vmcoreos.cluster.plan import roll_order, sick_members
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
-from vmcoreos.cluster.waits import join_deadline, wait_joined
+from vmcoreos.cluster.joining import join_deadline, wait_joined
 from vmcoreos.errors import EtcdError
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 
 CANARY = "vmcoreos/converge-canary"  # under the lock's prefix namespace: a key only vmcoreos writes
 
@@ -84,7 +84,7 @@ def _write_canary(run: Run, nodes) -> str | None:
     import secrets
 
     value = secrets.token_hex(8)
-    return value if etcd.put_key(live[0], CANARY, value) else None
+    return value if etcd.put_key(run.members.client, live[0], CANARY, value) else None
 
 
 def _check_canary(run: Run, config: NodeConfig, value: str | None) -> None:
@@ -92,7 +92,7 @@ def _check_canary(run: Run, config: NodeConfig, value: str | None) -> None:
     if value is None or not config.ip:
         return
     endpoint = run.members.endpoint_at(config.ip)
-    got = etcd.get_key(endpoint, CANARY)
+    got = etcd.get_key(run.members.client, endpoint, CANARY)
     if got != value:
         raise EtcdError(
             f"{config.name} is a healthy member but does not return the key written before the roll"

@@ -17,11 +17,11 @@ from vmcoreos.cluster import spread
 from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.desired import pinned_version
 from vmcoreos.cluster.plan import CountSource, DeployPlan, plan_deploy, removal_order
-from vmcoreos.cluster.prepare import Prepared
+from vmcoreos.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template
-from vmcoreos.cluster.waits import KEPT, join_deadline, wait_joined
+from vmcoreos.cluster.joining import KEPT, join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.reporting import stage
 from vmcoreos.vsphere import vms

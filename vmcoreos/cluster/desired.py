@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.guest.sections import changed_sections, config_sections
 from vmcoreos.guest.sections import sections_mark as _mark
 from vmcoreos.vsphere.vminfo import MARK_DIGEST, MARK_DISTRO, MARK_SECTIONS, MARK_VERSION, VmInfo

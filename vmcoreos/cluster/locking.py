@@ -1,7 +1,7 @@
 """The lock policy of a run: this host's lock file first, then a lock all hosts see.
 
-The host lock (vmcoreos.locks) stops two runs from one machine overlapping.
-Runs from different hosts are kept apart by etcd's lease lock (etcd.EtcdLock)
+The host lock (vmcoreos/hostlock.py) stops two runs from one machine overlapping.
+Runs from different hosts are kept apart by etcd's lease lock (etcd.EtcdLock, etcd/leaselock.py)
 once an etcd answers, and before that, while the cluster has no etcd to hold
 one (its first members are still to be made), by the vSphere lock folder
 (vsphere/folderlock.py). Both expire on their own when their holder dies.
@@ -18,9 +18,10 @@ from typing import Iterator
 
 import requests
 
-from vmcoreos import etcd, locks
+from vmcoreos import etcd, hostlock
 from vmcoreos.errors import EtcdError, LockedError
-from vmcoreos.settings import ClusterSettings, Connection
+from vmcoreos.connection import Connection
+from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import folderlock, privileges, vms
 from vmcoreos.vsphere.session import Session, connect
 
@@ -37,7 +38,7 @@ def session(conn: Connection) -> Iterator[Session]:
 @contextlib.contextmanager
 def session_for(settings: ClusterSettings, conn: Connection, *, lock: bool = True) -> Iterator[Session]:
     """A vSphere session, under this host's lock for the cluster unless lock=False (status only reads)."""
-    with (locks.host_lock(settings.name) if lock else contextlib.nullcontext()), session(conn) as opened:
+    with (hostlock.host_lock(settings.name) if lock else contextlib.nullcontext()), session(conn) as opened:
         yield opened
 
 
@@ -57,7 +58,7 @@ def cluster_lock(run, nodes: dict[str, vms.VmInfo]) -> Iterator[None]:
             yield
         return
     endpoints = [live[0]] + [u for m in live[1].members for u in m.client_urls]
-    lock = etcd.EtcdLock(endpoints, name, f"{socket.gethostname()}:{os.getpid()}")
+    lock = etcd.EtcdLock(members.client, endpoints, name, f"{socket.gethostname()}:{os.getpid()}")
     try:
         got = lock.acquire()
     except FileNotFoundError:

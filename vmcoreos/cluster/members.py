@@ -9,10 +9,13 @@ from vmcoreos.vsphere import vms
 
 
 class Members:
-    lock: etcd.EtcdLock | None = None  # set by locking.etcd_lock while the run holds it
+    lock: etcd.EtcdLock | None = None  # set by locking.cluster_lock while the run holds etcd's lease lock
 
-    def __init__(self, settings: ClusterSettings):
+    def __init__(self, settings: ClusterSettings, client: etcd.Client | None = None):
         self.settings = settings
+        # The run's etcd client: one session for the run, trusting etcd.ca_file for https client URLs (and with
+        # etcd.scheme https speaking TLS to every member).
+        self.client = client if client is not None else etcd.Client(settings.etcd.ca_file, settings.etcd.scheme)
 
     def endpoint(self, vm: vms.VmInfo) -> str | None:
         return self.endpoint_at(vm.ip) if vm.ip else None
@@ -34,7 +37,7 @@ class Members:
             self.endpoint(vm) for name, vm in sorted(nodes.items())
             if name not in exclude and vm.power == "poweredOn" and vm.ip
         ]
-        live = etcd.first_view(endpoints, self.settings.name)
+        live = etcd.first_view(self.client, endpoints, self.settings.name)
         if live is not None and self.lock is not None:
             self.lock.follow([u for m in live[1].members for u in m.client_urls])
         return live
@@ -80,7 +83,6 @@ class Members:
             )
         return cluster_id
 
-    @staticmethod
-    def health(view: etcd.ClusterView) -> dict[str, bool]:
+    def health(self, view: etcd.ClusterView) -> dict[str, bool]:
         """member id -> healthy, asking each member on its own client URL (etcd.membership.health)."""
-        return etcd.health(view)
+        return etcd.health(self.client, view)

@@ -10,9 +10,9 @@ from vmcoreos.cluster.desired import sections_mark
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
-from vmcoreos.cluster.waits import join_deadline, wait_guests, wait_joined
-from vmcoreos.guest import guestinfo, nodeconfig
-from vmcoreos.guest.nodeconfig import NodeConfig
+from vmcoreos.cluster.joining import join_deadline, wait_guests, wait_joined
+from vmcoreos.guest import guestinfo, planning
+from vmcoreos.guest.configvalues import IGNITION, NodeConfig
 from vmcoreos.images import source
 from vmcoreos.reporting import stage
 from vmcoreos.vsphere import vms
@@ -80,14 +80,14 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
     """
     clone_all(run, template, image, [(c, c) for c in configs], nodes={})  # a new cluster: none yet
     deadline = join_deadline(run)
-    if run.dhcp and run.user.kind != nodeconfig.IGNITION:
+    if run.dhcp and run.user.kind != IGNITION:
         # First boot done without etcd; now each node's leased address goes into every config.
         # (Ignition nodes boot once and work out their own address: guest/leased.py.)
         names = [c.name for c in configs]
         guests = wait_guests(run, names, deadline)
         leases = {n: st.ip for n, st in guests.items()}
         count = max(c.index for c in configs)
-        final = nodeconfig.plan(run.settings, run.user, count=count, only=names, leases=leases)
+        final = planning.plan(run.settings, run.user, count=count, only=names, leases=leases)
         marked = {c.name: c for c in configs}
         nodes = run.inventory().nodes
         run.in_parallel(second_boot, [(run, nodes[f.name], f, marked[f.name]) for f in final])
@@ -115,11 +115,11 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     Its wait.timeout starts once its clone is powered on, so joins one after
     another (a scale-up, a rebuild) each get the whole of it.
     """
-    view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)
+    view = etcd.check_view(run.members.client.member_list(endpoint), run.name, endpoint)
     peers = {m.name: m.peer_urls[0] for m in view.members if m.name and m.peer_urls}
     peers.pop(config.name, None)
     count = max([config.index] + [naming.node_index(run.name, n) or 0 for n in peers])
-    if run.dhcp and run.user.kind == nodeconfig.IGNITION:
+    if run.dhcp and run.user.kind == IGNITION:
         return _join_leased(run, template, image, config, endpoint, peers, count)
     leases = None
     if run.dhcp:
@@ -128,7 +128,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
         deadline = join_deadline(run)
         leases = {config.name: wait_guests(run, [config.name], deadline)[config.name].ip}
     # A re-plan with inputs only now known (the live peers, the lease); the user config is the one parsed.
-    joined = nodeconfig.plan(
+    joined = planning.plan(
         run.settings, run.user, count=count, only=[config.name], existing_members=peers, leases=leases
     )[0]
     peer_url = run.members.peer_url(joined.ip)
@@ -137,7 +137,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
         run.members.before_change(endpoint, view, run.inventory().nodes)
         run.reporter.event(f"{config.name}: etcd member add {peer_url}")
         stage(run.reporter, config.name, "etcd member add")
-        added = etcd.member_add(endpoint, peer_url)
+        added = run.members.client.member_add(endpoint, peer_url)
         stage(run.reporter, config.name, "member added")
     try:
         if run.dhcp:
@@ -161,19 +161,19 @@ def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoi
     """An Ignition node under DHCP joins in its one boot: it starts with the live peers and works out its own
     address (guest/leased.py); the member is added as soon as guest tools report the lease. Until then its
     etcd is refused by the peers and its unit restarts it."""
-    joined = nodeconfig.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
+    joined = planning.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
     clone(run, template, image, joined, config)
     deadline = join_deadline(run)
     ip = wait_guests(run, [config.name], deadline)[config.name].ip
     peer_url = run.members.peer_url(ip)
-    view = etcd.check_view(etcd.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
+    view = etcd.check_view(run.members.client.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
     added = None
     try:
         if not any(peer_url in m.peer_urls for m in view.members):
             run.members.before_change(endpoint, view, run.inventory().nodes)
             run.reporter.event(f"{config.name}: leased {ip}; etcd member add {peer_url}")
             stage(run.reporter, config.name, "etcd member add")
-            added = etcd.member_add(endpoint, peer_url)
+            added = run.members.client.member_add(endpoint, peer_url)
             stage(run.reporter, config.name, "member added")
         return wait_joined(run, [config], deadline)[config.name]
     except (KeyboardInterrupt, SystemExit):
@@ -187,7 +187,7 @@ def _rollback_join(run: Run, config: NodeConfig, endpoint: str, added: etcd.Memb
     vm = run.inventory().nodes.get(config.name)
     if vm is not None:
         vms.destroy(run.session, vm, run.name)
-    etcd.member_remove(endpoint, added.id)
+    run.members.client.member_remove(endpoint, added.id)
 
 
 def record_joined(run: Run, names: list[str]) -> None:
@@ -236,7 +236,7 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
                 _move_leader(run, view, member, health)
             run.reporter.event(f"{vm.name}: etcd member remove {member.id}")
             stage(run.reporter, vm.name, "etcd member remove")
-            etcd.member_remove(endpoint, member.id)
+            run.members.client.member_remove(endpoint, member.id)
     spread.leave(run, vm, nodes)
     run.reporter.event(f"{vm.name}: powering off and deleting")
     stage(run.reporter, vm.name, "deleting")
@@ -252,7 +252,7 @@ def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: 
         run.members.lock.check()
     run.reporter.event(f"moving etcd leadership from {leader.name} to {target.name}")
     with contextlib.suppress(Exception):
-        etcd.move_leader(leader.client_urls[0], target.id)
+        run.members.client.move_leader(leader.client_urls[0], target.id)
 
 
 def resize(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from vmcoreos import naming
 from vmcoreos.cluster.desired import Desired, Drift, drift, runs_older
 from vmcoreos.cluster.inventory import Inventory
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere.vminfo import VmInfo, require_owned
 
 __all__ = ["CountSource", "DeployPlan", "DestroyPlan", "RebuildPlan", "Step", "plan_deploy", "plan_destroy", "plan_rebuild",

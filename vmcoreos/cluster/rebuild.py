@@ -17,11 +17,11 @@ from vmcoreos.cluster import converge
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.locking import cluster_lock
 from vmcoreos.cluster.plan import RebuildPlan, plan_rebuild
-from vmcoreos.cluster.prepare import Prepared
+from vmcoreos.prepare import Prepared
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster import template
-from vmcoreos.cluster.waits import join_deadline, wait_joined
+from vmcoreos.cluster.joining import join_deadline, wait_joined
 from vmcoreos.errors import VSphereError
 
 

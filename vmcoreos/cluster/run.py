@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from vmcoreos import etcd, naming
+from vmcoreos import environment, naming
 from vmcoreos.cluster import inventory as inv
 from vmcoreos.cluster import parallel
 from vmcoreos.cluster.desired import Desired
 from vmcoreos.cluster.members import Members
-from vmcoreos.guest.nodeconfig import UserConfig
+from vmcoreos.guest.configvalues import UserConfig
 from vmcoreos.reporting import QuietReporter, Reporter
-from vmcoreos.settings import ClusterSettings, Connection
+from vmcoreos.connection import Connection
+from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import inventory as placement_of
 from vmcoreos.vsphere.inventory import Placement
 from vmcoreos.vsphere.session import Session
@@ -42,14 +43,10 @@ class Run:
 
     def __post_init__(self) -> None:
         self.parallel = max(1, self.parallel)
-        if self.cache_dir is None:
-            from vmcoreos.images.cache import default_cache_dir
-
-            self.cache_dir = default_cache_dir()
+        self.cache_dir = environment.cache_dir(self.cache_dir)
         if self.placement is None:
             self.placement = placement_of.locate(self.session, self.settings.vsphere)
         self.members = Members(self.settings)
-        etcd.use_ca(self.settings.etcd.ca_file, self.settings.etcd.scheme)
 
     @property
     def name(self) -> str:

@@ -14,10 +14,10 @@ from vmcoreos import etcd, naming
 from vmcoreos.cluster import placement, spread
 from vmcoreos.cluster.desired import Drift, drift, pinned_version
 from vmcoreos.cluster.inventory import Inventory
-from vmcoreos.cluster.prepare import Prepared
+from vmcoreos.prepare import Prepared
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.cluster.run import Run
-from vmcoreos.guest.configs import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere import vms
 
 

@@ -5,9 +5,10 @@
 - trust.py: what is accepted from etcd (member names vmcoreos made, http(s)://<IP>:<port> URLs).
 - membership.py: the decisions: when a node has joined, health of a view, quorum, the next leader.
 - keys.py: one key put and read (the data check between the steps of a roll).
-- lock.py: EtcdLock, the lease lock a run holds on the cluster's own etcd.
+- leaselock.py: EtcdLock, the lease lock a run holds on the cluster's own etcd.
 
-`from vmcoreos import etcd` then `etcd.member_list(endpoint)` etc. is how the rest of vmcoreos calls it.
+`from vmcoreos import etcd` is how the rest of vmcoreos calls it. A run carries its own `etcd.Client` (one
+session, its TLS trust) in `run.members.client`; nothing here is swapped module-wide.
 """
 
 from vmcoreos.etcd.client import (
@@ -16,17 +17,10 @@ from vmcoreos.etcd.client import (
     TIMEOUT,
     Client,
     EtcdBusy,
-    default_client,
-    healthy,
-    member_add,
-    member_list,
-    member_remove,
-    move_leader,
-    use_ca,
     v3_prefix,
 )
 from vmcoreos.etcd.keys import get_key, put_key
-from vmcoreos.etcd.lock import LOCK_PREFIX, EtcdLock
+from vmcoreos.etcd.leaselock import LOCK_PREFIX, EtcdLock
 from vmcoreos.etcd.membership import (
     JoinState,
     check_removal,
@@ -45,7 +39,6 @@ from vmcoreos.etcd.view import ClusterView, Member
 __all__ = [
     "MAX_NODE_INDEX", "MAX_REPLY_BYTES", "RECONFIG_PATIENCE", "TIMEOUT", "LOCK_PREFIX",
     "Client", "ClusterView", "EtcdBusy", "EtcdLock", "JoinState", "Member",
-    "check_removal", "check_view", "default_client", "first_view", "get_key", "put_key", "health", "healthy", "join_state", "listed",
-    "member_add", "member_list", "member_remove", "move_leader", "needs_new_leader", "next_leader",
-    "probe_join", "quorum", "same_host", "url_host", "use_ca", "v3_prefix",
+    "check_removal", "check_view", "first_view", "get_key", "health", "join_state", "listed", "needs_new_leader",
+    "next_leader", "probe_join", "put_key", "quorum", "same_host", "url_host", "v3_prefix",
 ]

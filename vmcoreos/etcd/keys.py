@@ -13,18 +13,14 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def put_key(endpoint: str, key: str, value: str) -> bool:
-    """Write key=value; False when the endpoint has no v3 API."""
-    from vmcoreos.etcd import default_client
-
-    return default_client().v3(endpoint, "/kv/put", {"key": _b64(key), "value": _b64(value)}) is not None
+def put_key(client, endpoint: str, key: str, value: str) -> bool:
+    """Write key=value through the run's client; False when the endpoint has no v3 API."""
+    return client.v3(endpoint, "/kv/put", {"key": _b64(key), "value": _b64(value)}) is not None
 
 
-def get_key(endpoint: str, key: str) -> str | None:
+def get_key(client, endpoint: str, key: str) -> str | None:
     """key's value as this member serves it (a linearizable read through the leader); None when absent or no v3."""
-    from vmcoreos.etcd import default_client
-
-    answer = default_client().v3(endpoint, "/kv/range", {"key": _b64(key)})
+    answer = client.v3(endpoint, "/kv/range", {"key": _b64(key)})
     if answer is None:
         return None
     kvs = answer[1].get("kvs")

@@ -2,7 +2,7 @@
 
 The rules are pure functions of a member list and health answers, so they
 are tested as tables; the few functions that ask etcd say so and take an
-endpoint, never a Cluster.
+endpoint and the run's Client, never a Cluster.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from vmcoreos.errors import EtcdError
-from vmcoreos.etcd import client as etcd_client
+from vmcoreos.etcd.client import Client
 from vmcoreos.etcd.trust import check_view
 from vmcoreos.etcd.view import ClusterView, Member
 
@@ -54,19 +54,19 @@ def join_state(view: ClusterView | None, name: str, healthy: bool) -> JoinState:
     return JoinState("healthy", member.id, view.leader == member.id)
 
 
-def probe_join(endpoint: str, name: str) -> JoinState:
+def probe_join(client: Client, endpoint: str, name: str) -> JoinState:
     """Ask the node's own etcd at endpoint how far it has joined (health only once it is listed)."""
     try:
-        view = etcd_client.member_list(endpoint)
+        view = client.member_list(endpoint)
     except Exception:  # not up yet: refused, reset, or answering garbage while it starts
         return JoinState(None)
-    return join_state(view, name, listed(view, name) is not None and etcd_client.healthy(endpoint))
+    return join_state(view, name, listed(view, name) is not None and client.healthy(endpoint))
 
 
 # -- the live view and its health -----------------------------------------------------------
 
 
-def first_view(endpoints: Iterable[str], cluster: str) -> tuple[str, ClusterView] | None:
+def first_view(client: Client, endpoints: Iterable[str], cluster: str) -> tuple[str, ClusterView] | None:
     """The member list from the first endpoint that answers, checked (check_view) before it is used.
 
     A list that answers but names members or URLs vmcoreos never made stops
@@ -74,16 +74,16 @@ def first_view(endpoints: Iterable[str], cluster: str) -> tuple[str, ClusterView
     """
     for endpoint in endpoints:
         try:
-            view = etcd_client.member_list(endpoint)
+            view = client.member_list(endpoint)
         except Exception:
             continue
         return endpoint, check_view(view, cluster, endpoint)
     return None
 
 
-def health(view: ClusterView) -> dict[str, bool]:
+def health(client: Client, view: ClusterView) -> dict[str, bool]:
     """member id -> healthy, asking each member on its own client URLs."""
-    return {m.id: bool(m.client_urls) and any(etcd_client.healthy(u) for u in m.client_urls) for m in view.members}
+    return {m.id: bool(m.client_urls) and any(client.healthy(u) for u in m.client_urls) for m in view.members}
 
 
 # -- removing a member -------------------------------------------------------------------------

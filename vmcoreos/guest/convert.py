@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -24,6 +24,7 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import ports, staticnet, validate
+from vmcoreos.guest.changes import ADDED, DROPPED, MAPPED, NOTE, REMOVED, RENAMED, Change
 from vmcoreos.guest.schema import CLOUD_CONFIG, ETCD2, Field
 
 MEMBER = "etcd-member.service"
@@ -79,27 +80,6 @@ V2_API = (
     "etcd2 and etcd 0.4 served the v2 API; etcd 3.5 serves it only with ETCD_ENABLE_V2=true; set for v2 clients"
     " (fleet, old flannel, `etcdctl set` scripts): drop it once none remain"
 )
-
-# Report actions.
-MAPPED, ADDED, REMOVED, RENAMED, DROPPED, NOTE = "mapped", "added", "removed", "renamed", "dropped", "note"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One report line: what happened to which key, and why."""
-
-    line: int  # 1-based line in the input; 0 when the change has no line
-    action: str  # mapped added removed renamed dropped note
-    path: str  # the input's key path (coreos.etcd2.listen_client_urls, coreos.units[1], …)
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.action}: {self.path}: {self.message}"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Conversion:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from vmcoreos import examples
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, guestinfo, ignition, validate
-from vmcoreos.guest.configs import CLOUD_CONFIG, DEFAULT_KIND, IGNITION, UserConfig
+from vmcoreos.guest.configvalues import CLOUD_CONFIG, DEFAULT_KIND, IGNITION, UserConfig
 from vmcoreos.guest.validate import ERROR, WARNING, Finding
 from vmcoreos.settings import ClusterSettings
 

@@ -8,7 +8,8 @@ problem with its line (validate.py says which findings are errors):
 * load_user_config: the file itself (YAML/JSON, coreos-cloudinit's rules,
   Ignition spec versions) and what the cluster file decides about it (DHCP
   and `$private_ipv4`, the etcd ports, the distro);
-* plan: each node's merged config (addresses in etcd URLs, the 64 KiB limit).
+* planning.plan: each node's merged config (addresses in etcd URLs, the 64 KiB
+  limit), in vmcoreos.guest.planning; the config values in vmcoreos.guest.configvalues.
 """
 
 from __future__ import annotations
@@ -18,17 +19,9 @@ from pathlib import Path
 
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, ignition, validate
-# The config values, the plan and the checks live in their own modules; callers use these names from here.
-from vmcoreos.guest.configs import CLOUD_CONFIG, DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
-from vmcoreos.guest.findings import (
-    DHCP_IGNITION_MESSAGE, UrlSetting, raise_if_errors, settings_findings, url_settings,
-)
-from vmcoreos.guest.planning import cluster_token, first_boot, node_addresses, plan
+from vmcoreos.guest.configvalues import CLOUD_CONFIG, IGNITION, UserConfig
+from vmcoreos.guest.findings import raise_if_errors, settings_findings
 from vmcoreos.settings import ClusterSettings
-
-__all__ = ["CLOUD_CONFIG", "DEFAULT_KIND", "DHCP_IGNITION_MESSAGE", "IGNITION", "PRIVATE_KEY_WARNING", "NodeConfig",
-           "UrlSetting", "UserConfig", "carries_private_key", "cluster_token", "detect", "first_boot",
-           "load_user_config", "node_addresses", "plan", "url_settings"]
 
 _DEFAULT_CONFIG = """#cloud-config
 coreos:

@@ -17,7 +17,7 @@ import json
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import cloudconfig, guestinfo, ignition, leased, macs
-from vmcoreos.guest.configs import DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
+from vmcoreos.guest.configvalues import DEFAULT_KIND, IGNITION, NodeConfig, UserConfig
 from vmcoreos.guest.findings import raise_if_errors, url_findings
 from vmcoreos.guest.sections import config_sections
 from vmcoreos.guest.validate import ERROR, Finding

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
+from vmcoreos.guest.changes import NOTE, Change
+
 
 def _note(path: str, message: str):
-    from vmcoreos.guest.convert import NOTE, Change  # convert imports this module
-
     return Change(0, NOTE, path, message)
 
 

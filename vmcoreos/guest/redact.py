@@ -11,7 +11,7 @@ import json
 import yaml
 
 from vmcoreos.guest import cloudconfig, ignition
-from vmcoreos.guest.nodeconfig import IGNITION, NodeConfig
+from vmcoreos.guest.configvalues import IGNITION, NodeConfig
 
 
 def _mask(value, hint: str) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import json
 
 from vmcoreos.guest import guestinfo
-from vmcoreos.guest.configs import IGNITION
+from vmcoreos.guest.configvalues import IGNITION
 
 _NESTED = ("coreos", "storage", "passwd", "systemd")
 

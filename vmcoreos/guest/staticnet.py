@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from vmcoreos.guest.changes import DROPPED, NOTE, Change
+
 
 @dataclass
 class StaticNetwork:
@@ -67,8 +69,6 @@ def _range_of_three(address: str) -> str:
 
 def drop_static_units(units: list, item_line) -> list:
     """Remove every .network unit that sets a static address; one convert.Change each, with the block to use."""
-    from vmcoreos.guest.convert import DROPPED, NOTE, Change
-
     out = []
     for i in reversed(range(len(units))):
         unit = units[i]

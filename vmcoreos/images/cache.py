@@ -20,7 +20,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from vmcoreos.errors import ConfigError, LockedError
-from vmcoreos.settings import ENV_CACHE_DIR
+from vmcoreos import environment
 
 LOCKS = ".locks"
 RECORD_SUFFIX = ".json"
@@ -30,10 +30,7 @@ SOURCE_SEP = "@"  # <channel>@<mirror id>: the same version from two servers is 
 
 
 def default_cache_dir(environ=None) -> Path:
-    from platformdirs import user_cache_dir
-
-    env = os.environ if environ is None else environ
-    return Path(env.get(ENV_CACHE_DIR) or user_cache_dir("vmcoreos"))
+    return environment.cache_dir(environ=environ)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ a fresh Check and an emptied .part, never a spliced file.
 from __future__ import annotations
 
 import email.utils
-import os
 import re
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from vmcoreos.http_deadlines import WatchedAdapter, within as _within
 from vmcoreos.images.stream import CHUNK
 from vmcoreos.images.verify import Check
 from vmcoreos.reporting import Reporter
-from vmcoreos.settings import ENV_RETRY_MAX_DELAY
+from vmcoreos.environment import ENV_RETRY_MAX_DELAY, value as env_value
 from vmcoreos.text import reason, redact
 
 # curl's --retry list: timeouts, rate limits and gateway trouble are worth another try.
@@ -53,7 +52,7 @@ class _Transient(Exception):
 
 
 def max_delay_from_env(environ=None) -> float:
-    raw = (os.environ if environ is None else environ).get(ENV_RETRY_MAX_DELAY)
+    raw = env_value(ENV_RETRY_MAX_DELAY, environ)
     if not raw:
         return DEFAULT_MAX_DELAY
     try:

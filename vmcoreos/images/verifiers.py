@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.settings import ENV_GPGV, ENV_SQV
+from vmcoreos.environment import ENV_GPGV, ENV_SQV, value as env_value
 
 GPGV_PATHS = ("/usr/bin/gpgv", "/bin/gpgv", "/usr/local/bin/gpgv")
 SQV_PATHS = ("/usr/bin/sqv", "/bin/sqv", "/usr/local/bin/sqv")
@@ -49,7 +49,7 @@ def _executable(path: str) -> bool:
 @functools.cache
 def gpgv_binary() -> str:
     """The absolute path of gpgv: $VMCOREOS_GPGV if set (absolute only), else the first of GPGV_PATHS."""
-    override = os.environ.get(ENV_GPGV)
+    override = env_value(ENV_GPGV)
     if override:
         if not os.path.isabs(override):
             raise ConfigError(f"{ENV_GPGV}={override!r} must be an absolute path to gpgv, like /usr/bin/gpgv")
@@ -69,7 +69,7 @@ def sqv_binary() -> str | None:
     $VMCOREOS_SQV: an absolute path, or "off". Without it, the first of SQV_PATHS; none installed
     is not an error (gpgv judges everything, only slower).
     """
-    override = os.environ.get(ENV_SQV)
+    override = env_value(ENV_SQV)
     if override:
         if override.lower() == "off":
             return None

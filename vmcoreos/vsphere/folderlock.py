@@ -1,6 +1,6 @@
 """The vSphere lock of a cluster that has no etcd yet: a folder that only one run can create.
 
-Until a node runs etcd, this host's lock file (vmcoreos.locks) is the only
+Until a node runs etcd, this host's lock file (vmcoreos.hostlock) is the only
 guard, and it guards only against runs on the same host. CreateFolder is
 atomic in vCenter: when two runs create the same name in one folder, the
 loser gets DuplicateName. So the lock is a folder with one fixed name per

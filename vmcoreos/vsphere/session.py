@@ -7,7 +7,6 @@ objects, instead of pyvmomi's one-call-per-attribute access.
 from __future__ import annotations
 
 import http.client
-import os
 import select
 import socket
 import ssl
@@ -21,28 +20,22 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from vmcoreos import __version__, watchdog
-from vmcoreos.errors import ConfigError, VSphereError
+from vmcoreos.connection import Connection
+from vmcoreos.environment import ENV_API_TIMEOUT, api_timeout
+from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere.faults import ConnectionLost, MissingProperty, permission_denied  # noqa: F401 (re-exported)
-from vmcoreos.settings import Connection
 from vmcoreos.vsphere import probe
 from vmcoreos.text import reason
 from vmcoreos.vsphere.tls import ThumbprintMismatch, host_port, ssl_context
 
 
-def api_timeout() -> float:
-    try:
-        return float(os.environ.get(ENV_API_TIMEOUT) or DEFAULT_API_TIMEOUT)
-    except ValueError:
-        raise ConfigError(f"{ENV_API_TIMEOUT} must be a number of seconds") from None
 
 
 def poll_seconds() -> int:
     # A long poll must come back well before the socket timeout would call it a stall.
     return max(1, min(WAIT_POLL_SECONDS, int(api_timeout() / 3)))
 
-# Every SOAP call gets a socket timeout (VMCOREOS_API_TIMEOUT); long polls ask for less than this.
-ENV_API_TIMEOUT = "VMCOREOS_API_TIMEOUT"
-DEFAULT_API_TIMEOUT = 90.0
+# Every SOAP call gets a socket timeout (VMCOREOS_API_TIMEOUT, environment.api_timeout); long polls ask for less.
 WAIT_POLL_SECONDS = 30
 # Wall-clock limits, in socket timeouts: one SOAP call (its reads trickling or not), and connecting
 # (TCP, TLS handshake, pyvmomi's API version probe, RetrieveServiceContent and Login).

@@ -7,7 +7,7 @@ import ssl
 
 from vmcoreos import watchdog
 from vmcoreos.errors import ConfigError
-from vmcoreos.settings import Connection
+from vmcoreos.connection import Connection
 from vmcoreos.vsphere import probe
 from vmcoreos.vsphere.probe import colons
 

@@ -12,7 +12,7 @@ from vmcoreos.cluster import parallel
 from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import NotJoinedError
-from vmcoreos.guest.nodeconfig import NodeConfig
+from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.reporting import stage
 from vmcoreos.vsphere import guestnet, vms
 from vmcoreos.vsphere.waits import Watch
@@ -46,7 +46,7 @@ def wait_joined(run: Run, configs: list[NodeConfig], deadline: float,
             retry=tenacity.retry_if_result(lambda ok: not ok),
         )
         def ready() -> bool:
-            joined = member_ready(run.members.endpoint_at(st.ip), st)
+            joined = member_ready(run.members.client, run.members.endpoint_at(st.ip), st)
             stage(run.reporter, st.name, st.stage)
             return joined
 
@@ -114,9 +114,9 @@ def node_address(run: Run, name: str, net, primary: str | None) -> str | None:
     return configured if configured in guestnet.reported(net, primary) else None
 
 
-def member_ready(endpoint: str, st: NodeStatus) -> bool:
+def member_ready(client: etcd.Client, endpoint: str, st: NodeStatus) -> bool:
     """Ask the node's own etcd how far it has joined; the rule itself is etcd.membership.join_state."""
-    state = etcd.probe_join(endpoint, st.name)
+    state = etcd.probe_join(client, endpoint, st.name)
     if state.stage is not None:
         st.stage = state.stage
     st.member_id = state.member_id or st.member_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.harness.services import Vcsim
-from tests.vsphere.test_real_vcenter import session_on, target
+from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.images.ova import OvaArchive
 from vmcoreos.vsphere import importer, inventory, vms
 from vmcoreos.vsphere.waits import wait_task

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.harness.test_strict_vcsim import Inventory, clone_spec, destroy, put, pinned_context, ready_lease, \
+from tests.e2e.test_strict_vcsim import Inventory, clone_spec, destroy, put, pinned_context, ready_lease, \
     running_vcsim, wait
 from tests.harness.services import Vcsim
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.harness.services import Vcsim
-from tests.vsphere.test_real_vcenter import import_refused
+from tests.e2e.test_real_vcenter import import_refused
 from vmcoreos.vsphere import hostcert
 
 pytestmark = pytest.mark.e2e

@@ -404,7 +404,7 @@ def test_guest_reports_link_local_then_overlay_then_node_address(tmp_path, subne
         sim.stop()
 
 
-# -- issue 13: real timings --------------------------------------------------------
+# -- real timings: slow tasks and leases ------------------------------------------------
 
 DELAY = 1.5
 
@@ -584,7 +584,7 @@ def test_stop_does_not_wait_out_a_long_poll_in_flight(tmp_path, strict):
         sim.stop()
         took = time.monotonic() - started
     poller.join(10)
-    assert sim.proc.returncode == 0  # it exited on SIGTERM, not by the kill after _stop's 10 s
+    assert sim.proc.returncode == 0  # it exited on SIGTERM, not by the kill after stop_process's 10 s
     assert took < 2, f"vcsim took {took:.1f}s to stop"
 
 

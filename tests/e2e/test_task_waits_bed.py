@@ -1,5 +1,5 @@
 """Task waits on the strict bed with slow clones: a clone that reports progress runs past the stall limit,
-one that reports nothing for it is given up, canceled and removed (issue 13)."""
+one that reports nothing for it is given up, canceled and removed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.harness.services import Vcsim
-from tests.vsphere.test_real_vcenter import session_on, target
+from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import inventory, vms
 

@@ -6,7 +6,7 @@ import pytest
 from pyVmomi import vim
 
 from tests.harness.services import Vcsim
-from tests.vsphere.test_real_vcenter import session_on
+from tests.e2e.test_real_vcenter import session_on
 from vmcoreos.vsphere.faults import MissingProperty
 
 pytestmark = pytest.mark.e2e

@@ -17,9 +17,9 @@ from vmcoreos.cluster.run import Run
 from vmcoreos.reporting import QuietReporter
 from vmcoreos import etcd
 from vmcoreos.errors import EtcdError, LockedError
-from vmcoreos.guest import nodeconfig
-from vmcoreos.settings import parse_cluster
-from tests.harness.services import _stop
+from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.clusterfile import parse_cluster
+from tests.harness.services import stop_process
 
 pytestmark = pytest.mark.e2e  # runs Debian's /usr/bin/etcd
 
@@ -33,6 +33,7 @@ class RealEtcd:
         scheme = "https" if tls else "http"
         self.endpoint = f"{scheme}://{ip}:2379"
         self.proc: subprocess.Popen | None = None
+        self.client = etcd.Client()  # what start() asks for health; a TLS test gives one trusting its CA
 
     def start(self, name: str = "lab-01", *, initial_name: str | None = None) -> "RealEtcd":
         peer = f"http://{self.ip}:2380"
@@ -45,13 +46,13 @@ class RealEtcd:
         with open(self.workdir / "etcd.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
-        while not etcd.healthy(self.endpoint):
+        while not self.client.healthy(self.endpoint):
             assert self.proc.poll() is None and time.monotonic() < deadline, (self.workdir / "etcd.log").read_text()
             time.sleep(0.1)
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.proc = None
 
 
@@ -77,7 +78,7 @@ def _hostile(server: RealEtcd) -> None:
 @pytest.mark.parametrize("config", ["flatcar-etcd-member.yaml", "flatcar-ignition.json"])
 def test_a_hostile_member_name_from_a_real_etcd_never_reaches_a_new_node(real_etcd, tmp_path, mocker, config):
     _hostile(real_etcd)
-    assert etcd.member_list(real_etcd.endpoint).members[0].name == HOSTILE  # the bed really serves it
+    assert etcd.Client().member_list(real_etcd.endpoint).members[0].name == HOSTILE  # the bed really serves it
     name = "node.json" if config.endswith(".json") else "node.yaml"
     (tmp_path / name).write_text((CONFIGS / config).read_text())
     ip = real_etcd.ip
@@ -91,8 +92,8 @@ def test_a_hostile_member_name_from_a_real_etcd_never_reaches_a_new_node(real_et
     mocker.patch.object(Run, "inventory", return_value=Inventory("lab"))
     mocker.patch.object(node_ops, "wait_joined", return_value={"lab-03": NodeStatus("lab-03")})
     # A second voting member could never start here; the refusal must come before member add anyway.
-    add = mocker.patch.object(etcd, "member_add", return_value=etcd.Member("9", "", (), ()))
-    config_3 = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
+    add = mocker.patch.object(etcd.Client, "member_add", return_value=etcd.Member("9", "", (), ()))
+    config_3 = planning.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
     error = None
     try:
         node_ops.join(c, mocker.Mock(), mocker.Mock(), config_3, real_etcd.endpoint)
@@ -110,7 +111,7 @@ def test_a_hostile_member_name_from_a_real_etcd_never_reaches_a_new_node(real_et
 def test_the_v3_cluster_id_is_read_from_the_reply_header(real_etcd):
     real_etcd.start()
     raw = requests.post(f"{real_etcd.endpoint}/v3/cluster/member/list", json={}, timeout=5).json()
-    view = etcd.member_list(real_etcd.endpoint)
+    view = etcd.Client().member_list(real_etcd.endpoint)
     assert view.cluster_id == format(int(raw["header"]["cluster_id"]), "x")
     assert etcd.check_view(view, "lab", real_etcd.endpoint) is view
 
@@ -123,7 +124,7 @@ def _ttl_left(endpoint: str, lease: str) -> int:
 def test_the_lock_keepalive_follows_a_surviving_member(real_etcd, subnet):
     real_etcd.start()
     gone = f"http://{subnet}.99:2379"  # a member a rebuild destroyed: nothing listens there any more
-    lock = etcd.EtcdLock([real_etcd.endpoint], "lab", "host:1", ttl=3)
+    lock = etcd.EtcdLock(etcd.Client(), [real_etcd.endpoint], "lab", "host:1", ttl=3)
     assert lock.acquire()
     try:
         lock.endpoints = [gone, real_etcd.endpoint]
@@ -137,7 +138,7 @@ def test_the_lock_keepalive_follows_a_surviving_member(real_etcd, subnet):
 
 def test_a_lock_whose_keepalive_fails_stops_the_run(real_etcd):
     real_etcd.start()
-    lock = etcd.EtcdLock([real_etcd.endpoint], "lab", "host:1", ttl=3)
+    lock = etcd.EtcdLock(etcd.Client(), [real_etcd.endpoint], "lab", "host:1", ttl=3)
     assert lock.acquire()
     try:
         real_etcd.stop()
@@ -169,19 +170,18 @@ def tls_files(tmp_path, subnet):
 def test_etcd_over_https_with_the_cluster_files_ca(tmp_path, subnet, tls_files):
     ca, cert, key = tls_files
     server = RealEtcd(tmp_path, f"{subnet}.11", tls=(cert, key))
+    trusting = server.client = etcd.Client(str(ca))
     try:
-        etcd.use_ca(str(ca))
         server.start()
         assert server.endpoint.startswith("https://")
-        assert [m.name for m in etcd.member_list(server.endpoint).members] == ["lab-01"]
-        lock = etcd.EtcdLock([server.endpoint], "lab", "host:1")
+        assert [m.name for m in trusting.member_list(server.endpoint).members] == ["lab-01"]
+        lock = etcd.EtcdLock(trusting, [server.endpoint], "lab", "host:1")
         assert lock.acquire()
         lock.release()
-        etcd.use_ca(None)  # system CAs only: the test CA's certificate is refused
-        with pytest.raises(requests.exceptions.SSLError):
-            etcd.member_list(server.endpoint)
+        with pytest.raises(requests.exceptions.SSLError):  # system CAs only: the test CA's certificate is refused
+            etcd.Client().member_list(server.endpoint)
     finally:
-        etcd.use_ca(None)
+        trusting.close()
         server.stop()
 
 
@@ -190,7 +190,7 @@ def test_cluster_file_etcd_tls_settings(tmp_path, tls_files):
     static = {"network": {"mode": "static", "addresses": ["10.0.0.21/24"]}}
     settings = parse_cluster({"cluster": "lab", "etcd": {"ca_file": str(ca)}, "node": static}, base_dir=tmp_path)
     assert settings.etcd.scheme == "https" and settings.etcd.ca_file == ca
-    configs = nodeconfig.plan(settings, nodeconfig.load_user_config(settings), count=1)
+    configs = planning.plan(settings, nodeconfig.load_user_config(settings), count=1)
     assert "ETCD_ADVERTISE_CLIENT_URLS=https://" in configs[0].config_text
     from vmcoreos.errors import ConfigError
 
@@ -205,15 +205,15 @@ def test_with_scheme_https_a_member_advertising_http_is_still_spoken_to_over_tls
     # the health checks or a leader move into the clear.
     ca, cert, key = tls_files
     server = RealEtcd(tmp_path, f"{subnet}.11", tls=(cert, key))
+    tls = server.client = etcd.Client(str(ca), "https")
     try:
-        etcd.use_ca(str(ca), "https")
         server.start()
         plain = server.endpoint.replace("https://", "http://")
-        assert etcd.healthy(plain)
-        assert [m.name for m in etcd.member_list(plain).members] == ["lab-01"]
-        lock = etcd.EtcdLock([plain], "lab", "host:1")
+        assert tls.healthy(plain)
+        assert [m.name for m in tls.member_list(plain).members] == ["lab-01"]
+        lock = etcd.EtcdLock(tls, [plain], "lab", "host:1")
         assert lock.acquire()
         lock.release()
     finally:
-        etcd.use_ca(None)
+        tls.close()
         server.stop()

@@ -15,7 +15,7 @@ import time
 import requests
 
 from vmcoreos.errors import EtcdError, LockedError
-from vmcoreos.etcd import client as etcd_client
+from vmcoreos.etcd.client import Client
 
 LOCK_PREFIX = "/vmcoreos/lock/"
 
@@ -34,7 +34,8 @@ class EtcdLock:
     every membership change) stops the run.
     """
 
-    def __init__(self, endpoints: list[str] | str, cluster: str, holder: str, ttl: int = 60):
+    def __init__(self, client: Client, endpoints: list[str] | str, cluster: str, holder: str, ttl: int = 60):
+        self.client = client  # the run's: its session and TLS trust
         self.endpoints = [e.rstrip("/") for e in ([endpoints] if isinstance(endpoints, str) else endpoints)]
         self.key = LOCK_PREFIX + cluster
         self.holder = holder
@@ -66,7 +67,7 @@ class EtcdLock:
         without_v3 = 0
         for endpoint in order:
             try:
-                answer = etcd_client.default_client().v3(endpoint, path, body)
+                answer = self.client.v3(endpoint, path, body)
             except (requests.RequestException, ValueError) as exc:
                 last = exc
                 continue

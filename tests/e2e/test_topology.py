@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.harness.services import Vcsim
-from tests.vsphere.test_real_vcenter import session_on, target
+from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import inventory
 

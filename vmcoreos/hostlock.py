@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import Iterator
 
 import filelock
-from platformdirs import user_state_dir
 
 from vmcoreos.errors import ConfigError, LockedError
-from vmcoreos.settings import ENV_LOCK_DIR
+from vmcoreos import environment
+from vmcoreos.environment import ENV_LOCK_DIR
 from vmcoreos.state import current_user
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get(ENV_LOCK_DIR) or Path(user_state_dir("vmcoreos")) / "locks")
+    return environment.lock_dir()
 
 
 def _unusable(directory: Path, exc: OSError) -> ConfigError:
-    where = f"{ENV_LOCK_DIR}={directory}" if os.environ.get(ENV_LOCK_DIR) else f"the lock directory {directory}"
+    where = f"{ENV_LOCK_DIR}={directory}" if environment.value(ENV_LOCK_DIR) else f"the lock directory {directory}"
     reason = "it is not a directory" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
     return ConfigError(f"{where} cannot hold lock files: {reason}; point {ENV_LOCK_DIR} at a writable directory")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.test_strict_vcsim import running_vcsim, wait
+from tests.e2e.test_strict_vcsim import running_vcsim, wait
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from vmcoreos import naming
-from vmcoreos.guest import nodeconfig
-from vmcoreos.guest.nodeconfig import NodeConfig, UserConfig
+from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.guest.configvalues import NodeConfig, UserConfig
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings, Overrides
 
@@ -34,7 +34,7 @@ def prepare(settings: ClusterSettings, overrides: Overrides = Overrides()) -> Pr
         settings = replace(settings, etcd=replace(settings.etcd, bootstrap="discovery", discovery=url))
     user = nodeconfig.load_user_config(settings)
     warnings += [f"{user.source} {w}" for w in user.warnings]
-    configs = nodeconfig.plan(settings, user, count=settings.count)
+    configs = planning.plan(settings, user, count=settings.count)
     size = settings.count if overrides.discovery_etcd else None
     return Prepared(settings, user, tuple(configs), tuple(warnings), size, file_count, overrides.count is not None)
 
@@ -44,7 +44,8 @@ def claim_discovery(prepared: Prepared, reporter: Reporter) -> None:
     if prepared.discovery_size is None:
         return
     from vmcoreos import discovery
+    from vmcoreos.text import origin
 
     url = prepared.settings.etcd.discovery
     discovery.create(url, prepared.discovery_size)
-    reporter.event(f"minted discovery token for {prepared.discovery_size} members on {discovery._shown(url)}")
+    reporter.event(f"minted discovery token for {prepared.discovery_size} members on {origin(url)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.test_strict_vcsim import Inventory, clone_spec, destroy, running_vcsim, wait
+from tests.e2e.test_strict_vcsim import Inventory, clone_spec, destroy, running_vcsim, wait
 
 pytestmark = pytest.mark.e2e  # every test starts build/vcsim
 

@@ -1,0 +1,178 @@
+"""The house rules, checked from the source: module and class sizes, no import cycle inside vmcoreos,
+no module-level __getattr__ forwarding, environment variables read in one module, README a front page.
+
+Each check reads the files with the ast module, so it runs in milliseconds and names what to fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "vmcoreos"
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 200
+MAX_README_LINES = 300
+
+# KNOWN CYCLES, to be emptied: an import cycle that exists while another branch removes it, as the set
+# of modules in it. Empty now (images/ova <-> images/source went with main's verification pipeline);
+# test_the_known_cycles_still_exist fails when an entry outlives its cycle.
+KNOWN_CYCLES: set[frozenset[str]] = {
+    # Landed on main at 03:00 (vsphere/power.py <-> vsphere/vms.py), after this branch's last merge:
+    # for its owner to break (a module below both); the lead removes the entry then.
+    frozenset({"vmcoreos.vsphere.power", "vmcoreos.vsphere.vms"}),
+}
+
+# KNOWN E2E OUTSIDE tests/e2e/, to be emptied: main's tests/vsphere/test_privileges.py (landed at
+# 03:00) mixes five e2e tests with two unit tests; they move to tests/e2e/ when it is split.
+KNOWN_E2E_OUTSIDE: set[str] = {"tests/vsphere/test_privileges.py"}
+
+# KNOWN LONG CLASSES, to be emptied: images/ is the security developer's, and main's
+# images/fetch.py Fetcher is one line over the limit (201). The lead removes this entry once
+# images/ splits it; any other class over the limit fails at once, and so does this one if it grows.
+KNOWN_LONG_CLASSES: dict[str, int] = {"vmcoreos.images.fetch.Fetcher": 201}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text())
+
+
+def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return True
+    return False
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The vmcoreos modules `name` imports, at module level or inside functions (a lazy import is still
+    a dependency); `from pkg import mod` counts as importing pkg.mod when that is a module."""
+    tree = parsed(path)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or _type_checking_only(node, parents):
+            continue
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                out.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {m for m in out if m in known and m != name}
+
+
+@functools.cache
+def import_graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imports_of(name, path, set(found)) for name, path in found.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(frozenset(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_module_over_400_lines():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"split these modules (at most {MAX_MODULE_LINES} lines each)"
+
+
+def test_no_class_over_200_lines():
+    long = {}
+    for name, path in modules().items():
+        for node in ast.walk(parsed(path)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                long[f"{name}.{node.name}"] = node.end_lineno - node.lineno + 1
+    over = {name: n for name, n in long.items() if n > KNOWN_LONG_CLASSES.get(name, MAX_CLASS_LINES)}
+    assert over == {}, f"split these classes (at most {MAX_CLASS_LINES} lines each)"
+
+
+def test_no_import_cycle_inside_vmcoreos():
+    found = set(cycles(import_graph()))
+    assert found - KNOWN_CYCLES == set(), "new import cycles: move what both sides need to a module below both"
+
+
+def test_the_known_cycles_still_exist():
+    # Keeps KNOWN_CYCLES honest: an entry whose cycle is gone must go too.
+    assert KNOWN_CYCLES - set(cycles(import_graph())) == set(), "remove these entries from KNOWN_CYCLES"
+
+
+def test_no_module_level_getattr_forwarding():
+    forwarding = [name for name, path in modules().items()
+                  if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+                         for node in parsed(path).body)]
+    assert forwarding == [], "import names from the module that defines them instead of forwarding"
+
+
+def test_environment_variables_are_read_only_in_vmcoreos_environment():
+    readers = []
+    for name, path in modules().items():
+        if name == "vmcoreos.environment":
+            continue
+        for node in ast.walk(parsed(path)):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+                readers.append(f"{name}:{node.lineno}")
+    assert readers == [], "ask vmcoreos.environment (value, lookup or a typed reader) instead"
+
+
+def test_readme_is_a_front_page():
+    lines = len((ROOT / "README.md").read_text().splitlines())
+    assert lines <= MAX_README_LINES, f"README.md has {lines} lines; move detail to docs/"
+
+
+def test_only_tests_under_tests_e2e_are_end_to_end():
+    marks = re.compile(r"@pytest\.mark\.e2e|^pytestmark\s*=.*\be2e\b", re.M)
+    marked = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
+              if p.relative_to(ROOT / "tests").parts[0] != "e2e" and marks.search(p.read_text())]
+    assert set(marked) - KNOWN_E2E_OUTSIDE == set(), "move these end-to-end tests to tests/e2e/ (the bed's fixtures live there)"
+
+
+def test_the_cycle_finder_finds_a_cycle_and_a_lazy_import():
+    # The finder itself: a three-module cycle, a lone edge and a self-import.
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [frozenset({"a", "b", "c"})]
