@@ -18,22 +18,14 @@ MAX_CLASS_LINES = 200
 MAX_README_LINES = 300
 
 # KNOWN CYCLES, to be emptied: an import cycle that exists while another branch removes it, as the set
-# of modules in it. Empty now (images/ova <-> images/source went with main's verification pipeline);
-# test_the_known_cycles_still_exist fails when an entry outlives its cycle.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # Landed on main at 03:00 (vsphere/power.py <-> vsphere/vms.py), after this branch's last merge:
-    # for its owner to break (a module below both); the lead removes the entry then.
-    frozenset({"vmcoreos.vsphere.power", "vmcoreos.vsphere.vms"}),
-}
+# of modules in it. Empty now; test_the_known_cycles_still_exist fails when an entry outlives its cycle.
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
-# KNOWN E2E OUTSIDE tests/e2e/, to be emptied: main's tests/vsphere/test_privileges.py (landed at
-# 03:00) mixes five e2e tests with two unit tests; they move to tests/e2e/ when it is split.
-KNOWN_E2E_OUTSIDE: set[str] = {"tests/vsphere/test_privileges.py"}
+# KNOWN E2E OUTSIDE tests/e2e/, to be emptied: a module that mixes unit and e2e tests while it is split.
+KNOWN_E2E_OUTSIDE: set[str] = set()
 
-# KNOWN LONG CLASSES, to be emptied: images/ is the security developer's, and main's
-# images/fetch.py Fetcher is one line over the limit (201). The lead removes this entry once
-# images/ splits it; any other class over the limit fails at once, and so does this one if it grows.
-KNOWN_LONG_CLASSES: dict[str, int] = {"vmcoreos.images.fetch.Fetcher": 201}
+# KNOWN LONG CLASSES, to be emptied: a class over the limit while its owner splits it (name -> its lines).
+KNOWN_LONG_CLASSES: dict[str, int] = {}
 
 
 def modules() -> dict[str, Path]:

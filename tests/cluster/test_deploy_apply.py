@@ -53,7 +53,7 @@ def recorded(monkeypatch):
     monkeypatch.setattr(deploy, "cluster_lock", lambda run, nodes: _lock(log))
     monkeypatch.setattr(deploy.spread, "keep_rule", lambda run, nodes: None)  # placement's, tested on its own
     monkeypatch.setattr(ops, "remove_node", lambda run, vm, nodes: log.append(("remove", vm.name)))
-    monkeypatch.setattr(deploy.vms, "power_on", lambda session, vm: log.append(("power on", vm.name)))
+    monkeypatch.setattr(deploy.power, "on", lambda session, vm: log.append(("power on", vm.name)))
     monkeypatch.setattr(deploy, "_template", lambda run, planned, n, result: (log.append(("template", n)), ("T", "I"))[1])
     monkeypatch.setattr(deploy, "_create", lambda run, planned, nodes, result, once: (
         once(), log.append(("create", [c.name for c in planned.create])), result.created.extend(

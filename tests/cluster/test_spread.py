@@ -9,7 +9,7 @@ from pyVmomi import vim
 
 from vmcoreos.cluster import nodes, spread
 from vmcoreos.cluster.placement import Spot
-from vmcoreos.vsphere import vms
+from vmcoreos.vsphere import power, vms
 from vmcoreos.vsphere.topology import Topology
 
 
@@ -43,7 +43,7 @@ def test_a_clone_joins_the_rule_before_it_powers_on(mocker, drs):
     mocker.patch.object(vms, "first_nic", return_value=None)
     mocker.patch.object(vms, "network_backing", return_value=None)
     mocker.patch.object(spread, "_sync", side_effect=lambda run, refs: order.rule(sorted(r._moId for r in refs)))
-    mocker.patch.object(vms, "power_on_many", side_effect=lambda session, found: order.power([v.name for v in found]))
+    mocker.patch.object(power, "on_many", side_effect=lambda session, found: order.power([v.name for v in found]))
     template = SimpleNamespace(vm=None, name="t", linked_snapshot=None)
     image = SimpleNamespace(distro="flatcar", version="1", sha512="ab" * 64, signed=None)
     configs = [SimpleNamespace(name=f"lab-0{i}", guestinfo={}, mac=None, digest="digest", sections=(("config", "x"),))

@@ -12,7 +12,7 @@ import pytest
 from tests.harness.services import Vcsim
 from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.images.ova import OvaArchive
-from vmcoreos.vsphere import importer, inventory, vms
+from vmcoreos.vsphere import importer, inventory, power, vms
 from vmcoreos.vsphere.waits import wait_task
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +51,7 @@ def test_consecutive_boots_never_fail_on_power_state_when_vcenter_powers_clones_
         spec = vms.clone_spec(placement, cpus=1, memory_mb=256, extra=vms.marks("race", "node"))
         (ref,) = vms.clone_many(session, template, [(name, spec)], placement, cluster="race")
         made = vms.refresh_many(session, [vms.VmInfo(ref, name, False, "", None, None)])
-        vms.power_on_many(session, made)  # raced by the bed's own power-on every time
+        power.on_many(session, made)  # raced by the bed's own power-on every time
         (now,) = vms.refresh_many(session, made)
         assert now.power == "poweredOn", round_
         vms.destroy(session, now, "race")

@@ -24,7 +24,7 @@ from vmcoreos.cluster import template
 from vmcoreos.cluster.joining import KEPT, join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.reporting import stage
-from vmcoreos.vsphere import vms
+from vmcoreos.vsphere import power, vms
 
 
 def plan(run: Run, prepared: Prepared, *, dry_run: bool = False) -> DeployPlan:
@@ -57,7 +57,7 @@ def apply(run: Run, planned: DeployPlan, *, rollback: bool = False) -> RunResult
         spread.keep_rule(run, nodes)  # the rule holds the nodes that stay (and those made before it existed)
         for name in planned.power_on:
             run.reporter.event(f"{name}: powering on")
-            vms.power_on(run.session, nodes[name])
+            power.on(run.session, nodes[name])
             stage(run.reporter, name, "powered on")
             result.started.append(name)
         try:

@@ -15,7 +15,7 @@ from vmcoreos.guest import guestinfo, planning
 from vmcoreos.guest.configvalues import IGNITION, NodeConfig
 from vmcoreos.images import source
 from vmcoreos.reporting import stage
-from vmcoreos.vsphere import vms
+from vmcoreos.vsphere import power, vms
 
 
 def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, marked: NodeConfig,
@@ -67,7 +67,7 @@ def clone_all(run: Run, template: Template, image: source.VerifiedImage,
             stage(run.reporter, name, "cloned")
     made = vms.refresh_many(run.session, [vms.VmInfo(ref, name, False, "", None, None) for ref, name in zip(refs, names)])
     spread.keep_rule(run, nodes, made)  # on a DRS cluster, before they power on
-    vms.power_on_many(run.session, made)
+    power.on_many(run.session, made)
     for name in names:
         stage(run.reporter, name, "powered on")
 
@@ -106,7 +106,7 @@ def second_boot(run: Run, vm: vms.VmInfo, config: NodeConfig, marked: NodeConfig
     run.reporter.event(f"{config.name}: leased {config.ip}; writing its membership and booting it again")
     vms.reconfigure(run.session, vm, extra, run.name)
     vms.power_off(run.session, vm, run.name)
-    vms.power_on(run.session, vms.refresh(run.session, vm))
+    power.on(run.session, vms.refresh(run.session, vm))
 
 
 def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str) -> NodeStatus:
@@ -279,8 +279,8 @@ def resize(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
     except Exception:
         # Refused (a host without that many CPUs, a quota): the node goes back as it was, a member again.
         with contextlib.suppress(Exception):
-            vms.power_on(run.session, vms.refresh(run.session, vm))
+            power.on(run.session, vms.refresh(run.session, vm))
         raise
     run.reporter.event(f"{vm.name}: powering on")
-    vms.power_on(run.session, vms.refresh(run.session, vm))
+    power.on(run.session, vms.refresh(run.session, vm))
     stage(run.reporter, vm.name, "powered on")

@@ -171,6 +171,14 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
         raise
 
 
+def recorded(deployed: binding.Deployed, cache_dir: Path, distro: str):
+    """(SHA-512, version, where) for every image this host's cache and the cluster's nodes hold."""
+    for sha512, version in deployed.images.items():
+        yield sha512, version, "on the cluster's nodes"
+    for sha512, version in cache.recorded_images(cache_dir, distro):
+        yield sha512, version, "in this host's image cache"
+
+
 class Fetcher:
     """Releases into the cache: reuse what still verifies, else download and verify in one pass."""
 
@@ -210,13 +218,6 @@ class Fetcher:
             label_what="the version.txt naming it", digests_signed=digests[2] if digests else None,
             digests=digests is not None, version=release.version,
         )
-
-    def _recorded(self, distro: str):
-        """(SHA-512, version, where) for every image this host's cache and the cluster's nodes hold."""
-        for sha512, version in self.deployed.images.items():
-            yield sha512, version, "on the cluster's nodes"
-        for sha512, version in cache.recorded_images(self.cache_dir, distro):
-            yield sha512, version, "in this host's image cache"
 
     # -- what vouches for the image --------------------------------------------------
 
@@ -337,7 +338,8 @@ class Fetcher:
             size, _ = self.http.download(release.url, entry.part, check.restart, label)
             verdict, sha512 = check.verdicts(*(expected[:2] if expected else (None, "")))
             if release.version and not self.insecure:
-                binding.check_one_version(entry.file, sha512, release.version, self._recorded(release.distro))
+                binding.check_one_version(entry.file, sha512, release.version,
+                                          recorded(self.deployed, self.cache_dir, release.distro))
             f = open_image(entry.part, "downloaded image")
             if identity(f)[2] != size:
                 raise VerificationError(f"{entry.part} is not the {size} bytes just verified; something writes to the cache")

@@ -15,6 +15,10 @@ from vmcoreos.vsphere.vms import VmInfo
 from vmcoreos.vsphere.waits import wait_tasks
 
 
+def on(session: Session, vm: VmInfo) -> None:
+    on_many(session, [vm])
+
+
 def on_many(session: Session, found: list[VmInfo]) -> None:
     """Power on every VM that is off, with one wait over all their tasks; the tool is the one owner.
 

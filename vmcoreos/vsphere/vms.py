@@ -139,7 +139,7 @@ def clone_spec(placement: Placement, *, cpus: int, memory_mb: int, extra: dict[s
         vAppConfigRemoved=True,
         deviceChange=list(devices),
     )
-    # powerOn=False: the tool powers nodes on (power_on_many), one owner. vCenter would power the clone
+    # powerOn=False: the tool powers nodes on (vsphere/power.py), one owner. vCenter would power the clone
     # on in a task of its own after the clone task, racing the tool's own PowerOn (InvalidPowerState).
     return vim.vm.CloneSpec(
         location=relocate, config=config, powerOn=False, template=False, snapshot=linked_snapshot
@@ -360,17 +360,6 @@ def rename_and_mark(session: Session, vm: VmInfo, name: str, extra: dict[str, st
     require_owned(vm, cluster, "rename")
     task = vm.ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(name=name, extraConfig=option_values(extra)))
     wait_task(session, task, what=f"renaming {vm.name} to {name}")
-
-
-def power_on(session: Session, vm: VmInfo) -> None:
-    power_on_many(session, [vm])
-
-
-def power_on_many(session: Session, found: list[VmInfo]) -> None:
-    """Power on every VM that is off, with one wait over them all (vsphere/power.py: the tool is the one owner)."""
-    from vmcoreos.vsphere import power
-
-    power.on_many(session, found)
 
 
 def refresh_many(session: Session, found: list[VmInfo]) -> list[VmInfo]:
