@@ -131,14 +131,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
     joined = planning.plan(
         run.settings, run.user, count=count, only=[config.name], existing_members=peers, leases=leases
     )[0]
-    peer_url = run.members.peer_url(joined.ip)
-    added = None
-    if not any(peer_url in m.peer_urls for m in view.members):
-        run.members.before_change(endpoint, view, run.inventory().nodes)
-        run.reporter.event(f"{config.name}: etcd member add {peer_url}")
-        stage(run.reporter, config.name, "etcd member add")
-        added = run.members.client.member_add(endpoint, peer_url)
-        stage(run.reporter, config.name, "member added")
+    added = _add_member(run, config.name, endpoint, view, run.members.peer_url(joined.ip))
     try:
         if run.dhcp:
             second_boot(run, run.inventory().nodes[config.name], joined, config)
@@ -169,18 +162,25 @@ def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoi
     view = etcd.check_view(run.members.client.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
     added = None
     try:
-        if not any(peer_url in m.peer_urls for m in view.members):
-            run.members.before_change(endpoint, view, run.inventory().nodes)
-            run.reporter.event(f"{config.name}: leased {ip}; etcd member add {peer_url}")
-            stage(run.reporter, config.name, "etcd member add")
-            added = run.members.client.member_add(endpoint, peer_url)
-            stage(run.reporter, config.name, "member added")
+        added = _add_member(run, config.name, endpoint, view, peer_url, f"leased {ip}; ")
         return wait_joined(run, [config], deadline)[config.name]
     except (KeyboardInterrupt, SystemExit):
         if added is not None:
             with contextlib.suppress(Exception):
                 _rollback_join(run, config, endpoint, added)
         raise
+
+
+def _add_member(run: Run, name: str, endpoint: str, view, peer_url: str, why: str = "") -> etcd.Member | None:
+    """member add for a joining node, unless etcd lists its peer URL already (a resumed run); the added member."""
+    if any(peer_url in m.peer_urls for m in view.members):
+        return None
+    run.members.before_change(endpoint, view, run.inventory().nodes)
+    run.reporter.event(f"{name}: {why}etcd member add {peer_url}")
+    stage(run.reporter, name, "etcd member add")
+    added = run.members.client.member_add(endpoint, peer_url)
+    stage(run.reporter, name, "member added")
+    return added
 
 
 def _rollback_join(run: Run, config: NodeConfig, endpoint: str, added: etcd.Member) -> None:
