@@ -1,17 +1,19 @@
 """What every test may use: the CLI runner, a test signing key, the e2e marker by folder, the
-session-wide leak check and the unit suite's CPU budget.
+session-wide leak check and the unit suite's CPU budget, all of which also hold when pytest-xdist
+spreads the tests over worker processes (`make test` and `make test-unit` run with -n).
 
 The bed's fixtures (vcsim, guestsim, the big OVA, subnets, the fault proxy) live in
 tests/e2e/conftest.py, so only tests under tests/e2e/ can use them, and every test there is marked
 e2e; `make test-unit` runs everything else (which may call Debian's command-line checkers: gnupg,
 gpgv, sqv, ignition-validate, systemd-analyze, never the simulator, the guest simulator, etcd or
-the release server). End-to-end tests run the installed `vmcoreos` as a
-subprocess, exactly as a user would (tests/harness/runner.py), and everything it prints is kept
-for the secret scan below.
+the release server). Unit tests run the CLI in-process (the `cli` fixture) unless the process is
+the point; end-to-end tests run the installed `vmcoreos` as a subprocess, exactly as a user would
+(tests/harness/runner.py); everything either prints is kept for the secret scan below.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import time
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.bed import signed_image
-from tests.harness.runner import LOCK_DIRS, LOCKED_IN, OUTPUT_LOG, STATE, run_vmcoreos
+from tests.harness.runner import LOCK_DIRS, LOCKED_IN, OUTPUT_LOG, STATE, invoke_vmcoreos
 
 E2E = Path(__file__).parent / "e2e"
 
@@ -33,7 +35,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def cli():
-    return run_vmcoreos
+    """The CLI in this process (tests/e2e/conftest.py overrides it with the installed tool, a subprocess)."""
+    return invoke_vmcoreos
 
 
 @pytest.fixture(scope="session")
@@ -56,16 +59,21 @@ def signed_ova(tmp_path_factory, signer):
 
 _LEAKS = pytest.StashKey[list]()  # what pytest_sessionfinish found, for the terminal summary
 _COST = pytest.StashKey[str]()  # the unit suite's wall and CPU time, for the terminal summary
-# `make test-unit` must stay quick. Measured in CPU seconds (this process and every child it waited
-# for: the CLI runs, gpgv, sqv), which a busy shared machine does not inflate the way it does wall
-# time; on an idle 2-core machine the suite's wall time is about its CPU time.
+_WORKERS = pytest.StashKey[list]()  # under xdist, what each worker reported when it finished
+# `make test-unit` must stay quick. Measured in CPU seconds (this process, every xdist worker and
+# every child they waited for: the CLI runs, gpgv, sqv), which a busy shared machine does not inflate
+# the way it does wall time; spread over the 2 cores by xdist, the wall time is about half of it.
 UNIT_CPU_BUDGET = 60.0
 _STARTED = time.monotonic()
 
 
-def _cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def _cpu_seconds(*, children: bool = True) -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    spent = own.ru_utime + own.ru_stime
+    if children:
+        waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent += waited.ru_utime + waited.ru_stime
+    return spent
 
 
 def _whole_unit_suite(config) -> bool:
@@ -74,29 +82,51 @@ def _whole_unit_suite(config) -> bool:
     return config.option.markexpr == "not e2e" and args in ([], [Path(__file__).parent])
 
 
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller's side of xdist: keep what a finished worker found (its leaks, its CPU, its pid)."""
+    node.config.stash.setdefault(_WORKERS, []).append(getattr(node, "workeroutput", {}))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the session if what it ran printed a secret or left a process, temp file or held lock,
     or if it was the whole unit suite and went over its CPU budget.
 
     A hook, not a last test: it runs after any selection (one test or all) and checks what
-    those tests did, not what a full run in collection order would have done.
+    those tests did, not what a full run in collection order would have done. Under xdist each
+    worker checks its own runs (a process a worker leaked is its child, and would be nobody's once
+    the worker exits) and hands the findings to the controller, which alone decides the exit status.
     """
     import psutil
 
     from tests.harness.leaks import find_leaks
 
+    config = session.config
+    workers = config.stash.get(_WORKERS, [])
     try:
         problems = find_leaks(outputs=OUTPUT_LOG, parent=psutil.Process(), state=STATE,
-                              lock_dirs=LOCK_DIRS | {STATE / "locks"}, locked_in=LOCKED_IN)
+                              lock_dirs=LOCK_DIRS | {STATE / "locks"}, locked_in=LOCKED_IN,
+                              ignore_pids={w["pid"] for w in workers if "pid" in w})
     finally:
         shutil.rmtree(STATE, ignore_errors=True)
-    if _whole_unit_suite(session.config):
-        cpu, wall = _cpu_seconds(), time.monotonic() - _STARTED
-        session.config.stash[_COST] = f"the unit suite took {wall:.0f} s, {cpu:.0f} s of CPU (budget {UNIT_CPU_BUDGET:.0f} s)"
+    if _is_worker(config):
+        config.workeroutput.update(pid=os.getpid(), problems=problems, cpu=_cpu_seconds())
+        return
+    for worker in workers:
+        problems += worker.get("problems", [])
+    if _whole_unit_suite(config):
+        # A worker's CPU is counted by the worker, not through RUSAGE_CHILDREN here, so none twice.
+        cpu = _cpu_seconds(children=not workers) + sum(w.get("cpu", 0.0) for w in workers)
+        wall = time.monotonic() - _STARTED
+        config.stash[_COST] = f"the unit suite took {wall:.0f} s, {cpu:.0f} s of CPU (budget {UNIT_CPU_BUDGET:.0f} s)"
         if cpu > UNIT_CPU_BUDGET:
             problems.append(f"the unit suite used {cpu:.0f} s of CPU, over its {UNIT_CPU_BUDGET:.0f} s budget;"
                             " make the slow tests cheaper (--durations=20 names them) or move bed work to tests/e2e/")
-    session.config.stash[_LEAKS] = problems
+    config.stash[_LEAKS] = problems
     if problems and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -57,10 +57,12 @@ def test_a_deploy_that_locked_somewhere_else_is_found(tmp_path):
     assert leaks.locks_held([missing], []) == []
 
 
-def test_the_session_fails_when_a_test_leaked():
-    # The planted test itself passes; only the session-finish hook can turn the run red.
+@pytest.mark.parametrize("spread", [[], ["-n", "1"]], ids=["one-process", "xdist-worker"])
+def test_the_session_fails_when_a_test_leaked(spread):
+    # The planted test itself passes; only the session-finish hook can turn the run red. Under xdist
+    # the leak is a worker's, and only the controller's exit status counts.
     env = dict(os.environ)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *spread,
                           "tests/harness/planted_leak.py::test_planted_leak"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout + run.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import typer
 
+from tests.harness.runner import invoke_vmcoreos
 from vmcoreos.cli.application import App, redact_urls
 from vmcoreos.errors import DownloadError
 
@@ -37,10 +38,7 @@ def test_a_run_redacts_every_error(exc, capsys):
     (["dploy"], "No such command 'dploy'"),
 ])
 def test_a_usage_error_is_one_line_that_says_where_help_is(args, words):
-    import subprocess
-    import sys
-
-    run = subprocess.run([sys.executable, "-m", "vmcoreos", *args], capture_output=True, text=True, timeout=60)
+    run = invoke_vmcoreos(args)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("vmcoreos: error: "), run.stderr
     assert words in run.stderr and "--help'" in run.stderr

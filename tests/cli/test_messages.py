@@ -5,15 +5,12 @@ from __future__ import annotations
 import gzip
 import base64
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.harness.runner import run_vmcoreos
+from tests.harness.runner import invoke_vmcoreos
 from vmcoreos.cli.app import app
 from vmcoreos.cli.terminal import Terminal
 
@@ -40,7 +37,7 @@ def one_line(run, code: int, *needles: str) -> str:
 
 def _status_with_password_file(cluster_file, path):
     env = {**UNREACHABLE, "VMCOREOS_PASSWORD": ""}
-    return run_vmcoreos(["status", "-c", str(cluster_file), "--password-file", str(path)], env=env)
+    return invoke_vmcoreos(["status", "-c", str(cluster_file), "--password-file", str(path)], env=env)
 
 
 def test_a_directory_as_password_file_is_not_a_file_not_a_chmod(cluster_file, tmp_path):
@@ -75,7 +72,7 @@ def test_a_lock_dir_that_cannot_hold_locks_is_exit_2_naming_the_variable(cluster
     plain = tmp_path / "plain"
     plain.write_text("")
     lock_dir = plain if where == "file" else plain / "locks"
-    run = run_vmcoreos(["deploy", "-c", str(cluster_file), "--ova", str(tmp_path / "x.ova")],
+    run = invoke_vmcoreos(["deploy", "-c", str(cluster_file), "--ova", str(tmp_path / "x.ova")],
                        env={**UNREACHABLE, "VMCOREOS_LOCK_DIR": str(lock_dir)})
     one_line(run, 2, f"VMCOREOS_LOCK_DIR={lock_dir} cannot hold lock files", "point VMCOREOS_LOCK_DIR at")
 
@@ -84,7 +81,7 @@ def test_a_lock_dir_that_cannot_hold_locks_is_exit_2_naming_the_variable(cluster
 
 
 def test_fetch_says_an_unknown_distro_before_asking_for_a_key(tmp_path):
-    run = run_vmcoreos(["fetch", "--distro", "ubuntu", "--cache-dir", str(tmp_path / "c")])
+    run = invoke_vmcoreos(["fetch", "--distro", "ubuntu", "--cache-dir", str(tmp_path / "c")])
     line = one_line(run, 2, "distro 'ubuntu' is not one of flatcar")
     assert "--trusted-key" not in line
 
@@ -92,11 +89,11 @@ def test_fetch_says_an_unknown_distro_before_asking_for_a_key(tmp_path):
 def test_an_empty_cluster_file_is_named(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
-    one_line(run_vmcoreos(["render", "-c", str(path)]), 2, f"cluster file {path} is empty")
+    one_line(invoke_vmcoreos(["render", "-c", str(path)]), 2, f"cluster file {path} is empty")
 
 
 def test_encode_dash_reads_stdin():
-    run = run_vmcoreos(["encode", "-"], input="#cloud-config\nhostname: a\n")
+    run = invoke_vmcoreos(["encode", "-"], input="#cloud-config\nhostname: a\n")
     assert run.returncode == 0, run.output
     assert gzip.decompress(base64.b64decode(run.stdout.strip())) == b"#cloud-config\nhostname: a\n"
 
@@ -114,7 +111,7 @@ def test_help_lists_only_the_exit_codes_a_command_returns(command, codes):
 
 
 def test_rebuild_insecure_skip_verify_does_not_suggest_insecure(cluster_file):
-    run = run_vmcoreos(["rebuild", "-c", str(cluster_file), "--insecure-skip-verify"], env=UNREACHABLE)
+    run = invoke_vmcoreos(["rebuild", "-c", str(cluster_file), "--insecure-skip-verify"], env=UNREACHABLE)
     line = one_line(run, 2, "rebuild has no --insecure-skip-verify", "always verifies the image")
     assert "Did you mean" not in run.output and "Usage" not in run.output
     assert "--insecure-skip-verify" not in CliRunner().invoke(app, ["rebuild", "--help"]).stdout
@@ -125,13 +122,13 @@ def test_rebuild_insecure_skip_verify_does_not_suggest_insecure(cluster_file):
 
 
 def test_version_and_completion():
-    run = run_vmcoreos(["--version"])
+    run = invoke_vmcoreos(["--version"])
     assert run.returncode == 0 and run.stdout.startswith("vmcoreos ") and run.stdout.count("\n") == 1
-    assert "--show-completion" in run_vmcoreos(["--help"]).stdout
+    assert "--show-completion" in invoke_vmcoreos(["--help"]).stdout
 
 
 def test_status_that_cannot_reach_vcenter_is_unknown_6_with_a_json_error(cluster_file):
-    run = run_vmcoreos(["status", "-c", str(cluster_file), "--json"], env=UNREACHABLE)
+    run = invoke_vmcoreos(["status", "-c", str(cluster_file), "--json"], env=UNREACHABLE)
     assert run.returncode == 6, run.output
     doc = json.loads(run.stdout)
     assert doc["schema"] == 1 and doc["error"]["exit_code"] == 6
@@ -142,7 +139,7 @@ def test_status_that_cannot_reach_vcenter_is_unknown_6_with_a_json_error(cluster
 def test_a_json_failure_is_an_error_object_and_nothing_else_on_stdout(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
-    run = run_vmcoreos(["render", "-c", str(path), "--json"])
+    run = invoke_vmcoreos(["render", "-c", str(path), "--json"])
     assert run.returncode == 2
     assert json.loads(run.stdout) == {"schema": 1, "error": {"message": f"cluster file {path} is empty;"
                                                                         " start from the example `vmcoreos init` writes",
@@ -150,7 +147,7 @@ def test_a_json_failure_is_an_error_object_and_nothing_else_on_stdout(tmp_path):
 
 
 def test_every_json_result_carries_schema_1(cluster_file):
-    run = run_vmcoreos(["render", "-c", str(cluster_file), "--json"])
+    run = invoke_vmcoreos(["render", "-c", str(cluster_file), "--json"])
     assert run.returncode == 0, run.output
     doc = json.loads(run.stdout)
     assert doc["schema"] == 1 and [n["name"] for n in doc["nodes"]] == ["lab-01"]
@@ -171,9 +168,9 @@ def test_a_table_off_a_terminal_is_never_cut(capfd, monkeypatch):
 
 def test_a_ca_file_that_is_a_directory_is_not_a_file_naming_where_it_came_from(cluster_file, tmp_path):
     # It said "CA file /tmp does not exist".
-    flag = run_vmcoreos(["status", "-c", str(cluster_file), "--ca-file", str(tmp_path)], env=UNREACHABLE)
+    flag = invoke_vmcoreos(["status", "-c", str(cluster_file), "--ca-file", str(tmp_path)], env=UNREACHABLE)
     one_line(flag, 2, f"CA file {tmp_path} (--ca-file) is not a file")
-    env = run_vmcoreos(["status", "-c", str(cluster_file)], env={**UNREACHABLE, "VMCOREOS_CA_FILE": str(tmp_path / "no")})
+    env = invoke_vmcoreos(["status", "-c", str(cluster_file)], env={**UNREACHABLE, "VMCOREOS_CA_FILE": str(tmp_path / "no")})
     one_line(env, 2, f"CA file {tmp_path / 'no'} (VMCOREOS_CA_FILE or GOVC_TLS_CA_CERTS) does not exist")
 
 

@@ -12,7 +12,14 @@ import pytest
 
 from tests.harness.bed import next_subnet, running_vcsim, signed_image, strict_bed, strict_guests
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.runner import run_vmcoreos
 from tests.harness.services import GuestSim, Vcsim, free_port, strict_profile
+
+
+@pytest.fixture
+def cli():
+    """The installed `vmcoreos`, a subprocess, exactly as a user runs it."""
+    return run_vmcoreos
 
 
 @pytest.fixture

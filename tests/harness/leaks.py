@@ -23,9 +23,12 @@ def secrets_printed(outputs: Iterable[str]) -> list[str]:
             for i, out in enumerate(outputs) if any(s in out for s in SECRETS)]
 
 
-def processes_left(parent: psutil.Process) -> list[str]:
+def processes_left(parent: psutil.Process, ignore_pids: Iterable[int] = ()) -> list[str]:
+    """Children of parent still running, but for ignore_pids (finished xdist workers on their way out)."""
     left = []
     for p in parent.children(recursive=True):
+        if p.pid in ignore_pids:
+            continue
         try:
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
                 left.append(f"process {p.pid} still running: {' '.join(p.cmdline())}")
@@ -62,6 +65,6 @@ def locks_held(lock_dirs: Iterable[Path], locked_in: Iterable[Path]) -> list[str
 
 
 def find_leaks(*, outputs: Iterable[str], parent: psutil.Process, state: Path, lock_dirs: Iterable[Path],
-               locked_in: Iterable[Path]) -> list[str]:
-    return [*secrets_printed(outputs), *processes_left(parent), *temp_files_left(state),
+               locked_in: Iterable[Path], ignore_pids: Iterable[int] = ()) -> list[str]:
+    return [*secrets_printed(outputs), *processes_left(parent, set(ignore_pids)), *temp_files_left(state),
             *locks_held(lock_dirs, locked_in)]
