@@ -41,13 +41,13 @@ def vcsim(tmp_path):
 
 
 @pytest.fixture
-def guestsim(vcsim, tmp_path):
+def guestsim(vcsim, tmp_path, subnet):
     state = tmp_path / "state"
     stderr = open(tmp_path / "guestsim.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.harness.guestsim", "--url", vcsim["url"], "--ca-file", vcsim["cert"],
          "--username", "user", "--password-env", "GUESTSIM_TEST_PASSWORD", "--state-dir", str(state),
-         "--dhcp-range", "127.0.200.10-127.0.200.250"],
+         "--dhcp-range", f"{subnet}.10-{subnet}.250"],
         cwd=REPO, env={**os.environ, "GUESTSIM_TEST_PASSWORD": "pass"},
         stdout=subprocess.DEVNULL, stderr=stderr)
     children: set[psutil.Process] = set()
@@ -112,7 +112,7 @@ def etcd_health(ip: str):
     return response.json() if response.status_code == 200 else None
 
 
-def test_guest_simulator_boots_a_node_with_a_real_etcd(guestsim, vcsim):
+def test_guest_simulator_boots_a_node_with_a_real_etcd(guestsim, vcsim, subnet):
     from pyVim.task import WaitForTask
 
     ip = free_loopback_ip()
@@ -144,7 +144,7 @@ def test_guest_simulator_boots_a_node_with_a_real_etcd(guestsim, vcsim):
 
     # Rejected user-data: the VM still boots, with a lease and no etcd.
     wait_for(lambda: broken.guest.toolsRunningStatus == "guestToolsRunning", 15, "broken tools")
-    assert broken.guest.ipAddress == "127.0.200.10"
+    assert broken.guest.ipAddress == f"{subnet}.10"
     broken_record = json.loads((guestsim["state"] / "nodes" / "broken1.json").read_text())
     assert any('Unsupported encoding "x"' in e for e in broken_record["errors"])
     assert broken_record["etcd"] is None

@@ -14,7 +14,9 @@ from typing import Iterator
 from tests.harness.services import GuestSim, Vcsim, strict_profile
 
 # Two suites on one machine (two checkouts) must not share addresses either: each picks its own base.
-SUBNET_BASE = int(os.environ.get("VMCOREOS_TEST_SUBNET_BASE", "10"))
+# Under pytest-xdist each worker (gw0, gw1, ...) takes the next 20 of 127.x, 5,000 subnets each.
+SUBNET_BASE = int(os.environ.get("VMCOREOS_TEST_SUBNET_BASE", "10")) + 20 * int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _subnets = itertools.count(1)
 
 
