@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from tests.harness.ova_builder import build_ova  # noqa: E402
 from tests.harness.release_server import ReleaseServer, ReleaseTree  # noqa: E402
 from tests.harness.signing import TestSigner  # noqa: E402
-from vmcoreos.images import known as known_images  # noqa: E402
+from vmcoreos.images.trust import known as known_images  # noqa: E402
 
 VMCOREOS = str(Path(sys.executable).with_name("vmcoreos"))
 VERSION = "4593.2.5"
@@ -105,7 +105,7 @@ def main() -> None:
                         "--cache-dir", str(work / f"cache-{turn}"), "--quiet",
                     ]
                     fetches.append(fetched(cmd, env, "vmcoreos fetch"))
-                    # A record taken within RACY_NS of the file's last change vouches for nothing (images/known.py):
+                    # A record taken within RACY_NS of the file's last change vouches for nothing (images/trust/known.py):
                     # the re-check below records a settled identity only if it starts that much later.
                     time.sleep(known_images.RACY_NS / 1e9 + 0.1)
                     cached.append(fetched(cmd, env, "cached vmcoreos fetch"))

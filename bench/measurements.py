@@ -236,7 +236,7 @@ def measure_image(bench: Bench, ova: Path) -> dict:
             log(f"gpgv alone on the {mib} MiB OVA{', not in the page cache' if cold else ''} {tag}")
             run = gpgv_alone(bench, ova, cold=cold)
             rows[name].append({"seconds": round(run.seconds, 2), "peak_rss_mb": round(run.rss_mb, 1)})
-        # Fresh means never verified: the record of verified images (images/known.py) the previous
+        # Fresh means never verified: the record of verified images (images/trust/known.py) the previous
         # repeat left would spare this one the verification it is here to time.
         (bench.work / "cache" / "state" / IMAGES_FILE).unlink(missing_ok=True)
         with Bed(bench.work / f"image-{i}") as bed:

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             tag = f"({i + 1}/{args.repeat})"
             os.sync()
-            # Fresh means never verified: the record of verified images (images/known.py) the previous
+            # Fresh means never verified: the record of verified images (images/trust/known.py) the previous
             # repeat left would spare this one the verification the Ansible loop is compared with.
             (bench.work / "cache" / "state" / IMAGES_FILE).unlink(missing_ok=True)
             with Bed(work / f"vmcoreos-{i}", port=443) as bed:

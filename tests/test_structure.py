@@ -1,5 +1,6 @@
 """The house rules, checked from the source: module and class sizes, no import cycle inside vmcoreos,
-no module-level __getattr__ forwarding, environment variables read in one module, README a front page.
+no module-level __getattr__ forwarding, environment variables read in one module, no two modules (or
+test files) of one name, README a front page.
 
 Each check reads the files with the ast module, so it runs in milliseconds and names what to fix.
 """
@@ -162,6 +163,18 @@ def test_only_tests_under_tests_e2e_are_end_to_end():
     marked = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
               if p.relative_to(ROOT / "tests").parts[0] != "e2e" and marks.search(p.read_text())]
     assert set(marked) - KNOWN_E2E_OUTSIDE == set(), "move these end-to-end tests to tests/e2e/ (the bed's fixtures live there)"
+
+
+def test_no_two_modules_share_a_name():
+    """A name says one job: `keys.py` in two folders makes "where is X?" two answers. Tests the same,
+    so a failure's file name alone says where it is (pytest also needs them unique without __init__)."""
+    for root, pattern in ((PACKAGE, "*.py"), (ROOT / "tests", "test_*.py")):
+        seen: dict[str, list[str]] = {}
+        for path in sorted(root.rglob(pattern)):
+            if path.name != "__init__.py":
+                seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+        shared = {name: places for name, places in seen.items() if len(places) > 1}
+        assert shared == {}, "rename one of each so its name says its job"
 
 
 def test_the_cycle_finder_finds_a_cycle_and_a_lazy_import():

@@ -11,7 +11,7 @@ Each verified image is remembered by the identity of its file (device,
 inode, size, mtime and ctime in ns) and the SHA-256 of the signature bytes
 it was checked against, with the keys that were trusted then: a later run
 that finds all of them unchanged knows the file's SHA-512 and version
-without reading it (vmcoreos.images.known decides when that holds).
+without reading it (vmcoreos.images.trust.known decides when that holds).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class TemplateRecord:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    identity: tuple[int, ...]  # vmcoreos.images.source.identity() of the file when it was verified
+    identity: tuple[int, ...]  # vmcoreos.images.verified.identity() of the file when it was verified
     recorded_ns: int  # wall clock just before that identity was taken (racy-file rule, images.known)
     signature_sha256: str  # of the signature bytes it was verified against
     signers: tuple[str, ...]  # the primary fingerprints trusted then, sorted

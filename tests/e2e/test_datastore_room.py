@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.ova_builder import build_ovf_descriptor
 from tests.harness.services import Vcsim
-from vmcoreos.images import ovf
+from vmcoreos.images.archive import ovf
 
 MiB = 1 << 20
 DISK = 8 * MiB  # the test OVA's disk file

@@ -1,7 +1,7 @@
 """Downloads from the release server on loopback (tests/harness/release_server.py): resume, retries
 and their budget, a file changed between attempts, bounded sizes and deadlines, redirects.
 
-The units of the same module (retry delays, redaction, URL errors) are tests/images/test_download.py.
+The units of the same module (retry delays, redaction, URL errors) are tests/images/transfer/test_download.py.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import os
 import pytest
 
 from tests.harness.release_server import ReleaseServer
-from tests.images.test_download import Events
+from tests.images.transfer.test_download import Events
 from vmcoreos.errors import DownloadError
-from vmcoreos.images.download import Http
-from vmcoreos.images.verify import Check
+from vmcoreos.images.transfer.download import Http
+from vmcoreos.images.trust.digests import Check
 
 SIZE = 3 << 20
 

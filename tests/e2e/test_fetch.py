@@ -19,7 +19,7 @@ import pytest
 from tests.harness.ova_builder import DEFECTS, build_ova
 from tests.harness.release_server import ReleaseServer, ReleaseTree, version_txt
 from tests.harness.signing import TestSigner, write_digests
-from vmcoreos.images.streamed import upload_read
+from vmcoreos.images.verified_upload import upload_read
 
 VERSION = "4593.2.5"
 OVA = "flatcar_production_vmware_ova.ova"
@@ -54,7 +54,7 @@ def fetch(cli, rel, *extra, channel="stable", key=None, env=None):
 
 def mirror_dir(rel, channel: str = "stable") -> str:
     """The cache's channel directory for the local server: a mirror's images are kept apart from the vendor's."""
-    from vmcoreos.images.releases import source_id
+    from vmcoreos.images.sources.releases import source_id
 
     return f"{channel}@{source_id(f'{rel.server.url}/{channel}/amd64-usr/', '')}"
 
@@ -727,7 +727,7 @@ def test_an_image_signed_before_what_the_nodes_run_needs_a_pinned_version(releas
     import time as _time
 
     from vmcoreos.errors import VerificationError
-    from vmcoreos.images.binding import Deployed
+    from vmcoreos.images.trust.binding import Deployed
     from vmcoreos.images.fetch import obtain
     from vmcoreos.settings import ImageSettings, TrustedKey
 

@@ -7,7 +7,7 @@ import pytest
 from tests.harness.services import Vcsim
 from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.errors import ConfigError, VSphereError
-from vmcoreos.vsphere import inventory
+from vmcoreos.vsphere import targets
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def _refused(sim, kind, **fields) -> str:
     s = session_on(sim)
     try:
         with pytest.raises(kind) as raised:
-            inventory.locate(s, target(**fields))
+            targets.locate(s, target(**fields))
     finally:
         s.close()
     return raised.value.message
@@ -60,7 +60,7 @@ def test_a_datacenter_path_picks_one(twin_datacenters):
                                                                           datacenter="lab/DC0")
     s = session_on(twin_datacenters)
     try:
-        assert inventory.locate(s, target(datacenter="/DC0")).cluster_name == "DC0_C0"
+        assert targets.locate(s, target(datacenter="/DC0")).cluster_name == "DC0_C0"
     finally:
         s.close()
 

@@ -7,9 +7,9 @@ from tests.harness.faultproxy import FaultProxy
 from tests.harness.services import PASSWORD, USER, Vcsim, free_port
 from vmcoreos.connection import connection_from
 from vmcoreos.errors import VSphereError
-from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.archive.ova import OvaArchive
 from vmcoreos.settings import VSphereTarget
-from vmcoreos.vsphere import importer, inventory
+from vmcoreos.vsphere import importer, targets
 from vmcoreos.vsphere import lease as lease_mod
 from vmcoreos.vsphere.session import connect
 from vmcoreos.vsphere.waits import wait_task
@@ -39,7 +39,7 @@ def test_a_failed_progress_call_does_not_lose_the_lease_on_the_strict_bed(tmp_pa
                     return guarded(mo, info, args, outerStub)
 
                 monkeypatch.setattr(stub, "InvokeMethod", one_progress_fails)
-                placement = inventory.locate(s, VSphereTarget(datacenter="DC0", cluster="DC0_C0", datastore="LocalDS_0"))
+                placement = targets.locate(s, VSphereTarget(datacenter="DC0", cluster="DC0_C0", datastore="LocalDS_0"))
                 retries = []
                 started = time.monotonic()
                 with OvaArchive(big_ova["ova"]) as archive:

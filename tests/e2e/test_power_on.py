@@ -11,8 +11,8 @@ import pytest
 
 from tests.harness.services import Vcsim
 from tests.e2e.test_real_vcenter import session_on, target
-from vmcoreos.images.ova import OvaArchive
-from vmcoreos.vsphere import importer, inventory, power, vms
+from vmcoreos.images.archive.ova import OvaArchive
+from vmcoreos.vsphere import importer, targets, power, vms
 from vmcoreos.vsphere.waits import wait_task
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,7 @@ def racing_bed(tmp_path, signed_ova):
     sim = Vcsim(tmp_path / "vcsim", strict=True, drs=True, clone_power_on="always", power_on_delay=0.05)
     sim.start()
     session = session_on(sim)
-    placement = inventory.locate(session, target())
+    placement = targets.locate(session, target())
     try:
         with OvaArchive(signed_ova["ova"]) as archive:
             ref = importer.import_ova(session, archive, placement, "race-template", vms.marks("race", "template"))
@@ -40,7 +40,7 @@ def racing_bed(tmp_path, signed_ova):
 
 
 def test_clone_specs_leave_power_on_to_the_tool():
-    spec = vms.clone_spec(inventory.Placement(None, None, None, None, "n", None, "c"), cpus=2, memory_mb=2048, extra={})
+    spec = vms.clone_spec(targets.Placement(None, None, None, None, "n", None, "c"), cpus=2, memory_mb=2048, extra={})
     assert spec.powerOn is False
 
 

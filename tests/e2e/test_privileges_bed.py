@@ -14,7 +14,7 @@ from tests.harness.services import Vcsim
 from tests.e2e.test_real_vcenter import _deploy, _refused_before_upload, session_on, target
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError, ExitCode
-from vmcoreos.vsphere import inventory, privileges
+from vmcoreos.vsphere import targets, privileges
 
 
 def _start(tmp_path, *deny):
@@ -40,7 +40,7 @@ def test_every_missing_privilege_gets_its_own_line_naming_its_object(tmp_path):
         s = session_on(sim)
         try:
             with pytest.raises(ConfigError) as raised:
-                privileges.require(s, inventory.locate(s, target()), linked_clone=False)
+                privileges.require(s, targets.locate(s, target()), linked_clone=False)
         finally:
             s.close()
     finally:
@@ -61,7 +61,7 @@ def test_without_modify_cluster_the_run_warns_and_goes_on(tmp_path):
     try:
         s = session_on(sim)
         try:
-            privileges.require(s, inventory.locate(s, target()), linked_clone=True, warn=warned.append)
+            privileges.require(s, targets.locate(s, target()), linked_clone=True, warn=warned.append)
         finally:
             s.close()
     finally:
@@ -105,7 +105,7 @@ def test_deploy_template_is_asked_on_the_template_itself(tmp_path):
     try:
         s = session_on(sim)
         try:
-            placement = inventory.locate(s, target())
+            placement = targets.locate(s, target())
             privileges.require(s, placement, linked_clone=False)  # the folder grants it
             ref = next(o for o, p in s.retrieve_all(s.content.rootFolder, vim.VirtualMachine, ["name"]).items()
                        if p["name"] == "DC0_C0_RP0_VM0")

@@ -13,9 +13,9 @@ import pytest
 from tests.harness.services import PASSWORD, USER, Vcsim, free_port
 from vmcoreos.connection import connection_from
 from vmcoreos.errors import ConfigError, ExitCode, VSphereError
-from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.archive.ova import OvaArchive
 from vmcoreos.settings import VSphereTarget
-from vmcoreos.vsphere import importer, inventory, privileges, vms
+from vmcoreos.vsphere import importer, targets, privileges, vms
 from vmcoreos.vsphere.session import connect
 from vmcoreos.vsphere.waits import wait_task
 
@@ -76,7 +76,7 @@ def import_refused(sim, ova, name, **trust) -> str:
 
 
 def _import(session, ova, name, **kwargs):
-    placement = inventory.locate(session, target())
+    placement = targets.locate(session, target())
     retries = []
     with OvaArchive(ova) as archive:
         try:
@@ -134,7 +134,7 @@ def test_a_star_in_the_device_url_is_the_vcenter_host_bracketed_when_ipv6():
 # -- 2. Clusters without DRS --------------------------------------------------------
 
 def test_without_drs_a_usable_host_is_chosen_for_import_and_clone(strict_vcsim, session, signed_ova):
-    placement = inventory.locate(session, target())
+    placement = targets.locate(session, target())
     assert placement.host is not None
     with OvaArchive(signed_ova["ova"]) as archive:
         template = importer.import_ova(session, archive, placement, "rv-nodrs-template", {})
@@ -150,7 +150,7 @@ def test_without_drs_a_usable_host_is_chosen_for_import_and_clone(strict_vcsim, 
 
 def test_an_import_vcenter_refuses_is_one_line_not_an_unexpected_fault(session, signed_ova):
     # As the old code did: no host on a cluster without DRS; vCenter's fault must read as a refusal.
-    placement = dataclasses.replace(inventory.locate(session, target()), host=None)
+    placement = dataclasses.replace(targets.locate(session, target()), host=None)
     with OvaArchive(signed_ova["ova"]) as archive:
         with pytest.raises(VSphereError) as raised:
             importer.import_ova(session, archive, placement, "rv-nohost", {})
@@ -158,21 +158,21 @@ def test_an_import_vcenter_refuses_is_one_line_not_an_unexpected_fault(session, 
 
 
 def test_vsphere_host_chooses_the_host_and_a_wrong_one_lists_the_cluster_hosts(session):
-    placement = inventory.locate(session, target(host="DC0_C0_H2"))
+    placement = targets.locate(session, target(host="DC0_C0_H2"))
     assert placement.host.name == "DC0_C0_H2"
     with pytest.raises(VSphereError) as raised:
-        inventory.locate(session, target(host="DC0_C0_H9"))
+        targets.locate(session, target(host="DC0_C0_H9"))
     assert "host 'DC0_C0_H9' (vsphere.host) is not in cluster 'DC0_C0'; found: DC0_C0_H0, DC0_C0_H1, DC0_C0_H2" \
         == raised.value.message
 
 
 def test_a_host_in_maintenance_mode_is_not_chosen(session):
-    host = inventory.locate(session, target(host="DC0_C0_H0")).host
+    host = targets.locate(session, target(host="DC0_C0_H0")).host
     wait_task(session, host.EnterMaintenanceMode_Task(timeout=0))
     try:
-        assert inventory.locate(session, target()).host.name == "DC0_C0_H1"
+        assert targets.locate(session, target()).host.name == "DC0_C0_H1"
         with pytest.raises(VSphereError, match="'DC0_C0_H0' \\(vsphere.host\\) is in maintenance mode"):
-            inventory.locate(session, target(host="DC0_C0_H0"))
+            targets.locate(session, target(host="DC0_C0_H0"))
     finally:
         wait_task(session, host.ExitMaintenanceMode_Task(timeout=0))
 
@@ -186,7 +186,7 @@ def test_a_standalone_esxi_is_refused_saying_a_vcenter_is_needed(tmp_path):
         s = session_on(sim)
         try:
             with pytest.raises(ConfigError) as raised:
-                inventory.locate(s, VSphereTarget())
+                targets.locate(s, VSphereTarget())
         finally:
             s.close()
     finally:
@@ -199,12 +199,12 @@ def test_a_standalone_esxi_is_refused_saying_a_vcenter_is_needed(tmp_path):
 
 def test_a_port_group_name_on_two_switches_lists_both_and_a_path_chooses(session):
     with pytest.raises(VSphereError) as raised:
-        inventory.locate(session, target(network="DC0_DVPG0"))
+        targets.locate(session, target(network="DC0_DVPG0"))
     message = raised.value.message
     assert "network 'DC0_DVPG0' (vsphere.network) resolves to 2 objects" in message
     assert "DVS0/DC0_DVPG0" in message and "DVS1/DC0_DVPG0" in message
     assert "set vsphere.network to one of these paths" in message
-    placement = inventory.locate(session, target(network="DVS1/DC0_DVPG0"))
+    placement = targets.locate(session, target(network="DVS1/DC0_DVPG0"))
     assert placement.network.config.distributedVirtualSwitch.name == "DVS1"
     assert placement.network_name == "DC0_DVPG0"
 
@@ -212,14 +212,14 @@ def test_a_port_group_name_on_two_switches_lists_both_and_a_path_chooses(session
 def test_vsphere_resource_pool_is_a_path_below_the_clusters_root_pool(session):
     from pyVmomi import vim
 
-    root = inventory.locate(session, target()).resource_pool
+    root = targets.locate(session, target()).resource_pool
     alloc = vim.ResourceAllocationInfo(limit=-1, reservation=0, expandableReservation=True,
                                        shares=vim.SharesInfo(level="normal", shares=0))
     child = root.CreateResourcePool("rv-team", vim.ResourceConfigSpec(cpuAllocation=alloc, memoryAllocation=alloc))
     try:
-        assert inventory.locate(session, target(resource_pool="rv-team")).resource_pool == child
+        assert targets.locate(session, target(resource_pool="rv-team")).resource_pool == child
         with pytest.raises(VSphereError) as raised:
-            inventory.locate(session, target(resource_pool="rv-team/none"))
+            targets.locate(session, target(resource_pool="rv-team/none"))
         assert "no 'none' in rv-team; found: none" in raised.value.message
     finally:
         wait_task(session, child.Destroy_Task())
@@ -233,7 +233,7 @@ def test_a_missing_privilege_is_named_with_its_object_before_any_upload(tmp_path
         sim.start()
         s = session_on(sim)
         try:
-            placement = inventory.locate(s, target())
+            placement = targets.locate(s, target())
             with pytest.raises(ConfigError) as raised:
                 privileges.require(s, placement, linked_clone=False)
         finally:
@@ -246,7 +246,7 @@ def test_a_missing_privilege_is_named_with_its_object_before_any_upload(tmp_path
 
 
 def test_with_every_privilege_granted_the_check_passes_and_asks_for_snapshots_only_for_linked_clones(session):
-    placement = inventory.locate(session, target())
+    placement = targets.locate(session, target())
     privileges.require(session, placement, linked_clone=True)
 
     def asked(linked: bool) -> set[str]:
@@ -305,6 +305,6 @@ def test_deploy_without_a_privilege_exits_2_naming_it_before_any_upload(cli, tmp
 
 
 def test_the_mac_set_in_the_clone_spec_asks_for_edit_device(session):
-    placement = inventory.locate(session, target())
+    placement = targets.locate(session, target())
     folder = {n.privilege for _, what, n in privileges.needed(placement, linked_clone=False) if what.startswith("folder")}
     assert "VirtualMachine.Config.EditDevice" in folder

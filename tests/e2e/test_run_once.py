@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tests.e2e.helpers import write_cluster
 from vmcoreos.cli.app import app
 from vmcoreos.guest import nodeconfig
-from vmcoreos.images import ova
+from vmcoreos.images.archive import ova
 
 
 def test_a_deploy_parses_the_user_config_once_and_opens_the_ova_once(
@@ -25,7 +25,7 @@ def test_a_deploy_parses_the_user_config_once_and_opens_the_ova_once(
     monkeypatch.setenv("VMCOREOS_CACHE_DIR", str(tmp_path / "cache"))
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, count=2)
     loads = mocker.spy(nodeconfig, "load_user_config")
-    # A fresh image is verified by the read that uploads it (images/streamed.py): its tar index, OVF and
+    # A fresh image is verified by the read that uploads it (images/verified_upload.py): its tar index, OVF and
     # .mf are read once, for the space check, the import spec and the upload alike.
     opens = mocker.spy(ova.OvaArchive, "__init__")
 

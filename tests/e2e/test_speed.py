@@ -16,7 +16,7 @@ from bench.bed import CountingVcsim, evict, resident_bytes as resident
 from tests.harness.bed import signed_image
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.services import GuestSim
-from vmcoreos.images.known import RACY_NS
+from vmcoreos.images.trust.known import RACY_NS
 
 @pytest.fixture(params=["lenient", "strict"])
 def bed(request, tmp_path, subnet):
@@ -84,7 +84,7 @@ def test_clones_and_power_ons_are_awaited_per_batch_not_per_node(cli, bed, signe
     soap = bed.stats().since(before).soap
     assert soap["CloneVM_Task"] == 4 and soap["PowerOnVM_Task"] <= 4
     # One filter per wait: the import lease's, the name and marks the import gets once it is verified
-    # (images/streamed.py), the four clones', their power-ons', the guest wait's, the reconfigures that
+    # (images/verified_upload.py), the four clones', their power-ons', the guest wait's, the reconfigures that
     # clear Ignition's config, and (a new cluster's) the removal of its vSphere lock folder. A wait per
     # task made it 15. On a DRS cluster (the lenient bed) one more: the wait for the anti-affinity rule,
     # written once for all the new nodes before they power on.
@@ -165,7 +165,7 @@ def test_power_ons_are_awaited_once_for_every_batch(cli, bed, signed_ova, subnet
     # naming's, the clones' 3, the power-ons' 1, the guests', the config clean-up's, (a new cluster's) the
     # removal of its vSphere lock folder, and on a DRS cluster the anti-affinity rule's. Both the naming's and
     # the lock folder's are needed: this --ova lies outside the private cache, where no record may vouch for
-    # it (images/known.py, inside()), so every run verifies it in the read that uploads it, and the template's
+    # it (images/trust/known.py, inside()), so every run verifies it in the read that uploads it, and the template's
     # name and marks (one reconfigure, one wait) hold the SHA-512 that only its last byte gives; the lock
     # folder goes after the run's last change, and its removal is awaited so that a failure is reported
     # (folderlock.release). The bound was 8 while an earlier test's record of this same OVA in the session's

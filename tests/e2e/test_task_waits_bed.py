@@ -11,7 +11,7 @@ import pytest
 from tests.harness.services import Vcsim
 from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.errors import VSphereError
-from vmcoreos.vsphere import inventory, vms
+from vmcoreos.vsphere import targets, vms
 
 pytestmark = pytest.mark.e2e  # every test starts build/vcsim
 
@@ -33,7 +33,7 @@ def _bed(workdir, **options):
 
 
 def _clone(session, name: str):
-    placement = inventory.locate(session, target())
+    placement = targets.locate(session, target())
     ref = session.content.searchIndex.FindByInventoryPath("DC0/vm/DC0_C0_RP0_VM0")
     source = vms.VmInfo(ref, "DC0_C0_RP0_VM0", False, "poweredOff", None, None)
     spec = vms.clone_spec(placement, cpus=1, memory_mb=256, extra=vms.marks("lab", "node"))

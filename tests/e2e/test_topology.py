@@ -7,7 +7,7 @@ import pytest
 from tests.harness.services import Vcsim
 from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.errors import VSphereError
-from vmcoreos.vsphere import inventory
+from vmcoreos.vsphere import targets
 
 pytestmark = pytest.mark.e2e
 
@@ -65,12 +65,12 @@ def test_an_nsx_segment_is_the_port_group_on_the_clusters_hosts(api, session):
     standalone = next(c for c in dc.hostFolder.childEntity if c.name != "DC0_C0").host
     _switch(si, "NSX-A", "seg-web", cluster.host)
     _switch(si, "NSX-B", "seg-web", standalone)
-    placement = inventory.locate(session, target(network="seg-web"))
+    placement = targets.locate(session, target(network="seg-web"))
     switch = placement.network.config.distributedVirtualSwitch
     assert session.retrieve([switch], ["name"], vim.ManagedEntity)[switch]["name"] == "NSX-A"
     # Present on the cluster's hosts through both switches: still ambiguous, still refused with the paths.
     with pytest.raises(VSphereError) as raised:
-        inventory.locate(session, target(network="DC0_DVPG0"))
+        targets.locate(session, target(network="DC0_DVPG0"))
     assert "resolves to 2 objects" in raised.value.message
 
 
@@ -82,13 +82,13 @@ def test_usable_hosts_leave_out_maintenance_and_say_why(api, session):
     hosts = sorted(next(c for c in dc.hostFolder.childEntity if c.name == "DC0_C0").host, key=lambda h: h.name)
     WaitForTask(hosts[0].EnterMaintenanceMode_Task(timeout=0))
     try:
-        topo = inventory.locate(session, target()).topology
+        topo = targets.locate(session, target()).topology
         assert sorted(topo.hosts) == [h.name for h in hosts[1:]]
         assert topo.unusable == {hosts[0].name: "is in maintenance mode"}
         assert topo.mounts == {h.name: ("LocalDS_0",) for h in hosts[1:]}
         assert not topo.drs
         with pytest.raises(VSphereError) as raised:
-            inventory.locate(session, target(host=hosts[0].name))
+            targets.locate(session, target(host=hosts[0].name))
         assert raised.value.message == (f"host {hosts[0].name!r} (vsphere.host) is in maintenance mode;"
                                         " pick another host in vsphere.host")
     finally:
@@ -96,6 +96,6 @@ def test_usable_hosts_leave_out_maintenance_and_say_why(api, session):
 
 
 def test_vsphere_host_pins_every_node(sim, session):
-    first = sorted(inventory.locate(session, target()).topology.hosts)[1]
-    topo = inventory.locate(session, target(host=first)).topology
+    first = sorted(targets.locate(session, target()).topology.hosts)[1]
+    topo = targets.locate(session, target(host=first)).topology
     assert list(topo.hosts) == [first] and topo.pinned == first

@@ -8,7 +8,7 @@ from pyVmomi import vim
 
 from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import vms
-from vmcoreos.vsphere.inventory import Placement
+from vmcoreos.vsphere.targets import Placement
 from vmcoreos.vsphere.vminfo import VmInfo
 
 

@@ -110,7 +110,7 @@ def _template(run: Run, planned: DeployPlan, new_nodes: int, result: RunResult) 
             opened = []
 
             def archive():
-                from vmcoreos.images.streamed import upload_read
+                from vmcoreos.images.verified_upload import upload_read
 
                 if not opened:
                     opened.append(stack.enter_context(upload_read(image)))

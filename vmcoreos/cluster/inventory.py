@@ -9,7 +9,7 @@ from vmcoreos import naming
 from vmcoreos.vsphere.vminfo import VmInfo
 
 if TYPE_CHECKING:  # the planners import Inventory and must not load pyVmomi
-    from vmcoreos.vsphere.inventory import Placement
+    from vmcoreos.vsphere.targets import Placement
     from vmcoreos.vsphere.session import Session
 
 

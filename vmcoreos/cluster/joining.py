@@ -26,7 +26,7 @@ def join_deadline(run: Run) -> float:
     Called once a node is cloned and powered on (the members of a new cluster
     together, a later join each on its own): the download, upload and clones
     before it take minutes at real speed and have their own progress-based
-    limits (images/download.py, vsphere/importer.py, vsphere/waits.py).
+    limits (images/transfer/download.py, vsphere/importer.py, vsphere/waits.py).
     """
     return time.monotonic() + run.settings.wait_timeout
 

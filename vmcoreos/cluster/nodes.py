@@ -13,12 +13,12 @@ from vmcoreos.cluster.template import Template
 from vmcoreos.cluster.joining import join_deadline, wait_guests, wait_joined
 from vmcoreos.guest import guestinfo, planning
 from vmcoreos.guest.configvalues import IGNITION, NodeConfig
-from vmcoreos.images import source
+from vmcoreos.images import verified
 from vmcoreos.reporting import stage
 from vmcoreos.vsphere import power, vms
 
 
-def _spec(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, marked: NodeConfig,
+def _spec(run: Run, template: Template, image: verified.VerifiedImage, config: NodeConfig, marked: NodeConfig,
           nic, backing, where):
     settings = run.settings
     extra = dict(config.guestinfo)
@@ -37,11 +37,11 @@ def _spec(run: Run, template: Template, image: source.VerifiedImage, config: Nod
     )
 
 
-def clone(run: Run, template: Template, image: source.VerifiedImage, config: NodeConfig, marked: NodeConfig) -> None:
+def clone(run: Run, template: Template, image: verified.VerifiedImage, config: NodeConfig, marked: NodeConfig) -> None:
     clone_all(run, template, image, [(config, marked)])
 
 
-def clone_all(run: Run, template: Template, image: source.VerifiedImage,
+def clone_all(run: Run, template: Template, image: verified.VerifiedImage,
               jobs: list[tuple[NodeConfig, NodeConfig]], nodes: dict[str, vms.VmInfo] | None = None) -> None:
     """Clone and boot nodes, `parallel` clones at a time, each batch's clones awaited together.
 

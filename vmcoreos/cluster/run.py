@@ -21,8 +21,8 @@ from vmcoreos.guest.configvalues import UserConfig
 from vmcoreos.reporting import QuietReporter, Reporter
 from vmcoreos.connection import Connection
 from vmcoreos.settings import ClusterSettings
-from vmcoreos.vsphere import inventory as placement_of
-from vmcoreos.vsphere.inventory import Placement
+from vmcoreos.vsphere import targets
+from vmcoreos.vsphere.targets import Placement
 from vmcoreos.vsphere.session import Session
 
 
@@ -45,7 +45,7 @@ class Run:
         self.parallel = max(1, self.parallel)
         self.cache_dir = environment.cache_dir(self.cache_dir)
         if self.placement is None:
-            self.placement = placement_of.locate(self.session, self.settings.vsphere)
+            self.placement = targets.locate(self.session, self.settings.vsphere)
         self.members = Members(self.settings)
 
     @property

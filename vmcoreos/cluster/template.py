@@ -11,13 +11,13 @@ from vmcoreos import naming, state
 from vmcoreos.cluster import spread
 from vmcoreos.cluster.run import Run
 from vmcoreos.errors import ConfigError, VmcoreosError, VSphereError
-from vmcoreos.images import source
+from vmcoreos.images import verified
 from vmcoreos.settings import ClusterSettings
-from vmcoreos.vsphere import importer, inventory, vms
+from vmcoreos.vsphere import importer, targets, vms
 from vmcoreos.vsphere.waits import wait_task
 
 if TYPE_CHECKING:  # imported by the run that streams, not by every start-up
-    from vmcoreos.images.streamed import StreamedOva
+    from vmcoreos.images.verified_upload import StreamedOva
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,14 @@ class Template:
         return self.vm.name
 
 
-def template_name(settings: ClusterSettings, image: source.VerifiedImage) -> str:
+def template_name(settings: ClusterSettings, image: verified.VerifiedImage) -> str:
     return naming.template_name(settings.name, image.distro, image.version)
 
 
 def _deployed(settings: ClusterSettings, nodes):
-    """What the nodes (VmInfo) of this distro run, from their marks (images/binding.py): the floor."""
-    from vmcoreos.images.binding import Deployed
-    from vmcoreos.images.releases import version_key
+    """What the nodes (VmInfo) of this distro run, from their marks (images/trust/binding.py): the floor."""
+    from vmcoreos.images.trust.binding import Deployed
+    from vmcoreos.images.sources.releases import version_key
 
     ours = [vm.extra for vm in nodes if vm.extra.get(vms.MARK_DISTRO) == settings.image.distro]
     versions = [x.get(vms.MARK_VERSION) for x in ours]
@@ -67,7 +67,7 @@ def begin_streamed(run: Run, templates, nodes=()) -> StreamedOva | None:
                        deployed=_deployed(run.settings, nodes))
 
 
-def resolve_image(run: Run, nodes=()) -> source.VerifiedImage:
+def resolve_image(run: Run, nodes=()) -> verified.VerifiedImage:
     """The verified image, in the run's cache (--cache-dir) with its retries."""
     from vmcoreos.images.fetch import obtain
 
@@ -114,7 +114,7 @@ def check_privileges(run: Run, templates=()) -> None:
                        templates=[t for t in templates if t.template], warn=run.reporter.warn)
 
 
-def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[], Any], templates,
+def check_room(run: Run, image: verified.VerifiedImage | None, archive: Callable[[], Any], templates,
                new_nodes: int) -> None:
     """Refuse before the first upload when a datastore cannot hold what the run writes to it.
 
@@ -136,7 +136,7 @@ def check_room(run: Run, image: source.VerifiedImage | None, archive: Callable[[
         name = template_name(settings, image)
         have = next((t for t in templates if t.name == name and t.extra.get(vms.MARK_SHA512) == image.sha512), None)
     populated = archive().disk_populated() if have is None else 0
-    per_clone = inventory.committed_bytes(run.session, have.ref) if have is not None else populated
+    per_clone = targets.committed_bytes(run.session, have.ref) if have is not None else populated
     swap = settings.node.memory_mb << 20
     # Members spread over the datastores (cluster/spread.py); the template goes on the first.
     shares = spread.datastore_shares(run, new_nodes)
@@ -183,7 +183,7 @@ def _check_one(run: Run, archive, store, ds_name: str, imported: int | None, per
         )
 
 
-def ensure_template(run: Run, image: source.VerifiedImage, templates, archive=None) -> Template:
+def ensure_template(run: Run, image: verified.VerifiedImage, templates, archive=None) -> Template:
     """The cluster's template for image: the trusted one already imported, or a fresh import.
 
     archive: the run's opened OVA; without one it is opened here, and only if an import is needed.
@@ -199,15 +199,15 @@ def ensure_template(run: Run, image: source.VerifiedImage, templates, archive=No
     run.reporter.event(f"importing {image.path.name} as template {name}")
     extra = vms.marks(settings.name, "template", distro=image.distro, version=image.version, sha512=image.sha512,
                       signed=None if image.signed is None else str(image.signed))
-    from vmcoreos.images.streamed import upload_read
+    from vmcoreos.images.verified_upload import upload_read
 
     with (contextlib.nullcontext(archive) if archive is not None else upload_read(image)) as opened:
         ref = _import(run, opened, name, extra, image.path.name)
     return _make_template(run, ref, name, extra, image)
 
 
-def stream_template(run: Run, pending: StreamedOva) -> tuple[source.VerifiedImage, Template]:
-    """A fresh local OVA imported and verified in the same read (images/streamed.py).
+def stream_template(run: Run, pending: StreamedOva) -> tuple[verified.VerifiedImage, Template]:
+    """A fresh local OVA imported and verified in the same read (images/verified_upload.py).
 
     Its name and marks hold the image's SHA-512, known only after the last byte: it is imported under
     a provisional name without them, and renamed, marked, made a template and recorded only after every
@@ -263,7 +263,7 @@ def _remove(run: Run, ref, name: str) -> None:
         wait_task(run.session, ref.Destroy_Task(), what=f"removing {name}")
 
 
-def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: source.VerifiedImage) -> Template:
+def _make_template(run: Run, ref, name: str, extra: dict[str, str], image: verified.VerifiedImage) -> Template:
     """The imported VM made a template (snapshotted first for linked clones), and recorded as imported here."""
     session = run.session
     try:

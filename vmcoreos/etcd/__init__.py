@@ -4,7 +4,7 @@
   bounded replies, TLS from etcd.ca_file), member list/add/remove, health, leader moves.
 - trust.py: what is accepted from etcd (member names vmcoreos made, http(s)://<IP>:<port> URLs).
 - membership.py: the decisions: when a node has joined, health of a view, quorum, the next leader.
-- keys.py: one key put and read (the data check between the steps of a roll).
+- datacheck.py: one key put and read (the data check between the steps of a roll).
 - leaselock.py: EtcdLock, the lease lock a run holds on the cluster's own etcd.
 
 `from vmcoreos import etcd` is how the rest of vmcoreos calls it. A run carries its own `etcd.Client` (one
@@ -19,7 +19,7 @@ from vmcoreos.etcd.client import (
     EtcdBusy,
     v3_prefix,
 )
-from vmcoreos.etcd.keys import get_key, put_key
+from vmcoreos.etcd.datacheck import get_key, put_key
 from vmcoreos.etcd.leaselock import LOCK_PREFIX, EtcdLock
 from vmcoreos.etcd.membership import (
     JoinState,

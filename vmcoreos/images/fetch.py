@@ -20,16 +20,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.images import binding, cache, current, keys as keymod, known, releases
-from vmcoreos.images.download import Http
-from vmcoreos.images.imagepass import note_expired, read_signature
-from vmcoreos.images.ova import OvaArchive
-from vmcoreos.images.releases import Release
-from vmcoreos.images.source import VerifiedImage, identity, is_url, open_image
+from vmcoreos.images.trust import binding, keys as keymod, known
+from vmcoreos.images import cache
+from vmcoreos.images.sources import current, releases
+from vmcoreos.images.transfer.download import Http
+from vmcoreos.images.trust.imagepass import note_expired, read_signature
+from vmcoreos.images.archive.ova import OvaArchive
+from vmcoreos.images.sources.releases import Release
+from vmcoreos.images.verified import VerifiedImage, identity, is_url, open_image
 from vmcoreos.images.verification import Origin, Verification
-from vmcoreos.images.streamed import StreamedOva
-from vmcoreos.images.signature import verify_clearsigned, verify_detached
-from vmcoreos.images.verify import parse_digests
+from vmcoreos.images.verified_upload import StreamedOva
+from vmcoreos.images.trust.signature import verify_clearsigned, verify_detached
+from vmcoreos.images.trust.digests import parse_digests
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
 from vmcoreos.text import redact
@@ -43,7 +45,7 @@ def obtain(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries
 
     floor: the highest release already deployed (the cluster's nodes); a channel's "current" below
     it, or below the highest version cached from the same source, is held at that version instead.
-    deployed: what the nodes run (images/binding.py): its version is the floor, its signature time and
+    deployed: what the nodes run (images/trust/binding.py): its version is the floor, its signature time and
     SHA-512s bind the image too.
     """
     releases.check_distro(image.distro)  # an unknown distro is the first thing to say, before any key
@@ -72,7 +74,7 @@ def _pinned(image: ImageSettings) -> bool:
 
 def begin_local(image: ImageSettings, *, cache_dir: Path, reporter: Reporter, retries: int = 5,
                 deployed: binding.Deployed | None = None) -> StreamedOva | None:
-    """A local --ova to be verified by its own upload (images/streamed.py), opened with its signature.
+    """A local --ova to be verified by its own upload (images/verified_upload.py), opened with its signature.
 
     None when obtain() is the way: not a local OVA, no signature to check (--insecure-skip-verify), or
     a file on record as verified and unchanged, which is not read at all.
@@ -149,7 +151,7 @@ def verify_local(image: ImageSettings, signing: list[keymod.PublicKey], http: Ht
     """A local OVA (--ova FILE) checked in place, in one read of one descriptor, against its detached signature.
 
     state_root: the private cache, where verified images are recorded; a file there whose record still holds
-    is not read again (images/known.py).
+    is not read again (images/trust/known.py).
     """
     if not image.ova:
         raise ConfigError("no local OVA given; pass --ova FILE")
@@ -208,7 +210,7 @@ class Fetcher:
             return self._download(entry, release, signature, expected)
 
     def _bind(self, release: Release, signature: bytes | None, digests: tuple[str, str, int | None] | None) -> None:
-        """The OVA's signature close in time to its release label's and DIGESTS' (images/binding.py)."""
+        """The OVA's signature close in time to its release label's and DIGESTS' (images/trust/binding.py)."""
         if self.insecure or release.channel == "url":
             return  # nothing labels it: its version is its own SHA-512 prefix
         if release.sha256:

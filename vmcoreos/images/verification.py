@@ -1,10 +1,10 @@
 """The one way an opened image becomes a VerifiedImage, or a refusal.
 
 A download, a cached file, a local --ova read in place and a local --ova
-verified by its own upload (streamed.py) all go through a Verification:
+verified by its own upload (verified_upload.py) all go through a Verification:
 
 1. recall(): a record of this host may stand in for reading the file (only
-   for a file in the private cache, unchanged since: images/known.py);
+   for a file in the private cache, unchanged since: images/trust/known.py);
 2. otherwise one pass (an ImagePass: signature, SHA-512, stream SHA-256, the
    .mf digests) takes the bytes as they are read, downloaded or uploaded;
 3. verdicts(): every check's verdict, explicitly, after the last byte;
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from vmcoreos.errors import VerificationError
-from vmcoreos.images import binding, keys as keymod, known
-from vmcoreos.images.imagepass import ImagePass, note_expired, read_through
-from vmcoreos.images.ova import OvaArchive
-from vmcoreos.images.source import VerifiedImage, identity
-from vmcoreos.images.verifiers import Verdict
+from vmcoreos.images.trust import binding, keys as keymod, known
+from vmcoreos.images.trust.imagepass import ImagePass, note_expired, read_through
+from vmcoreos.images.archive.ova import OvaArchive
+from vmcoreos.images.verified import VerifiedImage, identity
+from vmcoreos.images.trust.verifiers import Verdict
 from vmcoreos.reporting import Reporter
 
 

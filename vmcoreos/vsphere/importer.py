@@ -18,9 +18,9 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos import watchdog
 from vmcoreos.errors import VmcoreosError, VSphereError
-from vmcoreos.images.ova import CheckedArchive
-from vmcoreos.images.stream import CHUNK, BackgroundTap, TeeReader
-from vmcoreos.vsphere.inventory import Placement
+from vmcoreos.images.archive.ova import CheckedArchive
+from vmcoreos.images.transfer.taps import CHUNK, BackgroundTap, TeeReader
+from vmcoreos.vsphere.targets import Placement
 from vmcoreos.vsphere.session import Session
 from vmcoreos.vsphere.tls import ThumbprintMismatch, ca_context, host_port, pinned_context, unverified_context
 from vmcoreos.vsphere.vms import option_values
@@ -129,7 +129,7 @@ def _import_once(
                     url, pin = _device_url(info, item, session)
                     _upload(session, archive, item, stream, size, url, pin, counter, upload_stall)
         # What went up must be what was verified: the file unchanged, and for an image verified by the
-        # upload's own read (images/streamed.py) every check's verdict, before the lease completes.
+        # upload's own read (images/verified_upload.py) every check's verdict, before the lease completes.
         archive.verify_uploaded()
         lease.HttpNfcLeaseProgress(100)
         lease.HttpNfcLeaseComplete()

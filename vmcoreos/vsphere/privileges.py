@@ -16,7 +16,7 @@ from typing import Any, Callable
 from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import ConfigError, VSphereError
-from vmcoreos.vsphere.inventory import Placement
+from vmcoreos.vsphere.targets import Placement
 from vmcoreos.vsphere.session import Session
 
 DOCS = 'see docs/real-vcenter.md, "Privileges"'

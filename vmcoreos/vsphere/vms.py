@@ -15,7 +15,7 @@ from pyVmomi import vim, vmodl
 
 from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import guestnet, tasks
-from vmcoreos.vsphere.inventory import Placement
+from vmcoreos.vsphere.targets import Placement
 from vmcoreos.vsphere.session import ConnectionLost, Session
 from vmcoreos.vsphere.vminfo import (  # noqa: F401  (the marks and VmInfo are read through vms by callers)
     MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ETCD_CLUSTER_ID, MARK_ROLE, MARK_SECTIONS, MARK_SHA512, MARK_SIGNED,

@@ -1,7 +1,7 @@
 """Reading an OVA (a tar) safely and streaming its disk without extracting it.
 
 An Archive has one job: hand out a member's bytes as a stream with its size,
-and carry the OVF descriptor it was opened with, parsed once (images/ovf.py).
+and carry the OVF descriptor it was opened with, parsed once (images/archive/ovf.py).
 The tar is indexed once; every member is checked before anything is read, so
 a hostile or broken OVA is refused before vSphere is touched.
 """
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Protocol
 
 from vmcoreos.errors import UnsafeArchiveError, VerificationError
-from vmcoreos.images import ovf
-from vmcoreos.images.manifest import ManifestCheck, MemberDigestTap, parse_manifest
-from vmcoreos.images.ovf import Ovf
-from vmcoreos.images.source import identity
-from vmcoreos.images.stream import pump
-from vmcoreos.images.verify import Check
+from vmcoreos.images.archive import ovf
+from vmcoreos.images.archive.manifest import ManifestCheck, MemberDigestTap, parse_manifest
+from vmcoreos.images.archive.ovf import Ovf
+from vmcoreos.images.verified import identity
+from vmcoreos.images.transfer.taps import pump
+from vmcoreos.images.trust.digests import Check
 
 
 

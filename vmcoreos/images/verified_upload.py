@@ -1,9 +1,9 @@
 """A local OVA verified by the very bytes its upload reads: one read for a fresh import.
 
-A StreamedOva is a CheckedArchive (images/ova.py) for the importer. Each
+A StreamedOva is a CheckedArchive (images/archive/ova.py) for the importer. Each
 member stream it hands out reads the file at the member's offset; the bytes
 it reads at the frontier of the image pass (the signature verifier, SHA-512, the .mf digests:
-images/imagepass.py) are also fed to that pass, together with the few bytes
+images/trust/imagepass.py) are also fed to that pass, together with the few bytes
 before them (tar headers, the OVF and the .mf), so the pass sees the whole
 file once and in order. A retried upload re-reads what the pass has already
 seen without feeding it again.
@@ -17,7 +17,7 @@ vSphere), and the caller marks and records the template only after it.
 An image verified before its upload (a download, a cached file, a local file
 read in full) goes up through a RehashedOva: the same one read, through a
 SHA-512 only, which must be the verified one before the lease completes. The
-file's identity (images/source.py) cannot see every write: a page already
+file's identity (images/verified.py) cannot see every write: a page already
 dirty in a shared writable mapping changes without moving mtime or ctime
 until writeback, so the bytes themselves are compared.
 """
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vmcoreos.errors import VerificationError
-from vmcoreos.images.ova import MemberReader, OvaArchive
-from vmcoreos.images.source import VerifiedImage, identity
-from vmcoreos.images.stream import CHUNK, BackgroundTap
+from vmcoreos.images.archive.ova import MemberReader, OvaArchive
+from vmcoreos.images.verified import VerifiedImage, identity
+from vmcoreos.images.transfer.taps import CHUNK, BackgroundTap
 from vmcoreos.images.verification import Verification
-from vmcoreos.images.verify import Check, Sha512Tap, abbreviate
+from vmcoreos.images.trust.digests import Check, Sha512Tap, abbreviate
 
 
 class OnePass:

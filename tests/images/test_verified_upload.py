@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from vmcoreos.errors import VerificationError
-from vmcoreos.images.streamed import upload_read
+from vmcoreos.images.verified_upload import upload_read
 
 QUIET = SimpleNamespace(event=lambda m: None, transfer=lambda *a: None)
 
@@ -28,7 +28,7 @@ def test_a_change_through_a_shared_mapping_after_verification_is_refused_before_
     # Linux leaves mtime and ctime as they are for writes to a page that is already dirty in a shared
     # writable mapping (until writeback): the file's identity cannot see this change, only its bytes can.
     from vmcoreos.images.fetch import obtain
-    from vmcoreos.images.source import identity
+    from vmcoreos.images.verified import identity
     from vmcoreos.settings import ImageSettings, TrustedKey
 
     ova = tmp_path / "flatcar.ova"
@@ -86,7 +86,7 @@ def test_a_record_vouches_only_for_files_inside_the_private_cache(signed_ova, tm
 
     ova = tmp_path / "flatcar.ova"
     shutil.copyfile(signed_ova["ova"], ova)
-    time.sleep(2.1)  # settled (images/known.py RACY_NS): the racy-file rule is not what decides here
+    time.sleep(2.1)  # settled (images/trust/known.py RACY_NS): the racy-file rule is not what decides here
     image = ImageSettings(ova=str(ova), sig=str(signed_ova["sig"]),
                           trusted_keys=(TrustedKey(signed_ova["key"], "flatcar"),))
     for _ in range(2):

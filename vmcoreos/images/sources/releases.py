@@ -44,7 +44,7 @@ class Release:
     # The version.txt that named the version (channel "current"), to be checked against its .sig before use.
     version_url: str | None = None
     version_text: bytes | None = None
-    label_signed: int | None = None  # when version_text's signature was made (images/binding.py), once checked
+    label_signed: int | None = None  # when version_text's signature was made (images/trust/binding.py), once checked
     # Who serves it, for the cache key: "" for the vendor's own host, else a digest of the mirror's root.
     source_id: str = ""
     root: str = ""  # the channel root (Flatcar, CoreOS): where any other version of the channel lives

@@ -29,10 +29,10 @@ import threading
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.images import openpgp, verifiers
-from vmcoreos.images.keys import PublicKey, dearmor
-from vmcoreos.images.verifiers import Verdict
-from vmcoreos.images.verify import Check
+from vmcoreos.images.trust import openpgp, verifiers
+from vmcoreos.images.trust.keys import PublicKey, dearmor
+from vmcoreos.images.trust.verifiers import Verdict
+from vmcoreos.images.trust.digests import Check
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux only; elsewhere the fcntl call just fails
 

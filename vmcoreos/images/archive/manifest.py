@@ -6,7 +6,7 @@ import re
 import tarfile
 
 from vmcoreos.errors import UnsafeArchiveError
-from vmcoreos.images.verify import Check, DigestCheck
+from vmcoreos.images.trust.digests import Check, DigestCheck
 
 MF_LINE = re.compile(r"(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9a-fA-F]+)\s*")
 

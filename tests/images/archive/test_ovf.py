@@ -6,8 +6,8 @@ import pytest
 
 from tests.harness.ova_builder import build_ova
 from vmcoreos.errors import UnsafeArchiveError
-from vmcoreos.images import ovf
-from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.archive import ovf
+from vmcoreos.images.archive.ova import OvaArchive
 from vmcoreos.vsphere import importer
 
 

@@ -11,11 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import VerificationError
-from vmcoreos.images import binding, cache, keys as keymod, releases
-from vmcoreos.images.download import Http
-from vmcoreos.images.imagepass import note_expired, warn
-from vmcoreos.images.releases import Release
-from vmcoreos.images.signature import verify_detached
+from vmcoreos.images.trust import binding, keys as keymod
+from vmcoreos.images import cache
+from vmcoreos.images.sources import releases
+from vmcoreos.images.transfer.download import Http
+from vmcoreos.images.trust.imagepass import note_expired, warn
+from vmcoreos.images.sources.releases import Release
+from vmcoreos.images.trust.signature import verify_detached
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ImageSettings
 from vmcoreos.text import redact
@@ -35,7 +37,7 @@ def choose(image: ImageSettings, signing, http: Http, cache_root: Path, reporter
         release = _hold_floor(release, floor, cache_root, reporter)
         reporter.event(f"{release.distro} {release.channel}: the current release is {release.version}")
     if not image.insecure_skip_verify and release.version_text is None:
-        # A pinned or held release is bound by its own directory's signed version.txt too (images/binding.py).
+        # A pinned or held release is bound by its own directory's signed version.txt too (images/trust/binding.py).
         release = vouch_version(image, _own_label(release, http), signing, http, reporter)
     return release
 

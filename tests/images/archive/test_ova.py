@@ -2,9 +2,9 @@ import pytest
 
 from tests.harness.ova_builder import build_ova
 from vmcoreos.errors import UnsafeArchiveError, VerificationError
-from vmcoreos.images import ovf
-from vmcoreos.images.ova import OvaArchive
-from vmcoreos.images.stream import pump
+from vmcoreos.images.archive import ovf
+from vmcoreos.images.archive.ova import OvaArchive
+from vmcoreos.images.transfer.taps import pump
 
 
 def test_reads_descriptor_manifest_and_streams_the_disk(tmp_path):
@@ -66,7 +66,7 @@ def test_not_a_tar(tmp_path):
 
 @pytest.mark.parametrize("units, factor", [("byte", 1), ("byte * 2^20", 1 << 20), ("byte * 1024", 1024), ("byte*2^30", 1 << 30)])
 def test_allocation_units(units, factor):
-    from vmcoreos.images.ovf import allocation_units as _allocation_units
+    from vmcoreos.images.archive.ovf import allocation_units as _allocation_units
 
     assert _allocation_units(units) == factor
 
@@ -101,8 +101,8 @@ def test_an_absurd_capacity_is_refused(tmp_path):
 def test_a_verified_image_is_not_hashed_again_on_upload_but_its_manifest_check_still_reads(tmp_path, defect):
     # The image's one pass checked the .mf digests and the upload reads the descriptor held to that
     # pass's identity: a second SHA-1 during the upload would only take a core from TLS.
-    from vmcoreos.images.source import VerifiedImage, identity, open_image
-    from vmcoreos.images.streamed import upload_read
+    from vmcoreos.images.verified import VerifiedImage, identity, open_image
+    from vmcoreos.images.verified_upload import upload_read
 
     good = build_ova(tmp_path / "good.ova", disk_bytes=1 << 20)
     f = open_image(good)

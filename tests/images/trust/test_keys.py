@@ -3,7 +3,7 @@
 import pytest
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.images import keys
+from vmcoreos.images.trust import keys
 
 
 def test_pinned_keys_match_their_fingerprints():

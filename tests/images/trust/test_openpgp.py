@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from vmcoreos.images import keys, openpgp
+from vmcoreos.images.trust import keys, openpgp
 
 
 def _day(t):

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vmcoreos.errors import DownloadError, VerificationError
-from vmcoreos.images import keys as keymod
-from vmcoreos.images.download import Http
-from vmcoreos.images.manifest import MemberDigestTap
-from vmcoreos.images.source import is_url
-from vmcoreos.images.stream import BackgroundTap, pump
-from vmcoreos.images.signature import SignatureCheck
-from vmcoreos.images.verifiers import Verdict
-from vmcoreos.images.verify import Check, DigestCheck, Sha512Tap, abbreviate
+from vmcoreos.images.trust import keys as keymod
+from vmcoreos.images.transfer.download import Http
+from vmcoreos.images.archive.manifest import MemberDigestTap
+from vmcoreos.images.verified import is_url
+from vmcoreos.images.transfer.taps import BackgroundTap, pump
+from vmcoreos.images.trust.signature import SignatureCheck
+from vmcoreos.images.trust.verifiers import Verdict
+from vmcoreos.images.trust.digests import Check, DigestCheck, Sha512Tap, abbreviate
 from vmcoreos.reporting import Reporter
 from vmcoreos.text import redact
 

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from vmcoreos.images import known
-from vmcoreos.images.keys import PublicKey
-from vmcoreos.images.source import identity, open_image
-from vmcoreos.images.verifiers import Verdict
+from vmcoreos.images.trust import known
+from vmcoreos.images.trust.keys import PublicKey
+from vmcoreos.images.verified import identity, open_image
+from vmcoreos.images.trust.verifiers import Verdict
 
 KEY = PublicKey("A" * 40, b"key", "test")
 OTHER = PublicKey("B" * 40, b"other", "test")

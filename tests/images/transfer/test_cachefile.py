@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vmcoreos.images import cachefile
-from vmcoreos.images.cachefile import BLOCK, CacheFile
+from vmcoreos.images.transfer import cachefile
+from vmcoreos.images.transfer.cachefile import BLOCK, CacheFile
 
 
 def _write(path, pieces):

@@ -6,9 +6,9 @@ def test_the_image_pass_hashes_beside_the_thread_that_reads(mocker):
     # threads of their own, so on 2 cores they overlap gpgv and the read instead of queueing behind them.
     import threading
 
-    from vmcoreos.images.imagepass import ImagePass
-    from vmcoreos.images.manifest import MemberDigestTap
-    from vmcoreos.images.verify import Sha512Tap
+    from vmcoreos.images.trust.imagepass import ImagePass
+    from vmcoreos.images.archive.manifest import MemberDigestTap
+    from vmcoreos.images.trust.digests import Sha512Tap
 
     seen = {}
     for cls in (Sha512Tap, MemberDigestTap):

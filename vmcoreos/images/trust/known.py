@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vmcoreos import state
-from vmcoreos.images import keys as keymod
-from vmcoreos.images.source import identity
-from vmcoreos.images.verifiers import Verdict
+from vmcoreos.images.trust import keys as keymod
+from vmcoreos.images.verified import identity
+from vmcoreos.images.trust.verifiers import Verdict
 
 RACY_NS = 2_000_000_000  # FAT's 2 s timestamps are the coarsest in use
 

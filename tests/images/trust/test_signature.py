@@ -8,9 +8,9 @@ import pytest
 
 from tests.harness.signing import DAY, TestSigner
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.images import keys, openpgp, verifiers
-from vmcoreos.images.signature import SignatureCheck, choose_verifier
-from vmcoreos.images.stream import pump
+from vmcoreos.images.trust import keys, openpgp, verifiers
+from vmcoreos.images.trust.signature import SignatureCheck, choose_verifier
+from vmcoreos.images.transfer.taps import pump
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.images import openpgp
+from vmcoreos.images.trust import openpgp
 
 PINNED = {
     # Flatcar Buildbot (Official Builds); the key has no expiry, subkeys rotate.

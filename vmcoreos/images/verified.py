@@ -5,7 +5,7 @@ vmcoreos.images.fetch, whose obtain() is the entry point; the one-pass
 verification in vmcoreos.images.verification.
 
 A VerifiedImage holds the file open: the space check and the upload read
-the very descriptor that was verified (images/streamed.py upload_read()),
+the very descriptor that was verified (images/verified_upload.py upload_read()),
 never the path again, so a file swapped in under the same name afterwards is
 never read. It is built in one place: images/verification.py. `identity` is the
 fstat of that descriptor at verification; OvaArchive.check_unchanged()
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.images.verifiers import Verdict
+from vmcoreos.images.trust.verifiers import Verdict
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class VerifiedImage:
     cached: bool = False  # reused from the cache after re-verification, not downloaded this run
     file: BinaryIO | None = field(default=None, compare=False, repr=False)  # the verified descriptor
     identity: tuple[int, ...] | None = None  # identity(file) when it was verified
-    signed: int | None = None  # when its signature says it was made (epoch; images/binding.py)
+    signed: int | None = None  # when its signature says it was made (epoch; images/trust/binding.py)
 
     def close(self) -> None:
         if self.file is not None:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from vmcoreos.errors import ConfigError, DownloadError
-from vmcoreos.images.download import Http, max_delay_from_env, redact
+from vmcoreos.images.transfer.download import Http, max_delay_from_env, redact
 
 
 class Events:
@@ -88,7 +88,7 @@ def test_a_small_file_trickled_a_byte_at_a_time_is_cut_at_its_deadline():
 
     from tests.harness.silentpeer import SilentPeer
     from vmcoreos.errors import DownloadError
-    from vmcoreos.images.download import Http
+    from vmcoreos.images.transfer.download import Http
 
     quiet = SimpleNamespace(event=lambda *a: None, transfer=lambda *a: None)
     with SilentPeer(trickle=0.25, prefix=b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nx") as peer:
@@ -104,8 +104,8 @@ def test_a_download_trickled_a_byte_at_a_time_is_cut_at_its_deadline(tmp_path):
 
     from tests.harness.silentpeer import SilentPeer
     from vmcoreos.errors import DownloadError
-    from vmcoreos.images.download import Http
-    from vmcoreos.images.verify import Sha512Tap
+    from vmcoreos.images.transfer.download import Http
+    from vmcoreos.images.trust.digests import Sha512Tap
 
     quiet = SimpleNamespace(event=lambda *a: None, transfer=lambda *a: None)
     with SilentPeer(trickle=0.25, prefix=b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nx") as peer:

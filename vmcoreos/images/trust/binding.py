@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from vmcoreos.errors import VerificationError
-from vmcoreos.images import openpgp
-from vmcoreos.images.keys import dearmor
+from vmcoreos.images.trust import openpgp
+from vmcoreos.images.trust.keys import dearmor
 
 HOUR = 3600
 # The facts (coreos-facts.md §2.2a) say "the same build; not weeks apart", and give no measured spread;

@@ -22,10 +22,10 @@ import urllib3
 
 from vmcoreos import __version__
 from vmcoreos.errors import ConfigError, DownloadError
-from vmcoreos.images.cachefile import CacheFile
+from vmcoreos.images.transfer.cachefile import CacheFile
 from vmcoreos.http_deadlines import WatchedAdapter, within as _within
-from vmcoreos.images.stream import CHUNK
-from vmcoreos.images.verify import Check
+from vmcoreos.images.transfer.taps import CHUNK
+from vmcoreos.images.trust.digests import Check
 from vmcoreos.reporting import Reporter
 from vmcoreos.environment import ENV_RETRY_MAX_DELAY, value as env_value
 from vmcoreos.text import reason, redact

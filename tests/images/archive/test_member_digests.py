@@ -10,8 +10,8 @@ import pytest
 
 from tests.harness.ova_builder import build_ova, profile, regular_member
 from vmcoreos.errors import UnsafeArchiveError
-from vmcoreos.images.manifest import MemberDigestTap
-from vmcoreos.images.ova import OvaArchive
+from vmcoreos.images.archive.manifest import MemberDigestTap
+from vmcoreos.images.archive.ova import OvaArchive
 
 
 def stream(path, sizes=(1, 511, 513, 4096, (1 << 20) + 7)) -> MemberDigestTap:

@@ -8,8 +8,8 @@ import pytest
 
 from tests.harness.release_server import version_txt
 from vmcoreos.errors import ConfigError, DownloadError, VerificationError
-from vmcoreos.images import releases
-from vmcoreos.images.verify import parse_digests
+from vmcoreos.images.sources import releases
+from vmcoreos.images.trust.digests import parse_digests
 from vmcoreos.settings import ImageSettings
 
 FLATCAR = "flatcar_production_vmware_ova"
@@ -217,7 +217,7 @@ def test_patterns_take_ascii_digits_and_no_trailing_newline():
     # `$` matches before a final newline and \d matches any Unicode digit: both let odd text through.
     from vmcoreos.errors import ConfigError
     from vmcoreos.etcd.trust import url_host
-    from vmcoreos.images import releases
+    from vmcoreos.images.sources import releases
 
     with pytest.raises(ConfigError):
         releases.check_version("4593.2.5\n", "image.version")

@@ -1,0 +1,1 @@
+"""Inside an OVA: the tar itself, its OVF descriptor and its .mf manifest."""
