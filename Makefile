@@ -60,15 +60,17 @@ $(VCSIM): $(VCSIM_SRC)
 demo: deps
 	$(PY) -m tests.harness.demo
 
+# pytest-xdist spreads the suite over the cores (-n auto: one worker per core; TEST_WORKERS=0 runs it in one
+# process); worksteal keeps both busy to the end although one test (the power race) takes minutes. Each
+# worker has its own simulators, 127.x subnets, state dir and leak checks (tests/conftest.py).
+TEST_WORKERS ?= auto
 test: deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # The unit tests alone: no Go build, no simulator, guest simulator, etcd or release server (tests/e2e/ holds
 # those). They do call Debian's command-line checkers (gnupg, gpgv, sqv, ignition-validate, systemd-analyze).
-# pytest-xdist spreads them over the cores (-n auto: one worker per core; TEST_WORKERS=0 runs them in one process).
-TEST_WORKERS ?= auto
 test-unit: venv
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) -m "not e2e"
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not e2e"
 
 # docs/commands.md (every command's --help) and docs/configuration.md's environment table
 # (vmcoreos/environment.py), regenerated; tests/test_docs.py fails while either is stale.
