@@ -29,7 +29,7 @@ def test_an_unreadable_record_file_is_an_error_naming_it(tmp_path):
 
 
 def test_the_records_folder_must_be_private(tmp_path):
-    # Whoever can write it can vouch for a planted template (issue 21).
+    # Whoever can write it can vouch for a planted template.
     from vmcoreos.errors import ConfigError
 
     record = state.TemplateRecord("uuid", "vm-1", "ab" * 64)

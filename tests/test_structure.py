@@ -177,6 +177,15 @@ def test_no_two_modules_share_a_name():
         assert shared == {}, "rename one of each so its name says its job"
 
 
+def test_code_and_tests_say_what_not_which_issue():
+    """An issue number means nothing to the next reader (and the tracker may move): say the behaviour."""
+    label = re.compile(r"\bissues? ?#?\d+", re.I)
+    labelled = [f"{path.relative_to(ROOT)}:{n}" for folder in ("vmcoreos", "tests", "bench", "tools")
+                for path in sorted((ROOT / folder).rglob("*.py"))
+                for n, line in enumerate(path.read_text().splitlines(), 1) if label.search(line)]
+    assert labelled == [], "name the behaviour instead of the issue"
+
+
 def test_the_cycle_finder_finds_a_cycle_and_a_lazy_import():
     # The finder itself: a three-module cycle, a lone edge and a self-import.
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}

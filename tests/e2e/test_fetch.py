@@ -657,7 +657,7 @@ def test_a_cache_others_can_write_is_refused(cli, release):
     assert release.server.requests == []
 
 
-# -- issue 21, item 1: an image is bound to the release it is served as -----------------------------
+# -- an image is bound to the release it is served as -----------------------------
 
 DAY = 86400
 

@@ -155,7 +155,7 @@ def test_rebuild_rolls_onto_the_channels_new_release_keeping_data_and_a_leader(
 
 def test_an_old_image_served_as_a_new_release_is_refused_on_rebuild_and_on_a_fresh_host(
         cli, vcsim, guestsim, release, signer, subnet, tmp_path, env):
-    # Issue 21: a newer release's signed version.txt beside an older release's signed OVA and .sig, no DIGESTS.
+    # A newer release's signed version.txt beside an older release's signed OVA and .sig, no DIGESTS.
     import shutil
 
     from tests.harness.release_server import FILE_PREFIX

@@ -1,4 +1,4 @@
-"""Wall-clock deadlines that hold while a read is blocked (issue 21): a vCenter that accepts and never answers,
+"""Wall-clock deadlines that hold while a read is blocked: a vCenter that accepts and never answers,
 and one that answers a byte at a time just inside the socket timeout."""
 
 from __future__ import annotations

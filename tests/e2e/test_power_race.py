@@ -1,7 +1,7 @@
 """Deploys on a vCenter that powers every clone on by itself (coreos-facts §8): never a power-state failure.
 
 The strict bed with clone_power_on="always" starts a power-on task of its own after each clone task, so the
-tool's PowerOnVM_Task always meets InvalidPowerState. Issue 26's bar: 20 consecutive real `vmcoreos deploy`
+tool's PowerOnVM_Task always meets InvalidPowerState. The bar: 20 consecutive real `vmcoreos deploy`
 runs, each of them cloning (so each meets the race), none failing on power state, the nodes healthy at the end.
 The cheapest loop that makes every counted deploy clone: one bed, one node kept, and each round a deploy
 --count 2 that clones race-02 followed by a deploy --count 1 --yes that takes it out again (a deploy that

@@ -42,7 +42,7 @@ def settle(path) -> None:
 
 
 def test_unchanged_image_is_not_read_again_and_a_changed_one_is(cli, bed, signer, subnet, tmp_path):
-    # A record vouches only for a file inside the private cache (issue 21): the image is kept there.
+    # A record vouches only for a file inside the private cache: the image is kept there.
     cache = tmp_path / "cache"
     (cache / "mine").mkdir(parents=True)
     image = signed_image(cache / "mine", signer, disk_bytes=8 << 20, seed=16)

@@ -1,4 +1,4 @@
-"""The strict bed reproduces the last real-vCenter behaviours the tool met (issue 26), against pyvmomi directly.
+"""The strict bed reproduces the last real-vCenter behaviours the tool met, against pyvmomi directly.
 
 A role that lacks privileges (HasPrivilegeOnEntities and the guarded calls agree), no property reads
 without a session, vCenter's own power-on after a clone whose spec asks for it, and linked clones that

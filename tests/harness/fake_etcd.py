@@ -1,4 +1,4 @@
-"""A fake etcd gateway for the lock's API-prefix tests (issue 21): etcd 3.3 serves /v3beta/ only (3.2: /v3alpha/),
+"""A fake etcd gateway for the lock's API-prefix tests: etcd 3.3 serves /v3beta/ only (3.2: /v3alpha/),
 or an endpoint that answers 404 to everything. Enough of the lease and kv calls for EtcdLock; every path asked is
 logged. ``stop()`` closes the socket and joins the thread."""
 

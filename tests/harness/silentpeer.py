@@ -1,4 +1,4 @@
-"""A peer that accepts connections and then never answers, or answers one byte at a time (issue 21).
+"""A peer that accepts connections and then never answers, or answers one byte at a time.
 
 ``SilentPeer(trickle=None)`` accepts on 127.0.0.1:<free port> and holds every
 connection open without a byte; with ``trickle=s`` it sends one byte (a space)

@@ -1,4 +1,4 @@
-"""What goes up is what was verified: the upload's one read is held to the verified SHA-512 (issue 21)."""
+"""What goes up is what was verified: the upload's one read is held to the verified SHA-512."""
 
 from __future__ import annotations
 

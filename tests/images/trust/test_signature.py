@@ -260,7 +260,7 @@ def test_an_armored_signature_is_read_as_its_packets_and_judged_by_sqv(verifier,
     assert (verdict.verifier, verdict.signing_key) == (verifier, signer.subkey_fingerprint)
 
 
-# -- issue 21: a signature the packet reader cannot take as exactly one packet is refused -------------------
+# -- a signature the packet reader cannot take as exactly one packet is refused -------------------
 
 
 def _late_signature(own, image, tmp_path):
