@@ -83,8 +83,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable((ENV_API_TIMEOUT,), "socket timeout, in seconds, for every vSphere SOAP call (long polls ask for a"
              " third of it)", f"{DEFAULT_API_TIMEOUT:g}", "environment.api_timeout"),
     Variable((ENV_DEBUG,), "any value: an unexpected error prints its traceback", "off", "environment.debug"),
-    Variable((ENV_TEST_SUBNET_BASE, ENV_TEST_PROFILE), "tests only: the 127.x block the simulated etcd members use;"
-             " the test bed's profile (`lenient` or `strict`)", "10; lenient", "tests/conftest.py, tests/harness"),
+    Variable((ENV_TEST_SUBNET_BASE, ENV_TEST_PROFILE), "tests only: the first 127.x block the simulated etcd members use"
+             " (each xdist worker takes 20 more); the test bed's profile (`lenient` or `strict`)", "10; strict", "tests/conftest.py, tests/harness"),
     Variable((ENV_DATACENTER,), "`vsphere.datacenter` when the cluster file leaves it out", "the only datacenter",
              "settings.with_govc_defaults"),
     Variable((ENV_DATASTORE,), "`vsphere.datastore` when neither it nor `vsphere.datastores` is set in the cluster"
