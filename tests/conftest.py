@@ -31,6 +31,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+    # Longest first: xdist hands out tests in this order, and a test of minutes handed out last would
+    # leave the other workers idle at the end while it runs alone.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture

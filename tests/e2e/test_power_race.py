@@ -36,6 +36,7 @@ def raced_power_ons(sim, name: str) -> int:
                    for i in infos)
 
 
+@pytest.mark.long  # about 170 s: started first, so the other workers' tests fill the time beside it
 def test_consecutive_deploys_never_fail_on_power_state_when_vcenter_powers_clones_on_itself(
         cli, tmp_path, subnet, signed_ova):
     with strict_bed(tmp_path / "vcsim", clone_power_on="always", power_on_delay=POWER_ON_DELAY) as sim:
