@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -130,13 +131,44 @@ def test_followers_first_leader_last_each_step_checked_and_its_data_read_back(mo
     assert (result.reconfigured, result.rebuilt) == (["lab-02"], ["lab-03", "lab-01"])
 
 
-def test_a_sick_member_stops_the_roll_before_anything_is_touched(monkeypatch, faked):
+@pytest.fixture
+def quick_settle(monkeypatch):
+    monkeypatch.setattr(converge, "HEALTH_SETTLE", 0.3)
+    monkeypatch.setattr(converge, "HEALTH_RECHECK", 0.05)
+
+
+class Recovering(FakeMembers):
+    """lab-03 answers unhealthy the first `times` asks, as a member does while an election settles."""
+
+    def __init__(self, leader, times):
+        super().__init__(leader, sick={"lab-03"})
+        self.asks, self.times = 0, times
+
+    def health(self, view):
+        self.asks += 1
+        if self.asks > self.times:
+            self.sick = set()
+        return super().health(view)
+
+
+def test_a_member_unhealthy_for_a_moment_is_asked_again_and_the_roll_goes_on(monkeypatch, faked, quick_settle):
+    configs = {i: _config(i) for i in (1, 2, 3)}
+    members = Recovering("lab-01", times=2)
+    run = FakeRun({c.name: _vm(c, 2) for c in configs.values()}, members, faked)
+    _wire(monkeypatch, run, {c.name: c for c in configs.values()})
+    converge.roll(run, list(configs.values()), WANT, RunResult("lab", []), template=lambda: None)
+    assert ("resize", "lab-02") in faked and members.asks >= 3
+
+
+def test_a_sick_member_stops_the_roll_before_anything_is_touched(monkeypatch, faked, quick_settle):
     configs = {i: _config(i) for i in (1, 2, 3)}
     nodes = {c.name: _vm(c, 2) for c in configs.values()}
     run = FakeRun(nodes, FakeMembers(leader="lab-01", sick={"lab-03"}), faked)
     _wire(monkeypatch, run, {c.name: c for c in configs.values()})
+    started = time.monotonic()
     with pytest.raises(EtcdError, match="etcd members lab-03 are not healthy; the roll stops before lab-02"):
         converge.roll(run, list(configs.values()), WANT, RunResult("lab", []), template=lambda: None)
+    assert 0.3 <= time.monotonic() - started < 5  # asked again for the settle time, and no longer
     assert faked == [("privileges", ""), ("check", "lab-02")]
 
 

@@ -6,10 +6,15 @@ pieces themselves are in tests/harness/bed.py and tests/harness/services.py.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from dataclasses import dataclass
 
 import pytest
+import requests
 
+from tests.e2e.helpers import FCOS_VERSION
 from tests.harness.bed import next_subnet, running_vcsim, signed_image, strict_bed, strict_guests
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.runner import run_vmcoreos
@@ -102,3 +107,60 @@ def uploads(tmp_path):
             yield Uploads(sim, proxy, sim.env())
     finally:
         sim.stop()
+
+
+@pytest.fixture
+def discovery_etcd(tmp_path, subnet):
+    """A real etcd serving the v2 keys API (Debian's etcd 3.4 needs --enable-v2) as the discovery service.
+
+    On an address of the test's own subnet, as the nodes are: a port free_port() found on 127.0.0.1 can be
+    taken by an outgoing connection's ephemeral port before etcd binds it ("address already in use").
+    """
+    host = f"{subnet}.240"
+    port, peer = 2379, 2380
+    url = f"http://{host}:{port}"
+    log = open(tmp_path / "discovery-etcd.log", "wb")
+    proc = subprocess.Popen(
+        ["/usr/bin/etcd", "--name", "discovery", "--data-dir", str(tmp_path / "discovery.etcd"),
+         "--enable-v2=true", "--listen-client-urls", url, "--advertise-client-urls", url,
+         "--listen-peer-urls", f"http://{host}:{peer}", "--initial-advertise-peer-urls",
+         f"http://{host}:{peer}", "--initial-cluster", f"discovery=http://{host}:{peer}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(url + "/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "discovery etcd did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp_path / "discovery.etcd", ignore_errors=True)
+
+
+@pytest.fixture
+def env(vcsim, tmp_path):
+    """The vCenter's settings, with a lock and cache directory of the test's own."""
+    return {**vcsim.env(), "VMCOREOS_LOCK_DIR": str(tmp_path / "locks"), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache")}
+
+
+@pytest.fixture
+def fcos_stream(tmp_path, signer):
+    """The stable stream naming one FCOS build, signed by the test key (standing in for Fedora 43's)."""
+    from tests.harness.release_server import ReleaseServer, ReleaseTree
+
+    tree = ReleaseTree(tmp_path / "srv", signer)
+    with ReleaseServer(tree.root) as server:
+        tree.publish_fcos("stable", FCOS_VERSION, server.url, disk_bytes=2 << 20)
+        yield server

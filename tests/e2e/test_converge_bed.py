@@ -8,7 +8,7 @@ import time
 from tests.e2e import etcdclient
 from tests.e2e.helpers import inventory, write_cluster
 
-from tests.e2e.test_lifecycle import _image_args, env  # noqa: F401  (the env fixture)
+from tests.e2e.helpers import image_args
 
 CONFIG = "#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: hello\n"
 EDITED = "#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: edited\nssh_authorized_keys: [ssh-ed25519 AAAA t]\n"
@@ -31,7 +31,7 @@ def test_an_edited_config_and_cpus_reach_every_node_by_a_rolling_replacement(
         cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
     (tmp_path / "cc.yaml").write_text(CONFIG)
     cluster = write_cluster(tmp_path / "c.yaml", subnet, config="cc.yaml")
-    first = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--json")
+    first = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--json")
     assert first.returncode == 0, first.stderr
     before = _nodes(vcsim)
     assert {v["cpus"] for v in before.values()} == {1}
@@ -46,18 +46,18 @@ def test_an_edited_config_and_cpus_reach_every_node_by_a_rolling_replacement(
     status = _run(cli, env, "status", "-c", str(cluster), "--json")
     assert [(n["name"], n["reasons"]) for n in json.loads(status.stdout)["nodes"]] == [
         (f"lab-0{i}", why) for i in (1, 2, 3)]
-    dry = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--dry-run", "--json")
+    dry = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["nodes"] == [
         {"name": f"lab-0{i}", "action": "replace", "reasons": why} for i in (1, 2, 3)]
     # Off a terminal, replacing running nodes needs --yes: one line, nothing touched.
-    refused = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova))
+    refused = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova))
     assert refused.returncode == 2 and refused.stderr.splitlines()[-1] == (
         "vmcoreos: error: deploy would replace lab-01, lab-02, lab-03 (they differ from the cluster file); refusing"
         " without a terminal to ask on: pass --yes to confirm, or --dry-run to see the plan")
     assert _nodes(vcsim) == before
 
-    rolled = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--yes", "--json")
+    rolled = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--yes", "--json")
     assert rolled.returncode == 0, rolled.stderr
     result = json.loads(rolled.stdout)
     assert [(n["name"], n["action"], n["healthy"]) for n in result["nodes"]] == [
@@ -76,7 +76,7 @@ def test_an_edited_config_and_cpus_reach_every_node_by_a_rolling_replacement(
 
     # Converged: a plain re-run changes nothing and says so, quickly.
     start = time.monotonic()
-    again = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--json")
+    again = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--json")
     took = time.monotonic() - start
     assert again.returncode == 0, again.stderr
     assert [n["action"] for n in json.loads(again.stdout)["nodes"]] == ["unchanged"] * 3
@@ -86,14 +86,14 @@ def test_an_edited_config_and_cpus_reach_every_node_by_a_rolling_replacement(
 def test_cpus_alone_are_a_rolling_reconfigure_and_a_stopped_node_is_started(
         cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
     cluster = write_cluster(tmp_path / "c.yaml", subnet)
-    assert _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova)).returncode == 0
+    assert _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova)).returncode == 0
     refs = {n: v["extra"]["vmcoreos.config_digest"] for n, v in _nodes(vcsim).items()}
 
     cluster = write_cluster(tmp_path / "c.yaml", subnet, extra={"node": {"cpus": 2, "memory_mb": 1024}})
-    dry = json.loads(_run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--dry-run", "--json").stdout)
+    dry = json.loads(_run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--dry-run", "--json").stdout)
     assert {n["action"] for n in dry["nodes"]} == {"reconfigure"}
     assert dry["nodes"][0]["reasons"] == ["cpus 1 → 2", "memory 512 → 1024 MB"]
-    done = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--yes", "--json")
+    done = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--yes", "--json")
     assert done.returncode == 0, done.stderr
     assert [n["action"] for n in json.loads(done.stdout)["nodes"]] == ["reconfigured"] * 3
     nodes = _nodes(vcsim)
@@ -109,9 +109,9 @@ def test_cpus_alone_are_a_rolling_reconfigure_and_a_stopped_node_is_started(
         from pyVim.task import WaitForTask
 
         WaitForTask(vm.PowerOffVM_Task())
-    dry = json.loads(_run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--dry-run", "--json").stdout)
+    dry = json.loads(_run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--dry-run", "--json").stdout)
     assert [n["action"] for n in dry["nodes"]] == ["keep", "start", "keep"]
-    started = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--json")
+    started = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--json")
     assert started.returncode == 0, started.stderr
     assert [n["action"] for n in json.loads(started.stdout)["nodes"]] == ["unchanged", "started", "unchanged"]
 
@@ -119,17 +119,17 @@ def test_cpus_alone_are_a_rolling_reconfigure_and_a_stopped_node_is_started(
 def test_a_changed_network_moves_the_nodes_and_a_scale_up_clones_onto_it(
         cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2)
-    assert _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova)).returncode == 0
+    assert _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova)).returncode == 0
     assert {tuple(v["networks"]) for v in _nodes(vcsim).values()} == {("VM Network",)}
 
     cluster = write_cluster(tmp_path / "c.yaml", subnet, count=2, extra={"vsphere": {"network": "DVS0/DC0_DVPG0"}})
-    planned = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--count", "3", "--dry-run", "--json")
+    planned = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--count", "3", "--dry-run", "--json")
     assert planned.returncode == 0, planned.stderr
     dry = json.loads(planned.stdout)
     assert dry["nodes"] == [{"name": "lab-01", "action": "replace", "reasons": ["network VM Network → DC0_DVPG0"]},
                             {"name": "lab-02", "action": "replace", "reasons": ["network VM Network → DC0_DVPG0"]},
                             {"name": "lab-03", "action": "create", "reasons": ["missing"]}]
-    up = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--count", "3", "--yes", "--json")
+    up = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--count", "3", "--yes", "--json")
     assert up.returncode == 0, up.stderr
     assert "lab-03: cloning from" in up.stderr and "onto network DC0_DVPG0" in up.stderr
     assert {n: tuple(v["networks"]) for n, v in _nodes(vcsim).items()} == {
@@ -141,30 +141,30 @@ def test_rebuild_from_cron_applies_config_drift_and_a_one_off_count_is_not_remem
         cli, vcsim, guestsim, signed_ova, subnet, tmp_path, env):
     (tmp_path / "cc.yaml").write_text(CONFIG)
     cluster = write_cluster(tmp_path / "c.yaml", subnet, config="cc.yaml")
-    assert _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova)).returncode == 0
+    assert _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova)).returncode == 0
     written = etcdclient.write_keys(f"http://{subnet}.11:2379", 10)
 
     (tmp_path / "cc.yaml").write_text(CONFIG + "ssh_authorized_keys: [ssh-ed25519 AAAA t]\n")
-    dry = _run(cli, env, "rebuild", "-c", str(cluster), *_image_args(signed_ova), "--dry-run", "--json")
+    dry = _run(cli, env, "rebuild", "-c", str(cluster), *image_args(signed_ova), "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["nodes"] == [
         {"name": f"lab-0{i}", "action": "replace", "reasons": ["config changed (ssh_authorized_keys)"]} for i in (1, 2, 3)]
     # Unattended (stdin is not a terminal, no --yes): rebuild applies the drift and never asks.
-    rolled = _run(cli, env, "rebuild", "-c", str(cluster), *_image_args(signed_ova))
+    rolled = _run(cli, env, "rebuild", "-c", str(cluster), *image_args(signed_ova))
     assert rolled.returncode == 0, rolled.stderr
     names, _, version = rolled.stdout.strip().removeprefix("rebuilt ").partition(" on ")
     assert sorted(names.split(", ")) == ["lab-01", "lab-02", "lab-03"] and version.startswith("local-")
     status = json.loads(_run(cli, env, "status", "-c", str(cluster), "--json").stdout)
     assert [(n["reasons"], n["healthy"]) for n in status["nodes"]] == [([], True)] * 3
     assert etcdclient.get_prefix(f"http://{subnet}.13:2379", "/data/") == written
-    again = _run(cli, env, "rebuild", "-c", str(cluster), *_image_args(signed_ova))
+    again = _run(cli, env, "rebuild", "-c", str(cluster), *image_args(signed_ova))
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
     # --count 4 is a one-off: the next plain run plans lab-04's removal and asks, naming the file's count.
-    up = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova), "--count", "4")
+    up = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova), "--count", "4")
     assert up.returncode == 0, up.stderr
     assert "count: 4 nodes (--count, a one-off: the cluster file says 3" in up.stderr
-    plain = _run(cli, env, "deploy", "-c", str(cluster), *_image_args(signed_ova))
+    plain = _run(cli, env, "deploy", "-c", str(cluster), *image_args(signed_ova))
     assert plain.returncode == 2 and plain.stderr.splitlines()[-1] == (
         "vmcoreos: error: deploy would remove lab-04 (the cluster file's count 3 is below the cluster's size);"
         " refusing without a terminal to ask on: pass --yes to confirm, or --dry-run to see the plan")

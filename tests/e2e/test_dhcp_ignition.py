@@ -13,8 +13,7 @@ import requests
 import yaml
 
 from tests.e2e.helpers import inventory, write_cluster
-from tests.e2e.test_fcos import USER_ONLY, env, fcos_cluster, fcos_stream  # noqa: F401 (fixtures)
-from tests.e2e.test_node_configs import CONFIGS, _deploy, _guest_ok, discovery_etcd  # noqa: F401 (fixture)
+from tests.e2e.helpers import CONFIGS, assert_guests_ok, deploy_three, fcos_cluster
 
 DHCP = {"mode": "dhcp"}
 
@@ -41,10 +40,10 @@ def test_flatcar_ignition_on_dhcp_joins_in_one_boot(cli, vcsim, guestsim, signed
     data = yaml.safe_load(cluster.read_text())
     data["node"]["network"] = DHCP
     cluster.write_text(yaml.safe_dump(data))
-    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    run = deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
     assert run.returncode == 0, run.stderr
     assert "booting it again" not in run.stderr
-    _guest_ok(guestsim, "ignition")
+    assert_guests_ok(guestsim, "ignition")
     _assert_three_leased_members(guestsim, subnet)
     node = guestsim.node("lab-02")
     assert node["etcd"]["env"]["ETCD_ADVERTISE_CLIENT_URLS"] == f"http://{node['ip']}:2379"
@@ -58,7 +57,7 @@ def test_fcos_on_dhcp_joins_in_one_boot(cli, vcsim, guestsim, fcos_stream, signe
     run = cli(["deploy", "-c", str(cluster), "--count", "3", "--json", "--discovery-etcd", discovery_etcd], env=env)
     assert run.returncode == 0, run.stderr
     assert [n["action"] for n in json.loads(run.stdout)["nodes"]] == ["created"] * 3
-    _guest_ok(guestsim, "ignition")
+    assert_guests_ok(guestsim, "ignition")
     _assert_three_leased_members(guestsim, subnet)
     env3 = guestsim.node("lab-03")["etcd"]["env"]
     assert env3["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{guestsim.node('lab-03')['ip']}:2380"
@@ -73,7 +72,7 @@ def test_a_dhcp_ignition_node_joins_a_running_cluster_in_its_one_boot(cli, vcsim
     data = yaml.safe_load(cluster.read_text())
     data["node"]["network"] = DHCP
     cluster.write_text(yaml.safe_dump(data))
-    assert _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd).returncode == 0
+    assert deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd).returncode == 0
     run = cli(["deploy", "-c", str(cluster), "--count", "4", "--ova", str(signed_ova["ova"]), "--trusted-key",
                str(signed_ova["key"]), "--json", "--discovery-etcd", discovery_etcd], env=vcsim.env())
     assert run.returncode == 0, run.stderr

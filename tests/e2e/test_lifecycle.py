@@ -12,21 +12,12 @@ import pytest
 from tests.harness.bed import signed_image
 from tests.harness.runner import VMCOREOS
 from tests.e2e import etcdclient
-from tests.e2e.helpers import api_vm, inventory, plant_vm, write_cluster
+from tests.e2e.helpers import api_vm, image_args, inventory, plant_vm, write_cluster
 from tests.harness import textfile
 
 
-@pytest.fixture
-def env(vcsim, tmp_path):
-    return {**vcsim.env(), "VMCOREOS_LOCK_DIR": str(tmp_path / "locks"), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache")}
-
-
-def _image_args(ova):
-    return ["--ova", str(ova["ova"]), "--sig", str(ova["sig"]), "--trusted-key", str(ova["key"])]
-
-
 def _deploy(cli, cluster, ova, env, count=3, *extra):
-    run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--json", *_image_args(ova), *extra], env=env)
+    run = cli(["deploy", "-c", str(cluster), "--count", str(count), "--json", *image_args(ova), *extra], env=env)
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -193,7 +184,7 @@ def test_rebuild_killed_half_way_resumes(cli, vcsim, guestsim, signed_ova, newer
     written = etcdclient.write_keys(f"http://{subnet}.11:2379", 300)
     full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **env}
     proc = subprocess.Popen(
-        [VMCOREOS, "rebuild", "-c", str(cluster), *_image_args(newer_ova)],
+        [VMCOREOS, "rebuild", "-c", str(cluster), *image_args(newer_ova)],
         env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -212,7 +203,7 @@ def test_rebuild_killed_half_way_resumes(cli, vcsim, guestsim, signed_ova, newer
         proc.stderr.close()
     assert "member remove" in seen
 
-    run = cli(["rebuild", "-c", str(cluster), "--json", *_image_args(newer_ova)], env=env)
+    run = cli(["rebuild", "-c", str(cluster), "--json", *image_args(newer_ova)], env=env)
     assert run.returncode == 0, run.stderr
     code, data = _status(cli, cluster, env)
     assert code == 0
@@ -228,7 +219,7 @@ def test_two_rebuilds_at_once_one_runs_one_exits_5(cli, vcsim, guestsim, signed_
     _deploy(cli, cluster, signed_ova, env)
     written = etcdclient.write_keys(f"http://{subnet}.11:2379", 100)
     full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VMCOREOS_", "GOVC_"))}, **env}
-    args = [VMCOREOS, "rebuild", "-c", str(cluster), *_image_args(newer_ova)]
+    args = [VMCOREOS, "rebuild", "-c", str(cluster), *image_args(newer_ova)]
     procs = [subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -248,7 +239,7 @@ def test_destroy_spares_unmarked_and_foreign_vms(cli, vcsim, guestsim, signed_ov
     plant_vm(vcsim, "other-01", {"vmcoreos.cluster": "other", "vmcoreos.role": "node"})
 
     # A node-named VM that is not ours stops a deploy that would need that name, naming it.
-    run = cli(["deploy", "-c", str(cluster), "--count", "4", *_image_args(signed_ova)], env=env)
+    run = cli(["deploy", "-c", str(cluster), "--count", "4", *image_args(signed_ova)], env=env)
     assert run.returncode == 1 and "lab-04" in run.stderr and "vmcoreos never touches" in run.stderr
 
     refused = cli(["destroy", "-c", str(cluster)], env=env)

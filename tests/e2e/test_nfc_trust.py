@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.e2e.direct import import_refused
 from tests.harness.services import Vcsim
-from tests.e2e.test_real_vcenter import import_refused
 from vmcoreos.vsphere import hostcert
 
 pytestmark = pytest.mark.e2e

@@ -9,97 +9,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.e2e.helpers import inventory, write_cluster
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def _deploy(cli, cluster, signed_ova, vcsim, *extra):
-    return cli(
-        ["deploy", "-c", str(cluster), "--count", "3", "--ova", str(signed_ova["ova"]),
-         "--trusted-key", str(signed_ova["key"]), "--json", *extra],
-        env=vcsim.env(),
-    )
-
-
-def _members(endpoint: str) -> dict[str, dict]:
-    listing = requests.post(f"{endpoint}/v3/cluster/member/list", json={}, timeout=5).json()
-    return {m.get("name", ""): m for m in listing["members"]}
-
-
-def _assert_three_joined(subnet, port=2379, peer_port=2380):
-    ips = {f"lab-0{i}": f"{subnet}.1{i}" for i in (1, 2, 3)}
-    members = _members(f"http://{ips['lab-01']}:{port}")
-    assert sorted(members) == ["lab-01", "lab-02", "lab-03"]
-    for name, ip in ips.items():
-        assert members[name]["clientURLs"] == [f"http://{ip}:{port}"]
-        assert members[name]["peerURLs"] == [f"http://{ip}:{peer_port}"]
-        assert requests.get(f"http://{ip}:{port}/health", timeout=5).json()["health"] == "true"
-    return members
-
-
-def _guest_ok(guestsim, kind: str):
-    for name in ("lab-01", "lab-02", "lab-03"):
-        node = guestsim.node(name)
-        assert node["errors"] == [], node["errors"]
-        assert node["config_kind"] == kind and node["hostname"] == name
-
-
-@pytest.fixture
-def discovery_etcd(tmp_path, subnet):
-    """A real etcd serving the v2 keys API (Debian's etcd 3.4 needs --enable-v2) as the discovery service.
-
-    On an address of the test's own subnet, as the nodes are: a port free_port() found on 127.0.0.1 can be
-    taken by an outgoing connection's ephemeral port before etcd binds it ("address already in use").
-    """
-    host = f"{subnet}.240"
-    port, peer = 2379, 2380
-    url = f"http://{host}:{port}"
-    log = open(tmp_path / "discovery-etcd.log", "wb")
-    proc = subprocess.Popen(
-        ["/usr/bin/etcd", "--name", "discovery", "--data-dir", str(tmp_path / "discovery.etcd"),
-         "--enable-v2=true", "--listen-client-urls", url, "--advertise-client-urls", url,
-         "--listen-peer-urls", f"http://{host}:{peer}", "--initial-advertise-peer-urls",
-         f"http://{host}:{peer}", "--initial-cluster", f"discovery=http://{host}:{peer}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    log.close()
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "discovery etcd did not start"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(tmp_path / "discovery.etcd", ignore_errors=True)
-
+from tests.e2e.helpers import (CONFIGS, assert_guests_ok, assert_three_joined, deploy_three, inventory, member_list,
+                               write_cluster)
 
 def test_etcd_member_dropin_static_bootstrap_joins(cli, vcsim, guestsim, signed_ova, subnet, tmp_path):
     shutil.copy(CONFIGS / "flatcar-etcd-member.yaml", tmp_path / "node.yaml")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml")
 
-    run = _deploy(cli, cluster, signed_ova, vcsim)
+    run = deploy_three(cli, cluster, signed_ova, vcsim)
     assert run.returncode == 0, run.stderr
-    _assert_three_joined(subnet)
-    _guest_ok(guestsim, "cloud-config")
+    assert_three_joined(subnet)
+    assert_guests_ok(guestsim, "cloud-config")
     # The user's own drop-in reached etcd next to vmcoreos' membership.
     env = guestsim.node("lab-02")["etcd"]["env"]
     assert env["ETCD_HEARTBEAT_INTERVAL"] == "100"
@@ -110,10 +34,10 @@ def test_discovery_etcd_mints_a_token_and_three_nodes_join(cli, vcsim, guestsim,
                                                              discovery_etcd):
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, extra={"etcd": {"bootstrap": "discovery"}})
 
-    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    run = deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
     assert run.returncode == 0, run.stderr
-    _assert_three_joined(subnet)
-    _guest_ok(guestsim, "cloud-config")
+    assert_three_joined(subnet)
+    assert_guests_ok(guestsim, "cloud-config")
     env = guestsim.node("lab-01")["etcd"]["env"]
     token_url = env["ETCD_DISCOVERY"]
     assert token_url.startswith(discovery_etcd + "/v2/keys/_etcd/registry/")
@@ -135,17 +59,17 @@ def test_classic_etcd2_fleet_config_converted_gives_three_healthy_members(cli, v
                                                                           tmp_path):
     shutil.copy(CONFIGS / "classic-etcd2-fleet.yaml", tmp_path / "classic.yaml")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="classic.yaml")
-    refused = _deploy(cli, cluster, signed_ova, vcsim)
+    refused = deploy_three(cli, cluster, signed_ova, vcsim)
     assert refused.returncode == 2
     assert f"vmcoreos convert {tmp_path}/classic.yaml --to flatcar -o {tmp_path}/classic-flatcar.yaml" in refused.stderr
     assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
 
     _convert(cli, tmp_path / "classic.yaml", tmp_path / "classic-flatcar.yaml")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="classic-flatcar.yaml")
-    run = _deploy(cli, cluster, signed_ova, vcsim)
+    run = deploy_three(cli, cluster, signed_ova, vcsim)
     assert run.returncode == 0, run.stderr
-    _assert_three_joined(subnet)
-    _guest_ok(guestsim, "cloud-config")
+    assert_three_joined(subnet)
+    assert_guests_ok(guestsim, "cloud-config")
     node = guestsim.node("lab-02")
     assert node["etcd"]["unit"] == "etcd-member.service"
     # The converted drop-in's $private_ipv4 URLs, substituted by the guest, and the v2 API for v2 clients.
@@ -160,7 +84,7 @@ def test_legacy_etcd04_seed_is_refused_on_coreos_with_the_convert_command(cli, v
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
                             extra={"image": {"distro": "coreos"}, "etcd": {"client_port": 4001, "peer_port": 7001}})
 
-    run = _deploy(cli, cluster, signed_ova, vcsim)
+    run = deploy_three(cli, cluster, signed_ova, vcsim)
     assert run.returncode == 2
     assert "coreos.etcd is etcd 0.4" in run.stderr
     assert f"vmcoreos convert {tmp_path}/node.yaml --to flatcar -o {tmp_path}/node-flatcar.yaml" in run.stderr
@@ -173,10 +97,10 @@ def test_converted_seed_on_4001_7001_joins_with_discovery(cli, vcsim, guestsim, 
     _convert(cli, CONFIGS / "seed-coreos.yaml", tmp_path / "node.yaml")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
                             extra={"etcd": {"client_port": 4001, "peer_port": 7001, "bootstrap": "discovery"}})
-    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    run = deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
     assert run.returncode == 0, run.stderr
-    _assert_three_joined(subnet, port=4001, peer_port=7001)
-    _guest_ok(guestsim, "cloud-config")
+    assert_three_joined(subnet, port=4001, peer_port=7001)
+    assert_guests_ok(guestsim, "cloud-config")
     assert guestsim.node("lab-01")["etcd"]["env"]["ETCD_DISCOVERY"].startswith(discovery_etcd)
 
 
@@ -184,10 +108,10 @@ def test_ignition_config_joins_with_afterburn_kargs(cli, vcsim, guestsim, signed
     shutil.copy(CONFIGS / "flatcar-ignition.json", tmp_path / "node.json")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.json")
 
-    run = _deploy(cli, cluster, signed_ova, vcsim)
+    run = deploy_three(cli, cluster, signed_ova, vcsim)
     assert run.returncode == 0, run.stderr
-    _assert_three_joined(subnet)
-    _guest_ok(guestsim, "ignition")
+    assert_three_joined(subnet)
+    assert_guests_ok(guestsim, "ignition")
     node = guestsim.node("lab-02")
     assert node["data_key"] == "guestinfo.ignition.config.data" and node["ip_source"] == "afterburn-kargs"
     # Joined: the config (and its secrets) is gone from guestinfo, as Ignition >= 2.14 leaves it; the digest
@@ -200,7 +124,7 @@ def test_ignition_config_joins_with_afterburn_kargs(cli, vcsim, guestsim, signed
         assert extra["guestinfo.ignition.config.data"] == "e30K"
         assert extra["guestinfo.ignition.config.data.encoding"] == "base64"
         assert extra["vmcoreos.config_digest"] and extra["vmcoreos.etcd_cluster_id"] == cluster_id
-    again = _deploy(cli, cluster, signed_ova, vcsim)
+    again = deploy_three(cli, cluster, signed_ova, vcsim)
     assert again.returncode == 0, again.stderr
     assert [n["action"] for n in json.loads(again.stdout)["nodes"]] == ["unchanged"] * 3
     assert "clearing" not in again.stderr
@@ -218,7 +142,7 @@ def test_hyphenated_keys_are_refused_before_any_vm_exists(cli, vcsim, guestsim, 
     )
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml", extra={"image": {"distro": "coreos"}})
 
-    run = _deploy(cli, cluster, signed_ova, vcsim)
+    run = deploy_three(cli, cluster, signed_ova, vcsim)
     assert run.returncode == 2, run.stderr
     assert "node.yaml has 1 problem" in run.stderr
     assert "line 4: error: unrecognized key 'advertise-client-urls' in coreos.etcd2: write 'advertise_client_urls'" in run.stderr
@@ -248,7 +172,7 @@ def test_private_ipv4_under_dhcp_is_refused_before_any_vm_exists(cli, vcsim, gue
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
                             extra={"node": {"network": {"mode": "dhcp"}}, "etcd": {"bootstrap": "discovery"}})
 
-    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    run = deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
     assert run.returncode == 2
     assert "line 10: error: $private_ipv4 stays empty under DHCP on VMware" in run.stderr
     assert not [n for n, v in inventory(vcsim).items() if v["extra"].get("vmcoreos.cluster") == "lab"]
@@ -259,7 +183,7 @@ def _assert_dhcp_joined(guestsim, subnet):
     """Three healthy members on leased addresses, each advertising the address its guest actually got."""
     ips = {n: guestsim.node(n)["ip"] for n in ("lab-01", "lab-02", "lab-03")}
     assert all(ip.startswith(f"{subnet}.1") and guestsim.node(n)["ip_source"] == "dhcp" for n, ip in ips.items())
-    members = _members(f"http://{ips['lab-01']}:2379")
+    members = member_list(f"http://{ips['lab-01']}:2379")
     assert sorted(members) == ["lab-01", "lab-02", "lab-03"]
     for name, ip in ips.items():
         assert members[name]["clientURLs"] == [f"http://{ip}:2379"]
@@ -272,12 +196,12 @@ def test_dhcp_static_bootstrap_joins_after_a_second_boot(cli, vcsim, guestsim, s
     shutil.copy(CONFIGS / "flatcar-etcd-member.yaml", tmp_path / "node.yaml")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
                             extra={"node": {"network": {"mode": "dhcp"}}})
-    run = _deploy(cli, cluster, signed_ova, vcsim)
+    run = deploy_three(cli, cluster, signed_ova, vcsim)
     assert run.returncode == 0, run.stderr
     assert "writing its membership and booting it again" in run.stderr
     _assert_dhcp_joined(guestsim, subnet)
     # A second run changes nothing (the digest mark does not depend on the lease).
-    again = _deploy(cli, cluster, signed_ova, vcsim)
+    again = deploy_three(cli, cluster, signed_ova, vcsim)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["created"] == []
 
@@ -286,7 +210,7 @@ def test_dhcp_discovery_bootstrap_joins(cli, vcsim, guestsim, signed_ova, subnet
     shutil.copy(CONFIGS / "flatcar-etcd-member.yaml", tmp_path / "node.yaml")
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml",
                             extra={"node": {"network": {"mode": "dhcp"}}, "etcd": {"bootstrap": "discovery"}})
-    run = _deploy(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
+    run = deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
     assert run.returncode == 0, run.stderr
     _assert_dhcp_joined(guestsim, subnet)
     assert guestsim.node("lab-02")["etcd"]["env"]["ETCD_DISCOVERY"].startswith(discovery_etcd)

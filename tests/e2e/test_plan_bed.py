@@ -6,17 +6,11 @@ import json
 import os
 import subprocess
 
-import pytest
 
 from tests.harness.runner import OUTPUT_LOG, STATE, VMCOREOS
 from tests.e2e import etcdclient
 from tests.e2e.helpers import inventory, write_cluster
 from tests.harness.onterminal import run_on_a_terminal
-
-
-@pytest.fixture
-def env(vcsim, tmp_path):
-    return {**vcsim.env(), "VMCOREOS_LOCK_DIR": str(tmp_path / "locks"), "VMCOREOS_CACHE_DIR": str(tmp_path / "cache")}
 
 
 def _image_args(ova):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e.direct import session_on, target
 from tests.harness.services import Vcsim
-from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.images.archive.ova import OvaArchive
 from vmcoreos.vsphere import importer, targets, power, vms
 from vmcoreos.vsphere.waits import wait_task

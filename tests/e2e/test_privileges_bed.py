@@ -10,8 +10,8 @@ import re
 
 import pytest
 
+from tests.e2e.direct import deploy_rv, refused_before_upload, session_on, target
 from tests.harness.services import Vcsim
-from tests.e2e.test_real_vcenter import _deploy, _refused_before_upload, session_on, target
 from vmcoreos import naming
 from vmcoreos.errors import ConfigError, ExitCode
 from vmcoreos.vsphere import targets, privileges
@@ -27,7 +27,7 @@ def _start(tmp_path, *deny):
 def test_deploy_without_create_from_existing_is_refused_before_any_upload(cli, tmp_path, signed_ova):
     sim = _start(tmp_path, "VirtualMachine.Inventory.CreateFromExisting")
     try:
-        line = _refused_before_upload(_deploy(cli, sim, tmp_path, signed_ova), sim)
+        line = refused_before_upload(deploy_rv(cli, sim, tmp_path, signed_ova), sim)
     finally:
         sim.stop()
     assert "lacks the privilege VirtualMachine.Inventory.CreateFromExisting on folder the datacenter's VM folder" in line
@@ -82,7 +82,7 @@ def test_a_privilege_refused_later_is_one_line_exit_2_and_the_half_made_template
     name = naming.template_name("rv", "flatcar", f"local-{sha512[:12]}")
     sim = _start(tmp_path, f"VirtualMachine.Provisioning.MarkAsTemplate@{name}")
     try:
-        run = _deploy(cli, sim, tmp_path, signed_ova)
+        run = deploy_rv(cli, sim, tmp_path, signed_ova)
         left = [n for n, v in vms_in(sim).items() if v["extra"].get("vmcoreos.cluster") == "rv"]
     finally:
         sim.stop()

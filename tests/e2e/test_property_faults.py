@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pyVmomi import vim
 
+from tests.e2e.direct import session_on
 from tests.harness.services import Vcsim
-from tests.e2e.test_real_vcenter import session_on
 from vmcoreos.vsphere.faults import MissingProperty
 
 pytestmark = pytest.mark.e2e

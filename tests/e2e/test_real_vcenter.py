@@ -10,13 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.harness.services import PASSWORD, USER, Vcsim, free_port
+from tests.e2e.direct import deploy_rv, import_refused, refused_before_upload, session_on, target, import_ova_and_destroy
+from tests.harness.services import USER, Vcsim, free_port
 from vmcoreos.connection import connection_from
 from vmcoreos.errors import ConfigError, ExitCode, VSphereError
 from vmcoreos.images.archive.ova import OvaArchive
 from vmcoreos.settings import VSphereTarget
 from vmcoreos.vsphere import importer, targets, privileges, vms
-from vmcoreos.vsphere.session import connect
 from vmcoreos.vsphere.waits import wait_task
 
 pytestmark = pytest.mark.e2e  # every test starts build/vcsim
@@ -45,45 +45,11 @@ def drs_vcsim(tmp_path_factory):
         yield sim
 
 
-def session_on(sim: Vcsim, url: str | None = None, **trust):
-    """A vmcoreos session as a user would open one: --ca-file by default, or thumbprint=/insecure=."""
-    trust = trust or {"ca_file": sim.cert}
-    conn = connection_from(url=url or sim.url, environ={"VMCOREOS_USERNAME": USER, "VMCOREOS_PASSWORD": PASSWORD}, **trust)
-    return connect(conn)
-
-
 @pytest.fixture
 def session(strict_vcsim):
     s = session_on(strict_vcsim)
     yield s
     s.close()
-
-
-def target(**fields) -> VSphereTarget:
-    return VSphereTarget(**{"datacenter": "DC0", "cluster": "DC0_C0", "datastore": "LocalDS_0", **fields})
-
-
-def import_refused(sim, ova, name, **trust) -> str:
-    """The one-line error an import on sim fails with, through a session trusting vCenter as trust says."""
-    s = session_on(sim, **trust)
-    try:
-        with pytest.raises(VSphereError) as raised:
-            _import(s, ova, name)
-    finally:
-        s.close()
-    assert "\n" not in raised.value.message
-    return raised.value.message
-
-
-def _import(session, ova, name, **kwargs):
-    placement = targets.locate(session, target())
-    retries = []
-    with OvaArchive(ova) as archive:
-        try:
-            vm = importer.import_ova(session, archive, placement, name, {}, on_retry=retries.append, **kwargs)
-        finally:
-            assert retries == []  # a TLS or placement failure is not a broken upload
-    wait_task(session, vm.Destroy_Task())
 
 
 # -- 1. NFC upload TLS per lease ------------------------------------------------
@@ -96,7 +62,7 @@ def test_upload_trusts_the_host_by_the_lease_whatever_vcenter_is_trusted_by(drs_
                "insecure": {"insecure": True}}[trust]
     s = session_on(drs_vcsim, **options)
     try:
-        _import(s, signed_ova["ova"], f"rv-tls-{trust}")
+        import_ova_and_destroy(s, signed_ova["ova"], f"rv-tls-{trust}")
     finally:
         s.close()
 
@@ -110,7 +76,7 @@ def test_a_host_that_is_not_the_one_vcenter_vouches_for_is_one_line_and_not_retr
         s = session_on(sim, thumbprint=sim.thumbprint)
         try:
             with pytest.raises(VSphereError) as raised:
-                _import(s, signed_ova["ova"], "rv-tls-wrong-host")
+                import_ova_and_destroy(s, signed_ova["ova"], "rv-tls-wrong-host")
         finally:
             s.close()
     assert raised.value.message.startswith(f"ESXi host {where}'s TLS certificate is not the one vCenter vouches for")
@@ -270,29 +236,11 @@ def test_an_ipv6_literal_stays_bracketed_in_the_url():
 
 # -- The CLI: both refusals come before any upload, as one line with exit 2 ------------------
 
-def _deploy(cli, sim, tmp_path, ova):
-    from tests.e2e.helpers import write_cluster
-
-    cluster = write_cluster(tmp_path / "c.yaml", "127.0.0", name="rv")
-    return cli(["deploy", "-c", str(cluster), "--ova", str(ova["ova"]), "--trusted-key", str(ova["key"])], env=sim.env())
-
-
-def _refused_before_upload(run, sim) -> str:
-    from tests.e2e.helpers import inventory as vms_in
-
-    assert run.returncode == ExitCode.USAGE, run.stderr
-    lines = run.stderr.strip().splitlines()
-    assert lines[-1].startswith("vmcoreos: error:") and "Traceback" not in run.stderr
-    assert "importing" not in run.stderr and "uploading" not in run.stderr
-    assert not [n for n, v in vms_in(sim).items() if v["extra"].get("vmcoreos.cluster") == "rv"]
-    return lines[-1]
-
-
 def test_deploy_to_a_standalone_esxi_exits_2_before_any_upload(cli, tmp_path, signed_ova):
     sim = Vcsim(tmp_path / "esx", esx=True)
     try:
         sim.start()
-        line = _refused_before_upload(_deploy(cli, sim, tmp_path, signed_ova), sim)
+        line = refused_before_upload(deploy_rv(cli, sim, tmp_path, signed_ova), sim)
     finally:
         sim.stop()
     assert "is a standalone ESXi host, not a vCenter" in line and "point --url at the vCenter" in line
@@ -300,7 +248,7 @@ def test_deploy_to_a_standalone_esxi_exits_2_before_any_upload(cli, tmp_path, si
 
 def test_deploy_without_a_privilege_exits_2_naming_it_before_any_upload(cli, tmp_path, signed_ova):
     with _sim(tmp_path / "deny", deny=("VirtualMachine.Provisioning.DeployTemplate",)) as sim:
-        line = _refused_before_upload(_deploy(cli, sim, tmp_path, signed_ova), sim)
+        line = refused_before_upload(deploy_rv(cli, sim, tmp_path, signed_ova), sim)
     assert "lacks the privilege VirtualMachine.Provisioning.DeployTemplate on folder" in line
 
 

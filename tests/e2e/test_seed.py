@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from tests.e2e.helpers import write_cluster
-from tests.e2e.test_node_configs import _assert_three_joined, _deploy, _guest_ok
+from tests.e2e.helpers import assert_guests_ok, assert_three_joined, deploy_three
 
 SEED = Path(__file__).resolve().parents[1] / "guest" / "data" / "seed-verbatim.yaml"
 
@@ -27,9 +27,9 @@ def test_the_seed_converts_once_its_nameless_user_is_fixed_and_deploys(cli, vcsi
 
     # The suggested node.network with this test's addresses; etcd on 2379/2380 as convert advised.
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.yaml")
-    deployed = _deploy(cli, cluster, signed_ova, vcsim)
+    deployed = deploy_three(cli, cluster, signed_ova, vcsim)
     assert deployed.returncode == 0, deployed.stderr
-    _assert_three_joined(subnet)
-    _guest_ok(guestsim, "cloud-config")
+    assert_three_joined(subnet)
+    assert_guests_ok(guestsim, "cloud-config")
     assert guestsim.node("lab-01")["etcd"]["unit"] == "etcd-member.service"
     assert guestsim.node("lab-01")["users"] == [{"name": "toor", "groups": ["sudo", "docker"]}]  # what the slip lost

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from tests.e2e.direct import BedInventory, clone_spec, destroy, strict_pyvmomi_bed, wait
 
-from tests.e2e.test_strict_vcsim import Inventory, clone_spec, destroy, running_vcsim, wait
 
 pytestmark = pytest.mark.e2e  # every test starts build/vcsim
 
 
 @pytest.fixture(scope="module")
 def inv(tmp_path_factory):
-    for _, si in running_vcsim(tmp_path_factory.mktemp("strict-converge")):
-        yield Inventory(si)
+    for _, si in strict_pyvmomi_bed(tmp_path_factory.mktemp("strict-converge")):
+        yield BedInventory(si)
 
 
 def test_a_running_vm_takes_cpus_or_memory_only_by_hot_add_and_never_fewer(inv):

@@ -7,40 +7,24 @@ one behaviour where the plain simulator is lenient (coreos-facts §8).
 from __future__ import annotations
 
 import hashlib
-import http.client
 import re
 import ssl
 import time
 
 import pytest
 
+from tests.e2e.direct import BedInventory, clone_spec, destroy, import_spec, pinned_context, put, ready_lease, strict_pyvmomi_bed, THUMBPRINT, wait
 from tests.harness.guestsim import DOCKER0, FIRST_NIC_ID, flannel_address, link_local, tools_reports
-from tests.harness.ova_builder import build_ovf_descriptor
 from tests.harness.services import GuestSim, Vcsim
 
 pytestmark = pytest.mark.e2e  # every test starts build/vcsim
 
 MiB = 1 << 20
-THUMBPRINT = re.compile(r"(?:[0-9A-F]{2}:){19}[0-9A-F]{2}")
-
-
-def running_vcsim(workdir, **options):
-    """A started strict Vcsim and a pyvmomi session on it, both ended after the module."""
-    from pyVim.connect import Disconnect
-
-    sim = Vcsim(workdir, strict=True, **options)
-    try:
-        sim.start()
-        si = sim.connect()
-        yield sim, si
-        Disconnect(si)
-    finally:
-        sim.stop()
 
 
 @pytest.fixture(scope="module")
 def strict_bed(tmp_path_factory):
-    yield from running_vcsim(tmp_path_factory.mktemp("strict-vcsim"))
+    yield from strict_pyvmomi_bed(tmp_path_factory.mktemp("strict-vcsim"))
 
 
 @pytest.fixture(scope="module")
@@ -53,89 +37,9 @@ def si(strict_bed):
     return strict_bed[1]
 
 
-class Inventory:
-    def __init__(self, si):
-        content = si.RetrieveContent()
-        self.content = content
-        self.dc = next(e for e in content.rootFolder.childEntity if e.name == "DC0")
-        self.cluster = next(c for c in self.dc.hostFolder.childEntity if c.name == "DC0_C0")
-        self.datastore = next(d for d in self.dc.datastore if d.name == "LocalDS_0")
-        self.network = next(n for n in self.dc.network if n.name == "VM Network")
-        self.host = self.cluster.host[0]
-        self.vm = next(v for v in self.dc.vmFolder.childEntity if v.name == "DC0_C0_RP0_VM0")
-
-
 @pytest.fixture(scope="module")
 def inv(si):
-    return Inventory(si)
-
-
-def wait(task):
-    from pyVim.task import WaitForTask
-
-    WaitForTask(task)
-    return task.info.result
-
-
-def clone_spec(inv, host=True, **config):
-    from pyVmomi import vim, vmodl
-
-    location = vim.vm.RelocateSpec(pool=inv.cluster.resourcePool, datastore=inv.datastore,
-                                   host=inv.host if host else None)
-    return vim.vm.CloneSpec(location=location, config=vim.vm.ConfigSpec(**config) if config else None)
-
-
-def import_spec(inv, name: str, memory_mb: int | None = None):
-    from pyVmomi import vim, vmodl
-
-    ovf = build_ovf_descriptor(distro="flatcar", disk_size=4 * MiB, capacity_units="byte * 2^30")
-    params = vim.OvfManager.CreateImportSpecParams(
-        entityName=name, diskProvisioning="thin",
-        networkMapping=[vim.OvfManager.NetworkMapping(name="VM Network", network=inv.network)])
-    result = inv.content.ovfManager.CreateImportSpec(
-        ovfDescriptor=ovf, resourcePool=inv.cluster.resourcePool, datastore=inv.datastore, cisp=params)
-    assert not result.error, [e.localizedMessage for e in result.error]
-    if memory_mb is not None:
-        result.importSpec.configSpec.memoryMB = memory_mb
-    return result.importSpec
-
-
-def ready_lease(inv, name: str):
-    lease = inv.cluster.resourcePool.ImportVApp(import_spec(inv, name), folder=inv.dc.vmFolder, host=inv.host)
-    deadline = time.monotonic() + 10
-    while lease.state == "initializing" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert lease.state == "ready"
-    return lease
-
-
-def destroy(vm) -> None:
-    wait(vm.Destroy_Task())
-
-
-def put(url: str, data: bytes, context: ssl.SSLContext, pin: str | None = None) -> int:
-    """PUT data to an NFC device URL; with pin, the peer's SHA-1 must be that thumbprint."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=context, timeout=10)
-    try:
-        conn.connect()
-        if pin is not None:
-            peer = hashlib.sha1(conn.sock.getpeercert(binary_form=True)).hexdigest().upper()
-            assert ":".join(re.findall("..", peer)) == pin
-        conn.request("PUT", parts.path, body=data, headers={"Content-Type": "application/x-vnd.vmware-streamVmdk"})
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def pinned_context() -> ssl.SSLContext:
-    # No CA: the pin below is the check, as govc does with deviceUrl[].sslThumbprint.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    return BedInventory(si)
 
 
 # -- 1. NFC on a separate host with its own certificate ----------------------
@@ -172,10 +76,10 @@ def test_nfc_host_can_be_reached_through_a_fault_proxy(tmp_path):
     from tests.harness.services import free_port
 
     port = free_port()
-    for sim, si in running_vcsim(tmp_path / "vcsim", nfc_advertise=f"127.0.0.1:{port}"):
+    for sim, si in strict_pyvmomi_bed(tmp_path / "vcsim", nfc_advertise=f"127.0.0.1:{port}"):
         nfc_host, nfc_port = sim.nfc_listen.rsplit(":", 1)
         with FaultProxy(upstream=(nfc_host, int(nfc_port)), listen=("127.0.0.1", port)) as proxy:
-            inv = Inventory(si)
+            inv = BedInventory(si)
             lease = ready_lease(inv, "strict-proxied")
             try:
                 (device,) = [d for d in lease.info.deviceUrl if d.disk]
@@ -368,7 +272,7 @@ def test_guest_reports_link_local_then_overlay_then_node_address(tmp_path, subne
     try:
         guests.start()
         si = sim.connect()
-        inv = Inventory(si)
+        inv = BedInventory(si)
         config = base64.b64encode(b"#cloud-config\nhostname: strict-guest\n").decode()
         extra = [vim.option.OptionValue(key="guestinfo.coreos.config.data", value=config),
                  vim.option.OptionValue(key="guestinfo.coreos.config.data.encoding", value="base64")]
@@ -411,9 +315,9 @@ DELAY = 1.5
 
 @pytest.fixture(scope="module")
 def slow_inv(tmp_path_factory):
-    for _, si in running_vcsim(tmp_path_factory.mktemp("slow-vcsim"), drs=True, task_delay=DELAY, lease_timeout=2,
+    for _, si in strict_pyvmomi_bed(tmp_path_factory.mktemp("slow-vcsim"), drs=True, task_delay=DELAY, lease_timeout=2,
                                destroy_delay=DELAY):
-        yield Inventory(si)
+        yield BedInventory(si)
 
 
 def test_drs_flag_keeps_drs_on(slow_inv):
@@ -524,9 +428,9 @@ def test_idle_sessions_expire(tmp_path):
 
 @pytest.fixture(scope="module")
 def stepping_inv(tmp_path_factory):
-    for _, si in running_vcsim(tmp_path_factory.mktemp("stepping-vcsim"), drs=True, task_delay=DELAY,
+    for _, si in strict_pyvmomi_bed(tmp_path_factory.mktemp("stepping-vcsim"), drs=True, task_delay=DELAY,
                                task_progress_steps=5):
-        yield Inventory(si)
+        yield BedInventory(si)
 
 
 def test_slow_clone_reports_progress_in_steps_as_vcenter_does(stepping_inv, slow_inv):

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from tests.e2e.test_strict_vcsim import Inventory, clone_spec, destroy, put, pinned_context, ready_lease, \
-    running_vcsim, wait
+from tests.e2e.direct import BedInventory, clone_spec, destroy, pinned_context, put, ready_lease, strict_pyvmomi_bed, wait
 from tests.harness.services import Vcsim
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +23,7 @@ CREATE_FROM = "VirtualMachine.Inventory.CreateFromExisting"
 @pytest.fixture(scope="module")
 def denied(tmp_path_factory):
     """A strict bed whose user lacks CreateFromExisting everywhere and CreateSnapshot on DC0_C0_RP0_VM1 only."""
-    yield from running_vcsim(tmp_path_factory.mktemp("denied-vcsim"),
+    yield from strict_pyvmomi_bed(tmp_path_factory.mktemp("denied-vcsim"),
                              deny=(CREATE_FROM, "VirtualMachine.State.CreateSnapshot@DC0_C0_RP0_VM1"))
 
 
@@ -39,7 +38,7 @@ def test_a_missing_privilege_is_reported_and_enforced_on_the_call(denied):
     from pyVmomi import vim
 
     _, si = denied
-    inv = Inventory(si)
+    inv = BedInventory(si)
     assert granted(si, inv.dc.vmFolder, [CREATE_FROM, "VApp.Import"]) == {CREATE_FROM: False, "VApp.Import": True}
     with pytest.raises(vim.fault.NoPermission) as err:
         inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="denied-clone", spec=clone_spec(inv))
@@ -51,7 +50,7 @@ def test_a_privilege_denied_on_one_entity_is_granted_on_the_others(denied):
     from pyVmomi import vim
 
     _, si = denied
-    inv = Inventory(si)
+    inv = BedInventory(si)
     snap = "VirtualMachine.State.CreateSnapshot"
     vm1 = inv.content.searchIndex.FindChild(inv.dc.vmFolder, "DC0_C0_RP0_VM1")
     assert granted(si, vm1, [snap]) == {snap: False}
@@ -95,14 +94,14 @@ def strict_bed_pair(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
-    yield from running_vcsim(tmp_path_factory.mktemp("power-vcsim"), power_on_delay=0.5)
+    yield from strict_pyvmomi_bed(tmp_path_factory.mktemp("power-vcsim"), power_on_delay=0.5)
 
 
 def test_clone_spec_power_on_is_a_task_of_its_own_after_the_clone(bed):
     from pyVmomi import vim
 
     _, si = bed
-    inv = Inventory(si)
+    inv = BedInventory(si)
     spec = clone_spec(inv)
     spec.powerOn = True
     clone = wait(inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="spec-powered", spec=spec))
@@ -121,13 +120,13 @@ def test_clone_spec_power_on_is_a_task_of_its_own_after_the_clone(bed):
 
 def test_a_clone_without_power_on_stays_off_unless_the_bed_powers_every_clone(bed, tmp_path):
     _, si = bed
-    inv = Inventory(si)
+    inv = BedInventory(si)
     clone = wait(inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="spec-off", spec=clone_spec(inv)))
     time.sleep(0.7)
     assert clone.runtime.powerState == "poweredOff"
     destroy(clone)
-    for _, si2 in running_vcsim(tmp_path / "always", clone_power_on="always", power_on_delay=0.1):
-        inv2 = Inventory(si2)
+    for _, si2 in strict_pyvmomi_bed(tmp_path / "always", clone_power_on="always", power_on_delay=0.1):
+        inv2 = BedInventory(si2)
         clone = wait(inv2.vm.CloneVM_Task(folder=inv2.dc.vmFolder, name="always-on", spec=clone_spec(inv2)))
         deadline = time.monotonic() + 5
         while clone.runtime.powerState != "poweredOn" and time.monotonic() < deadline:
@@ -137,7 +136,7 @@ def test_a_clone_without_power_on_stays_off_unless_the_bed_powers_every_clone(be
 
 def test_clone_takes_cpu_and_memory_from_its_spec(bed):
     _, si = bed
-    inv = Inventory(si)
+    inv = BedInventory(si)
     clone = wait(inv.vm.CloneVM_Task(folder=inv.dc.vmFolder, name="sized", spec=clone_spec(inv, numCPUs=3, memoryMB=1028)))
     try:
         assert (clone.config.hardware.numCPU, clone.config.hardware.memoryMB) == (3, 1028)
@@ -150,7 +149,7 @@ def test_a_linked_clone_shares_its_templates_disk(bed):
     from pyVmomi import vim
 
     _, si = bed
-    inv = Inventory(si)
+    inv = BedInventory(si)
     lease = ready_lease(inv, "link-base")
     template = inv.content.searchIndex.FindChild(inv.dc.vmFolder, "link-base")
     clones = []
@@ -182,7 +181,7 @@ def test_a_linked_clone_shares_its_templates_disk(bed):
 def test_an_object_the_user_may_not_read_answers_with_missing_set(tmp_path):
     from pyVmomi import vim, vmodl
 
-    for sim, si in running_vcsim(tmp_path / "noread", deny=("System.Read@DC0_C0_RP0_VM0",)):
+    for sim, si in strict_pyvmomi_bed(tmp_path / "noread", deny=("System.Read@DC0_C0_RP0_VM0",)):
         content = si.RetrieveContent()
         pc = content.propertyCollector
         vm = content.searchIndex.FindByInventoryPath("DC0/vm/DC0_C0_RP0_VM0")

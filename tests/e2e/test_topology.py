@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e.direct import session_on, target
 from tests.harness.services import Vcsim
-from tests.e2e.test_real_vcenter import session_on, target
 from vmcoreos.errors import VSphereError
 from vmcoreos.vsphere import targets
 

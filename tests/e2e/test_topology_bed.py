@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_strict_vcsim import running_vcsim, wait
+from tests.e2e.direct import strict_pyvmomi_bed, wait
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
-    yield from running_vcsim(tmp_path_factory.mktemp("topology-vcsim"), datastores=2)
+    yield from strict_pyvmomi_bed(tmp_path_factory.mktemp("topology-vcsim"), datastores=2)
 
 
 class Lab:
@@ -113,7 +113,7 @@ def test_anti_affinity_rules_are_written_and_read_through_configuration_ex(lab):
 def test_a_rule_change_without_modify_cluster_is_no_permission(tmp_path):
     from pyVmomi import vim
 
-    for sim, si in running_vcsim(tmp_path / "vcsim", drs=True, deny=("Host.Inventory.ModifyCluster",)):
+    for sim, si in strict_pyvmomi_bed(tmp_path / "vcsim", drs=True, deny=("Host.Inventory.ModifyCluster",)):
         here = Lab(si)
         cluster = here.cluster
         info = vim.cluster.AntiAffinityRuleSpec(name="x", enabled=True, vm=[here.vm])

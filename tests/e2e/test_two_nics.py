@@ -14,7 +14,7 @@ import pytest
 
 from tests.harness.bed import signed_image
 from tests.e2e.helpers import write_cluster
-from tests.e2e.test_node_configs import CONFIGS, _assert_three_joined, _deploy, _guest_ok
+from tests.e2e.helpers import CONFIGS, assert_guests_ok, assert_three_joined, deploy_three
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,10 @@ def test_the_static_address_lands_on_the_nic_with_the_nodes_mac(cli, vcsim, gues
                                                                 config, kind):
     shutil.copy(CONFIGS / config, tmp_path / config)
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config=config)
-    run = _deploy(cli, cluster, two_nic_ova, vcsim)
+    run = deploy_three(cli, cluster, two_nic_ova, vcsim)
     assert run.returncode == 0, run.stderr
-    _assert_three_joined(subnet)
-    _guest_ok(guestsim, kind)
+    assert_three_joined(subnet)
+    assert_guests_ok(guestsim, kind)
     render = json.loads(cli(["render", "-c", str(cluster), "--json"]).stdout)
     macs = {n["name"]: n["mac"] for n in render["nodes"]}
     for i, name in enumerate(("lab-01", "lab-02", "lab-03"), start=1):

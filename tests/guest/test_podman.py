@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from tests.guest.test_validate import _problems, _settings
+from tests.guest.validation import cluster_with, problems_of
 from vmcoreos.guest import nodeconfig, planning, podman
 
 USER_ONLY = {"ignition": {"version": "3.4.0"},
@@ -15,7 +15,7 @@ USER_ONLY = {"ignition": {"version": "3.4.0"},
 
 
 def _plan(tmp_path, doc, **kw):
-    settings = _settings(tmp_path, json.dumps(doc), distro="fedora-coreos", name="node.ign", **kw)
+    settings = cluster_with(tmp_path, json.dumps(doc), distro="fedora-coreos", name="node.ign", **kw)
     return planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
 
 
@@ -65,7 +65,7 @@ def test_a_users_podman_unit_that_passes_nothing_in_is_refused(tmp_path):
             " /usr/local/bin/etcd\n")
     doc = dict(USER_ONLY, systemd={"units": [{"name": "etcd-member.service", "enabled": True, "contents": mine}]})
     text = json.dumps(doc, indent=2)
-    found = _problems(tmp_path, text, distro="fedora-coreos", name="node.ign")
+    found = problems_of(tmp_path, text, distro="fedora-coreos", name="node.ign")
     assert len(found) == 1 and "runs podman but hands none of vmcoreos's membership to the container" in found[0]
     assert f"--env-file {podman.MEMBER_ENV}" in found[0]
 

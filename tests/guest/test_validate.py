@@ -10,37 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest.validation import cluster_with, problems_of, warnings_of
 from vmcoreos.errors import ConfigError
 from vmcoreos.guest import nodeconfig, planning
-from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 H = "#cloud-config\n"
-
-
-def _settings(tmp_path, text, *, distro="flatcar", version="current", etcd=None, name="cc.yaml", **net):
-    (tmp_path / name).write_text(text)
-    network = {"mode": "static", "addresses": ["10.0.0.21-10.0.0.23/24"], "gateway": "10.0.0.1", **net}
-    data = {"cluster": "lab", "count": 3, "image": {"distro": distro, "version": version},
-            "node": {"config": name, "network": network}, "etcd": etcd or {}}
-    return parse_cluster(data, base_dir=tmp_path)
-
-
-def _problems(tmp_path, text, **kw) -> list[str]:
-    """The findings of a refused config; fails the test if it was accepted."""
-    settings = _settings(tmp_path, text, **kw)
-    with pytest.raises(ConfigError) as err:
-        planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
-    assert re.match(r"node config .* has \d+ problems?; fix (them|it) and run again", err.value.message)
-    return err.value.findings
-
-
-def _warnings(tmp_path, text, **kw) -> list[str]:
-    """The warnings of an accepted config."""
-    settings = _settings(tmp_path, text, **kw)
-    user = nodeconfig.load_user_config(settings)
-    planning.plan(settings, user, count=3)
-    return list(user.warnings)
 
 
 # -- syntax and shape ---------------------------------------------------------------
@@ -48,23 +23,23 @@ def _warnings(tmp_path, text, **kw) -> list[str]:
 
 def test_yaml_error_has_its_line_and_no_snippet(tmp_path):
     text = H + "users:\n  - name: ops\n    passwd: \"$6$secrethash\n"
-    found = _problems(tmp_path, text)
+    found = problems_of(tmp_path, text)
     assert len(found) == 1 and found[0].startswith("line 5: error: YAML: found unexpected end of stream")
     assert "secrethash" not in found[0]
 
 
 def test_missing_header_is_reported_with_the_other_problems(tmp_path):
-    found = _problems(tmp_path, "coreos:\n  etcd_2: {}\n")
+    found = problems_of(tmp_path, "coreos:\n  etcd_2: {}\n")
     assert found == ['line 1: error: the first line must be exactly "#cloud-config"',
                      "line 2: error: unrecognized key 'etcd_2' in coreos; the guest would ignore it"]
 
 
 def test_config_must_be_a_mapping(tmp_path):
-    assert _problems(tmp_path, H + "- a\n- b\n") == ["line 2: error: a cloud-config must be a YAML mapping"]
+    assert problems_of(tmp_path, H + "- a\n- b\n") == ["line 2: error: a cloud-config must be a YAML mapping"]
 
 
 def test_script_is_refused(tmp_path):
-    settings = _settings(tmp_path, "#!/bin/sh\necho hi\n")
+    settings = cluster_with(tmp_path, "#!/bin/sh\necho hi\n")
     with pytest.raises(ConfigError, match=r"is a script \(#!\)"):
         nodeconfig.load_user_config(settings)
 
@@ -74,7 +49,7 @@ def test_script_is_refused(tmp_path):
 
 def test_unknown_keys_are_errors_at_every_level(tmp_path):
     text = H + "hostnme: x\ncoreos:\n  units:\n    - name: a.service\n      comand: start\n"
-    assert _problems(tmp_path, text) == [
+    assert problems_of(tmp_path, text) == [
         "line 2: error: unrecognized key 'hostnme'; the guest would ignore it",
         "line 6: error: unrecognized key 'comand' in coreos.units[0]; the guest would ignore it",
     ]
@@ -82,7 +57,7 @@ def test_unknown_keys_are_errors_at_every_level(tmp_path):
 
 def test_hyphenated_keys_are_errors_naming_the_underscore_form(tmp_path):
     text = H + "coreos:\n  units:\n    - name: etcd-member.service\n      drop-ins: []\nssh-authorized-keys: []\n"
-    assert _problems(tmp_path, text) == [
+    assert problems_of(tmp_path, text) == [
         "line 5: error: unrecognized key 'drop-ins' in coreos.units[0]: write 'drop_ins'; Flatcar's coreos-cloudinit"
         " silently ignores keys with '-'",
         "line 6: error: unrecognized key 'ssh-authorized-keys': write 'ssh_authorized_keys'; Flatcar's"
@@ -91,12 +66,12 @@ def test_hyphenated_keys_are_errors_naming_the_underscore_form(tmp_path):
 
 
 def test_write_files_under_coreos(tmp_path):
-    found = _problems(tmp_path, H + "coreos:\n  write_files: []\n")
+    found = problems_of(tmp_path, H + "coreos:\n  write_files: []\n")
     assert found == ["line 3: error: write_files doesn't belong under coreos; move it to the top level"]
 
 
 def test_duplicate_keys(tmp_path):
-    found = _problems(tmp_path, H + "hostname: a\nmanage_etc_hosts: localhost\nmanage_etc_hosts: localhost\n")
+    found = problems_of(tmp_path, H + "hostname: a\nmanage_etc_hosts: localhost\nmanage_etc_hosts: localhost\n")
     assert "line 4: error: duplicate key 'manage_etc_hosts' (first at line 3); the guest refuses the whole file" in found
 
 
@@ -107,11 +82,11 @@ def test_duplicate_keys(tmp_path):
     ("users:\n  - name: ops\n    system: maybe\n", "line 4: error: incorrect type for 'users[0].system' (want true or false)"),
 ])
 def test_wrong_types(tmp_path, snippet, finding):
-    assert finding in _problems(tmp_path, H + snippet)
+    assert finding in problems_of(tmp_path, H + snippet)
 
 
 def test_wrong_type_never_shows_a_secret(tmp_path):
-    found = _problems(tmp_path, H + "users:\n  - name: ops\n    passwd: [\"$6$secrethash\"]\n")
+    found = problems_of(tmp_path, H + "users:\n  - name: ops\n    passwd: [\"$6$secrethash\"]\n")
     assert found == ["line 4: error: incorrect type for 'users[0].passwd' (want a string)"]
 
 
@@ -131,12 +106,12 @@ def test_wrong_type_never_shows_a_secret(tmp_path):
     ("manage_etc_hosts: yes-please\n", "line 2: error: invalid value 'yes-please' for 'manage_etc_hosts' (one of localhost)"),
 ])
 def test_invalid_values(tmp_path, snippet, finding):
-    assert any(f.startswith(finding) for f in _problems(tmp_path, H + snippet)), finding
+    assert any(f.startswith(finding) for f in problems_of(tmp_path, H + snippet)), finding
 
 
 def test_etcd2_proxy_value(tmp_path):
     text = H + "coreos:\n  etcd2:\n    proxy: maybe\n"
-    found = _problems(tmp_path, text, distro="coreos")
+    found = problems_of(tmp_path, text, distro="coreos")
     assert "line 4: error: invalid value 'maybe' for 'coreos.etcd2.proxy' (one of on, off, readonly)" in found
 
 
@@ -152,7 +127,7 @@ def test_write_files_rules_and_no_content_in_messages(tmp_path):
         "  - path: /etc/a\n"
         "    permissions: 0644\n"
     )
-    found = _problems(tmp_path, text)
+    found = problems_of(tmp_path, text)
     assert found == [
         "line 3: error: write_files[0].path: file cannot be written to a read-only filesystem (/usr)",
         "line 7: error: write_files[1].content cannot be decoded as 'base64'",
@@ -165,21 +140,21 @@ def test_write_files_rules_and_no_content_in_messages(tmp_path):
 
 def test_deprecated_keys_are_warnings_and_do_not_fail(tmp_path):
     text = (CONFIGS / "coreos-etcd2.yaml").read_text()
-    warnings = _warnings(tmp_path, text, distro="coreos")
+    warnings = warnings_of(tmp_path, text, distro="coreos")
     assert "line 8: deprecated key 'etcd2' in coreos (etcd2 is no longer shipped in Container Linux)" in warnings
     assert "line 13: deprecated key 'fleet' in coreos (fleet is no longer shipped in Container Linux)" in warnings
 
 
 def test_values_vmcoreos_replaces_are_warnings(tmp_path):
     text = H + "hostname: seed\ncoreos:\n  etcd2:\n    name: seed\n    discovery: 'not a url'\n"
-    warnings = _warnings(tmp_path, text, distro="coreos")
+    warnings = warnings_of(tmp_path, text, distro="coreos")
     assert "line 2: hostname is set per node by vmcoreos (the host name); the value here is replaced" in warnings
     assert "line 5: coreos.etcd2.name is set per node by vmcoreos; the value here is replaced" in warnings
 
 
 def test_invalid_legacy_discovery_url_is_a_warning(tmp_path):
     text = H + "coreos:\n  etcd:\n    discovery: not-a-url\n"
-    assert "line 4: warning: discovery URL is not valid" in _problems(tmp_path, text, distro="coreos")
+    assert "line 4: warning: discovery URL is not valid" in problems_of(tmp_path, text, distro="coreos")
 
 
 # -- what the cluster file decides -----------------------------------------------------------
@@ -187,34 +162,34 @@ def test_invalid_legacy_discovery_url_is_a_warning(tmp_path):
 
 def test_private_ipv4_under_dhcp(tmp_path):
     text = H + "coreos:\n  fleet:\n    public_ip: $private_ipv4\n"
-    found = _problems(tmp_path, text, distro="coreos", mode="dhcp", addresses=[])
+    found = problems_of(tmp_path, text, distro="coreos", mode="dhcp", addresses=[])
     assert ("line 4: error: $private_ipv4 stays empty under DHCP on VMware (coreos-cloudinit fills it only from"
             " static guestinfo.interface addresses)") in found
 
 
 def test_public_ipv4_never_has_a_value(tmp_path):
-    found = _problems(tmp_path, H + "write_files:\n  - path: /etc/ip\n    content: $public_ipv4\n")
+    found = problems_of(tmp_path, H + "write_files:\n  - path: /etc/ip\n    content: $public_ipv4\n")
     assert found == ["line 4: error: $public_ipv4 stays empty: vmcoreos gives each node one IPv4 address with the"
                      " private role; use $private_ipv4"]
 
 
 def test_escaped_variable_is_left_alone(tmp_path):
-    assert _warnings(tmp_path, H + "write_files:\n  - path: /etc/a\n    content: \\$public_ipv4\n") == []
+    assert warnings_of(tmp_path, H + "write_files:\n  - path: /etc/a\n    content: \\$public_ipv4\n") == []
 
 
 def test_etcd2_on_flatcar_never_runs(tmp_path):
-    found = _problems(tmp_path, (CONFIGS / "coreos-etcd2.yaml").read_text())
+    found = problems_of(tmp_path, (CONFIGS / "coreos-etcd2.yaml").read_text())
     assert found[0].startswith("line 8: error: Flatcar ships no etcd2.service, so coreos.etcd2 never runs there")
 
 
 def test_cloud_config_on_fedora_coreos(tmp_path):
-    found = _problems(tmp_path, (CONFIGS / "flatcar-etcd-member.yaml").read_text(), distro="fedora-coreos")
+    found = problems_of(tmp_path, (CONFIGS / "flatcar-etcd-member.yaml").read_text(), distro="fedora-coreos")
     assert found[0].startswith("line 1: error: Fedora CoreOS reads only Ignition configs")
 
 
 def test_legacy_etcd_is_refused_without_port_advice_that_would_not_help(tmp_path):
     # etcd 0.4 cannot be bootstrapped or checked by vmcoreos on any port, so the one error is the refusal.
-    found = [f for f in _problems(tmp_path, (CONFIGS / "seed-coreos.yaml").read_text(), distro="coreos")
+    found = [f for f in problems_of(tmp_path, (CONFIGS / "seed-coreos.yaml").read_text(), distro="coreos")
              if ": error: " in f]
     assert len(found) == 1 and "coreos.etcd is etcd 0.4" in found[0] and "vmcoreos convert " in found[0]
 
@@ -223,7 +198,7 @@ def test_converted_legacy_ports_give_the_membership_urls(tmp_path):
     from vmcoreos.guest import convert
 
     text = convert.to_flatcar((CONFIGS / "seed-coreos.yaml").read_text()).text
-    settings = _settings(tmp_path, text, etcd={"client_port": 4001, "peer_port": 7001})
+    settings = cluster_with(tmp_path, text, etcd={"client_port": 4001, "peer_port": 7001})
     node = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
     assert "ETCD_INITIAL_CLUSTER=lab-01=http://10.0.0.21:7001," in node.config_text
     assert "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:4001" in node.config_text
@@ -233,7 +208,7 @@ def test_member_dropin_port_mismatch(tmp_path):
     text = H + ("coreos:\n  units:\n    - name: etcd-member.service\n      command: start\n      drop_ins:\n"
                 "        - name: 20-urls.conf\n          content: |\n            [Service]\n"
                 "            Environment=ETCD_ADVERTISE_CLIENT_URLS=http://$private_ipv4:4001\n")
-    assert _problems(tmp_path, text) == [
+    assert problems_of(tmp_path, text) == [
         "line 10: error: ETCD_ADVERTISE_CLIENT_URLS uses port 4001 but the cluster file's etcd.client_port is 2379;"
         " set etcd.client_port: 4001 in the cluster file so vmcoreos builds member URLs and waits on the port etcd"
         " really uses"]
@@ -242,7 +217,7 @@ def test_member_dropin_port_mismatch(tmp_path):
 def test_urls_must_name_the_nodes_own_address(tmp_path):
     text = H + ("coreos:\n  etcd2:\n    advertise_client_urls: http://10.0.0.21:2379\n"
                 "    listen_peer_urls: http://10.9.9.9:2380\n")
-    assert [f for f in _problems(tmp_path, text, distro="coreos") if ": error: " in f] == [
+    assert [f for f in problems_of(tmp_path, text, distro="coreos") if ": error: " in f] == [
         "line 4: error: coreos.etcd2.advertise_client_urls must name each node's own address; write $private_ipv4"
         " for the host, or leave the key out and vmcoreos fills it",
         "line 5: error: coreos.etcd2.listen_peer_urls must include 0.0.0.0 or the node's own address"
@@ -253,14 +228,14 @@ def test_urls_must_name_the_nodes_own_address(tmp_path):
 def test_shadowed_network_unit_is_a_warning(tmp_path):
     text = H + ("coreos:\n  units:\n    - name: static.network\n      content: |\n        [Match]\n        Name=ens192\n"
                 "        [Network]\n        Address=10.0.0.5/24\n")
-    (warning,) = _warnings(tmp_path, text)
+    (warning,) = warnings_of(tmp_path, text)
     assert warning.startswith("line 4: unit static.network sets Address=, but vmcoreos gives the node its address")
 
 
 def test_encoded_value_over_64_kib(tmp_path):
     blob = base64.b64encode(os.urandom(60000)).decode()
     text = H + f"write_files:\n  - path: /etc/blob\n    encoding: base64\n    content: {blob}\n"
-    found = _problems(tmp_path, text)
+    found = problems_of(tmp_path, text)
     assert len(found) == 3 and all(re.match(r"error: lab-0\d: the encoded config is \d+ bytes, over the 64512-byte"
                                             " guestinfo limit", f) for f in found)
 
@@ -281,7 +256,7 @@ def _ign(version="3.3.0", **extra) -> str:
 def test_ignition_spec_versions_per_distro(tmp_path, distro, version, ok):
     units = [{"name": "etcd-member.service", "contents": "[Service]\nExecStart=/usr/bin/etcd\n"}]
     text = _ign(version, systemd={"units": units})
-    settings = _settings(tmp_path, text, distro=distro, name="c.ign")
+    settings = cluster_with(tmp_path, text, distro=distro, name="c.ign")
     if ok:
         nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
         assert json.loads(nodes[0].config_text)["ignition"]["version"] == version
@@ -292,7 +267,7 @@ def test_ignition_spec_versions_per_distro(tmp_path, distro, version, ok):
 
 
 def test_old_flatcar_reads_only_spec_2_and_no_kargs(tmp_path):
-    found = _problems(tmp_path, _ign("3.3.0"), version="3033.2.4", name="c.ign")
+    found = problems_of(tmp_path, _ign("3.3.0"), version="3033.2.4", name="c.ign")
     assert found == [
         "error: Flatcar 3033.2.4 does not read guestinfo.afterburn.initrd.network-kargs (from 3248.0.0 on), so a static"
         " address cannot reach Ignition; use a newer release or a cloud-config",
@@ -306,19 +281,19 @@ def test_ignition_syntax_unknown_keys_butane_and_substitution(tmp_path):
         '  "storage": {"files": [{"path": "/etc/k", "contents": {"inline": "SECRET"}}]},\n'
         '  "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": ["$private_ipv4"]}]}\n}\n'
     )
-    assert _problems(tmp_path, text, name="c.ign") == [
+    assert problems_of(tmp_path, text, name="c.ign") == [
         "line 3: error: unrecognized key 'sytemd' at $; Ignition ignores it (\"Unused key\")",
         "line 4: error: $.storage.files[0].contents.inline is Butane syntax, not Ignition; transpile the file with"
         " `butane` first",
         "line 5: error: Ignition does not substitute $private_ipv4/$public_ipv4 (only coreos-cloudinit does); leave"
         " the etcd URLs out and vmcoreos writes each node's address",
     ]
-    assert _problems(tmp_path, '{\n  "ignition": {"version": "3.3.0"},\n}\n', name="c.ign") == [
+    assert problems_of(tmp_path, '{\n  "ignition": {"version": "3.3.0"},\n}\n', name="c.ign") == [
         "line 3: error: not valid JSON: Expecting property name enclosed in double quotes"]
 
 
 def test_ignition_spec_1(tmp_path):
-    assert _problems(tmp_path, '{"ignitionVersion": 1}', name="c.ign")[0].startswith(
+    assert problems_of(tmp_path, '{"ignitionVersion": 1}', name="c.ign")[0].startswith(
         "line 1: error: Ignition spec 1 (ignitionVersion) cannot be merged per node; use spec 3.3.0")
 
 
@@ -326,11 +301,11 @@ def test_a_nameless_user_is_an_error_that_says_where_its_groups_belong(tmp_path)
     # The seed's slip (coreos-facts §10): the groups meant for toor became a second user with no name.
     text = (H + "users:\n  - name: toor\n    ssh_authorized_keys:\n      - ssh-ed25519 AAAA toor@x\n"
             "  - groups:\n      - sudo\n      - docker\n")
-    found = _problems(tmp_path, text)
+    found = problems_of(tmp_path, text)
     assert found == ["line 6: error: users[1] has no name, so coreos-cloudinit skips it and its groups are lost;"
                      " if they belong to the user above ('toor'), indent them under it, without the '- ' that starts"
                      " a new user"]
-    first = _problems(tmp_path, H + "users:\n  - groups: [sudo]\n    passwd: $6$secret\n")
+    first = problems_of(tmp_path, H + "users:\n  - groups: [sudo]\n    passwd: $6$secret\n")
     assert first == ["line 3: error: users[0] has no name, so coreos-cloudinit skips it and its groups, passwd are"
                      " lost; give it a name"]
     assert "$6$secret" not in first[0]

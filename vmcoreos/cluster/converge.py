@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import tenacity
+
 from vmcoreos import etcd
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.desired import Desired, drift
@@ -24,6 +26,8 @@ from vmcoreos.errors import EtcdError
 from vmcoreos.guest.configvalues import NodeConfig
 
 CANARY = "vmcoreos/converge-canary"  # under the lock's prefix namespace: a key only vmcoreos writes
+HEALTH_SETTLE = 15.0  # seconds a member may answer unhealthy before a step, before the roll stops
+HEALTH_RECHECK = 1.0  # seconds between those asks
 
 
 def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, *,
@@ -63,12 +67,26 @@ def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, 
 
 
 def check_healthy(run: Run, nodes, skip: str, skip_peer: str | None = None) -> None:
-    """Every member but the one about to be changed must be healthy."""
-    live = run.members.live_view(nodes, exclude={skip})
-    if live is None:
-        raise EtcdError("no etcd member answers; the cluster is down, so the roll stops before touching it")
-    _, view = live
-    sick = sick_members(view, run.members.health(view), skip, skip_peer)
+    """Every member but the one about to be changed must be healthy.
+
+    A member the step before restarted can answer unhealthy for a few seconds after it answered healthy
+    (a leader election settling, a quorum read that timed out on a busy host), so a sick answer is asked
+    again for up to HEALTH_SETTLE seconds before the roll stops; a member sick all that time is sick.
+    """
+    def sick_now() -> list[str]:
+        live = run.members.live_view(nodes, exclude={skip})
+        if live is None:
+            raise EtcdError("no etcd member answers; the cluster is down, so the roll stops before touching it")
+        _, view = live
+        return sick_members(view, run.members.health(view), skip, skip_peer)
+
+    sick = tenacity.Retrying(
+        retry=tenacity.retry_if_result(bool),
+        wait=tenacity.wait_fixed(HEALTH_RECHECK),
+        stop=tenacity.stop_after_delay(HEALTH_SETTLE),
+        retry_error_callback=lambda state: state.outcome.result(),
+        reraise=True,
+    )(sick_now)
     if sick:
         raise EtcdError(
             f"etcd members {', '.join(sick)} are not healthy; the roll stops before {skip} with quorum intact."
