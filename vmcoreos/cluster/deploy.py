@@ -24,7 +24,7 @@ from vmcoreos.cluster import template
 from vmcoreos.cluster.joining import KEPT, join_deadline, wait_joined
 from vmcoreos.errors import EtcdError, NotJoinedError
 from vmcoreos.reporting import stage
-from vmcoreos.vsphere import power, vms
+from vmcoreos.vsphere import power
 
 
 def plan(run: Run, prepared: Prepared, *, dry_run: bool = False) -> DeployPlan:

@@ -188,7 +188,7 @@ def ensure_template(run: Run, image: verified.VerifiedImage, templates, archive=
 
     archive: the run's opened OVA; without one it is opened here, and only if an import is needed.
     """
-    session, settings = run.session, run.settings
+    settings = run.settings
     name = template_name(settings, image)
     for vm in templates:
         if vm.name == name and vm.template and vm.extra.get(vms.MARK_SHA512) == image.sha512:

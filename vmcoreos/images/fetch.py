@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmcoreos.errors import ConfigError, VerificationError
-from vmcoreos.images.trust import binding, keys as keymod, known
+from vmcoreos.images.trust import binding, keys as keymod
 from vmcoreos.images import cache
 from vmcoreos.images.sources import current, releases
 from vmcoreos.images.transfer.download import Http
