@@ -177,6 +177,16 @@ def test_no_two_modules_share_a_name():
         assert shared == {}, "rename one of each so its name says its job"
 
 
+def test_no_test_module_imports_from_another():
+    """What tests share lives in a helper module (tests/harness/, tests/e2e/helpers.py, direct.py, a folder's
+    conftest.py), not in another test module: importing one runs its module code and hides what it shares."""
+    tests = ROOT / "tests"
+    borrowed = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sorted(tests.rglob("*.py"))
+                for node in ast.walk(parsed(path)) if isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("tests.") and node.module.rsplit(".", 1)[-1].startswith("test_")]
+    assert borrowed == [], "move what these import into a helper module"
+
+
 def test_code_and_tests_say_what_not_which_issue():
     """An issue number means nothing to the next reader (and the tracker may move): say the behaviour."""
     label = re.compile(r"\bissues? ?#?\d+", re.I)

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from tests.harness.release_server import ReleaseServer
-from tests.images.transfer.test_download import Events
+from tests.harness.recorder import Events
 from vmcoreos.errors import DownloadError
 from vmcoreos.images.transfer.download import Http
 from vmcoreos.images.trust.digests import Check

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import requests
+from tests.harness.guestboots import b64, ETCD2_CONFIG, gz_b64, stop_process, wait_for
 
-from tests.harness.test_guestsim import ETCD2_CONFIG, b64, gz_b64, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VCSIM = REPO / "build" / "vcsim"

@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.harness.ova_layouts import HARDWARE
 from tests.harness.ova_builder import DISTROS, MiB, PROFILES, build_ovf_descriptor
-from tests.harness.test_ova_builder import HARDWARE
 
 REPO = Path(__file__).resolve().parents[2]
 VCSIM = REPO / "build" / "vcsim"

@@ -10,34 +10,19 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import signal
-import subprocess
 import time
 
 import psutil
 import pytest
 
+from tests.harness.guestboots import b64, boot_with, ETCD2_BODY, ETCD2_CONFIG, gz_b64, ignition, ignition_boot, KARGS, wait_for
 from tests.harness import guestsim as gs
 
-NIC = gs.Nic(name="ens192", mac="00:50:56:aa:bb:cc")
-
-
-def b64(data: bytes | str) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
-
-
-def gz_b64(text: str) -> str:
-    return b64(gzip.compress(text.encode()))
 
 
 def static_net(ip: str = "127.0.1.11", role: str = "private") -> dict[str, str]:
     return {"guestinfo.interface.0.name": "ens192", "guestinfo.interface.0.role": role,
             "guestinfo.interface.0.ip.0.address": f"{ip}/8"}
-
-
-def boot_with(extra: dict[str, str], enabled_before=()) -> gs.BootResult:
-    """simulate_boot with these extraConfig keys; a DHCP lease is 127.0.200.10."""
-    return gs.simulate_boot(extra, NIC, lease=lambda: "127.0.200.10", enabled_before=enabled_before)
 
 
 def boot(data: str, encoding: str, extra: dict[str, str] | None = None) -> gs.BootResult:
@@ -407,25 +392,6 @@ def test_yaml_scalars_keep_their_source_text_like_yaml_v3():
 # etcd (§3.7, §6)
 # ---------------------------------------------------------------------------
 
-ETCD2_BODY = """hostname: node1
-coreos:
-  etcd2:
-    name: node1
-    advertise_client_urls: http://$private_ipv4:2379
-    listen_client_urls: http://0.0.0.0:2379
-    initial_advertise_peer_urls: http://$private_ipv4:2380
-    listen_peer_urls: http://$private_ipv4:2380
-    initial_cluster: node1=http://$private_ipv4:2380
-    initial_cluster_state: new
-    strict_reconfig_check: true
-    debug: false
-    heartbeat_interval: 200
-    election-timeout: 2000
-  units:
-    - name: etcd2.service
-      command: start
-"""
-ETCD2_CONFIG = "#cloud-config\n" + ETCD2_BODY
 
 
 def test_etcd2_fields_become_etcd_env_vars():
@@ -647,29 +613,6 @@ def test_localize_env_pins_data_and_defaults(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def ignition(version="3.3.0", enabled=True, hostname_source="data:,ign-node%0A"):
-    dropin = ("[Service]\nEnvironment=ETCD_NAME=ign-node\n"
-              'Environment="ETCD_INITIAL_CLUSTER=ign-node=http://127.0.1.51:2380"\n')
-    unit = {"name": "etcd-member.service", "dropins": [{"name": "20-etcd.conf", "contents": dropin}]}
-    if enabled is not None:
-        unit["enabled"] = enabled
-    return json.dumps({
-        "ignition": {"version": version},
-        "storage": {"files": [{"path": "/etc/hostname", "contents": {"source": hostname_source}}]},
-        "systemd": {"units": [unit]},
-    })
-
-
-KARGS = "ip=127.0.1.51::127.0.0.1:255.0.0.0:kargs-host:ens192:off nameserver=127.0.0.53"
-
-
-def ignition_boot(config: str, kargs: str = KARGS) -> gs.BootResult:
-    return boot_with({"guestinfo.ignition.config.data": b64(config),
-                      "guestinfo.ignition.config.data.encoding": "base64",
-                      "guestinfo.afterburn.initrd.network-kargs": kargs,
-                      "guestinfo.hostname": "ignored-by-ignition"})
-
-
 def test_ignition_hostname_etcd_member_and_kargs_address():
     result = ignition_boot(ignition())
     assert result.config_kind == "ignition" and result.datasource == "ignition"
@@ -754,27 +697,6 @@ def test_serial_worker_runs_in_order_and_reports_newer_events():
 # ---------------------------------------------------------------------------
 # Helpers (the integration with vcsim and a real etcd is tests/e2e/test_guestsim_boot.py)
 # ---------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def test_shutdown_kills_etcd_members_without_waiting_for_a_graceful_stop(tmp_path):

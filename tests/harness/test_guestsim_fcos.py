@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.harness.guestboots import b64, fcos_config, ignition, NIC, unit_text
 from tests.harness import guestsim as gs
-from tests.harness.test_guestsim import NIC, b64, ignition
-from tests.harness.test_guestsim_podman import fcos_config, unit_text
 
 
 def _boot(extra):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tests.harness.guestboots import b64, ignition
 from tests.harness import guestsim as gs
-from tests.harness.test_guestsim import b64, ignition
 
 FIRST, SECOND = gs.Nic("ens192", "00:50:56:01:02:03"), gs.Nic("ens224", "00:50:56:0a:0b:0c")
 CLOUD = b64("#cloud-config\nhostname: n1\n")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.harness.guestboots import b64, ignition, KARGS, NIC
 from tests.harness import guestsim as gs
-from tests.harness.test_guestsim import KARGS, NIC, b64, ignition
 
 
 def _extra(config: str, kargs: str | None = KARGS) -> dict[str, str]:

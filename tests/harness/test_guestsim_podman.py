@@ -6,31 +6,10 @@ Environment= (the README's old advice) must not reach etcd, as it would not on a
 
 from __future__ import annotations
 
-import json
-import urllib.parse
 
+from tests.harness.guestboots import fcos_config, ignition_boot, MEMBERSHIP, unit_text
 from tests.harness import guestsim as gs
-from tests.harness.test_guestsim import ignition_boot
 
-MEMBERSHIP = "ETCD_NAME=n1\nETCD_INITIAL_CLUSTER=n1=http://127.0.1.51:2380\n"
-RUN = ("/usr/bin/podman run --name etcd-member --rm --network host --volume /var/lib/etcd:/var/lib/etcd:Z"
-       " --env ETCD_DATA_DIR=/var/lib/etcd {opts} quay.io/coreos/etcd:v3.5.17 /usr/local/bin/etcd")
-
-
-def unit_text(opts: str = "--env-file /etc/etcd.env", *, mkdir=True, install=True) -> str:
-    return ("[Service]\n" + ("ExecStartPre=/usr/bin/mkdir -p /var/lib/etcd\n" if mkdir else "")
-            + "ExecStart=" + RUN.format(opts=opts) + "\n" + ("[Install]\nWantedBy=multi-user.target\n" if install else ""))
-
-
-def fcos_config(unit: str, *, env_file: str | None = MEMBERSHIP, dropin: str | None = None) -> str:
-    files = [{"path": "/etc/hostname", "contents": {"source": "data:,n1%0A"}}]
-    if env_file is not None:
-        files.append({"path": "/etc/etcd.env", "contents": {"source": "data:," + urllib.parse.quote(env_file)}})
-    member = {"name": "etcd-member.service", "enabled": True, "contents": unit}
-    if dropin:
-        member["dropins"] = [{"name": "90-env.conf", "contents": dropin}]
-    return json.dumps({"ignition": {"version": "3.4.0"}, "storage": {"files": files},
-                       "systemd": {"units": [member]}})
 
 
 def test_env_file_reaches_etcd_and_the_unit_environment_does_not():

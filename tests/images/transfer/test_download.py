@@ -10,20 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.harness.recorder import Events
 from vmcoreos.errors import ConfigError, DownloadError
 from vmcoreos.images.transfer.download import Http, max_delay_from_env, redact
-
-
-class Events:
-    def __init__(self):
-        self.events: list[str] = []
-        self.transfers: list[tuple[int, int]] = []
-
-    def event(self, message):
-        self.events.append(message)
-
-    def transfer(self, label, done, total):
-        self.transfers.append((done, total))
 
 
 def test_connection_refused_is_retried_then_reported(tmp_path):
