@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import requests
-from tests.harness.guestboots import b64, ETCD2_CONFIG, gz_b64, stop_process, wait_for
+from tests.harness.guestboots import b64, ETCD2_CONFIG, gz_b64, wait_for
+from tests.harness.services import stop_process
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def guestsim(vcsim, tmp_path, subnet):
             children.update(psutil.Process(proc.pid).children(recursive=True))
         except psutil.NoSuchProcess:
             pass
-        code = stop_process(proc)
+        code = stop_process(proc, timeout=15)
         for child in children:  # only if guestsim failed to clean up after itself
             if child.is_running():
                 child.kill()

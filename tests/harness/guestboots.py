@@ -1,6 +1,6 @@
 """Configs and boots the guest simulator's tests share: the parser run in-process on guestinfo (boot_with,
-ignition_boot), an etcd2 cloud-config, a minimal Ignition config, Fedora CoreOS's podman unit, and waiting on
-and stopping the processes an end-to-end boot starts.
+ignition_boot), an etcd2 cloud-config, a minimal Ignition config, Fedora CoreOS's podman unit, and waiting for
+what an end-to-end boot starts (stopping it: services.stop_process).
 """
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import signal
-import subprocess
 import time
 import urllib.parse
 
@@ -104,14 +102,3 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode

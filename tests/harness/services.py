@@ -50,15 +50,18 @@ def wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 30
         time.sleep(0.05)
 
 
-def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> int | None:
+    """SIGTERM, then SIGKILL after timeout seconds; the exit code (None: there was no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 @dataclass
