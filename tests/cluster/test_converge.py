@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from vmcoreos import etcd
-from vmcoreos.cluster import converge
+from vmcoreos.cluster import converge, members
 from vmcoreos.cluster.desired import Desired, sections_mark
 from vmcoreos.cluster.results import NodeStatus, RunResult
 from vmcoreos.errors import EtcdError
@@ -133,8 +133,8 @@ def test_followers_first_leader_last_each_step_checked_and_its_data_read_back(mo
 
 @pytest.fixture
 def quick_settle(monkeypatch):
-    monkeypatch.setattr(converge, "HEALTH_SETTLE", 0.3)
-    monkeypatch.setattr(converge, "HEALTH_RECHECK", 0.05)
+    monkeypatch.setattr(members, "HEALTH_SETTLE", 0.3)
+    monkeypatch.setattr(members, "HEALTH_RECHECK", 0.05)
 
 
 class Recovering(FakeMembers):

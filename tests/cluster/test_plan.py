@@ -11,7 +11,7 @@ from vmcoreos import etcd
 from vmcoreos.cluster import plan
 from vmcoreos.cluster.desired import Desired
 from vmcoreos.cluster.inventory import Inventory
-from vmcoreos.errors import EtcdError, OwnershipError
+from vmcoreos.errors import OwnershipError
 from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.vsphere.vminfo import MARK_CLUSTER, MARK_DIGEST, MARK_DISTRO, MARK_ROLE, MARK_VERSION, VmInfo
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import tenacity
-
 from vmcoreos import etcd
 from vmcoreos.cluster import nodes as node_ops
 from vmcoreos.cluster.desired import Desired, drift
@@ -22,12 +20,11 @@ from vmcoreos.cluster.plan import roll_order, sick_members
 from vmcoreos.cluster.results import RunResult
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.joining import join_deadline, wait_joined
+from vmcoreos.cluster.members import settled
 from vmcoreos.errors import EtcdError
 from vmcoreos.guest.configvalues import NodeConfig
 
 CANARY = "vmcoreos/converge-canary"  # under the lock's prefix namespace: a key only vmcoreos writes
-HEALTH_SETTLE = 15.0  # seconds a member may answer unhealthy before a step, before the roll stops
-HEALTH_RECHECK = 1.0  # seconds between those asks
 
 
 def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, *,
@@ -67,12 +64,8 @@ def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, 
 
 
 def check_healthy(run: Run, nodes, skip: str, skip_peer: str | None = None) -> None:
-    """Every member but the one about to be changed must be healthy.
-
-    A member the step before restarted can answer unhealthy for a few seconds after it answered healthy
-    (a leader election settling, a quorum read that timed out on a busy host), so a sick answer is asked
-    again for up to HEALTH_SETTLE seconds before the roll stops; a member sick all that time is sick.
-    """
+    """Every member but the one about to be changed must be healthy; a sick answer is asked again for a
+    while first (members.settled): the step before restarted a member, which can falter as an election settles."""
     def sick_now() -> list[str]:
         live = run.members.live_view(nodes, exclude={skip})
         if live is None:
@@ -80,13 +73,7 @@ def check_healthy(run: Run, nodes, skip: str, skip_peer: str | None = None) -> N
         _, view = live
         return sick_members(view, run.members.health(view), skip, skip_peer)
 
-    sick = tenacity.Retrying(
-        retry=tenacity.retry_if_result(bool),
-        wait=tenacity.wait_fixed(HEALTH_RECHECK),
-        stop=tenacity.stop_after_delay(HEALTH_SETTLE),
-        retry_error_callback=lambda state: state.outcome.result(),
-        reraise=True,
-    )(sick_now)
+    sick = settled(sick_now, bool)
     if sick:
         raise EtcdError(
             f"etcd members {', '.join(sick)} are not healthy; the roll stops before {skip} with quorum intact."

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
+import tenacity
+
 from vmcoreos import etcd
 from vmcoreos.errors import EtcdError
 from vmcoreos.settings import ClusterSettings
 from vmcoreos.vsphere import vms
+
+T = TypeVar("T")
+HEALTH_SETTLE = 15.0  # seconds a health verdict that would stop a run is asked for again
+HEALTH_RECHECK = 1.0  # seconds between those asks
+
+
+def settled(ask: Callable[[], T], unsettled: Callable[[T], bool]) -> T:
+    """ask() again every HEALTH_RECHECK s, for up to HEALTH_SETTLE s, while unsettled(its answer); the last answer.
+
+    A member restarted (or a peer removed) moments ago can answer unhealthy for a few seconds while an
+    election settles, or a quorum read can time out on a busy host: a health verdict that stops a run is
+    asked for again before it is believed. One sick all that time is sick.
+    """
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_result(unsettled),
+        wait=tenacity.wait_fixed(HEALTH_RECHECK),
+        stop=tenacity.stop_after_delay(HEALTH_SETTLE),
+        retry_error_callback=lambda state: state.outcome.result(),
+        reraise=True,
+    )(ask)
 
 
 class Members:

@@ -11,6 +11,8 @@ from vmcoreos.cluster.results import NodeStatus
 from vmcoreos.cluster.run import Run
 from vmcoreos.cluster.template import Template
 from vmcoreos.cluster.joining import join_deadline, wait_guests, wait_joined
+from vmcoreos.cluster.members import settled
+from vmcoreos.errors import EtcdError
 from vmcoreos.guest import guestinfo, planning
 from vmcoreos.guest.configvalues import IGNITION, NodeConfig
 from vmcoreos.images import verified
@@ -230,7 +232,7 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
         )
         if member is not None:
             run.members.before_change(endpoint, view, nodes)
-            health = run.members.health(view)
+            health = settled(lambda: run.members.health(view), lambda h: _short_of_quorum(view, h, member, vm.name))
             etcd.check_removal(view, health, member, vm.name)
             if etcd.needs_new_leader(view, member):
                 _move_leader(run, view, member, health)
@@ -242,6 +244,14 @@ def remove_node(run: Run, vm: vms.VmInfo, nodes: dict[str, vms.VmInfo]) -> None:
     stage(run.reporter, vm.name, "deleting")
     vms.destroy(run.session, vm, run.name)
     stage(run.reporter, vm.name, "deleted")
+
+
+def _short_of_quorum(view: etcd.ClusterView, health: dict[str, bool], member: etcd.Member, name: str) -> bool:
+    try:
+        etcd.check_removal(view, health, member, name)
+    except EtcdError:
+        return True
+    return False
 
 
 def _move_leader(run: Run, view: etcd.ClusterView, leader: etcd.Member, health: dict[str, bool]) -> None:
