@@ -69,7 +69,7 @@ test: deps
 
 # The unit tests alone: no Go build, no simulator, guest simulator, etcd or release server (tests/e2e/ holds
 # those). They do call Debian's command-line checkers (gnupg, gpgv, sqv, ignition-validate, systemd-analyze).
-test-unit: venv
+test-unit: apt venv
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not e2e"
 
 # docs/commands.md (every command's --help) and docs/configuration.md's environment table
