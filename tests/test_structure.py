@@ -1,6 +1,7 @@
 """The house rules, checked from the source: module and class sizes, no import cycle inside vmcoreos,
-no module-level __getattr__ forwarding, environment variables read in one module, no two modules (or
-test files) of one name, README a front page.
+no module-level __getattr__ forwarding, no reaching into another module's private names, environment
+variables read in one module, no two modules (or test files) of one name, no test module importing another,
+no issue numbers for names, README a front page.
 
 Each check reads the files with the ast module, so it runs in milliseconds and names what to fix.
 """
@@ -175,6 +176,29 @@ def test_no_two_modules_share_a_name():
                 seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
         shared = {name: places for name, places in seen.items() if len(places) > 1}
         assert shared == {}, "rename one of each so its name says its job"
+
+
+def test_no_module_reaches_into_another_s_private_names():
+    """`vms._extra(...)` from drsrule.py is a dependency nobody sees from vms.py: make the name public or move it."""
+    found = modules()
+    reached = []
+    for name, path in found.items():
+        tree = parsed(path)
+        aliases = {}  # local name -> the vmcoreos module it is
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vmcoreos"):
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" in found:
+                        aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name in found and alias.asname:
+                        aliases[alias.asname] = alias.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                reached.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
+    assert reached == [], "make these names public where they are defined (and say what they are for)"
 
 
 def test_no_test_module_imports_from_another():

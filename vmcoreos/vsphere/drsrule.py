@@ -68,7 +68,7 @@ def _not_ours(session: Session, rule, cluster: str, allowed: set[str]) -> list[s
     found = _vm_props(session, refs) if refs else {}
     out = []
     for ref, props in found.items():
-        extra = vms._extra(props.get("config.extraConfig"))
+        extra = vms.extra_config(props.get("config.extraConfig"))
         node = extra.get(vms.MARK_CLUSTER) == cluster and extra.get(vms.MARK_ROLE) == "node"
         if ref._moId not in allowed and not node:
             out.append(props.get("name") or ref._moId)

@@ -41,7 +41,8 @@ VM_PROPS = [
 ]
 
 
-def _extra(options) -> dict[str, str]:
+def extra_config(options) -> dict[str, str]:
+    """A VM's extraConfig options as a dict."""
     # vSphere may list a key more than once (some hosts append); the last value wins, as in the VMX.
     out: dict[str, str] = {}
     for opt in options or []:
@@ -58,7 +59,7 @@ def _info(ref, props: dict) -> VmInfo:
         tools=props.get("guest.toolsRunningStatus"),
         # Never guest.ipAddress as is: it can be link-local or an overlay's (vsphere/guestnet.py).
         ip=guestnet.node_address(props.get("guest.net"), props.get("guest.ipAddress")),
-        extra=_extra(props.get("config.extraConfig")),
+        extra=extra_config(props.get("config.extraConfig")),
         instance_uuid=props.get("config.instanceUuid") or None,
         cpus=props.get("config.hardware.numCPU"),
         memory_mb=props.get("config.hardware.memoryMB"),
