@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from vmcoreos import naming
-from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.guest import compose, nodeconfig
 from vmcoreos.guest.configvalues import NodeConfig, UserConfig
 from vmcoreos.reporting import Reporter
 from vmcoreos.settings import ClusterSettings, Overrides
@@ -34,7 +34,7 @@ def prepare(settings: ClusterSettings, overrides: Overrides = Overrides()) -> Pr
         settings = replace(settings, etcd=replace(settings.etcd, bootstrap="discovery", discovery=url))
     user = nodeconfig.load_user_config(settings)
     warnings += [f"{user.source} {w}" for w in user.warnings]
-    configs = planning.plan(settings, user, count=settings.count)
+    configs = compose.node_configs(settings, user, count=settings.count)
     size = settings.count if overrides.discovery_etcd else None
     return Prepared(settings, user, tuple(configs), tuple(warnings), size, file_count, overrides.count is not None)
 

@@ -129,7 +129,7 @@ def test_a_new_discovery_token_or_a_larger_count_is_not_config_drift(tmp_path):
     """Bootstrap-only membership (the peer list, a --discovery-etcd token) is left out of the comparison."""
     from dataclasses import replace as with_
 
-    from vmcoreos.guest import nodeconfig, planning
+    from vmcoreos.guest import compose, nodeconfig
     from vmcoreos.guest.sections import changed_sections
     from vmcoreos.clusterfile import load_cluster_file
 
@@ -141,10 +141,10 @@ def test_a_new_discovery_token_or_a_larger_count_is_not_config_drift(tmp_path):
                        "vsphere: {datacenter: DC0}\n")
     settings = load_cluster_file(cluster)
     user = nodeconfig.load_user_config(settings)
-    first = planning.plan(settings, user, count=3)[0]
+    first = compose.node_configs(settings, user, count=3)[0]
     again = with_(settings, etcd=with_(settings.etcd, discovery="http://127.0.0.1:1/v2/keys/b"))
-    later = planning.plan(again, user, count=4)[0]
+    later = compose.node_configs(again, user, count=4)[0]
     assert first.digest != later.digest  # the rendered configs do differ...
     assert changed_sections(";".join(f"{k}={v}" for k, v in first.sections), later.sections) == []  # ...not in what counts
     edited = with_(settings, node=with_(settings.node, cpus=4))
-    assert planning.plan(edited, user, count=3)[0].sections == first.sections  # hardware is not config
+    assert compose.node_configs(edited, user, count=3)[0].sections == first.sections  # hardware is not config

@@ -7,7 +7,7 @@ import json
 import requests
 
 from tests.e2e.helpers import api_vm, inventory, write_cluster
-from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.guest import compose, nodeconfig
 from vmcoreos.clusterfile import load_cluster_file
 
 
@@ -46,7 +46,7 @@ def test_deploy_three_nodes_join_etcd_and_rerun_changes_nothing(cli, vcsim, gues
 
     # What each guest decoded from its guestinfo is exactly the config rendered for it.
     settings = load_cluster_file(cluster)
-    planned = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+    planned = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
     for config in planned:
         node = guestsim.node(config.name)
         assert node["user_data"] == config.config_text

@@ -17,7 +17,7 @@ from vmcoreos.cluster.run import Run
 from vmcoreos.reporting import QuietReporter
 from vmcoreos import etcd
 from vmcoreos.errors import EtcdError, LockedError
-from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.guest import compose, nodeconfig
 from vmcoreos.clusterfile import parse_cluster
 from tests.harness.services import stop_process
 
@@ -93,7 +93,7 @@ def test_a_hostile_member_name_from_a_real_etcd_never_reaches_a_new_node(real_et
     mocker.patch.object(node_ops, "wait_joined", return_value={"lab-03": NodeStatus("lab-03")})
     # A second voting member could never start here; the refusal must come before member add anyway.
     add = mocker.patch.object(etcd.Client, "member_add", return_value=etcd.Member("9", "", (), ()))
-    config_3 = planning.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
+    config_3 = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-03"])[0]
     error = None
     try:
         node_ops.join(c, mocker.Mock(), mocker.Mock(), config_3, real_etcd.endpoint)
@@ -190,7 +190,7 @@ def test_cluster_file_etcd_tls_settings(tmp_path, tls_files):
     static = {"network": {"mode": "static", "addresses": ["10.0.0.21/24"]}}
     settings = parse_cluster({"cluster": "lab", "etcd": {"ca_file": str(ca)}, "node": static}, base_dir=tmp_path)
     assert settings.etcd.scheme == "https" and settings.etcd.ca_file == ca
-    configs = planning.plan(settings, nodeconfig.load_user_config(settings), count=1)
+    configs = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=1)
     assert "ETCD_ADVERTISE_CLIENT_URLS=https://" in configs[0].config_text
     from vmcoreos.errors import ConfigError
 

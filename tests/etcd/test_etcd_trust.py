@@ -13,7 +13,7 @@ from vmcoreos.cluster.nodes import remove_node
 from vmcoreos.cluster.run import Run
 from vmcoreos import etcd
 from vmcoreos.errors import ConfigError, EtcdError, LockedError
-from vmcoreos.guest import cloudconfig, nodeconfig, planning
+from vmcoreos.guest import cloudconfig, compose, nodeconfig
 from vmcoreos.reporting import QuietReporter
 from vmcoreos.clusterfile import parse_cluster
 from vmcoreos.vsphere.vms import MARK_CLUSTER, MARK_ETCD_CLUSTER_ID, VmInfo
@@ -100,14 +100,14 @@ def test_renderers_refuse_an_injected_member_name_whatever_its_source(tmp_path, 
     user = nodeconfig.load_user_config(settings)
     peers = {"lab-01": "http://10.0.0.21:2380", INJECTED: "http://10.0.0.9:2380"}
     with pytest.raises(ConfigError, match="ETCD_INITIAL_CLUSTER|coreos.etcd2.initial_cluster"):
-        planning.plan(settings, user, count=4, only=["lab-04"], existing_members=peers)
+        compose.node_configs(settings, user, count=4, only=["lab-04"], existing_members=peers)
 
 
 def test_a_user_value_with_a_systemd_specifier_is_refused_too(tmp_path):
     settings = _settings(tmp_path, "flatcar-etcd-member.yaml", bootstrap="discovery",
                          discovery="https://discovery.example/%n")
     with pytest.raises(ConfigError, match="ETCD_DISCOVERY .*'%'"):
-        planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+        compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
 
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"

@@ -10,7 +10,7 @@ import yaml
 
 from tests.harness import guestsim
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import cloudconfig, convert, nodeconfig, planning
+from vmcoreos.guest import cloudconfig, compose, convert, nodeconfig
 from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -164,7 +164,7 @@ def test_the_converted_config_passes_flatcar_validation_and_the_original_is_refu
     new.write_text(convert.to_flatcar(old.read_text()).text)
     user = nodeconfig.load_user_config(_settings(new))
     assert user.warnings == ()
-    (node,) = planning.plan(_settings(new), user, count=3, only=["lab-02"])
+    (node,) = compose.node_configs(_settings(new), user, count=3, only=["lab-02"])
     # The node's own address reaches the drop-in only through coreos-cloudinit's substitution.
     guest = guestsim.apply_substitutions(node.config_text, {"$private_ipv4": "10.0.0.12"})
     assert _dropin_env(guest)["ETCD_ADVERTISE_CLIENT_URLS"] == "http://10.0.0.12:2379"
@@ -316,7 +316,7 @@ def test_init_writes_examples_that_render_and_never_overwrites(cli, tmp_path):
 
 def test_etcd_image_reaches_the_membership_dropin():
     settings = _settings(CONFIGS / "flatcar-etcd-member.yaml", image="registry.lab:5000/coreos/etcd:v3.5.16")
-    (node,) = planning.plan(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-01"])
+    (node,) = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3, only=["lab-01"])
     doc = yaml.safe_load(node.config_text)
     member = next(u for u in doc["coreos"]["units"] if u["name"] == "etcd-member.service")
     ours = next(d for d in member["drop_ins"] if d["name"] == cloudconfig.MEMBER_DROPIN)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vmcoreos.guest import guestinfo, nodeconfig, planning
+from vmcoreos.guest import compose, guestinfo, nodeconfig
 from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -15,7 +15,7 @@ def _nodes(tmp_path, config, distro, mode="static"):
     net = {"mode": "static", "addresses": ["10.0.0.21-10.0.0.23/24"]} if mode == "static" else {"mode": "dhcp"}
     settings = parse_cluster({"cluster": "lab", "count": 2, "image": {"distro": distro},
                               "node": {"config": config, "network": net}}, base_dir=tmp_path)
-    return planning.plan(settings, nodeconfig.load_user_config(settings), count=2)
+    return compose.node_configs(settings, nodeconfig.load_user_config(settings), count=2)
 
 
 @pytest.mark.parametrize("config,distro,mode,key", [
@@ -33,12 +33,12 @@ def test_the_data_key_is_the_one_key_holding_the_config(tmp_path, config, distro
 
 def test_the_digest_covers_every_key_but_the_encoded_config(tmp_path, mocker):
     node = _nodes(tmp_path, "flatcar-etcd-member.yaml", "flatcar")[0]
-    from vmcoreos.guest import planning
+    from vmcoreos.guest import compose
 
     same = dict(node.guestinfo, **{node.data_key: "re-encoded", guestinfo.encoding_key(node.data_key): "base64"})
-    assert planning._digest(node.config_text, same) == node.digest
+    assert compose._digest(node.config_text, same) == node.digest
     moved = dict(node.guestinfo, **{guestinfo.HOSTNAME: "lab-09"})
-    assert planning._digest(node.config_text, moved) != node.digest
+    assert compose._digest(node.config_text, moved) != node.digest
 
 
 def test_an_applied_ignition_config_is_cleared_from_either_data_key_but_a_cloud_config_stays():

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from tests.harness import guestsim
-from vmcoreos.guest import encoding, nodeconfig, planning
+from vmcoreos.guest import compose, encoding, nodeconfig
 from vmcoreos.clusterfile import parse_cluster
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -59,7 +59,7 @@ def _settings(tmp_path, config: str, *, distro="flatcar", etcd=None, name="node.
 
 
 def _boot(settings, index=1):
-    nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+    nodes = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
     node = nodes[index]
     result = guestsim.simulate_boot(node.guestinfo, guestsim.Nic("ens192", node.mac),
                                     lease=lambda: pytest.fail("a static node asked for a DHCP lease"))
@@ -126,7 +126,7 @@ def test_ignition_spec_2_for_coreos_uses_coreos_keys_and_networkd(tmp_path):
     data = {"cluster": "lab", "count": 3, "image": {"distro": "coreos"},
             "node": {"config": "n.json", "network": {"mode": "static", "addresses": ["10.0.0.21-10.0.0.23/24"]}}}
     settings = parse_cluster(data, base_dir=tmp_path)
-    node = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
+    node = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)[0]
     doc = json.loads(node.config_text)
     assert set(node.guestinfo) == {"guestinfo.coreos.config.data", "guestinfo.coreos.config.data.encoding"}
     assert doc["networkd"]["units"][0]["name"] == "00-vmcoreos.network"
@@ -141,7 +141,7 @@ def test_ignition_spec_2_for_coreos_uses_coreos_keys_and_networkd(tmp_path):
 @pytest.mark.parametrize("config, name", [("flatcar-etcd-member.yaml", "node.yaml"), ("flatcar-ignition.json", "node.json")])
 def test_the_static_address_goes_only_to_the_nic_with_the_nodes_mac(tmp_path, config, name):
     settings = _settings(tmp_path, config, name=name)
-    node = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
+    node = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)[0]
     assert node.mac.startswith("00:50:56:") and int(node.mac.split(":")[3], 16) <= 0x3F  # VMware's manual range
     other = guestsim.simulate_boot(node.guestinfo, guestsim.Nic("ens192", "00:50:56:3f:ff:ff"), lease=lambda: "10.9.9.9")
     assert (other.ip, other.ip_source) == ("10.9.9.9", "dhcp")  # a NIC of another MAC is left to DHCP
@@ -152,7 +152,7 @@ def test_the_static_address_goes_only_to_the_nic_with_the_nodes_mac(tmp_path, co
 
 def test_cloud_config_nodes_get_interface_mac_and_no_name_glob(tmp_path):
     settings = _settings(tmp_path, "flatcar-etcd-member.yaml")
-    nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+    nodes = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
     assert len({n.mac for n in nodes}) == 3
     keys = nodes[2].guestinfo
     assert keys["guestinfo.interface.0.mac"] == nodes[2].mac and "guestinfo.interface.0.name" not in keys

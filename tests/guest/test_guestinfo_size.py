@@ -11,7 +11,7 @@ import os
 import pytest
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import guestinfo, nodeconfig, planning
+from vmcoreos.guest import compose, guestinfo, nodeconfig
 from vmcoreos.guest.configvalues import NodeConfig
 from vmcoreos.clusterfile import parse_cluster
 
@@ -32,7 +32,7 @@ def _big(tmp_path, mode: str):
 def test_dhcp_configs_are_checked_too(tmp_path, leases):
     settings, user = _big(tmp_path, "dhcp")
     with pytest.raises(ConfigError) as err:
-        planning.plan(settings, user, count=3, leases=leases)
+        compose.node_configs(settings, user, count=3, leases=leases)
     assert len(err.value.findings) == 3
     assert all("the encoded config is" in f and "guestinfo limit" in f for f in err.value.findings)
 
@@ -42,7 +42,7 @@ def _node(size: int) -> NodeConfig:
 
 
 def test_a_value_of_exactly_64_kib_is_refused_and_the_margin_is_kept():
-    assert planning._size_findings(_node(65536))
-    assert planning._size_findings(_node(guestinfo.MAX_VALUE_BYTES + 1))
-    assert not planning._size_findings(_node(guestinfo.MAX_VALUE_BYTES))
+    assert compose._size_findings(_node(65536))
+    assert compose._size_findings(_node(guestinfo.MAX_VALUE_BYTES + 1))
+    assert not compose._size_findings(_node(guestinfo.MAX_VALUE_BYTES))
     assert guestinfo.RPC_LIMIT_BYTES - guestinfo.MAX_VALUE_BYTES >= 1024

@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from vmcoreos.guest import leased, nodeconfig, planning, podman
+from vmcoreos.guest import compose, leased, nodeconfig, podman
 from vmcoreos.clusterfile import parse_cluster
 
 DISCOVERY = "http://10.9.0.2:2379/v2/keys/_etcd/registry/abc"
@@ -20,7 +20,7 @@ def _plan(tmp_path, distro: str, doc: dict):
     settings = parse_cluster({"cluster": "lab", "count": 3, "image": {"distro": distro},
                               "etcd": {"bootstrap": "discovery", "discovery": DISCOVERY},
                               "node": {"config": "node.ign", "network": {"mode": "dhcp"}}}, base_dir=tmp_path)
-    return planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+    return compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
 
 
 def _files(doc) -> dict[str, str]:

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import cloudconfig, nodeconfig, planning
+from vmcoreos.guest import cloudconfig, compose, nodeconfig
 from vmcoreos.guest.encoding import decode
 from vmcoreos.clusterfile import parse_cluster
 
@@ -22,7 +22,7 @@ def _settings(tmp_path, config_text=None, distro="flatcar", **net):
 
 
 def _plan(settings, **kw):
-    return planning.plan(settings, nodeconfig.load_user_config(settings), count=kw.pop("count", 3), **kw)
+    return compose.node_configs(settings, nodeconfig.load_user_config(settings), count=kw.pop("count", 3), **kw)
 
 
 def test_etcd2_fields_merged_and_user_keys_kept(tmp_path):

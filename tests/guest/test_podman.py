@@ -8,7 +8,7 @@ import urllib.parse
 import pytest
 
 from tests.guest.validation import cluster_with, problems_of
-from vmcoreos.guest import nodeconfig, planning, podman
+from vmcoreos.guest import compose, nodeconfig, podman
 
 USER_ONLY = {"ignition": {"version": "3.4.0"},
              "passwd": {"users": [{"name": "ops", "sshAuthorizedKeys": ["ssh-ed25519 AAAAC3Nza ops@lab"]}]}}
@@ -16,7 +16,7 @@ USER_ONLY = {"ignition": {"version": "3.4.0"},
 
 def _plan(tmp_path, doc, **kw):
     settings = cluster_with(tmp_path, json.dumps(doc), distro="fedora-coreos", name="node.ign", **kw)
-    return planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+    return compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
 
 
 def _files(doc) -> dict[str, str]:

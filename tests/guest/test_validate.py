@@ -12,7 +12,7 @@ import pytest
 
 from tests.guest.validation import cluster_with, problems_of, warnings_of
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.guest import compose, nodeconfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 H = "#cloud-config\n"
@@ -199,7 +199,7 @@ def test_converted_legacy_ports_give_the_membership_urls(tmp_path):
 
     text = convert.to_flatcar((CONFIGS / "seed-coreos.yaml").read_text()).text
     settings = cluster_with(tmp_path, text, etcd={"client_port": 4001, "peer_port": 7001})
-    node = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)[0]
+    node = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)[0]
     assert "ETCD_INITIAL_CLUSTER=lab-01=http://10.0.0.21:7001," in node.config_text
     assert "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:4001" in node.config_text
 
@@ -258,7 +258,7 @@ def test_ignition_spec_versions_per_distro(tmp_path, distro, version, ok):
     text = _ign(version, systemd={"units": units})
     settings = cluster_with(tmp_path, text, distro=distro, name="c.ign")
     if ok:
-        nodes = planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+        nodes = compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
         assert json.loads(nodes[0].config_text)["ignition"]["version"] == version
     else:
         with pytest.raises(ConfigError) as err:

@@ -9,7 +9,7 @@ import pytest
 
 from vmcoreos.clusterfile import parse_cluster
 from vmcoreos.errors import ConfigError
-from vmcoreos.guest import nodeconfig, planning
+from vmcoreos.guest import compose, nodeconfig
 
 
 def cluster_with(tmp_path, text, *, distro="flatcar", version="current", etcd=None, name="cc.yaml", **net):
@@ -25,7 +25,7 @@ def problems_of(tmp_path, text, **kw) -> list[str]:
     """The findings of a refused config; fails the test if it was accepted."""
     settings = cluster_with(tmp_path, text, **kw)
     with pytest.raises(ConfigError) as err:
-        planning.plan(settings, nodeconfig.load_user_config(settings), count=3)
+        compose.node_configs(settings, nodeconfig.load_user_config(settings), count=3)
     assert re.match(r"node config .* has \d+ problems?; fix (them|it) and run again", err.value.message)
     return err.value.findings
 
@@ -34,5 +34,5 @@ def warnings_of(tmp_path, text, **kw) -> list[str]:
     """The warnings of an accepted config."""
     settings = cluster_with(tmp_path, text, **kw)
     user = nodeconfig.load_user_config(settings)
-    planning.plan(settings, user, count=3)
+    compose.node_configs(settings, user, count=3)
     return list(user.warnings)

@@ -124,7 +124,7 @@ def _moref(ref) -> str:
 
 
 def sections(config: NodeConfig) -> tuple[tuple[str, str], ...]:
-    """The config's section digests (planning computes them without the bootstrap-only membership)."""
+    """The config's section digests (compose computes them without the bootstrap-only membership)."""
     return config.sections or config_sections(config.config_text, config.guestinfo, config.kind)
 
 

@@ -13,7 +13,7 @@ from vmcoreos.cluster.template import Template
 from vmcoreos.cluster.joining import join_deadline, wait_guests, wait_joined
 from vmcoreos.cluster.members import settled
 from vmcoreos.errors import EtcdError
-from vmcoreos.guest import guestinfo, planning
+from vmcoreos.guest import compose, guestinfo
 from vmcoreos.guest.configvalues import IGNITION, NodeConfig
 from vmcoreos.images import verified
 from vmcoreos.reporting import stage
@@ -89,7 +89,7 @@ def bootstrap(run: Run, template: Template, image, configs: list[NodeConfig]) ->
         guests = wait_guests(run, names, deadline)
         leases = {n: st.ip for n, st in guests.items()}
         count = max(c.index for c in configs)
-        final = planning.plan(run.settings, run.user, count=count, only=names, leases=leases)
+        final = compose.node_configs(run.settings, run.user, count=count, only=names, leases=leases)
         marked = {c.name: c for c in configs}
         nodes = run.inventory().nodes
         run.in_parallel(second_boot, [(run, nodes[f.name], f, marked[f.name]) for f in final])
@@ -130,7 +130,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
         deadline = join_deadline(run)
         leases = {config.name: wait_guests(run, [config.name], deadline)[config.name].ip}
     # A re-plan with inputs only now known (the live peers, the lease); the user config is the one parsed.
-    joined = planning.plan(
+    joined = compose.node_configs(
         run.settings, run.user, count=count, only=[config.name], existing_members=peers, leases=leases
     )[0]
     added = _add_member(run, config.name, endpoint, view, run.members.peer_url(joined.ip))
@@ -156,7 +156,7 @@ def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoi
     """An Ignition node under DHCP joins in its one boot: it starts with the live peers and works out its own
     address (guest/leased.py); the member is added as soon as guest tools report the lease. Until then its
     etcd is refused by the peers and its unit restarts it."""
-    joined = planning.plan(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
+    joined = compose.node_configs(run.settings, run.user, count=count, only=[config.name], existing_members=peers)[0]
     clone(run, template, image, joined, config)
     deadline = join_deadline(run)
     ip = wait_guests(run, [config.name], deadline)[config.name].ip

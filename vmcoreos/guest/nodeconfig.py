@@ -8,8 +8,8 @@ problem with its line (validate.py says which findings are errors):
 * load_user_config: the file itself (YAML/JSON, coreos-cloudinit's rules,
   Ignition spec versions) and what the cluster file decides about it (DHCP
   and `$private_ipv4`, the etcd ports, the distro);
-* planning.plan: each node's merged config (addresses in etcd URLs, the 64 KiB
-  limit), in vmcoreos.guest.planning; the config values in vmcoreos.guest.configvalues.
+* compose.node_configs: each node's merged config (addresses in etcd URLs, the 64 KiB
+  limit), in vmcoreos.guest.compose; the config values in vmcoreos.guest.configvalues.
 """
 
 from __future__ import annotations

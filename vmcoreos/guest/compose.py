@@ -1,4 +1,4 @@
-"""Planning each node's config: its name, address and etcd membership merged into the user's config.
+"""Composing each node's config: its name, address and etcd membership merged into the user's config.
 
 Pure: it needs the cluster settings and the user's config, never vSphere,
 so `render` runs offline and before any change. Static nodes get their
@@ -47,7 +47,7 @@ def _bootstrap_checks(settings: ClusterSettings) -> None:
         raise ConfigError("etcd.bootstrap is discovery but etcd.discovery has no URL; set it or pass --discovery-etcd")
 
 
-def plan(
+def node_configs(
     settings: ClusterSettings,
     user: UserConfig,
     *,
@@ -70,7 +70,7 @@ def plan(
         if missing:
             nodes = first_boot(settings, user, missing)
         else:
-            nodes = _plan_leased(settings, user, count=count, only=only, existing=existing_members, leases=leases)
+            nodes = _leased_configs(settings, user, count=count, only=only, existing=existing_members, leases=leases)
         raise_if_errors(user.source, [f for node in nodes for f in _size_findings(node)])
         return nodes
     addresses = node_addresses(settings, count)
@@ -125,7 +125,7 @@ def first_boot(settings: ClusterSettings, user: UserConfig, names: list[str]) ->
     return out
 
 
-def _plan_leased(settings, user, *, count, only, existing, leases) -> list[NodeConfig]:
+def _leased_configs(settings, user, *, count, only, existing, leases) -> list[NodeConfig]:
     """DHCP nodes with known addresses: membership as for static ones, network left to DHCP."""
     names = settings.node_names(count)
     etcd = settings.etcd
