@@ -12,8 +12,7 @@ import json
 import requests
 import yaml
 
-from tests.e2e.helpers import inventory, write_cluster
-from tests.e2e.helpers import CONFIGS, assert_guests_ok, deploy_three, fcos_cluster
+from tests.e2e.helpers import CONFIGS, assert_guests_ok, deploy_three, fcos_cluster, inventory, member_list, write_cluster
 
 DHCP = {"mode": "dhcp"}
 
@@ -21,8 +20,7 @@ DHCP = {"mode": "dhcp"}
 def _assert_three_leased_members(guestsim, subnet):
     ips = {name: guestsim.node(name)["ip"] for name in ("lab-01", "lab-02", "lab-03")}
     assert all(ip.startswith(f"{subnet}.1") and guestsim.node(n)["ip_source"] == "dhcp" for n, ip in ips.items())
-    listing = requests.post(f"http://{ips['lab-01']}:2379/v3/cluster/member/list", json={}, timeout=5).json()
-    members = {m["name"]: m for m in listing["members"]}
+    members = member_list(f"http://{ips['lab-01']}:2379")
     assert sorted(members) == ["lab-01", "lab-02", "lab-03"]
     for name, ip in ips.items():
         assert members[name]["clientURLs"] == [f"http://{ip}:2379"]
@@ -32,14 +30,20 @@ def _assert_three_leased_members(guestsim, subnet):
         assert node["boot_count"] == 1, "one boot: Ignition never runs twice"
 
 
-def test_flatcar_ignition_on_dhcp_joins_in_one_boot(cli, vcsim, guestsim, signed_ova, subnet, tmp_path,
-                                                     discovery_etcd):
+def _flatcar_ignition_on_dhcp(tmp_path, subnet):
+    """A cluster file: the shipped Flatcar Ignition example on DHCP, members found through discovery."""
     (tmp_path / "node.json").write_text((CONFIGS / "flatcar-ignition.json").read_text())
     cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.json",
                             extra={"etcd": {"bootstrap": "discovery"}})
     data = yaml.safe_load(cluster.read_text())
     data["node"]["network"] = DHCP
     cluster.write_text(yaml.safe_dump(data))
+    return cluster
+
+
+def test_flatcar_ignition_on_dhcp_joins_in_one_boot(cli, vcsim, guestsim, signed_ova, subnet, tmp_path,
+                                                     discovery_etcd):
+    cluster = _flatcar_ignition_on_dhcp(tmp_path, subnet)
     run = deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd)
     assert run.returncode == 0, run.stderr
     assert "booting it again" not in run.stderr
@@ -66,12 +70,7 @@ def test_fcos_on_dhcp_joins_in_one_boot(cli, vcsim, guestsim, fcos_stream, signe
 
 def test_a_dhcp_ignition_node_joins_a_running_cluster_in_its_one_boot(cli, vcsim, guestsim, signed_ova, subnet,
                                                                       tmp_path, discovery_etcd):
-    (tmp_path / "node.json").write_text((CONFIGS / "flatcar-ignition.json").read_text())
-    cluster = write_cluster(tmp_path / "cluster.yaml", subnet, config="node.json",
-                            extra={"etcd": {"bootstrap": "discovery"}})
-    data = yaml.safe_load(cluster.read_text())
-    data["node"]["network"] = DHCP
-    cluster.write_text(yaml.safe_dump(data))
+    cluster = _flatcar_ignition_on_dhcp(tmp_path, subnet)
     assert deploy_three(cli, cluster, signed_ova, vcsim, "--discovery-etcd", discovery_etcd).returncode == 0
     run = cli(["deploy", "-c", str(cluster), "--count", "4", "--ova", str(signed_ova["ova"]), "--trusted-key",
                str(signed_ova["key"]), "--json", "--discovery-etcd", discovery_etcd], env=vcsim.env())
