@@ -134,7 +134,7 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
         run.settings, run.user, count=count, only=[config.name], existing_members=peers, leases=leases
     )[0]
     added = _add_member(run, config.name, endpoint, view, run.members.peer_url(joined.ip))
-    try:
+    with _taken_back_if_interrupted(run, config, endpoint, added):
         if run.dhcp:
             second_boot(run, run.inventory().nodes[config.name], joined, config)
         else:
@@ -142,13 +142,6 @@ def join(run: Run, template: Template, image, config: NodeConfig, endpoint: str)
             clone(run, template, image, joined, config)
             deadline = join_deadline(run)
         return wait_joined(run, [config], deadline)[config.name]
-    except (KeyboardInterrupt, SystemExit):
-        # Interrupted half way: take back the VM and the member we added, so the next run starts
-        # clean. A node that merely failed to join is kept for inspection instead.
-        if added is not None:
-            with contextlib.suppress(Exception):
-                _rollback_join(run, config, endpoint, added)
-        raise
 
 
 def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoint: str, peers: dict[str, str],
@@ -162,10 +155,17 @@ def _join_leased(run: Run, template: Template, image, config: NodeConfig, endpoi
     ip = wait_guests(run, [config.name], deadline)[config.name].ip
     peer_url = run.members.peer_url(ip)
     view = etcd.check_view(run.members.client.member_list(endpoint), run.name, endpoint)  # the clone took a while: read again
-    added = None
-    try:
-        added = _add_member(run, config.name, endpoint, view, peer_url, f"leased {ip}; ")
+    added = _add_member(run, config.name, endpoint, view, peer_url, f"leased {ip}; ")
+    with _taken_back_if_interrupted(run, config, endpoint, added):
         return wait_joined(run, [config], deadline)[config.name]
+
+
+@contextlib.contextmanager
+def _taken_back_if_interrupted(run: Run, config: NodeConfig, endpoint: str, added: etcd.Member | None):
+    """Interrupted half way through a join: take back the VM and the member we added (if we added one), so the
+    next run starts clean. A node that merely failed to join is kept for inspection instead."""
+    try:
+        yield
     except (KeyboardInterrupt, SystemExit):
         if added is not None:
             with contextlib.suppress(Exception):
