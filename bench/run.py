@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench = Bench.create(work, args)
         log("building and signing the OVAs")
-        images = work / "images"
+        # Inside the runs' private cache (VMCOREOS_CACHE_DIR), as a fetched release is: only there may the
+        # record of a verified image stand in for reading it again; an --ova elsewhere is verified every run.
+        images = work / "cache" / "images"
         with TestSigner.create(work / "signer") as signer:
             bench.key = signer.write_public_key(work / "key.asc")
             bench.keyring = signer.write_keyring(work / "keyring.gpg")
