@@ -160,6 +160,34 @@ def test_a_member_unhealthy_for_a_moment_is_asked_again_and_the_roll_goes_on(mon
     assert ("resize", "lab-02") in faked and members.asks >= 3
 
 
+class Silent(FakeMembers):
+    """No member answers the member list the first `times` asks, as while an election settles."""
+
+    def __init__(self, leader, times):
+        super().__init__(leader)
+        self.lists, self.times = 0, times
+
+    def live_view(self, nodes, exclude=frozenset()):
+        self.lists += 1
+        return None if self.lists <= self.times else super().live_view(nodes, exclude)
+
+
+@pytest.mark.parametrize("times, stops", [(2, False), (1000, True)])
+def test_silence_before_a_step_is_asked_again_and_only_lasting_silence_stops_the_roll(monkeypatch, faked,
+                                                                                      quick_settle, times, stops):
+    configs = {i: _config(i) for i in (1, 2, 3)}
+    run = FakeRun({c.name: _vm(c, 2) for c in configs.values()}, Silent("lab-01", times), faked)
+    _wire(monkeypatch, run, {c.name: c for c in configs.values()})
+    monkeypatch.setattr(converge, "_write_canary", lambda run_, nodes: None)  # the roll's first list, not this one
+    if stops:
+        with pytest.raises(EtcdError, match="no etcd member answers; the cluster is down"):
+            converge.roll(run, list(configs.values()), WANT, RunResult("lab", []), template=lambda: None)
+        assert [step for step in faked if step[0] == "resize"] == []
+    else:
+        converge.roll(run, list(configs.values()), WANT, RunResult("lab", []), template=lambda: None)
+        assert ("resize", "lab-02") in faked
+
+
 def test_a_sick_member_stops_the_roll_before_anything_is_touched(monkeypatch, faked, quick_settle):
     configs = {i: _config(i) for i in (1, 2, 3)}
     nodes = {c.name: _vm(c, 2) for c in configs.values()}

@@ -54,7 +54,7 @@ def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, 
                 run.reporter.event(f"{config.name}: replace: {str(change) or 'forced (--force)'}")
                 node_ops.remove_node(run, vm, nodes)
                 nodes.pop(config.name)
-            live = run.members.live_view(nodes)
+            live = settled(lambda: run.members.live_view(nodes), lambda answer: answer is None)
             if live is None:
                 raise EtcdError(f"no etcd member answers after removing {config.name}; the roll stopped here")
             run.reporter.event(f"{config.name}: creating on {image.version}")
@@ -64,16 +64,19 @@ def roll(run: Run, pending: list[NodeConfig], want: Desired, result: RunResult, 
 
 
 def check_healthy(run: Run, nodes, skip: str, skip_peer: str | None = None) -> None:
-    """Every member but the one about to be changed must be healthy; a sick answer is asked again for a
-    while first (members.settled): the step before restarted a member, which can falter as an election settles."""
-    def sick_now() -> list[str]:
+    """Every member but the one about to be changed must be healthy. Silence or a sick answer is asked again
+    for a while first (members.settled): the step before restarted a member, and while the election that
+    follows settles the others can answer neither the member list nor /health."""
+    def sick_now() -> list[str] | None:
         live = run.members.live_view(nodes, exclude={skip})
         if live is None:
-            raise EtcdError("no etcd member answers; the cluster is down, so the roll stops before touching it")
+            return None
         _, view = live
         return sick_members(view, run.members.health(view), skip, skip_peer)
 
-    sick = settled(sick_now, bool)
+    sick = settled(sick_now, lambda answer: answer is None or bool(answer))
+    if sick is None:
+        raise EtcdError("no etcd member answers; the cluster is down, so the roll stops before touching it")
     if sick:
         raise EtcdError(
             f"etcd members {', '.join(sick)} are not healthy; the roll stops before {skip} with quorum intact."
